@@ -1,0 +1,62 @@
+//! The testbed: real Kubernetes control planes (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler) and a fake-node agent (kwok),
+//! started as local processes on loopback, one set per named cluster.
+//!
+//! The binaries are built from Go modules (see [`toolchain`]); nothing is
+//! downloaded prebuilt and no container runtime is needed.
+
+#![forbid(unsafe_code)]
+
+pub mod component;
+mod config;
+mod error;
+pub mod kubeconfig;
+pub mod pki;
+pub mod process;
+mod testbed;
+pub mod toolchain;
+
+pub use self::{
+    config::{
+        ClusterLayout, Component, Config, DEFAULT_BASE_PORT, DEFAULT_CLUSTERS, MAX_CLUSTERS,
+        PORTS_PER_CLUSTER, validate_cluster_names,
+    },
+    error::Error,
+    testbed::{
+        ClusterStatus, ComponentStatus, State, Status, Testbed, UpOutcome, default_dir,
+        leftover_processes,
+    },
+    toolchain::Toolchain,
+};
+
+/// Where long steps report what they are doing.
+pub trait Progress: Send + Sync {
+    /// A step has started or finished; one line for a person to read.
+    fn step(&self, message: &str);
+}
+
+/// Progress written to stderr, one line a step, with the time since start.
+pub struct StderrProgress {
+    start: std::time::Instant,
+}
+
+impl Default for StderrProgress {
+    fn default() -> Self {
+        Self {
+            start: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Progress for StderrProgress {
+    fn step(&self, message: &str) {
+        eprintln!("[{:>5.1}s] {message}", self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// Progress that is dropped, for callers that report nothing.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn step(&self, _: &str) {}
+}
