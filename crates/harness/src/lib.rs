@@ -1,1 +1,306 @@
-//! placeholder
+//! The integration-test harness.
+//!
+//! - [`Env::shared`] starts the test testbed once per test run, through the
+//!   real `tandem testbed up`, or reuses the one that is running.
+//! - [`Env::namespace`] gives each test its own namespace in the clusters it
+//!   names; on failure its objects are dumped, and it is always deleted.
+//! - If the testbed cannot start, the test fails and says why: nothing is
+//!   skipped.
+
+#![forbid(unsafe_code)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use kube::Client;
+use tandem_testbed::Testbed;
+
+/// The clusters every shared-testbed test can use.
+pub const CLUSTERS: &[&str] = &["east", "west"];
+
+/// Ports of the test testbed: apart from a user's default testbed (26440).
+pub const TEST_BASE_PORT: u16 = 27440;
+
+/// The test testbed's directory: `TANDEM_TEST_TESTBED_DIR`, else under the cache.
+pub fn test_dir() -> PathBuf {
+    std::env::var_os("TANDEM_TEST_TESTBED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tandem_testbed::toolchain::cache_root().join("test-testbed"))
+}
+
+/// The shared testbed of this test run.
+#[derive(Clone, Debug)]
+pub struct Env {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub tandem: PathBuf,
+}
+
+static SHARED: OnceLock<Result<Env, String>> = OnceLock::new();
+
+impl Env {
+    /// Starts (or reuses) the shared testbed with the given `tandem` binary.
+    /// Panics with the reason when it cannot: a test must not pass without it.
+    pub fn shared(tandem: &Path) -> Env {
+        let res = SHARED.get_or_init(|| start_shared(tandem).map_err(|e| format!("{e:#}")));
+        match res {
+            Ok(env) => env.clone(),
+            Err(e) => panic!(
+                "the test testbed could not be started, so this test cannot run:\n{e}\n\
+                 (run `tandem testbed up --dir {} --base-port {TEST_BASE_PORT}` to see it start)",
+                test_dir().display()
+            ),
+        }
+    }
+
+    /// A kube-rs client for a cluster, built from the kubeconfig as a user's would be.
+    pub async fn client(&self, cluster: &str) -> Client {
+        let tb = Testbed::open(&self.dir).expect("the shared testbed is recorded");
+        tb.client(cluster)
+            .await
+            .unwrap_or_else(|e| panic!("client for {cluster}: {e}"))
+    }
+
+    /// `kubectl --context CLUSTER ...` with this testbed's kubeconfig.
+    pub fn kubectl(&self, cluster: &str) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .arg("--context")
+            .arg(cluster);
+        cmd
+    }
+
+    /// `tandem ...` with this testbed's kubeconfig.
+    pub fn tandem(&self) -> Command {
+        let mut cmd = Command::new(&self.tandem);
+        cmd.env("KUBECONFIG", &self.kubeconfig);
+        cmd
+    }
+
+    /// A fresh namespace, created in each of `clusters`.
+    pub fn namespace(&self, prefix: &str, clusters: &[&str]) -> TestNamespace {
+        let suffix = format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos()
+                % 0xffffff
+        );
+        let name = format!("{}-{suffix}", prefix.to_lowercase().replace('_', "-"));
+        for c in clusters {
+            let out = run(self.kubectl(c).args(["create", "namespace", &name]));
+            assert!(
+                out.status.success(),
+                "creating namespace {name} in {c}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        TestNamespace {
+            name,
+            clusters: clusters.iter().map(|c| c.to_string()).collect(),
+            env: self.clone(),
+        }
+    }
+}
+
+fn start_shared(tandem: &Path) -> Result<Env> {
+    if !tandem.is_file() {
+        bail!("the tandem binary {} does not exist", tandem.display());
+    }
+    let dir = test_dir();
+    let up = |dir: &Path| {
+        let mut cmd = Command::new(tandem);
+        cmd.args(["testbed", "up", "--clusters", &CLUSTERS.join(",")])
+            .arg("--dir")
+            .arg(dir)
+            .arg("--base-port")
+            .arg(TEST_BASE_PORT.to_string())
+            // Progress (a first build takes minutes) goes to the terminal.
+            .stderr(std::process::Stdio::inherit());
+        cmd.output()
+            .with_context(|| format!("running {}", tandem.display()))
+    };
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        let out = up(&dir)?;
+        if out.status.success() {
+            break;
+        }
+        // stderr went to the terminal; ask again for the reason.
+        let status = Command::new(tandem)
+            .args(["testbed", "status", "--dir"])
+            .arg(&dir)
+            .output()?;
+        let why = String::from_utf8_lossy(&status.stderr).into_owned();
+        if Instant::now() > deadline {
+            bail!("`tandem testbed up` failed: {why}");
+        }
+        // Another test binary is starting it: wait for that.
+        if lock_held(&dir) {
+            std::thread::sleep(Duration::from_secs(2));
+            continue;
+        }
+        // A testbed left unhealthy or stale by an earlier run: clear it once.
+        eprintln!("test testbed in {} is stale; restarting it", dir.display());
+        let down = Command::new(tandem)
+            .args(["testbed", "down", "--dir"])
+            .arg(&dir)
+            .stderr(std::process::Stdio::inherit())
+            .output()?;
+        if !down.status.success() {
+            bail!("`tandem testbed down` failed on a stale test testbed");
+        }
+        let out = up(&dir)?;
+        if !out.status.success() {
+            bail!(
+                "`tandem testbed up` failed twice (its error is printed above); logs are under {}",
+                dir.display()
+            );
+        }
+        break;
+    }
+    Ok(Env {
+        kubeconfig: dir.join("kubeconfig"),
+        dir,
+        tandem: tandem.to_path_buf(),
+    })
+}
+
+fn lock_held(dir: &Path) -> bool {
+    std::fs::File::open(dir.join(".lock"))
+        .map(|f| matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)))
+        .unwrap_or(false)
+}
+
+/// Runs a command, panicking only if it cannot be started at all.
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A namespace of one test, in one or more clusters.
+pub struct TestNamespace {
+    pub name: String,
+    pub clusters: Vec<String>,
+    env: Env,
+}
+
+impl TestNamespace {
+    /// `kubectl apply -f -` of a manifest into this namespace.
+    pub fn apply(&self, cluster: &str, manifest: &str) {
+        use std::io::Write;
+        let mut child = self
+            .env
+            .kubectl(cluster)
+            .args(["apply", "-n", &self.name, "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl starts");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(manifest.as_bytes())
+            .expect("manifest written");
+        let out = child.wait_with_output().expect("kubectl finishes");
+        assert!(
+            out.status.success(),
+            "kubectl apply in {cluster}/{}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `kubectl -n NS ...` in one cluster; must succeed.
+    pub fn kubectl(&self, cluster: &str, args: &[&str]) -> String {
+        run_ok(
+            self.env
+                .kubectl(cluster)
+                .arg("-n")
+                .arg(&self.name)
+                .args(args),
+        )
+    }
+
+    fn dump(&self) {
+        for c in &self.clusters {
+            let out = run(self.env.kubectl(c).args([
+                "get",
+                "all,endpointslices,events,configmaps,serviceaccounts",
+                "-n",
+                &self.name,
+                "-o",
+                "yaml",
+            ]));
+            eprintln!(
+                "===== objects of namespace {} in cluster {c} =====\n{}{}",
+                self.name,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump();
+        }
+        for c in &self.clusters {
+            let _ = run(self.env.kubectl(c).args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ]));
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` with the
+/// last state seen. This is a deadline for an expected outcome, not a measure
+/// of speed (benchmarks measure speed).
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(state) => last = state,
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "{what}: not reached within {}s; last seen: {last}",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -50,7 +50,9 @@ pub struct UpArgs {
     /// Cluster names, comma-separated; each becomes a kubeconfig context.
     #[arg(long, value_delimiter = ',', default_value = "east,west")]
     clusters: Vec<String>,
-    /// The first port; each cluster takes 10 ports from here, in order.
+    /// The first port; each cluster takes 10 ports from here, in order. Keep
+    /// the range below the ephemeral ports (32768 and up on Linux), where an
+    /// outgoing connection could take a testbed port first.
     #[arg(long, env = "TANDEM_TESTBED_BASE_PORT", default_value_t = DEFAULT_BASE_PORT)]
     base_port: u16,
 }
