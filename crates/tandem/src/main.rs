@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod certificate;
 mod output;
 mod testbed;
 
@@ -30,6 +31,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create, inspect and verify certificates (the workshop's `step certificate`).
+    #[command(subcommand)]
+    Certificate(certificate::CertificateCommand),
     /// Real Kubernetes clusters as local processes, for trying tandem and for its tests.
     #[command(subcommand)]
     Testbed(testbed::TestbedCommand),
@@ -57,6 +61,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Certificate(cmd) => certificate::run(cmd),
             Command::Testbed(cmd) => testbed::run(cmd).await,
         }
     });
