@@ -4,7 +4,7 @@
 #   - kube-apiserver, kube-controller-manager, kube-scheduler, etcd and kwok,
 #     built from Go modules into ~/.cache/tandem (once; reused after that);
 #   - a two-cluster test testbed on 127.0.0.1, stopped again at the end.
-# It needs Rust (rustup), Go >= 1.24 and kubectl on PATH, and fails, naming
+# It needs Rust (rustup), Go >= 1.26 and kubectl on PATH, and fails, naming
 # what is missing, when one is not there.
 #
 # Environment:
@@ -26,7 +26,7 @@ need() {
   fi
 }
 need cargo "install Rust with rustup (https://rustup.rs)"
-need go "install Go 1.24 or newer (https://go.dev/doc/install); the testbed is built from Go modules"
+need go "install Go 1.26 or newer (https://go.dev/doc/install); the testbed is built from Go modules"
 need kubectl "install kubectl (https://kubernetes.io/docs/tasks/tools/); the tests drive the clusters with it"
 [[ $missing == 0 ]] || exit 1
 

@@ -5,6 +5,9 @@
 use clap::{Parser, Subcommand};
 
 mod certificate;
+mod check;
+mod install;
+mod kube_client;
 mod output;
 mod testbed;
 
@@ -25,18 +28,41 @@ struct Cli {
     )]
     log: String,
 
+    #[command(flatten)]
+    cluster: kube_client::ClusterArgs,
+
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check a cluster before install (--pre), or check an install.
+    Check(check::CheckArgs),
+    /// Print the control plane's manifests (or, with --crds, the CRDs) for `kubectl apply -f -`.
+    Install(install::InstallArgs),
+    /// Print the control plane's objects for `kubectl delete -f -`.
+    Uninstall(install::UninstallArgs),
+    /// The SMI TrafficSplit CRD (the workshop's `linkerd smi install`).
+    #[command(subcommand)]
+    Smi(install::SmiCommand),
+    /// The failover extension: install it, run the controller, see its state.
+    #[command(subcommand)]
+    Failover(FailoverCommand),
     /// Create, inspect and verify certificates (the workshop's `step certificate`).
     #[command(subcommand)]
     Certificate(certificate::CertificateCommand),
     /// Real Kubernetes clusters as local processes, for trying tandem and for its tests.
     #[command(subcommand)]
     Testbed(testbed::TestbedCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum FailoverCommand {
+    /// Print the failover controller's manifests for `kubectl apply -f -`.
+    Install(install::FailoverInstallArgs),
+    /// Print the failover controller's objects for `kubectl delete -f -`.
+    Uninstall(install::FailoverUninstallArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,6 +88,14 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Certificate(cmd) => certificate::run(cmd),
+            Command::Check(args) => check::run(&cli.cluster, args).await,
+            Command::Install(args) => install::install(args),
+            Command::Uninstall(args) => install::uninstall(args),
+            Command::Smi(cmd) => install::smi(cmd),
+            Command::Failover(FailoverCommand::Install(args)) => install::failover_install(args),
+            Command::Failover(FailoverCommand::Uninstall(args)) => {
+                install::failover_uninstall(args)
+            }
             Command::Testbed(cmd) => testbed::run(cmd).await,
         }
     });

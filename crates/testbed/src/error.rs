@@ -19,7 +19,7 @@ pub enum Error {
     },
 
     #[error(
-        "the Go toolchain was not found ({looked_for}).\n  The testbed builds kube-apiserver, etcd and kwok from Go modules and needs Go 1.24 or newer.\n  Install Go (https://go.dev/doc/install) and put it on PATH, or set TANDEM_GO to the go binary"
+        "the Go toolchain was not found ({looked_for}).\n  The testbed builds kube-apiserver, etcd and kwok from Go modules and needs Go 1.26 or newer.\n  Install Go (https://go.dev/doc/install) and put it on PATH, or set TANDEM_GO to the go binary"
     )]
     GoMissing { looked_for: String },
 

@@ -324,6 +324,7 @@ impl Testbed {
         }
         let client = Client::try_from(base).map_err(|e| cluster_err(&l.name, e))?;
         register_node(&client, l).await?;
+        install_gateway_api(&client, l, tc).await?;
         wait_until(
             &l.name,
             "the node to become Ready",
@@ -679,6 +680,41 @@ async fn register_node(client: &Client, l: &ClusterLayout) -> Result<(), Error> 
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(e) => Err(cluster_err(&l.name, format!("creating node {name}: {e}"))),
     }
+}
+
+/// The Gateway API's standard CRDs (HTTPRoute among them), from the Go
+/// module, applied server-side so that a restart re-applies them harmlessly.
+async fn install_gateway_api(
+    client: &Client,
+    l: &ClusterLayout,
+    tc: &Toolchain,
+) -> Result<(), Error> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let dir = tc.artifact(toolchain::GATEWAY_API_CRDS);
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .map_err(|e| Error::io(&dir, e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for file in files {
+        let text = fs::read_to_string(&file).map_err(|e| Error::io(&file, e))?;
+        let docs: Vec<CustomResourceDefinition> = serde_saphyr::from_multiple(&text)
+            .map_err(|e| cluster_err(&l.name, format!("{}: {e}", file.display())))?;
+        for crd in docs {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            crds.patch(
+                &name,
+                &kube::api::PatchParams::apply("tandem-testbed").force(),
+                &kube::api::Patch::Apply(&crd),
+            )
+            .await
+            .map_err(|e| cluster_err(&l.name, format!("applying CRD {name}: {e}")))?;
+        }
+    }
+    Ok(())
 }
 
 async fn node_ready(client: &Client, l: &ClusterLayout) -> Result<bool, kube::Error> {

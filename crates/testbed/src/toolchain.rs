@@ -17,13 +17,20 @@ use sha2::{Digest, Sha256};
 
 use crate::{Component, Error, Progress};
 
-/// One Go module of `tools/`: its directory name, files, and the packages to
-/// build from it with their output names.
+/// One Go module of `tools/`: its directory name, files, the packages to
+/// build from it with their output names, and directories to copy out of a
+/// module it requires (module, directory in it, destination in the cache).
 struct Module {
     dir: &'static str,
     files: &'static [(&'static str, &'static str)],
-    builds: &'static [(&'static str, Component)],
+    builds: &'static [(&'static str, &'static str)],
+    copies: &'static [(&'static str, &'static str, &'static str)],
 }
+
+/// helm, built for testing tandem's charts.
+pub const HELM: &str = "helm";
+/// The Gateway API's standard-channel CRDs (HTTPRoute and friends).
+pub const GATEWAY_API_CRDS: &str = "gateway-api-crds";
 
 const MODULES: &[Module] = &[
     Module {
@@ -34,19 +41,14 @@ const MODULES: &[Module] = &[
             ("tools.go", include_str!("../../../tools/kube/tools.go")),
         ],
         builds: &[
-            (
-                "k8s.io/kubernetes/cmd/kube-apiserver",
-                Component::KubeApiserver,
-            ),
+            ("k8s.io/kubernetes/cmd/kube-apiserver", "kube-apiserver"),
             (
                 "k8s.io/kubernetes/cmd/kube-controller-manager",
-                Component::KubeControllerManager,
+                "kube-controller-manager",
             ),
-            (
-                "k8s.io/kubernetes/cmd/kube-scheduler",
-                Component::KubeScheduler,
-            ),
+            ("k8s.io/kubernetes/cmd/kube-scheduler", "kube-scheduler"),
         ],
+        copies: &[],
     },
     Module {
         dir: "etcd",
@@ -55,7 +57,8 @@ const MODULES: &[Module] = &[
             ("go.sum", include_str!("../../../tools/etcd/go.sum")),
             ("main.go", include_str!("../../../tools/etcd/main.go")),
         ],
-        builds: &[(".", Component::Etcd)],
+        builds: &[(".", "etcd")],
+        copies: &[],
     },
     Module {
         dir: "kwok",
@@ -64,9 +67,42 @@ const MODULES: &[Module] = &[
             ("go.sum", include_str!("../../../tools/kwok/go.sum")),
             ("tools.go", include_str!("../../../tools/kwok/tools.go")),
         ],
-        builds: &[("sigs.k8s.io/kwok/cmd/kwok", Component::Kwok)],
+        builds: &[("sigs.k8s.io/kwok/cmd/kwok", "kwok")],
+        copies: &[],
+    },
+    Module {
+        dir: "helm",
+        files: &[
+            ("go.mod", include_str!("../../../tools/helm/go.mod")),
+            ("go.sum", include_str!("../../../tools/helm/go.sum")),
+        ],
+        builds: &[("helm.sh/helm/v3/cmd/helm", HELM)],
+        copies: &[],
+    },
+    Module {
+        dir: "gateway-api",
+        files: &[
+            ("go.mod", include_str!("../../../tools/gateway-api/go.mod")),
+            ("go.sum", include_str!("../../../tools/gateway-api/go.sum")),
+        ],
+        builds: &[],
+        copies: &[(
+            "sigs.k8s.io/gateway-api",
+            "config/crd/standard",
+            GATEWAY_API_CRDS,
+        )],
     },
 ];
+
+/// Everything the cache must hold: binaries and copied directories.
+fn artifacts() -> impl Iterator<Item = &'static str> {
+    MODULES.iter().flat_map(|m| {
+        m.builds
+            .iter()
+            .map(|(_, name)| *name)
+            .chain(m.copies.iter().map(|(_, _, dest)| *dest))
+    })
+}
 
 /// The one change made to Kubernetes' source, applied to a linked copy of the
 /// module in the build tree and never to the module cache.
@@ -101,11 +137,13 @@ impl Toolchain {
         self.bin_dir.join(component.binary())
     }
 
-    fn missing(&self) -> Vec<Component> {
-        Component::ALL
-            .into_iter()
-            .filter(|c| !self.binary(*c).is_file())
-            .collect()
+    /// A built tool ([`HELM`]) or copied directory ([`GATEWAY_API_CRDS`]).
+    pub fn artifact(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
+    fn missing(&self) -> Vec<&'static str> {
+        artifacts().filter(|a| !self.artifact(a).exists()).collect()
     }
 
     /// The toolchain if it is fully built, without building anything.
@@ -168,12 +206,8 @@ impl Toolchain {
     }
 }
 
-fn names(components: &[Component]) -> String {
-    components
-        .iter()
-        .map(|c| c.name())
-        .collect::<Vec<_>>()
-        .join(", ")
+fn names(artifacts: &[&str]) -> String {
+    artifacts.join(", ")
 }
 
 /// `TANDEM_CACHE`, else `$XDG_CACHE_HOME/tandem`, else `~/.cache/tandem`.
@@ -207,9 +241,14 @@ pub fn cache_key() -> String {
             h.update(name.as_bytes());
             h.update(body.as_bytes());
         }
-        for (pkg, c) in m.builds {
+        for (pkg, name) in m.builds {
             h.update(pkg.as_bytes());
-            h.update(c.name().as_bytes());
+            h.update(name.as_bytes());
+        }
+        for (module, dir, dest) in m.copies {
+            h.update(module.as_bytes());
+            h.update(dir.as_bytes());
+            h.update(dest.as_bytes());
         }
     }
     h.update(ENDPOINT_IP_PATCH.file.as_bytes());
@@ -288,7 +327,7 @@ impl<'a> Builder<'a> {
         })
     }
 
-    fn build(&self, missing: &[Component]) -> Result<(), Error> {
+    fn build(&self, missing: &[&str]) -> Result<(), Error> {
         self.progress.step(&format!(
             "building {} {} from Go modules into {} (once; a cold build takes 5-20 minutes on 2 cores)",
             names(missing),
@@ -296,19 +335,67 @@ impl<'a> Builder<'a> {
             self.tc.bin_dir.display()
         ));
         for m in MODULES {
-            if !m.builds.iter().any(|(_, c)| missing.contains(c)) {
-                continue;
-            }
-            if m.dir == "kube" {
+            if m.builds.iter().any(|(_, b)| missing.contains(b)) && m.dir == "kube" {
                 self.patch_kubernetes(m)?;
             }
-            for (pkg, component) in m.builds {
-                if missing.contains(component) {
-                    self.go_build(m, pkg, *component)?;
+            for (pkg, binary) in m.builds {
+                if missing.contains(binary) {
+                    self.go_build(m, pkg, binary)?;
+                }
+            }
+            for (module, dir, dest) in m.copies {
+                if missing.contains(dest) {
+                    self.copy_from_module(m, module, dir, dest)?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Where `go mod download` put a module that `m` requires.
+    fn module_dir(&self, m: &Module, module: &str) -> Result<PathBuf, Error> {
+        let out = self.run_go(
+            &self.src.join(m.dir),
+            &["mod", "download", "-json", module],
+            &format!("downloading {module}"),
+        )?;
+        let info: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| Error::BuildFailed {
+                what: module.into(),
+                detail: format!("go mod download -json printed something unexpected: {e}"),
+            })?;
+        match info["Dir"].as_str() {
+            Some(dir) if !dir.is_empty() => Ok(PathBuf::from(dir)),
+            _ => Err(Error::BuildFailed {
+                what: module.into(),
+                detail: format!("go mod download did not report a directory: {out}"),
+            }),
+        }
+    }
+
+    fn copy_from_module(
+        &self,
+        m: &Module,
+        module: &str,
+        dir: &str,
+        dest: &str,
+    ) -> Result<(), Error> {
+        self.progress.step(&format!("copying {dir} of {module}"));
+        let from = self.module_dir(m, module)?.join(dir);
+        let partial = self.tc.bin_dir.join(format!(".{dest}.partial"));
+        if partial.exists() {
+            fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+        }
+        fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+        for entry in fs::read_dir(&from).map_err(|e| Error::io(&from, e))? {
+            let entry = entry.map_err(|e| Error::io(&from, e))?;
+            if entry.path().is_file() {
+                let to = partial.join(entry.file_name());
+                fs::copy(entry.path(), &to).map_err(|e| Error::io(&to, e))?;
+            }
+        }
+        let target = self.tc.artifact(dest);
+        fs::rename(&partial, &target).map_err(|e| Error::io(&target, e))
     }
 
     /// Go refuses to patch files in the module cache, so the module is linked
@@ -368,11 +455,8 @@ impl<'a> Builder<'a> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn go_build(&self, m: &Module, pkg: &str, component: Component) -> Result<(), Error> {
-        let partial = self
-            .tc
-            .bin_dir
-            .join(format!(".{}.partial", component.binary()));
+    fn go_build(&self, m: &Module, pkg: &str, component: &str) -> Result<(), Error> {
+        let partial = self.tc.bin_dir.join(format!(".{component}.partial"));
         let log_path = self.logs.join(format!("{component}.log"));
         let log = fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
         let mut cmd = Command::new(&self.go);
@@ -410,7 +494,7 @@ impl<'a> Builder<'a> {
                 detail: format!("{detail}\n(full log: {})", log_path.display()),
             });
         }
-        let dest = self.tc.binary(component);
+        let dest = self.tc.artifact(component);
         fs::rename(&partial, &dest).map_err(|e| Error::io(&dest, e))?;
         self.progress.step(&format!(
             "built {component} in {}s",

@@ -1,0 +1,236 @@
+//! `tandem install`: the core control plane.
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::{ImageOptions, labels, restricted_security_context, rule};
+
+pub const DEFAULT_NAMESPACE: &str = "tandem";
+pub const TRUST_ROOTS_CONFIGMAP: &str = "tandem-identity-trust-roots";
+pub const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
+pub const ISSUER_SECRET: &str = "tandem-identity-issuer";
+pub const ISSUER_CERT_KEY: &str = "crt.pem";
+pub const ISSUER_KEY_KEY: &str = "key.pem";
+pub const IDENTITY: &str = "tandem-identity";
+/// The admin port of every tandem process: /live, /ready, /metrics.
+pub const ADMIN_PORT: u16 = 9990;
+
+/// The core control plane's inputs: already validated certificates.
+#[derive(Clone, Debug)]
+pub struct CoreOptions {
+    pub namespace: String,
+    pub image: ImageOptions,
+    pub trust_anchors_pem: String,
+    pub issuer_cert_pem: String,
+    pub issuer_key_pem: String,
+    pub cluster_domain: String,
+    pub log_level: String,
+}
+
+/// The control plane's objects, in apply order.
+pub fn render(o: &CoreOptions) -> Vec<Value> {
+    let ns = o.namespace.as_str();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let l = labels("identity");
+    vec![
+        json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": { "name": ns, "labels": { crate::PART_OF: "tandem", "tandem.io/control-plane-ns": ns } },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": { "name": TRUST_ROOTS_CONFIGMAP, "namespace": ns, "labels": l },
+            "data": { TRUST_ROOTS_KEY: o.trust_anchors_pem },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": { "name": ISSUER_SECRET, "namespace": ns, "labels": l },
+            "data": { ISSUER_CERT_KEY: b64(&o.issuer_cert_pem), ISSUER_KEY_KEY: b64(&o.issuer_key_pem) },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": { "name": IDENTITY, "namespace": ns, "labels": l },
+        }),
+        // Reads only its own issuer and trust roots, by name.
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": { "name": IDENTITY, "namespace": ns, "labels": l },
+            "rules": [
+                { "apiGroups": [""], "resources": ["secrets"], "resourceNames": [ISSUER_SECRET], "verbs": ["get", "watch"] },
+                { "apiGroups": [""], "resources": ["configmaps"], "resourceNames": [TRUST_ROOTS_CONFIGMAP], "verbs": ["get", "watch"] },
+            ],
+        }),
+        binding(
+            "RoleBinding",
+            IDENTITY,
+            Some(ns),
+            ("Role", IDENTITY),
+            (IDENTITY, ns),
+            &l,
+        ),
+        // Validates workload tokens before it signs, and reports issuer events.
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": { "name": format!("{IDENTITY}-{ns}"), "labels": l },
+            "rules": [
+                rule(&["authentication.k8s.io"], &["tokenreviews"], &["create"]),
+                rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
+            ],
+        }),
+        binding(
+            "ClusterRoleBinding",
+            &format!("{IDENTITY}-{ns}"),
+            None,
+            ("ClusterRole", &format!("{IDENTITY}-{ns}")),
+            (IDENTITY, ns),
+            &l,
+        ),
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": { "name": IDENTITY, "namespace": ns, "labels": l },
+            "spec": {
+                "replicas": 1,
+                "selector": { "matchLabels": { "app.kubernetes.io/component": "identity", crate::PART_OF: "tandem" } },
+                "template": {
+                    "metadata": { "labels": l },
+                    "spec": {
+                        "serviceAccountName": IDENTITY,
+                        "automountServiceAccountToken": true,
+                        "containers": [{
+                            "name": "identity",
+                            "image": o.image.reference(),
+                            "imagePullPolicy": "IfNotPresent",
+                            "args": [
+                                "identity",
+                                "--trust-anchors-file", format!("/var/run/tandem/trust-roots/{TRUST_ROOTS_KEY}"),
+                                "--issuer-dir", "/var/run/tandem/issuer",
+                                "--cluster-domain", o.cluster_domain,
+                                "--admin-addr", format!("0.0.0.0:{ADMIN_PORT}"),
+                                "--log", o.log_level,
+                            ],
+                            "ports": [{ "name": "admin-http", "containerPort": ADMIN_PORT }],
+                            "livenessProbe": { "httpGet": { "path": "/live", "port": "admin-http" } },
+                            "readinessProbe": { "httpGet": { "path": "/ready", "port": "admin-http" } },
+                            "resources": {
+                                "requests": { "cpu": "10m", "memory": "32Mi" },
+                                "limits": { "memory": "128Mi" },
+                            },
+                            "securityContext": restricted_security_context(),
+                            "volumeMounts": [
+                                { "name": "trust-roots", "mountPath": "/var/run/tandem/trust-roots", "readOnly": true },
+                                { "name": "issuer", "mountPath": "/var/run/tandem/issuer", "readOnly": true },
+                            ],
+                        }],
+                        "volumes": [
+                            { "name": "trust-roots", "configMap": { "name": TRUST_ROOTS_CONFIGMAP } },
+                            { "name": "issuer", "secret": { "secretName": ISSUER_SECRET } },
+                        ],
+                    },
+                },
+            },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": { "name": IDENTITY, "namespace": ns, "labels": l },
+            "spec": {
+                "selector": { "app.kubernetes.io/component": "identity", crate::PART_OF: "tandem" },
+                "ports": [{ "name": "admin-http", "port": ADMIN_PORT, "targetPort": "admin-http" }],
+            },
+        }),
+    ]
+}
+
+/// A RoleBinding or ClusterRoleBinding of one ServiceAccount (name, namespace)
+/// to a role (kind, name).
+pub(crate) fn binding(
+    kind: &str,
+    name: &str,
+    namespace: Option<&str>,
+    role: (&str, &str),
+    sa: (&str, &str),
+    labels: &Value,
+) -> Value {
+    let mut meta = json!({ "name": name, "labels": labels });
+    if let Some(ns) = namespace {
+        meta["namespace"] = json!(ns);
+    }
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": kind,
+        "metadata": meta,
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": role.0, "name": role.1 },
+        "subjects": [{ "kind": "ServiceAccount", "name": sa.0, "namespace": sa.1 }],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> CoreOptions {
+        CoreOptions {
+            namespace: DEFAULT_NAMESPACE.into(),
+            image: ImageOptions::default(),
+            trust_anchors_pem: "ANCHORS".into(),
+            issuer_cert_pem: "CERT".into(),
+            issuer_key_pem: "KEY".into(),
+            cluster_domain: "cluster.local".into(),
+            log_level: "info".into(),
+        }
+    }
+
+    fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+        objs.iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind}/{name} rendered"))
+    }
+
+    #[test]
+    fn certificates_land_in_the_configmap_and_secret() {
+        let objs = render(&opts());
+        assert_eq!(
+            find(&objs, "ConfigMap", TRUST_ROOTS_CONFIGMAP)["data"][TRUST_ROOTS_KEY],
+            "ANCHORS"
+        );
+        let secret = find(&objs, "Secret", ISSUER_SECRET);
+        assert_eq!(secret["data"][ISSUER_CERT_KEY], "Q0VSVA==");
+        assert_eq!(secret["data"][ISSUER_KEY_KEY], "S0VZ");
+    }
+
+    #[test]
+    fn the_identity_role_reads_only_its_own_objects() {
+        let objs = render(&opts());
+        let role = find(&objs, "Role", IDENTITY);
+        for r in role["rules"].as_array().unwrap() {
+            assert!(
+                r["resourceNames"].as_array().is_some_and(|n| n.len() == 1),
+                "{r}"
+            );
+            assert!(!r["verbs"].as_array().unwrap().contains(&json!("list")));
+        }
+        let crb = find(&objs, "ClusterRoleBinding", "tandem-identity-tandem");
+        assert_eq!(crb["subjects"][0]["name"], IDENTITY);
+        assert_eq!(crb["subjects"][0]["namespace"], "tandem");
+    }
+
+    #[test]
+    fn every_namespaced_object_is_in_the_namespace() {
+        let mut o = opts();
+        o.namespace = "elsewhere".into();
+        for obj in render(&o) {
+            let kind = obj["kind"].as_str().unwrap();
+            if !matches!(kind, "Namespace" | "ClusterRole" | "ClusterRoleBinding") {
+                assert_eq!(obj["metadata"]["namespace"], "elsewhere", "{kind}");
+            }
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! `tandem check`.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::{kube_client::ClusterArgs, output::Format};
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Check that the cluster is ready for `tandem install`, instead of checking an install.
+    #[arg(long)]
+    pre: bool,
+    /// The control plane's namespace.
+    #[arg(long, default_value = tandem_install::core::DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    output: Format,
+    /// How long to keep retrying checks that time may fix (replicas still
+    /// starting) before reporting them failed: 0s, 30s, 5m.
+    #[arg(long, default_value = "60s", value_parser = parse_wait)]
+    wait: std::time::Duration,
+}
+
+fn parse_wait(s: &str) -> Result<std::time::Duration, String> {
+    tandem_core::failover::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Exits non-zero when any check fails; warnings do not fail it.
+pub async fn run(cluster: &ClusterArgs, args: CheckArgs) -> Result<ExitCode> {
+    let options = tandem_check::Options {
+        pre: args.pre,
+        namespace: args.namespace,
+    };
+    let deadline = std::time::Instant::now() + args.wait;
+    let mut waiting = false;
+    let report = loop {
+        let client = cluster.client().await.map_err(|e| format!("{e:#}"));
+        let report = tandem_check::run(client, options.clone()).await;
+        if !report.only_retryable_failures() || std::time::Instant::now() >= deadline {
+            break report;
+        }
+        if !waiting {
+            eprintln!(
+                "waiting for the control plane to become available (up to {}s)...",
+                args.wait.as_secs()
+            );
+            waiting = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    };
+    match args.output {
+        Format::Table => print!("{}", tandem_check::render_table(&report)),
+        Format::Json => println!("{}", tandem_check::render_json(&report)),
+    }
+    Ok(if report.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

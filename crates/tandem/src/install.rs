@@ -1,0 +1,243 @@
+//! `tandem install`, `uninstall`, `smi install`, `failover install`: manifests
+//! on stdout for `kubectl apply -f -` (or `kubectl delete -f -`).
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use tandem_install::{
+    ImageOptions,
+    core::{self as core_install, CoreOptions},
+    failover::{self as failover_install, FailoverOptions},
+};
+
+/// Where images come from.
+#[derive(Clone, Debug, Args)]
+pub struct ImageArgs {
+    /// The full image reference of the tandem image; overrides --registry and --tag.
+    #[arg(long, env = "TANDEM_IMAGE", value_name = "REF")]
+    image: Option<String>,
+    /// The registry to pull the tandem image from.
+    #[arg(long, env = "TANDEM_REGISTRY", default_value = tandem_install::DEFAULT_REGISTRY)]
+    registry: String,
+    /// The image tag. Default: this tandem's version.
+    #[arg(long, env = "TANDEM_TAG", default_value = env!("CARGO_PKG_VERSION"))]
+    tag: String,
+}
+
+impl ImageArgs {
+    fn options(&self) -> ImageOptions {
+        ImageOptions {
+            image: self.image.clone(),
+            registry: self.registry.clone(),
+            tag: self.tag.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Print only the CRDs; apply them before the control plane.
+    #[arg(long)]
+    crds: bool,
+    /// The trust anchors (PEM, one or more certificates) shared by every cluster.
+    #[arg(long, value_name = "FILE", requires_all = ["identity_issuer_certificate_file", "identity_issuer_key_file"])]
+    identity_trust_anchors_file: Option<PathBuf>,
+    /// This cluster's issuer certificate (PEM), signed by a trust anchor.
+    #[arg(long, value_name = "FILE", requires_all = ["identity_trust_anchors_file", "identity_issuer_key_file"])]
+    identity_issuer_certificate_file: Option<PathBuf>,
+    /// The issuer's private key (PEM, unencrypted).
+    #[arg(long, value_name = "FILE", requires_all = ["identity_trust_anchors_file", "identity_issuer_certificate_file"])]
+    identity_issuer_key_file: Option<PathBuf>,
+    /// The control plane's namespace.
+    #[arg(long, default_value = core_install::DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The control plane's log filter.
+    #[arg(long, default_value = "info")]
+    controller_log_level: String,
+    #[command(flatten)]
+    image: ImageArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// The control plane's namespace.
+    #[arg(long, default_value = core_install::DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// Also delete the CRDs. Deleting the TrafficSplit CRD deletes every TrafficSplit.
+    #[arg(long)]
+    crds: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SmiCommand {
+    /// Print the TrafficSplit CRD (split.smi-spec.io, v1alpha1 stored, v1alpha2 served).
+    Install,
+    /// Print the TrafficSplit CRD for deletion; this deletes every TrafficSplit.
+    Uninstall,
+}
+
+#[derive(Debug, Args)]
+pub struct FailoverInstallArgs {
+    /// The namespace of the failover controller.
+    #[arg(long, default_value = failover_install::DEFAULT_NAMESPACE)]
+    namespace: String,
+    /// Replicas; one leads at a time (leader election on a Lease).
+    #[arg(long, default_value_t = 2)]
+    replicas: u32,
+    /// The label selector of the TrafficSplits and HTTPRoutes to control.
+    #[arg(long, default_value = failover_install::DEFAULT_SELECTOR)]
+    selector: String,
+    /// The controller's log filter.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+    #[command(flatten)]
+    image: ImageArgs,
+}
+
+impl FailoverInstallArgs {
+    fn options(&self) -> FailoverOptions {
+        FailoverOptions {
+            namespace: self.namespace.clone(),
+            image: self.image.options(),
+            replicas: self.replicas,
+            selector: self.selector.clone(),
+            log_level: self.log_level.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct FailoverUninstallArgs {
+    /// The namespace of the failover controller.
+    #[arg(long, default_value = failover_install::DEFAULT_NAMESPACE)]
+    namespace: String,
+}
+
+fn print(objects: &[Value]) -> Result<ExitCode> {
+    let yaml = tandem_install::to_yaml(objects).map_err(anyhow::Error::msg)?;
+    print!("{yaml}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn crds() -> Vec<Value> {
+    tandem_api::core_crds()
+        .into_iter()
+        .map(|c| serde_json::to_value(c).expect("CRDs serialize"))
+        .collect()
+}
+
+pub fn install(args: InstallArgs) -> Result<ExitCode> {
+    if args.crds {
+        return print(&crds());
+    }
+    let (anchors, cert, key) = match (
+        &args.identity_trust_anchors_file,
+        &args.identity_issuer_certificate_file,
+        &args.identity_issuer_key_file,
+    ) {
+        (Some(a), Some(c), Some(k)) => {
+            let anchors = read(a)?;
+            let cert = read(c)?;
+            let key = read(k)?;
+            // Validate everything before a single line is printed.
+            tandem_identity::validate_issuer(&anchors, &cert, &key, time::OffsetDateTime::now_utc())
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "the identity certificates are not usable: {e}\n  (anchors {}, issuer {}, key {})",
+                        a.display(),
+                        c.display(),
+                        k.display()
+                    )
+                })?;
+            (anchors, cert, key)
+        }
+        (None, None, None) => {
+            let generated =
+                trial_identity().context("generating a trial trust anchor and issuer")?;
+            eprintln!(
+                "warning: no --identity-* files given: a trust anchor and an issuer were generated for this install only.\n  They are for trials: clusters installed this way do not trust each other.\n  For multicluster, create a shared anchor with `tandem certificate create` and pass --identity-trust-anchors-file, --identity-issuer-certificate-file and --identity-issuer-key-file."
+            );
+            generated
+        }
+        _ => bail!(
+            "give all three of --identity-trust-anchors-file, --identity-issuer-certificate-file and --identity-issuer-key-file, or none"
+        ),
+    };
+    print(&core_install::render(&CoreOptions {
+        namespace: args.namespace,
+        image: args.image.options(),
+        trust_anchors_pem: anchors,
+        issuer_cert_pem: cert,
+        issuer_key_pem: key,
+        cluster_domain: args.cluster_domain,
+        log_level: args.controller_log_level,
+    }))
+}
+
+/// A fresh anchor and issuer (anchors, issuer cert, issuer key), for trials.
+fn trial_identity() -> Result<(String, String, String)> {
+    use tandem_identity::{CaInput, CreateRequest, Profile, create};
+    let root = create(&CreateRequest::new(
+        "root.tandem.cluster.local",
+        Profile::RootCa,
+    ))?;
+    let mut req = CreateRequest::new("identity.tandem.cluster.local", Profile::IntermediateCa);
+    req.ca = Some(CaInput {
+        cert_pem: root.cert_pem.clone(),
+        key_pem: root.key_pem.clone(),
+        key_password: None,
+        cert_name: "generated trust anchor".into(),
+        key_name: "generated trust anchor key".into(),
+    });
+    let issuer = create(&req)?;
+    Ok((root.cert_pem, issuer.cert_pem, issuer.key_pem))
+}
+
+fn read(path: &PathBuf) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+pub fn uninstall(args: UninstallArgs) -> Result<ExitCode> {
+    let mut objects = core_install::render(&CoreOptions {
+        namespace: args.namespace,
+        image: ImageOptions::default(),
+        trust_anchors_pem: String::new(),
+        issuer_cert_pem: String::new(),
+        issuer_key_pem: String::new(),
+        cluster_domain: String::new(),
+        log_level: String::new(),
+    });
+    if args.crds {
+        objects.extend(crds());
+    } else {
+        eprintln!(
+            "note: the CRDs are kept (the TrafficSplit CRD holds your splits); add --crds to delete them too"
+        );
+    }
+    print(&tandem_install::for_deletion(&objects))
+}
+
+pub fn smi(cmd: SmiCommand) -> Result<ExitCode> {
+    let crd = vec![serde_json::to_value(tandem_api::smi::trafficsplit_crd())?];
+    match cmd {
+        SmiCommand::Install => print(&crd),
+        SmiCommand::Uninstall => print(&tandem_install::for_deletion(&crd)),
+    }
+}
+
+pub fn failover_install(args: FailoverInstallArgs) -> Result<ExitCode> {
+    print(&failover_install::render(&args.options()))
+}
+
+pub fn failover_uninstall(args: FailoverUninstallArgs) -> Result<ExitCode> {
+    let objects = failover_install::render(&FailoverOptions {
+        namespace: args.namespace,
+        ..Default::default()
+    });
+    print(&tandem_install::for_deletion(&objects))
+}
