@@ -7,6 +7,9 @@ use time::{Duration, OffsetDateTime};
 use crate::checks::{self, CheckOutcome};
 use crate::*;
 
+/// Says whether an error is the expected variant.
+type Matcher = fn(&Error) -> bool;
+
 const NOW: OffsetDateTime = datetime!(2026-06-01 12:00:00 UTC);
 
 // === helpers ===
@@ -588,14 +591,7 @@ fn chain_failures() {
     // A leaf signed by a leaf.
     let leafs_child = manual("child.example", IsCa::ExplicitNoCa, vec![], Some(&leaf));
 
-    let cases: Vec<(
-        &str,
-        String,
-        String,
-        OffsetDateTime,
-        fn(&Error) -> bool,
-        &str,
-    )> = vec![
+    let cases: Vec<(&str, String, String, OffsetDateTime, Matcher, &str)> = vec![
         (
             "leaf without its intermediate",
             leaf.cert_pem.clone(),
@@ -774,15 +770,7 @@ fn validate_issuer_cases() {
     let encrypted_key = encrypt_key(&issuer.key_pem, "pw").unwrap();
 
     let later = NOW + Duration::hours(2);
-    let cases: Vec<(
-        &str,
-        &str,
-        &str,
-        &str,
-        OffsetDateTime,
-        fn(&Error) -> bool,
-        &str,
-    )> = vec![
+    let cases: Vec<(&str, &str, &str, &str, OffsetDateTime, Matcher, &str)> = vec![
         (
             "issuer from another root",
             &root.cert_pem,

@@ -16,7 +16,7 @@ use tandem_identity::time::OffsetDateTime;
 /// Create, inspect and verify certificates.
 #[derive(Debug, Subcommand)]
 pub enum CertificateCommand {
-    /// Create a certificate and its private key, as `step certificate create`.
+    /// Create a certificate and its private key, as `step certificate create`
     ///
     /// The workshop's trust anchor and a cluster issuer:
     ///
@@ -27,7 +27,8 @@ pub enum CertificateCommand {
     ///     east-issuer.key --profile intermediate-ca --ca root.crt --ca-key root.key
     ///     --not-after 8760h --no-password --insecure
     #[command(verbatim_doc_comment)]
-    Create(CreateArgs),
+    // Boxed: the create flags are far larger than the other variants.
+    Create(Box<CreateArgs>),
     /// Print a certificate's subject, issuer, validity, key, CA flags,
     /// usages, SANs and key identifiers.
     Inspect(InspectArgs),
@@ -71,6 +72,7 @@ pub enum CrvArg {
     P384,
 }
 
+/// The arguments of `tandem certificate create` (step's names and defaults).
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// The subject's common name (also the DNS SAN of a leaf without --san).
@@ -145,6 +147,7 @@ pub enum InspectFormat {
     Json,
 }
 
+/// The arguments of `tandem certificate inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
     /// The certificate file (PEM).
@@ -157,6 +160,7 @@ pub struct InspectArgs {
     bundle: bool,
 }
 
+/// The arguments of `tandem certificate verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The certificate to verify (PEM); further certificates in the file are
@@ -174,7 +178,7 @@ fn parse_time_spec(s: &str) -> Result<identity::TimeSpec, String> {
 /// Runs a `tandem certificate` command.
 pub fn run(cmd: CertificateCommand) -> Result<ExitCode> {
     match cmd {
-        CertificateCommand::Create(args) => create(args),
+        CertificateCommand::Create(args) => create(*args),
         CertificateCommand::Inspect(args) => inspect(args),
         CertificateCommand::Verify(args) => verify(args),
     }

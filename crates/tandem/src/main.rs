@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod certificate;
 mod check;
+mod identity;
 mod install;
 mod kube_client;
 mod output;
@@ -37,6 +38,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the identity process of the control plane (what `install` deploys).
+    Identity(identity::IdentityArgs),
     /// Check a cluster before install (--pre), or check an install.
     Check(check::CheckArgs),
     /// Print the control plane's manifests (or, with --crds, the CRDs) for `kubectl apply -f -`.
@@ -89,6 +92,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Certificate(cmd) => certificate::run(cmd),
             Command::Check(args) => check::run(&cli.cluster, args).await,
+            Command::Identity(args) => identity::run(args).await,
             Command::Install(args) => install::install(args),
             Command::Uninstall(args) => install::uninstall(args),
             Command::Smi(cmd) => install::smi(cmd),

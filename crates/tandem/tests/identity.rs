@@ -1,0 +1,165 @@
+//! `tandem identity`, run as the control plane runs it: ready only with a
+//! valid issuer, with the issuer's expiry on /metrics.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+fn tandem() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tandem"))
+}
+
+fn create(dir: &Path, args: &[&str]) {
+    let out = tandem()
+        .arg("certificate")
+        .arg("create")
+        .args(args)
+        .args(["--no-password", "--insecure"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status, body).
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(anchors: &Path, issuer_dir: &Path, port: u16) -> Running {
+    Running(
+        tandem()
+            .args(["identity", "--check-period", "1s", "--admin-addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--trust-anchors-file")
+            .arg(anchors)
+            .arg("--issuer-dir")
+            .arg(issuer_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Polls /ready until it answers `want`; a deadline for the expected state.
+fn wait_ready(port: u16, want: u16) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = get(port, "/ready");
+        if last.as_ref().map(|(s, _)| *s) == Some(want) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("/ready never answered {want}; last: {last:?}");
+}
+
+#[test]
+fn identity_is_ready_only_with_a_valid_issuer() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    create(d, &["root", "root.crt", "root.key", "--profile", "root-ca"]);
+    create(
+        d,
+        &["other", "other.crt", "other.key", "--profile", "root-ca"],
+    );
+    create(
+        d,
+        &[
+            "issuer",
+            "crt.pem",
+            "key.pem",
+            "--profile",
+            "intermediate-ca",
+            "--ca",
+            "root.crt",
+            "--ca-key",
+            "root.key",
+        ],
+    );
+    let issuer_dir = d.join("issuer");
+    std::fs::create_dir(&issuer_dir).unwrap();
+    for f in ["crt.pem", "key.pem"] {
+        std::fs::rename(d.join(f), issuer_dir.join(f)).unwrap();
+    }
+
+    let anchors = d.join("anchors.pem");
+    std::fs::copy(d.join("root.crt"), &anchors).unwrap();
+    let port = free_port();
+    let _identity = start(&anchors, &issuer_dir, port);
+    wait_ready(port, 200);
+    assert_eq!(get(port, "/live").unwrap().0, 200);
+    let (status, metrics) = get(port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("tandem_identity_issuer_valid 1"),
+        "{metrics}"
+    );
+    let expiry: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tandem_identity_issuer_expiry_timestamp_seconds "))
+        .expect("expiry gauge")
+        .trim()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        expiry > now + 300 * 86400,
+        "a 10-year issuer expires years from now"
+    );
+
+    // The mounted anchors change to another root: the issuer is no longer
+    // trusted, and the next periodic check says so.
+    std::fs::copy(d.join("other.crt"), &anchors).unwrap();
+    wait_ready(port, 503);
+    let (_, metrics) = get(port, "/metrics").unwrap();
+    assert!(
+        metrics.contains("tandem_identity_issuer_valid 0"),
+        "{metrics}"
+    );
+
+    // Back to the right root: ready again.
+    std::fs::copy(d.join("root.crt"), &anchors).unwrap();
+    wait_ready(port, 200);
+}
