@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod certificate;
 mod check;
+mod failover;
 mod identity;
 mod install;
 mod kube_client;
@@ -62,6 +63,10 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum FailoverCommand {
+    /// Run the failover controller (in a cluster, or from a workstation with --context).
+    Run(failover::RunArgs),
+    /// List each controlled split: its state, its active backends, when it last changed.
+    Status(failover::StatusArgs),
     /// Print the failover controller's manifests for `kubectl apply -f -`.
     Install(install::FailoverInstallArgs),
     /// Print the failover controller's objects for `kubectl delete -f -`.
@@ -97,6 +102,12 @@ fn main() -> std::process::ExitCode {
             Command::Uninstall(args) => install::uninstall(args),
             Command::Smi(cmd) => install::smi(cmd),
             Command::Failover(FailoverCommand::Install(args)) => install::failover_install(args),
+            Command::Failover(FailoverCommand::Run(args)) => {
+                failover::run(&cli.cluster, args).await
+            }
+            Command::Failover(FailoverCommand::Status(args)) => {
+                failover::status(&cli.cluster, args).await
+            }
             Command::Failover(FailoverCommand::Uninstall(args)) => {
                 install::failover_uninstall(args)
             }

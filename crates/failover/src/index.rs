@@ -1,0 +1,362 @@
+//! The controller's view of the cluster: the splits it controls, the
+//! readiness of every Service from its EndpointSlices, and which splits use
+//! which Service. Synchronous, no client: watches feed it, and each change
+//! returns the splits it concerns, so that one EndpointSlice event touches
+//! only the splits that use that Service.
+
+use std::collections::{BTreeSet, HashMap};
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use tandem_core::failover::{ServiceRef, backend_refs};
+
+use crate::resource::{Entry, Key, Kind};
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+#[derive(Debug)]
+pub struct Index {
+    cluster_domain: String,
+    splits: HashMap<Key, Entry>,
+    /// Ready endpoints of each slice, by (namespace, slice name).
+    slices: HashMap<(String, String), (ServiceRef, usize)>,
+    /// Ready endpoints of each Service, summed over its slices.
+    ready: HashMap<ServiceRef, usize>,
+    /// The splits that name each Service as a backend.
+    users: HashMap<ServiceRef, BTreeSet<Key>>,
+}
+
+impl Index {
+    pub fn new(cluster_domain: impl Into<String>) -> Self {
+        Self {
+            cluster_domain: cluster_domain.into(),
+            splits: HashMap::new(),
+            slices: HashMap::new(),
+            ready: HashMap::new(),
+            users: HashMap::new(),
+        }
+    }
+
+    pub fn cluster_domain(&self) -> &str {
+        &self.cluster_domain
+    }
+
+    /// A Service is ready when one of its endpoints is ready and not terminating.
+    pub fn is_ready(&self, svc: &ServiceRef) -> bool {
+        self.ready.get(svc).is_some_and(|n| *n > 0)
+    }
+
+    pub fn get(&self, key: &Key) -> Option<&Entry> {
+        self.splits.get(key)
+    }
+
+    pub fn keys(&self) -> Vec<Key> {
+        let mut keys: Vec<Key> = self.splits.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    pub fn len(&self) -> usize {
+        self.splits.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.splits.is_empty()
+    }
+
+    // === splits ===
+
+    /// Adds or replaces a split; it is the one key to reconsider.
+    pub fn apply_split(&mut self, entry: Entry) -> Key {
+        let key = entry.key.clone();
+        self.unlink(&key);
+        for group in &entry.groups {
+            for svc in backend_refs(group, &self.cluster_domain) {
+                self.users.entry(svc).or_default().insert(key.clone());
+            }
+        }
+        self.splits.insert(key.clone(), entry);
+        key
+    }
+
+    pub fn delete_split(&mut self, key: &Key) {
+        self.unlink(key);
+        self.splits.remove(key);
+    }
+
+    /// Replaces every split of `kind` after a (re)list: returns all of them.
+    pub fn reset_splits(&mut self, kind: Kind, entries: Vec<Entry>) -> Vec<Key> {
+        let stale: Vec<Key> = self
+            .splits
+            .keys()
+            .filter(|k| k.kind == kind)
+            .cloned()
+            .collect();
+        for k in stale {
+            self.delete_split(&k);
+        }
+        entries.into_iter().map(|e| self.apply_split(e)).collect()
+    }
+
+    fn unlink(&mut self, key: &Key) {
+        let Some(old) = self.splits.get(key) else {
+            return;
+        };
+        for group in &old.groups {
+            for svc in backend_refs(group, &self.cluster_domain) {
+                if let Some(users) = self.users.get_mut(&svc) {
+                    users.remove(key);
+                    if users.is_empty() {
+                        self.users.remove(&svc);
+                    }
+                }
+            }
+        }
+    }
+
+    // === endpoint slices ===
+
+    /// Records a slice; returns the splits whose backend changed readiness.
+    pub fn apply_slice(&mut self, slice: &EndpointSlice) -> Vec<Key> {
+        let Some((id, svc)) = slice_service(slice) else {
+            return vec![];
+        };
+        let count = ready_endpoints(slice);
+        let before = self.is_ready(&svc);
+        if let Some((old_svc, old_count)) = self.slices.insert(id, (svc.clone(), count)) {
+            self.subtract(&old_svc, old_count);
+        }
+        *self.ready.entry(svc.clone()).or_default() += count;
+        self.changed(&svc, before)
+    }
+
+    pub fn delete_slice(&mut self, slice: &EndpointSlice) -> Vec<Key> {
+        let Some((id, svc)) = slice_service(slice) else {
+            return vec![];
+        };
+        let before = self.is_ready(&svc);
+        if let Some((old_svc, old_count)) = self.slices.remove(&id) {
+            self.subtract(&old_svc, old_count);
+        }
+        self.changed(&svc, before)
+    }
+
+    /// Replaces every slice after a (re)list; returns the splits whose
+    /// backends changed readiness meanwhile.
+    pub fn reset_slices(&mut self, slices: &[EndpointSlice]) -> Vec<Key> {
+        let before: HashMap<ServiceRef, bool> = self
+            .ready
+            .keys()
+            .map(|s| (s.clone(), self.is_ready(s)))
+            .collect();
+        self.slices.clear();
+        self.ready.clear();
+        for slice in slices {
+            if let Some((id, svc)) = slice_service(slice) {
+                let count = ready_endpoints(slice);
+                self.slices.insert(id, (svc.clone(), count));
+                *self.ready.entry(svc).or_default() += count;
+            }
+        }
+        let mut services: BTreeSet<ServiceRef> = before.keys().cloned().collect();
+        services.extend(self.ready.keys().cloned());
+        let mut keys = BTreeSet::new();
+        for svc in services {
+            if before.get(&svc).copied().unwrap_or(false) != self.is_ready(&svc) {
+                keys.extend(self.users.get(&svc).into_iter().flatten().cloned());
+            }
+        }
+        keys.into_iter().collect()
+    }
+
+    fn subtract(&mut self, svc: &ServiceRef, count: usize) {
+        if let Some(n) = self.ready.get_mut(svc) {
+            *n = n.saturating_sub(count);
+        }
+    }
+
+    fn changed(&mut self, svc: &ServiceRef, before: bool) -> Vec<Key> {
+        let after = self.is_ready(svc);
+        if self.ready.get(svc) == Some(&0) && !self.slices.values().any(|(s, _)| s == svc) {
+            self.ready.remove(svc);
+        }
+        if before == after {
+            return vec![];
+        }
+        self.users
+            .get(svc)
+            .map(|keys| keys.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// The slice's identity and its Service, from the service-name label.
+fn slice_service(slice: &EndpointSlice) -> Option<((String, String), ServiceRef)> {
+    let ns = slice.metadata.namespace.clone()?;
+    let name = slice.metadata.name.clone()?;
+    let svc = slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get(SERVICE_NAME_LABEL)?
+        .clone();
+    Some(((ns.clone(), name), ServiceRef::new(ns, svc)))
+}
+
+/// Endpoints that are ready and not terminating. An unset `ready` counts as
+/// ready, as the EndpointSlice API says consumers should read it.
+fn ready_endpoints(slice: &EndpointSlice) -> usize {
+    slice
+        .endpoints
+        .iter()
+        .filter(|e| {
+            let c = e.conditions.as_ref();
+            c.and_then(|c| c.ready).unwrap_or(true)
+                && !c.and_then(|c| c.terminating).unwrap_or(false)
+        })
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::{Resource, read};
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
+    use kube::api::DynamicObject;
+    use serde_json::json;
+
+    fn mk_split(ns: &str, name: &str, backends: &[&str]) -> Entry {
+        let res = Resource::traffic_split("v1alpha2");
+        let backends: Vec<_> = backends
+            .iter()
+            .map(|b| json!({"service": b, "weight": 0}))
+            .collect();
+        let obj = DynamicObject::new(name, &res.api)
+            .within(ns)
+            .data(json!({"spec": {"service": "apex", "backends": backends}}));
+        read(&res, obj)
+    }
+
+    fn mk_slice(ns: &str, name: &str, svc: &str, ready: &[Option<bool>]) -> EndpointSlice {
+        let mut s = EndpointSlice::default();
+        s.metadata.namespace = Some(ns.into());
+        s.metadata.name = Some(name.into());
+        s.metadata.labels = Some([(SERVICE_NAME_LABEL.to_string(), svc.to_string())].into());
+        s.address_type = "IPv4".into();
+        s.endpoints = ready
+            .iter()
+            .map(|r| Endpoint {
+                addresses: vec!["127.10.0.1".into()],
+                conditions: Some(EndpointConditions {
+                    ready: *r,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        s
+    }
+
+    fn svc(ns: &str, name: &str) -> ServiceRef {
+        ServiceRef::new(ns, name)
+    }
+
+    #[test]
+    fn a_slice_event_touches_only_the_splits_that_use_its_service() {
+        let mut idx = Index::new("cluster.local");
+        let a = idx.apply_split(mk_split("ns", "a", &["emoji", "emoji-west"]));
+        let b = idx.apply_split(mk_split("ns", "b", &["web", "web-west"]));
+        let c = idx.apply_split(mk_split("other", "c", &["emoji.ns.svc.cluster.local", "x"]));
+
+        let keys = idx.apply_slice(&mk_slice("ns", "emoji-abc", "emoji", &[Some(true)]));
+        assert_eq!(keys, vec![a.clone(), c.clone()]);
+        assert!(idx.is_ready(&svc("ns", "emoji")));
+        assert!(!idx.is_ready(&svc("ns", "web")));
+
+        // Still ready: no split to reconsider.
+        assert!(
+            idx.apply_slice(&mk_slice(
+                "ns",
+                "emoji-abc",
+                "emoji",
+                &[Some(true), Some(true)]
+            ))
+            .is_empty()
+        );
+        // A second slice that is unready changes nothing either.
+        assert!(
+            idx.apply_slice(&mk_slice("ns", "emoji-def", "emoji", &[Some(false)]))
+                .is_empty()
+        );
+        // The ready slice goes away: not ready any more.
+        let keys = idx.delete_slice(&mk_slice("ns", "emoji-abc", "emoji", &[]));
+        assert_eq!(keys, vec![a, c]);
+        assert!(!idx.is_ready(&svc("ns", "emoji")));
+        let _ = b;
+    }
+
+    #[test]
+    fn terminating_and_unready_endpoints_do_not_count() {
+        let mut idx = Index::new("cluster.local");
+        let mut s = mk_slice("ns", "s", "emoji", &[Some(true)]);
+        s.endpoints[0].conditions.as_mut().unwrap().terminating = Some(true);
+        idx.apply_slice(&s);
+        assert!(!idx.is_ready(&svc("ns", "emoji")));
+        idx.apply_slice(&mk_slice("ns", "s", "emoji", &[None]));
+        assert!(
+            idx.is_ready(&svc("ns", "emoji")),
+            "unset ready counts as ready"
+        );
+        idx.apply_slice(&mk_slice("ns", "s", "emoji", &[Some(false), Some(false)]));
+        assert!(!idx.is_ready(&svc("ns", "emoji")));
+    }
+
+    #[test]
+    fn replacing_a_split_moves_its_backends() {
+        let mut idx = Index::new("cluster.local");
+        let a = idx.apply_split(mk_split("ns", "a", &["old"]));
+        idx.apply_split(mk_split("ns", "a", &["new"]));
+        assert!(
+            idx.apply_slice(&mk_slice("ns", "s1", "old", &[Some(true)]))
+                .is_empty()
+        );
+        assert_eq!(
+            idx.apply_slice(&mk_slice("ns", "s2", "new", &[Some(true)])),
+            vec![a.clone()]
+        );
+        idx.delete_split(&a);
+        assert!(
+            idx.delete_slice(&mk_slice("ns", "s2", "new", &[]))
+                .is_empty()
+        );
+        assert!(idx.is_empty());
+    }
+
+    #[test]
+    fn a_relist_reports_what_changed_while_the_watch_was_down() {
+        let mut idx = Index::new("cluster.local");
+        let a = idx.apply_split(mk_split("ns", "a", &["emoji", "emoji-west"]));
+        let b = idx.apply_split(mk_split("ns", "b", &["web"]));
+        idx.apply_slice(&mk_slice("ns", "e", "emoji", &[Some(true)]));
+        idx.apply_slice(&mk_slice("ns", "w", "web", &[Some(true)]));
+        // Meanwhile emoji went down, web stayed up, emoji-west came up.
+        let keys = idx.reset_slices(&[
+            mk_slice("ns", "w", "web", &[Some(true)]),
+            mk_slice("ns", "ew", "emoji-west", &[Some(true)]),
+        ]);
+        assert_eq!(keys, vec![a]);
+        assert!(!idx.is_ready(&svc("ns", "emoji")));
+        assert!(idx.is_ready(&svc("ns", "emoji-west")));
+        let all = idx.reset_splits(Kind::TrafficSplit, vec![mk_split("ns", "b", &["web"])]);
+        assert_eq!(all, vec![b]);
+        assert_eq!(idx.len(), 1);
+    }
+
+    #[test]
+    fn slices_without_a_service_label_are_ignored() {
+        let mut idx = Index::new("cluster.local");
+        let mut s = mk_slice("ns", "s", "emoji", &[Some(true)]);
+        s.metadata.labels = None;
+        assert!(idx.apply_slice(&s).is_empty());
+        assert!(!idx.is_ready(&svc("ns", "emoji")));
+    }
+}

@@ -1,0 +1,241 @@
+//! `tandem failover run` and `tandem failover status`.
+
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use kube::{
+    Api,
+    api::{DynamicObject, ListParams},
+};
+use serde::Serialize;
+use tandem_core::failover::{LAST_TRANSITION_TIME_ANNOTATION, STATE_ANNOTATION};
+use tandem_failover::resource::{self, Resource};
+use tandem_lease::LeaseParams;
+
+use crate::{kube_client::ClusterArgs, output::Format};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The label selector of the TrafficSplits and HTTPRoutes to control.
+    #[arg(long, env = "TANDEM_FAILOVER_SELECTOR", default_value = tandem_install::failover::DEFAULT_SELECTOR)]
+    selector: String,
+    /// Where to serve /live, /ready and /metrics.
+    #[arg(
+        long,
+        env = "TANDEM_FAILOVER_ADMIN_ADDR",
+        default_value = "127.0.0.1:9990"
+    )]
+    admin_addr: SocketAddr,
+    /// The cluster's DNS domain, for backends written as FQDNs.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// How often to decide every split again, repairing drift.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    resync_period: Duration,
+    /// The namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = tandem_install::failover::DEFAULT_NAMESPACE)]
+    lease_namespace: String,
+    /// This replica's name in the Lease and in events. Default: the pod name, else host and pid.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Run as the only writer, without a Lease (one replica only).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// How long a leader's Lease lasts without renewal; a standby takes over after it.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    /// How often the leader renews the Lease.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    renew_period: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    tandem_core::failover::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+pub async fn run(cluster: &ClusterArgs, args: RunArgs) -> Result<ExitCode> {
+    let client = cluster.client().await?;
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "local".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let lease = (!args.no_leader_election).then(|| LeaseParams {
+        lease_duration: args.lease_duration,
+        renew_period: args.renew_period,
+        field_manager: tandem_failover::FIELD_MANAGER.into(),
+        ..LeaseParams::new(
+            &args.lease_namespace,
+            tandem_install::failover::LEASE,
+            &identity,
+        )
+    });
+    let settings = tandem_failover::Settings {
+        selector: args.selector,
+        cluster_domain: args.cluster_domain,
+        resync_period: args.resync_period,
+        admin_addr: Some(args.admin_addr),
+        lease,
+        instance: identity.clone(),
+    };
+    tracing::info!(%identity, admin = %args.admin_addr, "starting the failover controller");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    tandem_failover::run(client, settings, stopped).await?;
+    // Give the elector a moment to release the Lease, so a standby takes over at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT or SIGTERM (what Kubernetes sends).
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Only this namespace. Default: all namespaces.
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// The label selector of the controlled splits.
+    #[arg(long, default_value = tandem_install::failover::DEFAULT_SELECTOR)]
+    selector: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    kind: &'static str,
+    namespace: String,
+    name: String,
+    state: String,
+    active: Vec<String>,
+    backends: Vec<(String, u32)>,
+    last_transition_time: Option<String>,
+}
+
+pub async fn status(cluster: &ClusterArgs, args: StatusArgs) -> Result<ExitCode> {
+    let client = cluster.client().await?;
+    let mut rows = vec![];
+    let mut kinds = vec![];
+    for (group, versions, make) in [
+        (
+            tandem_api::smi::GROUP,
+            &["v1alpha2", "v1alpha1"][..],
+            Resource::traffic_split as fn(&str) -> Resource,
+        ),
+        (
+            "gateway.networking.k8s.io",
+            &["v1"][..],
+            Resource::http_route,
+        ),
+    ] {
+        let Ok(g) = kube::discovery::group(&client, group).await else {
+            continue;
+        };
+        let Some(v) = versions.iter().find(|v| g.versions().any(|s| s == **v)) else {
+            continue;
+        };
+        kinds.push(make(v));
+    }
+    if kinds.is_empty() {
+        anyhow::bail!(
+            "this cluster serves neither TrafficSplits nor HTTPRoutes: install them with `tandem smi install`"
+        );
+    }
+    for res in kinds {
+        let api: Api<DynamicObject> = match &args.namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &res.api),
+            None => Api::all_with(client.clone(), &res.api),
+        };
+        let list = api
+            .list(&ListParams::default().labels(&args.selector))
+            .await
+            .with_context(|| format!("listing {}s", res.kind.as_str()))?;
+        for obj in list.items {
+            let entry = resource::read(&res, obj);
+            let annotations = entry.annotations();
+            let backends: Vec<(String, u32)> = entry
+                .groups
+                .iter()
+                .flat_map(|g| g.backends.iter().map(|b| (b.service.clone(), b.weight)))
+                .collect();
+            rows.push(Row {
+                kind: res.kind.as_str(),
+                namespace: entry.key.namespace.clone(),
+                name: entry.key.name.clone(),
+                state: annotations
+                    .get(STATE_ANNOTATION)
+                    .cloned()
+                    .unwrap_or_else(|| match &entry.unreadable {
+                        Some(_) => "invalid".into(),
+                        None => "unknown".into(),
+                    }),
+                active: backends
+                    .iter()
+                    .filter(|(_, w)| *w > 0)
+                    .map(|(s, _)| s.clone())
+                    .collect(),
+                backends,
+                last_transition_time: annotations.get(LAST_TRANSITION_TIME_ANNOTATION).cloned(),
+            });
+        }
+    }
+    rows.sort_by(|a, b| (&a.namespace, &a.name, a.kind).cmp(&(&b.namespace, &b.name, b.kind)));
+    match args.output {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Format::Table => {
+            let table: Vec<Vec<String>> = rows
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.namespace.clone(),
+                        r.name.clone(),
+                        r.kind.to_string(),
+                        r.state.clone(),
+                        if r.active.is_empty() {
+                            "-".into()
+                        } else {
+                            r.active.join(",")
+                        },
+                        r.last_transition_time.clone().unwrap_or_else(|| "-".into()),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                crate::output::table(
+                    &[
+                        "NAMESPACE",
+                        "NAME",
+                        "KIND",
+                        "STATE",
+                        "ACTIVE",
+                        "LAST TRANSITION"
+                    ],
+                    &table
+                )
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
