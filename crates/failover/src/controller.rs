@@ -67,6 +67,8 @@ struct Shared {
     queue: mpsc::UnboundedSender<Trigger>,
     slices_synced: AtomicBool,
     splits_synced: AtomicBool,
+    /// Wakes the writer when a watch has synced, even with nothing to queue.
+    wake: tokio::sync::Notify,
     metrics: Metrics,
 }
 
@@ -111,11 +113,13 @@ pub async fn run(
         queue,
         slices_synced: AtomicBool::new(false),
         splits_synced: AtomicBool::new(false),
+        wake: tokio::sync::Notify::new(),
         metrics,
     });
 
-    // Leadership: from the Lease, or always when running alone.
-    let leadership = match settings.lease.clone() {
+    // Leadership: from the Lease, or always when running alone (the sender
+    // is kept to the end, so that the channel stays open).
+    let (_alone, leadership) = match settings.lease.clone() {
         Some(params) => {
             let elector = Elector::new(client.clone(), params);
             let rx = elector.leadership();
@@ -128,13 +132,13 @@ pub async fn run(
                     tracing::error!(error = %e, "leader election ended");
                 }
             });
-            rx
+            (None, rx)
         }
         None => {
-            watch::channel(Leadership::Leader {
+            let (tx, rx) = watch::channel(Leadership::Leader {
                 since: Instant::now(),
-            })
-            .1
+            });
+            (Some(tx), rx)
         }
     };
 
@@ -189,8 +193,8 @@ pub async fn run(
             settings.resync_period,
             shutdown,
         )
-        .await;
-    Ok(())
+        .await
+        .map_err(|why| anyhow::anyhow!("the failover controller stopped: {why}"))
 }
 
 /// The served TrafficSplit version, v1alpha2 first; waits for the CRD.
@@ -249,6 +253,7 @@ async fn watch_slices(client: Client, shared: Arc<Shared>) {
                 let keys = shared.index().reset_slices(&buffer);
                 buffer.clear();
                 shared.slices_synced.store(true, Ordering::Release);
+                shared.wake.notify_one();
                 tracing::info!("endpoint slices synced");
                 keys
             }
@@ -293,6 +298,7 @@ async fn watch_splits(
                 drop(index);
                 if gates_sync {
                     shared.splits_synced.store(true, Ordering::Release);
+                    shared.wake.notify_one();
                 }
                 tracing::info!(
                     kind = res.kind.as_str(),
@@ -355,7 +361,7 @@ impl Writer {
         readiness: tandem_admin::Readiness,
         resync_period: Duration,
         mut shutdown: watch::Receiver<bool>,
-    ) {
+    ) -> Result<(), &'static str> {
         let mut pending: HashMap<Key, Instant> = HashMap::new();
         let mut resync = tokio::time::interval(resync_period);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -364,11 +370,14 @@ impl Writer {
             tokio::select! {
                 t = triggers.recv() => match t {
                     Some(t) => add(&mut pending, t),
-                    None => return,
+                    None => return Err("the work queue closed"),
                 },
                 _ = resync.tick() => self.enqueue_all(&mut pending),
-                res = leadership.changed() => if res.is_err() { return },
-                _ = shutdown.wait_for(|s| *s) => return,
+                _ = self.shared.wake.notified() => {}
+                res = leadership.changed() => if res.is_err() {
+                    return Err("leader election stopped");
+                },
+                _ = shutdown.wait_for(|s| *s) => return Ok(()),
             }
             while let Ok(t) = triggers.try_recv() {
                 add(&mut pending, t);

@@ -359,3 +359,143 @@ impl Drop for PrivateTestbed {
         }
     }
 }
+
+/// A free port on 127.0.0.1 (for admin servers of processes under test).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status, body), or None if nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// A `tandem` process under test (a controller): its output goes to a log
+/// file, printed if the test fails; it is killed, by pid, when dropped.
+pub struct Process {
+    child: std::process::Child,
+    log: tempfile::NamedTempFile,
+    pub name: String,
+    /// The admin port it serves /ready and /metrics on.
+    pub admin_port: u16,
+}
+
+impl Process {
+    /// Starts `tandem ARGS --admin-addr 127.0.0.1:PORT` with the env's kubeconfig.
+    pub fn start(env: &Env, name: &str, args: &[&str]) -> Self {
+        let log = tempfile::NamedTempFile::new().expect("a log file");
+        let admin_port = free_port();
+        let child = Command::new(&env.tandem)
+            .args(args)
+            .arg("--admin-addr")
+            .arg(format!("127.0.0.1:{admin_port}"))
+            .env("KUBECONFIG", &env.kubeconfig)
+            .env("TANDEM_LOG", "info,kube_client::client::builder=off")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.reopen().expect("log"))
+            .stderr(log.reopen().expect("log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Self {
+            child,
+            log,
+            name: name.to_string(),
+            admin_port,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until /ready answers 200; panics with the log otherwise.
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{} exited ({status}):\n{}", self.name, self.log_text());
+            }
+            if http_get(self.admin_port, "/ready").is_some_and(|(s, _)| s == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "{} not ready within {}s:\n{}",
+            self.name,
+            timeout.as_secs(),
+            self.log_text()
+        );
+    }
+
+    /// The value of a metric line (`name{labels} value`) whose text starts with `prefix`.
+    pub fn metric(&self, prefix: &str) -> Option<f64> {
+        let (_, body) = http_get(self.admin_port, "/metrics")?;
+        body.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would end it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("===== log of {} =====\n{}", self.name, self.log_text());
+        }
+    }
+}
+
+impl Env {
+    /// A namespace with a fixed name (a manifest names it), created fresh:
+    /// a leftover of an earlier run is deleted first.
+    pub fn fixed_namespace(&self, name: &str, clusters: &[&str]) -> TestNamespace {
+        for c in clusters {
+            let _ = run(self.kubectl(c).args([
+                "delete",
+                "namespace",
+                name,
+                "--ignore-not-found",
+                "--wait=true",
+                "--timeout=60s",
+            ]));
+            let out = run(self.kubectl(c).args(["create", "namespace", name]));
+            assert!(
+                out.status.success(),
+                "creating namespace {name} in {c}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        TestNamespace {
+            name: name.to_string(),
+            clusters: clusters.iter().map(|c| c.to_string()).collect(),
+            env: self.clone(),
+        }
+    }
+}

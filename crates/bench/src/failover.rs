@@ -1,0 +1,990 @@
+//! `tandem-bench failover`: the failover controller's reaction time and memory.
+//!
+//! 1. Applies the TrafficSplit CRD (`tandem smi install | kubectl apply -f -`).
+//! 2. Creates `2 × splits` Services without selectors, one EndpointSlice each
+//!    (written by the benchmark alone), and `splits` TrafficSplits.
+//! 3. Starts `tandem failover run` and waits until it has recorded the state
+//!    `primary` on every split.
+//! 4. Flips primaries unready and ready again, one flip at a time, and times
+//!    each from the EndpointSlice patch acknowledged to the split's new
+//!    weights seen by a watch. The controller's own reaction histogram is
+//!    read before and after.
+//! 5. Reads the controller's RSS, then adds splits up to `rss_splits` (sharing
+//!    the services) and reads it again.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    ops::Range,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures::StreamExt;
+use k8s_openapi::api::{
+    core::v1::{Namespace, Service},
+    discovery::v1::EndpointSlice,
+};
+use kube::{
+    Api, Client,
+    api::{DynamicObject, ObjectMeta, Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::{
+        WatchStreamExt,
+        watcher::{self, Event},
+    },
+};
+use serde_json::{Value, json};
+use tokio::{io::AsyncWriteExt, process::Command, sync::mpsc, task::JoinHandle, time::Instant};
+
+use crate::{
+    controller::Controller,
+    objects::{self, CONTROLLED_BY_LABEL},
+    stats::{self, Histogram, Summary},
+};
+
+const IN_FLIGHT: usize = 32;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const SETTLE: Duration = Duration::from_secs(5);
+const FIELD_MANAGER: &str = "tandem-bench";
+const REACTION_HISTOGRAM: &str = "tandem_failover_reaction_seconds";
+const WRITE_ERRORS: &str = "tandem_failover_write_errors_total";
+const REACTION_TARGET_MS: f64 = 100.0;
+const RSS_TARGET_KIB: u64 = 64 * 1024;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The testbed's kubeconfig.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: PathBuf,
+    /// The kubeconfig context of the cluster to use.
+    #[arg(long, value_name = "NAME")]
+    context: String,
+    /// The tandem binary under test (a release build).
+    #[arg(long, value_name = "FILE")]
+    tandem: PathBuf,
+    /// kubectl, to apply the TrafficSplit CRD.
+    #[arg(long, value_name = "FILE", default_value = "kubectl")]
+    kubectl: PathBuf,
+    /// The namespace of every object the benchmark creates.
+    #[arg(long, default_value = "bench")]
+    namespace: String,
+    /// TrafficSplits present during the flips; each has two Services of its own.
+    #[arg(long, default_value_t = 1000)]
+    splits: usize,
+    /// Flips, either direction (a failover and its failback are two); rounded up to even.
+    #[arg(long, default_value_t = 200)]
+    flips: usize,
+    /// Pause after each flip is seen, so that each starts on an idle controller.
+    #[arg(long, default_value_t = 100)]
+    gap_ms: u64,
+    /// Longest a flip may take before the benchmark fails, in seconds.
+    #[arg(long, default_value_t = 10)]
+    flip_timeout_secs: u64,
+    /// TrafficSplits in total for the second memory reading (the extra ones
+    /// share the Services); 0 skips it.
+    #[arg(long, default_value_t = 10_000)]
+    rss_splits: usize,
+    /// Also write the JSON summary to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// The controller's log (at info). Default: a file in the temp directory.
+    #[arg(long, value_name = "FILE")]
+    controller_log: Option<PathBuf>,
+}
+
+impl Args {
+    fn validate(&mut self) -> Result<()> {
+        if self.splits == 0 || 2 * self.splits > objects::MAX_SERVICES {
+            bail!(
+                "--splits must be between 1 and {}",
+                objects::MAX_SERVICES / 2
+            );
+        }
+        if self.flips < 2 {
+            bail!("--flips must be at least 2 (the issue asks for at least 100)");
+        }
+        self.flips += self.flips % 2;
+        if self.rss_splits != 0 && self.rss_splits < self.splits {
+            bail!(
+                "--rss-splits must be 0 or at least --splits ({})",
+                self.splits
+            );
+        }
+        if self.flip_timeout_secs == 0 {
+            bail!("--flip-timeout-secs must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// Progress lines on stderr, timed from the start.
+struct Progress {
+    start: Instant,
+}
+
+impl Progress {
+    fn say(&self, msg: impl std::fmt::Display) {
+        eprintln!("[{:6.1}s] {msg}", self.start.elapsed().as_secs_f64());
+    }
+}
+
+pub async fn run(mut args: Args) -> Result<()> {
+    args.validate()?;
+    let p = Progress {
+        start: Instant::now(),
+    };
+    let machine = Machine::read();
+    p.say(format_args!("machine: {}", machine.describe()));
+    let client = client(&args.kubeconfig, &args.context).await?;
+    let ns = args.namespace.as_str();
+
+    // === setup ===
+    install_crd(&args).await?;
+    wait_served(&client).await?;
+    p.say("the TrafficSplit CRD is served");
+    create_namespace(&client, ns).await?;
+    let setup_start = Instant::now();
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), ns);
+    let splits: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &objects::traffic_split_api());
+    let n_services = 2 * args.splits;
+    create_all(&p, "Services", 0..n_services, |k| {
+        let api = services.clone();
+        async move {
+            api.create(&post(), &objects::service(ns, k))
+                .await
+                .map(drop)
+        }
+    })
+    .await?;
+    create_all(&p, "EndpointSlices", 0..n_services, |k| {
+        let api = slices.clone();
+        async move {
+            api.create(&post(), &objects::endpoint_slice(ns, k))
+                .await
+                .map(drop)
+        }
+    })
+    .await?;
+    create_all(&p, "TrafficSplits", 0..args.splits, |j| {
+        let api = splits.clone();
+        let pairs = args.splits;
+        async move {
+            api.create(&post(), &objects::traffic_split(ns, j, pairs))
+                .await
+                .map(drop)
+        }
+    })
+    .await?;
+    let setup = setup_start.elapsed();
+
+    // === the controller ===
+    let mut watch = SplitWatch::start(client.clone(), ns);
+    let log = args
+        .controller_log
+        .clone()
+        .unwrap_or_else(crate::default_log);
+    let started = Instant::now();
+    let mut ctl = Controller::start(&args.tandem, &args.kubeconfig, &args.context, &log)?;
+    p.say(format_args!(
+        "controller started (pid {}, admin http://{}, log {})",
+        ctl.pid(),
+        ctl.admin,
+        log.display()
+    ));
+    ctl.wait_ready(Duration::from_secs(120)).await?;
+    let ready_after = started.elapsed();
+    p.say(format_args!(
+        "controller ready in {:.1} s",
+        ready_after.as_secs_f64()
+    ));
+    watch
+        .wait_primary(&p, &mut ctl, args.splits, Duration::from_secs(300))
+        .await?;
+    let all_primary_after = started.elapsed();
+    p.say(format_args!(
+        "all {} splits recorded as primary, {:.1} s after the start",
+        args.splits,
+        all_primary_after.as_secs_f64()
+    ));
+
+    // === flips ===
+    let before = ctl.metrics().await?;
+    let flips = flip(&p, &slices, &mut watch, &mut ctl, &args).await?;
+    let after = ctl.metrics().await?;
+    let internal = match (
+        Histogram::parse(&before, REACTION_HISTOGRAM),
+        Histogram::parse(&after, REACTION_HISTOGRAM),
+    ) {
+        (Some(b), Some(a)) => a.since(&b),
+        _ => bail!("the controller's /metrics has no {REACTION_HISTOGRAM} histogram"),
+    };
+    let write_errors =
+        stats::counter_total(&after, WRITE_ERRORS) - stats::counter_total(&before, WRITE_ERRORS);
+    watch.stop_forwarding();
+
+    // === memory ===
+    tokio::time::sleep(SETTLE).await;
+    ctl.check_running()?;
+    let small = Memory::read(&ctl, args.splits, n_services)?;
+    p.say(format_args!("memory: {}", small.describe()));
+    let large = if args.rss_splits > args.splits {
+        create_all(
+            &p,
+            "more TrafficSplits",
+            args.splits..args.rss_splits,
+            |j| {
+                let api = splits.clone();
+                let pairs = args.splits;
+                async move {
+                    api.create(&post(), &objects::traffic_split(ns, j, pairs))
+                        .await
+                        .map(drop)
+                }
+            },
+        )
+        .await?;
+        watch
+            .wait_primary(&p, &mut ctl, args.rss_splits, Duration::from_secs(600))
+            .await?;
+        tokio::time::sleep(SETTLE).await;
+        ctl.check_running()?;
+        let m = Memory::read(&ctl, args.rss_splits, n_services)?;
+        p.say(format_args!("memory: {}", m.describe()));
+        Some(m)
+    } else {
+        None
+    };
+    let watch_errors = watch.errors();
+    drop(watch);
+    ctl.stop().await?;
+    let machine_after = Machine::read();
+
+    // === report ===
+    let report = Report {
+        args: &args,
+        machine,
+        load_after: machine_after.load,
+        setup,
+        ready_after,
+        all_primary_after,
+        flips,
+        internal,
+        write_errors,
+        watch_errors,
+        small,
+        large,
+    };
+    let json = report.to_json();
+    print!("{}", report.text());
+    let line = serde_json::to_string(&json)?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, format!("{line}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("{line}");
+    Ok(())
+}
+
+// === setup ===
+
+async fn client(kubeconfig: &Path, context: &str) -> Result<Client> {
+    let kc = Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
+    let options = KubeConfigOptions {
+        context: Some(context.into()),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kc, &options)
+        .await
+        .with_context(|| format!("using context {context:?} of {}", kubeconfig.display()))?;
+    Client::try_from(config).context("building the Kubernetes client")
+}
+
+fn post() -> PostParams {
+    PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// `tandem smi install | kubectl apply -f -`.
+async fn install_crd(args: &Args) -> Result<()> {
+    let crd = Command::new(&args.tandem)
+        .args(["smi", "install"])
+        .output()
+        .await
+        .with_context(|| format!("running {} smi install", args.tandem.display()))?;
+    if !crd.status.success() {
+        bail!(
+            "tandem smi install failed: {}",
+            String::from_utf8_lossy(&crd.stderr).trim()
+        );
+    }
+    let mut kubectl = Command::new(&args.kubectl)
+        .arg("--kubeconfig")
+        .arg(&args.kubeconfig)
+        .args(["--context", &args.context, "apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("running {} (is kubectl on PATH?)", args.kubectl.display()))?;
+    let mut stdin = kubectl
+        .stdin
+        .take()
+        .ok_or_else(|| anyhow!("no stdin for kubectl"))?;
+    stdin
+        .write_all(&crd.stdout)
+        .await
+        .context("writing the CRD to kubectl")?;
+    drop(stdin);
+    let out = tokio::time::timeout(Duration::from_secs(60), kubectl.wait_with_output())
+        .await
+        .map_err(|_| anyhow!("kubectl apply of the TrafficSplit CRD took over 60 s"))?
+        .context("waiting for kubectl")?;
+    if !out.status.success() {
+        bail!(
+            "kubectl apply of the TrafficSplit CRD failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+async fn wait_served(client: &Client) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(g) = kube::discovery::group(client, objects::SPLIT_GROUP).await
+            && g.versions().any(|v| v == objects::SPLIT_VERSION)
+        {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{}/{} TrafficSplits were not served within 60 s of applying the CRD",
+                objects::SPLIT_GROUP,
+                objects::SPLIT_VERSION
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn create_namespace(client: &Client, ns: &str) -> Result<()> {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let obj = Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match api.create(&post(), &obj).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating namespace {ns}")),
+    }
+}
+
+/// Creates objects `range` with `create`, `IN_FLIGHT` at a time. An object
+/// that exists already counts as created; busy answers are retried a few times.
+async fn create_all<F, Fut>(p: &Progress, what: &str, range: Range<usize>, create: F) -> Result<()>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = Result<(), kube::Error>>,
+{
+    let start = Instant::now();
+    let total = range.len();
+    let step = (total / 5).max(1);
+    let create = &create;
+    let mut results = futures::stream::iter(range)
+        .map(|i| async move { (i, create_one(|| create(i)).await) })
+        .buffer_unordered(IN_FLIGHT);
+    let mut done = 0;
+    while let Some((i, result)) = results.next().await {
+        result.with_context(|| format!("creating {what} #{i}"))?;
+        done += 1;
+        if done % step == 0 || done == total {
+            p.say(format_args!("{what}: {done}/{total}"));
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    p.say(format_args!(
+        "{what}: {total} created in {secs:.1} s ({:.0}/s)",
+        total as f64 / secs.max(1e-3)
+    ));
+    Ok(())
+}
+
+async fn create_one<F, Fut>(create: F) -> Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(), kube::Error>>,
+{
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 1;
+    loop {
+        let err = match tokio::time::timeout(REQUEST_TIMEOUT, create()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(kube::Error::Api(s))) if s.code == 409 => return Ok(()),
+            // 404: a CRD just established may not be served everywhere yet.
+            Ok(Err(kube::Error::Api(s))) if matches!(s.code, 404 | 429 | 500..=599) => {
+                anyhow!("{} ({})", s.message, s.code)
+            }
+            Ok(Err(e)) => return Err(e.into()),
+            Err(_) => anyhow!("no answer within {REQUEST_TIMEOUT:?}"),
+        };
+        if attempt == ATTEMPTS {
+            return Err(err.context(format!("after {ATTEMPTS} attempts")));
+        }
+        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+        attempt += 1;
+    }
+}
+
+// === the watch ===
+
+/// A split as last seen.
+#[derive(Debug)]
+struct Seen {
+    state: Option<String>,
+}
+
+/// A split's weights as seen at an instant.
+#[derive(Debug)]
+struct Change {
+    name: String,
+    weights: Vec<u64>,
+    at: Instant,
+}
+
+/// A watch on the benchmark's TrafficSplits: the state of each, and while
+/// forwarding, every change on a channel, time-stamped on arrival.
+struct SplitWatch {
+    seen: Arc<Mutex<HashMap<String, Seen>>>,
+    changes: mpsc::UnboundedReceiver<Change>,
+    forward: Arc<AtomicBool>,
+    errors: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl SplitWatch {
+    fn start(client: Client, ns: &str) -> Self {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client, ns, &objects::traffic_split_api());
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let forward = Arc::new(AtomicBool::new(true));
+        let errors = Arc::new(AtomicUsize::new(0));
+        let (tx, changes) = mpsc::unbounded_channel();
+        let task = tokio::spawn({
+            let seen = seen.clone();
+            let forward = forward.clone();
+            let errors = errors.clone();
+            async move {
+                let mut stream =
+                    watcher::watcher(api, watcher::Config::default().labels(CONTROLLED_BY_LABEL))
+                        .default_backoff()
+                        .boxed();
+                while let Some(event) = stream.next().await {
+                    let at = Instant::now();
+                    let obj = match event {
+                        Ok(Event::Apply(o) | Event::InitApply(o)) => o,
+                        Ok(Event::Delete(o)) => {
+                            if let Some(name) = o.metadata.name {
+                                lock(&seen).remove(&name);
+                            }
+                            continue;
+                        }
+                        Ok(Event::Init | Event::InitDone) => continue,
+                        Err(e) => {
+                            if errors.fetch_add(1, Ordering::Relaxed) < 5 {
+                                eprintln!("warning: the TrafficSplit watch failed: {e}; retrying");
+                            }
+                            continue;
+                        }
+                    };
+                    let Some(name) = obj.metadata.name.clone() else {
+                        continue;
+                    };
+                    let state = objects::state(&obj);
+                    if forward.load(Ordering::Relaxed) {
+                        let weights = objects::weights(&obj);
+                        let _ = tx.send(Change {
+                            name: name.clone(),
+                            weights,
+                            at,
+                        });
+                    }
+                    lock(&seen).insert(name, Seen { state });
+                }
+            }
+        });
+        Self {
+            seen,
+            changes,
+            forward,
+            errors,
+            task,
+        }
+    }
+
+    fn primary_count(&self) -> usize {
+        lock(&self.seen)
+            .values()
+            .filter(|s| s.state.as_deref() == Some("primary"))
+            .count()
+    }
+
+    /// Waits until `n` splits carry the state annotation `primary`.
+    async fn wait_primary(
+        &mut self,
+        p: &Progress,
+        ctl: &mut Controller,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<()> {
+        let start = Instant::now();
+        let mut last_report = start;
+        loop {
+            let count = self.primary_count();
+            if count >= n {
+                return Ok(());
+            }
+            ctl.check_running()?;
+            if start.elapsed() >= timeout {
+                bail!("only {count} of {n} splits were recorded as primary within {timeout:?}");
+            }
+            if last_report.elapsed() >= Duration::from_secs(5) {
+                p.say(format_args!("{count}/{n} splits recorded as primary"));
+                last_report = Instant::now();
+            }
+            // Changes are not needed here; keep the channel short.
+            while self.changes.try_recv().is_ok() {}
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn drain(&mut self) {
+        while self.changes.try_recv().is_ok() {}
+    }
+
+    fn stop_forwarding(&mut self) {
+        self.forward.store(false, Ordering::Relaxed);
+        self.drain();
+    }
+
+    fn errors(&self) -> usize {
+        self.errors.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for SplitWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+// === flips ===
+
+/// Each flip: how long from the patch sent, and from it acknowledged, to the
+/// new weights seen.
+#[derive(Debug, Default)]
+struct Flips {
+    from_ack: Vec<Duration>,
+    from_send: Vec<Duration>,
+    patch: Vec<Duration>,
+    failover: Vec<Duration>,
+    failback: Vec<Duration>,
+    /// Weights seen before the patch was acknowledged.
+    before_ack: usize,
+}
+
+async fn flip(
+    p: &Progress,
+    slices: &Api<EndpointSlice>,
+    watch: &mut SplitWatch,
+    ctl: &mut Controller,
+    args: &Args,
+) -> Result<Flips> {
+    let limit = Duration::from_secs(args.flip_timeout_secs);
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let mut out = Flips::default();
+    p.say(format_args!(
+        "flipping: {} flips over {} splits, one at a time, {} ms apart",
+        args.flips,
+        (args.flips / 2).min(args.splits),
+        args.gap_ms
+    ));
+    for f in 0..args.flips {
+        let j = (f / 2) % args.splits;
+        let down = f % 2 == 0;
+        let k = objects::primary_of(j, args.splits);
+        let split = objects::split_name(j);
+        let want: [u64; 2] = if down { [0, 1] } else { [1, 0] };
+        let what = if down { "failover" } else { "failback" };
+        watch.drain();
+        let sent = Instant::now();
+        let deadline = sent + limit;
+        tokio::time::timeout_at(
+            deadline,
+            slices.patch(
+                &objects::service_name(k),
+                &params,
+                &Patch::Merge(objects::readiness_patch(k, !down)),
+            ),
+        )
+        .await
+        .map_err(|_| anyhow!("flip {f}: patching EndpointSlice svc-{k} took over {limit:?}"))?
+        .with_context(|| format!("flip {f}: patching EndpointSlice svc-{k}"))?;
+        let acked = Instant::now();
+        let seen = loop {
+            let change = tokio::time::timeout_at(deadline, watch.changes.recv())
+                .await
+                .map_err(|_| {
+                    let running = ctl.check_running().err();
+                    anyhow!(
+                        "flip {f} ({what} of {split}) was not seen within {limit:?}{}",
+                        running.map(|e| format!(": {e}")).unwrap_or_default()
+                    )
+                })?
+                .ok_or_else(|| anyhow!("the TrafficSplit watch ended"))?;
+            if change.name == split && change.weights == want {
+                break change.at;
+            }
+        };
+        let from_ack = seen.saturating_duration_since(acked);
+        if seen < acked {
+            out.before_ack += 1;
+        }
+        out.from_ack.push(from_ack);
+        out.from_send.push(seen.saturating_duration_since(sent));
+        out.patch.push(acked - sent);
+        if down {
+            out.failover.push(from_ack);
+        } else {
+            out.failback.push(from_ack);
+        }
+        if ((f + 1) % 50 == 0 || f + 1 == args.flips)
+            && let Some(s) = Summary::of(&out.from_ack)
+        {
+            p.say(format_args!(
+                "flips: {}/{} (so far p50 {:.1} ms, max {:.1} ms)",
+                f + 1,
+                args.flips,
+                s.p50,
+                s.max
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(args.gap_ms)).await;
+    }
+    Ok(out)
+}
+
+// === memory and machine ===
+
+struct Memory {
+    splits: usize,
+    services: usize,
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+impl Memory {
+    fn read(ctl: &Controller, splits: usize, services: usize) -> Result<Self> {
+        let (rss_kib, hwm_kib) = ctl.memory_kib()?;
+        Ok(Self {
+            splits,
+            services,
+            rss_kib,
+            hwm_kib,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} TrafficSplits, {} Services: VmRSS {:.1} MiB (VmHWM {:.1} MiB)",
+            self.splits,
+            self.services,
+            mib(self.rss_kib),
+            mib(self.hwm_kib)
+        )
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "splits": self.splits,
+            "services": self.services,
+            "endpoint_slices": self.services,
+            "vm_rss_kib": self.rss_kib,
+            "vm_hwm_kib": self.hwm_kib,
+            "vm_rss_mib": stats::round(mib(self.rss_kib)),
+            "vm_hwm_mib": stats::round(mib(self.hwm_kib)),
+        })
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+struct Machine {
+    cpus: usize,
+    cpu_model: String,
+    mem_total_mib: u64,
+    load: String,
+}
+
+impl Machine {
+    fn read() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == "model name").then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let mem_total_mib = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kib| kib / 1024);
+        let load = std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        Self {
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu_model,
+            mem_total_mib,
+            load,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} CPUs ({}), {:.1} GiB, load average {} (a shared machine: other work runs beside the benchmark)",
+            self.cpus,
+            self.cpu_model,
+            self.mem_total_mib as f64 / 1024.0,
+            self.load
+        )
+    }
+}
+
+// === report ===
+
+struct Report<'a> {
+    args: &'a Args,
+    machine: Machine,
+    load_after: String,
+    setup: Duration,
+    ready_after: Duration,
+    all_primary_after: Duration,
+    flips: Flips,
+    internal: Histogram,
+    write_errors: f64,
+    watch_errors: usize,
+    small: Memory,
+    large: Option<Memory>,
+}
+
+impl Report<'_> {
+    fn summary(samples: &[Duration]) -> Value {
+        Summary::of(samples).map_or(Value::Null, |s| s.to_json())
+    }
+
+    fn reaction_met(&self) -> Option<bool> {
+        Summary::of(&self.flips.from_ack).map(|s| s.p99 < REACTION_TARGET_MS)
+    }
+
+    fn rss_met(&self) -> Option<bool> {
+        self.large.as_ref().map(|m| m.rss_kib < RSS_TARGET_KIB)
+    }
+
+    fn to_json(&self) -> Value {
+        let unix_time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        json!({
+            "benchmark": "failover",
+            "unix_time": unix_time,
+            "machine": {
+                "cpus": self.machine.cpus,
+                "cpu_model": self.machine.cpu_model,
+                "mem_total_mib": self.machine.mem_total_mib,
+                "load_before": self.machine.load,
+                "load_after": self.load_after,
+            },
+            "setup": {
+                "splits": self.args.splits,
+                "services": 2 * self.args.splits,
+                "endpoint_slices": 2 * self.args.splits,
+                "created_in_s": stats::round(self.setup.as_secs_f64()),
+                "controller_ready_s": stats::round(self.ready_after.as_secs_f64()),
+                "all_primary_s": stats::round(self.all_primary_after.as_secs_f64()),
+            },
+            "flips": {
+                "count": self.flips.from_ack.len(),
+                "gap_ms": self.args.gap_ms,
+                "seen_before_patch_ack": self.flips.before_ack,
+                "end_to_end": Self::summary(&self.flips.from_ack),
+                "end_to_end_from_patch_sent": Self::summary(&self.flips.from_send),
+                "patch_round_trip": Self::summary(&self.flips.patch),
+                "failover": Self::summary(&self.flips.failover),
+                "failback": Self::summary(&self.flips.failback),
+                "controller_reaction_seconds": self.internal.to_json_ms(),
+                "controller_write_errors": self.write_errors,
+                "watch_errors": self.watch_errors,
+            },
+            "rss": {
+                "with_flip_splits": self.small.to_json(),
+                "with_rss_splits": self.large.as_ref().map(Memory::to_json),
+            },
+            "targets": {
+                "reaction_p99_under_100ms": self.reaction_met(),
+                "rss_under_64mib": self.rss_met(),
+            },
+        })
+    }
+
+    fn text(&self) -> String {
+        let mut t = String::new();
+        let line = |t: &mut String, s: String| {
+            t.push_str(&s);
+            t.push('\n');
+        };
+        let fmt = |s: Option<Summary>| match s {
+            Some(s) => format!(
+                "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms, mean {:.1} ms (n {})",
+                s.p50, s.p90, s.p99, s.max, s.mean, s.n
+            ),
+            None => "no samples".into(),
+        };
+        let yes = |m: Option<bool>| match m {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "not measured",
+        };
+        line(&mut t, String::new());
+        line(&mut t, "== failover controller benchmark ==".into());
+        line(
+            &mut t,
+            format!(
+                "machine:  {}; load average after {}",
+                self.machine.describe(),
+                self.load_after
+            ),
+        );
+        line(
+            &mut t,
+            format!(
+                "setup:    {} TrafficSplits, {} Services, {} EndpointSlices (created in {:.1} s); controller ready {:.1} s and all splits primary {:.1} s after its start",
+                self.args.splits,
+                2 * self.args.splits,
+                2 * self.args.splits,
+                self.setup.as_secs_f64(),
+                self.ready_after.as_secs_f64(),
+                self.all_primary_after.as_secs_f64()
+            ),
+        );
+        line(
+            &mut t,
+            format!(
+                "flips:    {} (half failovers, half failbacks), one at a time, {} ms apart",
+                self.flips.from_ack.len(),
+                self.args.gap_ms
+            ),
+        );
+        line(
+            &mut t,
+            format!(
+                "reaction, end to end (slice patch acknowledged -> new weights seen by a watch): {}",
+                fmt(Summary::of(&self.flips.from_ack))
+            ),
+        );
+        line(
+            &mut t,
+            format!("  failovers: {}", fmt(Summary::of(&self.flips.failover))),
+        );
+        line(
+            &mut t,
+            format!("  failbacks: {}", fmt(Summary::of(&self.flips.failback))),
+        );
+        line(
+            &mut t,
+            format!(
+                "  from the patch sent instead: {}",
+                fmt(Summary::of(&self.flips.from_send))
+            ),
+        );
+        line(
+            &mut t,
+            format!(
+                "  the slice patch itself:      {}",
+                fmt(Summary::of(&self.flips.patch))
+            ),
+        );
+        let q = |q: f64| {
+            self.internal
+                .quantile(q)
+                .map_or("-".to_string(), |s| format!("{:.1} ms", s * 1e3))
+        };
+        line(
+            &mut t,
+            format!(
+                "reaction, controller's {REACTION_HISTOGRAM} (slice event received -> weights written), over the flips: n {}, mean {}, p50 ~{}, p90 ~{}, p99 ~{} (interpolated in power-of-2 buckets)",
+                self.internal.count,
+                if self.internal.count > 0.0 {
+                    format!("{:.1} ms", self.internal.sum / self.internal.count * 1e3)
+                } else {
+                    "-".into()
+                },
+                q(0.5),
+                q(0.9),
+                q(0.99)
+            ),
+        );
+        line(
+            &mut t,
+            format!(
+                "write errors during the flips: {}; weights seen before the patch answer: {}; watch errors: {}",
+                self.write_errors, self.flips.before_ack, self.watch_errors
+            ),
+        );
+        line(&mut t, format!("RSS:      {}", self.small.describe()));
+        if let Some(m) = &self.large {
+            line(&mut t, format!("RSS:      {}", m.describe()));
+        }
+        line(
+            &mut t,
+            format!(
+                "targets:  reaction p99 < 100 ms: {}; RSS with {} splits < 64 MiB: {}",
+                yes(self.reaction_met()),
+                self.args.rss_splits,
+                yes(self.rss_met())
+            ),
+        );
+        t
+    }
+}
