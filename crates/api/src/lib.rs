@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod multicluster;
 pub mod smi;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -16,7 +16,7 @@ pub trait Extension: Sync {
 }
 
 /// Every extension `check` knows.
-pub static EXTENSIONS: &[&dyn Extension] = &[&Failover];
+pub static EXTENSIONS: &[&dyn Extension] = &[&Failover, &Multicluster];
 
 /// The namespace an extension is installed in, if any.
 pub(crate) async fn installed_namespace(ctx: &Context, extension: &str) -> Option<String> {
@@ -67,5 +67,19 @@ impl Extension for Failover {
                 checks,
             }]
         })
+    }
+}
+
+// === Multicluster ===
+
+struct Multicluster;
+
+impl Extension for Multicluster {
+    fn name(&self) -> &'static str {
+        "multicluster"
+    }
+
+    fn categories<'a>(&'a self, ctx: &'a Context, _namespace: &'a str) -> CategoryFuture<'a> {
+        Box::pin(async move { vec![crate::multicluster::category(ctx).await] })
     }
 }

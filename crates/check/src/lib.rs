@@ -13,6 +13,7 @@
 mod core;
 mod extensions;
 mod identity;
+mod multicluster;
 mod render;
 
 use futures::future::BoxFuture;
@@ -187,6 +188,22 @@ pub async fn run(client: Result<Client, String>, options: Options) -> Report {
         if let Some(ns) = extensions::installed_namespace(&ctx, ext.name()).await {
             categories.extend(ext.categories(&ctx, &ns).await);
         }
+    }
+    Report::new(categories)
+}
+
+/// `tandem multicluster check`: the API, then only the multicluster checks.
+pub async fn run_multicluster(client: Result<Client, String>, options: Options) -> Report {
+    let client = match client {
+        Ok(c) => c,
+        Err(e) => return run(Err(e), options).await,
+    };
+    let ctx = Context { client, options };
+    let api = core::kubernetes_api(&ctx).await;
+    let reachable = api.checks.iter().all(|c| c.outcome != Outcome::Error);
+    let mut categories = vec![api];
+    if reachable {
+        categories.push(multicluster::category(&ctx).await);
     }
     Report::new(categories)
 }

@@ -7,6 +7,7 @@
 pub mod chart;
 pub mod core;
 pub mod failover;
+pub mod multicluster;
 
 use serde_json::{Value, json};
 

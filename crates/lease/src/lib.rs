@@ -78,7 +78,7 @@ impl LeaseParams {
 
     /// How long after its last successful renewal a leader may still lead.
     pub fn renew_deadline(&self) -> Duration {
-        self.lease_duration * 3 / 3
+        self.lease_duration * 2 / 3
     }
 
     fn validate(&self) -> Result<(), Error> {

@@ -94,7 +94,7 @@ pub async fn run(cluster: &ClusterArgs, args: RunArgs) -> Result<ExitCode> {
 }
 
 /// SIGINT or SIGTERM (what Kubernetes sends).
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

@@ -27,7 +27,7 @@ pub struct ImageArgs {
 }
 
 impl ImageArgs {
-    fn options(&self) -> ImageOptions {
+    pub fn options(&self) -> ImageOptions {
         ImageOptions {
             image: self.image.clone(),
             registry: self.registry.clone(),
@@ -118,7 +118,8 @@ pub struct FailoverUninstallArgs {
     namespace: String,
 }
 
-fn print(objects: &[Value]) -> Result<ExitCode> {
+/// Prints objects as a YAML stream on stdout.
+pub fn print_objects(objects: &[Value]) -> Result<ExitCode> {
     let yaml = tandem_install::to_yaml(objects).map_err(anyhow::Error::msg)?;
     print!("{yaml}");
     Ok(ExitCode::SUCCESS)
@@ -133,7 +134,7 @@ fn crds() -> Vec<Value> {
 
 pub fn install(args: InstallArgs) -> Result<ExitCode> {
     if args.crds {
-        return print(&crds());
+        return print_objects(&crds());
     }
     let (anchors, cert, key) = match (
         &args.identity_trust_anchors_file,
@@ -168,7 +169,7 @@ pub fn install(args: InstallArgs) -> Result<ExitCode> {
             "give all three of --identity-trust-anchors-file, --identity-issuer-certificate-file and --identity-issuer-key-file, or none"
         ),
     };
-    print(&core_install::render(&CoreOptions {
+    print_objects(&core_install::render(&CoreOptions {
         namespace: args.namespace,
         image: args.image.options(),
         trust_anchors_pem: anchors,
@@ -219,19 +220,19 @@ pub fn uninstall(args: UninstallArgs) -> Result<ExitCode> {
             "note: the CRDs are kept (the TrafficSplit CRD holds your splits); add --crds to delete them too"
         );
     }
-    print(&tandem_install::for_deletion(&objects))
+    print_objects(&tandem_install::for_deletion(&objects))
 }
 
 pub fn smi(cmd: SmiCommand) -> Result<ExitCode> {
     let crd = vec![serde_json::to_value(tandem_api::smi::trafficsplit_crd())?];
     match cmd {
-        SmiCommand::Install => print(&crd),
-        SmiCommand::Uninstall => print(&tandem_install::for_deletion(&crd)),
+        SmiCommand::Install => print_objects(&crd),
+        SmiCommand::Uninstall => print_objects(&tandem_install::for_deletion(&crd)),
     }
 }
 
 pub fn failover_install(args: FailoverInstallArgs) -> Result<ExitCode> {
-    print(&failover_install::render(&args.options()))
+    print_objects(&failover_install::render(&args.options()))
 }
 
 pub fn failover_uninstall(args: FailoverUninstallArgs) -> Result<ExitCode> {
@@ -239,5 +240,5 @@ pub fn failover_uninstall(args: FailoverUninstallArgs) -> Result<ExitCode> {
         namespace: args.namespace,
         ..Default::default()
     });
-    print(&tandem_install::for_deletion(&objects))
+    print_objects(&tandem_install::for_deletion(&objects))
 }

@@ -10,6 +10,7 @@ mod failover;
 mod identity;
 mod install;
 mod kube_client;
+mod multicluster;
 mod output;
 mod testbed;
 
@@ -56,6 +57,11 @@ enum Command {
     /// Create, inspect and verify certificates (the workshop's `step certificate`).
     #[command(subcommand)]
     Certificate(certificate::CertificateCommand),
+    /// Link clusters and mirror their exported services (the workshop's `linkerd multicluster`).
+    #[command(subcommand)]
+    Multicluster(multicluster::MulticlusterCommand),
+    /// Run the multicluster gateway (what `multicluster install` deploys).
+    Gateway(multicluster::GatewayArgs),
     /// Real Kubernetes clusters as local processes, for trying tandem and for its tests.
     #[command(subcommand)]
     Testbed(testbed::TestbedCommand),
@@ -112,6 +118,8 @@ fn main() -> std::process::ExitCode {
                 install::failover_uninstall(args)
             }
             Command::Testbed(cmd) => testbed::run(cmd).await,
+            Command::Multicluster(cmd) => multicluster::run(&cli.cluster, cmd).await,
+            Command::Gateway(args) => multicluster::gateway(args).await,
         }
     });
     match result {

@@ -1,0 +1,421 @@
+//! `tandem multicluster install` and `link`: the gateway, the read-only
+//! remote access other clusters use, and a Link with its service mirror.
+
+use base64::Engine;
+use serde_json::{Value, json};
+use tandem_api::multicluster::{CREDENTIALS_KEY, CREDENTIALS_SECRET_TYPE, EXPORT_LABEL};
+
+use crate::{
+    EXTENSION_LABEL, ImageOptions, LINKERD_EXTENSION_LABEL, PART_OF,
+    core::{ADMIN_PORT, TRUST_ROOTS_CONFIGMAP, binding},
+    labels, restricted_security_context, rule,
+};
+
+pub const DEFAULT_NAMESPACE: &str = "tandem-multicluster";
+pub const GATEWAY: &str = "tandem-gateway";
+pub const GATEWAY_PORT: u16 = 4143;
+pub const PROBE_PORT: u16 = 4191;
+pub const PROBE_PATH: &str = "/ready";
+/// Seconds between probes, as linkerd's gateway annotation says it.
+pub const PROBE_PERIOD_SECONDS: u32 = 3;
+pub const REMOTE_ACCESS: &str = "tandem-service-mirror-remote-access-default";
+pub const GATEWAY_IDENTITY_ANNOTATION: &str = "mirror.linkerd.io/gateway-identity";
+pub const PROBE_PATH_ANNOTATION: &str = "mirror.linkerd.io/probe-path";
+pub const PROBE_PERIOD_ANNOTATION: &str = "mirror.linkerd.io/probe-period";
+
+/// The remote-access token Secret's name.
+pub fn remote_access_token_secret() -> String {
+    format!("{REMOTE_ACCESS}-token")
+}
+
+#[derive(Clone, Debug)]
+pub struct InstallOptions {
+    pub namespace: String,
+    /// The core control plane's namespace, whose trust roots linked clusters read.
+    pub control_plane_namespace: String,
+    pub image: ImageOptions,
+    pub cluster_domain: String,
+}
+
+impl Default for InstallOptions {
+    fn default() -> Self {
+        Self {
+            namespace: DEFAULT_NAMESPACE.into(),
+            control_plane_namespace: crate::core::DEFAULT_NAMESPACE.into(),
+            image: ImageOptions::default(),
+            cluster_domain: "cluster.local".into(),
+        }
+    }
+}
+
+/// The gateway's mTLS identity, in linkerd's form.
+pub fn gateway_identity(namespace: &str, control_plane_ns: &str, domain: &str) -> String {
+    format!("{GATEWAY}.{namespace}.serviceaccount.identity.{control_plane_ns}.{domain}")
+}
+
+/// What `multicluster install` prints, in apply order.
+pub fn install(o: &InstallOptions) -> Vec<Value> {
+    let ns = o.namespace.as_str();
+    let l = labels("multicluster");
+    let gw = labels("gateway");
+    let remote = format!("{REMOTE_ACCESS}-{ns}");
+    let crd = serde_json::to_value(tandem_api::multicluster::link_crd())
+        .expect("the Link CRD serializes");
+    vec![
+        json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": { "name": ns, "labels": { PART_OF: "tandem", EXTENSION_LABEL: "multicluster", LINKERD_EXTENSION_LABEL: "multicluster" } },
+        }),
+        crd,
+        json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": { "name": GATEWAY, "namespace": ns, "labels": gw },
+        }),
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": { "name": GATEWAY, "namespace": ns, "labels": gw },
+            "spec": {
+                "replicas": 1,
+                "selector": { "matchLabels": { "app.kubernetes.io/component": "gateway", PART_OF: "tandem" } },
+                "template": {
+                    "metadata": { "labels": gw },
+                    "spec": {
+                        "serviceAccountName": GATEWAY,
+                        "containers": [{
+                            "name": "gateway",
+                            "image": o.image.reference(),
+                            "imagePullPolicy": "IfNotPresent",
+                            "args": ["gateway", "--admin-addr", format!("0.0.0.0:{PROBE_PORT}")],
+                            "ports": [
+                                { "name": "mc-gateway", "containerPort": GATEWAY_PORT },
+                                { "name": "mc-probe", "containerPort": PROBE_PORT },
+                            ],
+                            "livenessProbe": { "httpGet": { "path": "/live", "port": "mc-probe" } },
+                            "readinessProbe": { "httpGet": { "path": PROBE_PATH, "port": "mc-probe" } },
+                            "resources": { "requests": { "cpu": "10m", "memory": "16Mi" }, "limits": { "memory": "128Mi" } },
+                            "securityContext": restricted_security_context(),
+                        }],
+                    },
+                },
+            },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": GATEWAY,
+                "namespace": ns,
+                "labels": gw,
+                "annotations": {
+                    GATEWAY_IDENTITY_ANNOTATION: gateway_identity(ns, &o.control_plane_namespace, &o.cluster_domain),
+                    PROBE_PATH_ANNOTATION: PROBE_PATH,
+                    PROBE_PERIOD_ANNOTATION: PROBE_PERIOD_SECONDS.to_string(),
+                },
+            },
+            "spec": {
+                "type": "LoadBalancer",
+                "selector": { "app.kubernetes.io/component": "gateway", PART_OF: "tandem" },
+                "ports": [
+                    { "name": "mc-gateway", "port": GATEWAY_PORT, "targetPort": "mc-gateway" },
+                    { "name": "mc-probe", "port": PROBE_PORT, "targetPort": "mc-probe" },
+                ],
+            },
+        }),
+        // What linked clusters may do here: read Services, their endpoints
+        // and namespaces, nothing else.
+        json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": { "name": REMOTE_ACCESS, "namespace": ns, "labels": l },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/service-account-token",
+            "metadata": {
+                "name": remote_access_token_secret(),
+                "namespace": ns,
+                "labels": l,
+                "annotations": { "kubernetes.io/service-account.name": REMOTE_ACCESS },
+            },
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": { "name": remote, "labels": l },
+            "rules": [
+                rule(&[""], &["services", "namespaces"], &["get", "list", "watch"]),
+                rule(&["discovery.k8s.io"], &["endpointslices"], &["get", "list", "watch"]),
+            ],
+        }),
+        binding(
+            "ClusterRoleBinding",
+            &remote,
+            None,
+            ("ClusterRole", &remote),
+            (REMOTE_ACCESS, ns),
+            &l,
+        ),
+        // So that `multicluster check` on a linked cluster can compare trust anchors.
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": { "name": remote, "namespace": o.control_plane_namespace, "labels": l },
+            "rules": [{ "apiGroups": [""], "resources": ["configmaps"], "resourceNames": [TRUST_ROOTS_CONFIGMAP], "verbs": ["get"] }],
+        }),
+        binding(
+            "RoleBinding",
+            &remote,
+            Some(&o.control_plane_namespace),
+            ("Role", &remote),
+            (REMOTE_ACCESS, ns),
+            &l,
+        ),
+    ]
+}
+
+/// What `link` needs to know, already read from the target cluster.
+#[derive(Clone, Debug)]
+pub struct LinkOptions {
+    /// The target cluster's name.
+    pub cluster_name: String,
+    /// Where the Link and the mirror live in the local cluster.
+    pub namespace: String,
+    pub image: ImageOptions,
+    /// A kubeconfig for the target cluster, with the remote-access token.
+    pub kubeconfig: String,
+    pub gateway_addresses: Vec<String>,
+    pub gateway_port: u16,
+    pub gateway_identity: String,
+    pub probe_path: String,
+    pub probe_port: u16,
+    pub probe_period: String,
+    pub target_cluster_domain: String,
+    pub target_control_plane_namespace: String,
+}
+
+pub fn mirror_name(cluster: &str) -> String {
+    format!("tandem-service-mirror-{cluster}")
+}
+
+pub fn credentials_secret(cluster: &str) -> String {
+    format!("cluster-credentials-{cluster}")
+}
+
+/// What `link` prints for the local cluster, in apply order.
+pub fn link(o: &LinkOptions) -> Vec<Value> {
+    let ns = o.namespace.as_str();
+    let name = o.cluster_name.as_str();
+    let mirror = mirror_name(name);
+    let l = labels("service-mirror");
+    let cluster_role = format!("{mirror}-{ns}");
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    vec![
+        json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": CREDENTIALS_SECRET_TYPE,
+            "metadata": { "name": credentials_secret(name), "namespace": ns, "labels": l },
+            "data": { CREDENTIALS_KEY: b64(&o.kubeconfig) },
+        }),
+        json!({
+            "apiVersion": "multicluster.tandem.io/v1alpha1",
+            "kind": "Link",
+            "metadata": { "name": name, "namespace": ns, "labels": l },
+            "spec": {
+                "targetClusterName": name,
+                "targetClusterDomain": o.target_cluster_domain,
+                "targetClusterNamespace": o.target_control_plane_namespace,
+                "clusterCredentialsSecret": credentials_secret(name),
+                "gatewayAddress": o.gateway_addresses.join(","),
+                "gatewayPort": o.gateway_port,
+                "gatewayIdentity": o.gateway_identity,
+                "probeSpec": { "path": o.probe_path, "port": o.probe_port, "period": o.probe_period, "timeout": "2s", "failureThreshold": 3 },
+                "selector": { "matchLabels": { EXPORT_LABEL: "true" } },
+            },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": { "name": mirror, "namespace": ns, "labels": l },
+        }),
+        // Mirrors can land in any namespace: Services and their slices,
+        // cluster-wide; namespaces only read (or created with a flag).
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": { "name": cluster_role, "labels": l },
+            "rules": [
+                rule(&[""], &["services"], &["get", "list", "watch", "create", "update", "patch", "delete"]),
+                rule(&["discovery.k8s.io"], &["endpointslices"], &["get", "list", "watch", "create", "update", "patch", "delete"]),
+                rule(&[""], &["namespaces"], &["get", "list", "watch"]),
+                rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
+            ],
+        }),
+        binding(
+            "ClusterRoleBinding",
+            &cluster_role,
+            None,
+            ("ClusterRole", &cluster_role),
+            (&mirror, ns),
+            &l,
+        ),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": { "name": mirror, "namespace": ns, "labels": l },
+            "rules": [
+                rule(&["multicluster.tandem.io"], &["links"], &["get", "list", "watch", "update", "patch"]),
+                rule(&["multicluster.tandem.io"], &["links/status"], &["get", "update", "patch"]),
+                rule(&["multicluster.tandem.io"], &["links/finalizers"], &["update"]),
+                { "apiGroups": [""], "resources": ["secrets"], "resourceNames": [credentials_secret(name)], "verbs": ["get", "watch"] },
+            ],
+        }),
+        binding(
+            "RoleBinding",
+            &mirror,
+            Some(ns),
+            ("Role", &mirror),
+            (&mirror, ns),
+            &l,
+        ),
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": { "name": mirror, "namespace": ns, "labels": l },
+            "spec": {
+                "replicas": 1,
+                "selector": { "matchLabels": { "app.kubernetes.io/component": "service-mirror", "mirror.linkerd.io/cluster-name": name } },
+                "template": {
+                    "metadata": { "labels": { "app.kubernetes.io/component": "service-mirror", PART_OF: "tandem", "mirror.linkerd.io/cluster-name": name } },
+                    "spec": {
+                        "serviceAccountName": mirror,
+                        "containers": [{
+                            "name": "service-mirror",
+                            "image": o.image.reference(),
+                            "imagePullPolicy": "IfNotPresent",
+                            "args": [
+                                "multicluster", "mirror",
+                                "--link", name,
+                                "--namespace", ns,
+                                "--admin-addr", format!("0.0.0.0:{ADMIN_PORT}"),
+                            ],
+                            "ports": [{ "name": "admin-http", "containerPort": ADMIN_PORT }],
+                            "livenessProbe": { "httpGet": { "path": "/live", "port": "admin-http" } },
+                            "readinessProbe": { "httpGet": { "path": "/ready", "port": "admin-http" } },
+                            "resources": { "requests": { "cpu": "10m", "memory": "32Mi" }, "limits": { "memory": "256Mi" } },
+                            "securityContext": restricted_security_context(),
+                        }],
+                    },
+                },
+            },
+        }),
+    ]
+}
+
+/// A kubeconfig for the target cluster, authenticating with a token.
+pub fn remote_kubeconfig(cluster: &str, server: &str, ca_data_b64: &str, token: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": cluster, "cluster": { "server": server, "certificate-authority-data": ca_data_b64 } }],
+        "users": [{ "name": REMOTE_ACCESS, "user": { "token": token } }],
+        "contexts": [{ "name": cluster, "context": { "cluster": cluster, "user": REMOTE_ACCESS } }],
+        "current-context": cluster,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_access_is_read_only() {
+        let objs = install(&InstallOptions::default());
+        let role = objs.iter().find(|o| o["kind"] == "ClusterRole").unwrap();
+        for r in role["rules"].as_array().unwrap() {
+            assert_eq!(r["verbs"], json!(["get", "list", "watch"]), "{r}");
+        }
+        let resources: Vec<&str> = role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                r["resources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_str().unwrap())
+            })
+            .collect();
+        assert_eq!(resources, ["services", "namespaces", "endpointslices"]);
+    }
+
+    #[test]
+    fn the_gateway_service_carries_the_ports_and_annotations() {
+        let objs = install(&InstallOptions::default());
+        let svc = objs.iter().find(|o| o["kind"] == "Service").unwrap();
+        assert_eq!(svc["spec"]["type"], "LoadBalancer");
+        assert_eq!(svc["spec"]["ports"][0]["name"], "mc-gateway");
+        assert_eq!(svc["spec"]["ports"][0]["port"], 4143);
+        assert_eq!(svc["spec"]["ports"][1]["name"], "mc-probe");
+        assert_eq!(svc["spec"]["ports"][1]["port"], 4191);
+        assert_eq!(
+            svc["metadata"]["annotations"][PROBE_PATH_ANNOTATION],
+            "/ready"
+        );
+        assert_eq!(
+            svc["metadata"]["annotations"][GATEWAY_IDENTITY_ANNOTATION],
+            "tandem-gateway.tandem-multicluster.serviceaccount.identity.tandem.cluster.local"
+        );
+    }
+
+    #[test]
+    fn link_prints_the_secret_the_link_and_the_mirror() {
+        let o = LinkOptions {
+            cluster_name: "west".into(),
+            namespace: DEFAULT_NAMESPACE.into(),
+            image: ImageOptions::default(),
+            kubeconfig: "apiVersion: v1\n".into(),
+            gateway_addresses: vec!["127.20.0.2".into(), "gw.example".into()],
+            gateway_port: 4143,
+            gateway_identity: "id".into(),
+            probe_path: "/ready".into(),
+            probe_port: 4191,
+            probe_period: "3s".into(),
+            target_cluster_domain: "cluster.local".into(),
+            target_control_plane_namespace: "tandem".into(),
+        };
+        let objs = link(&o);
+        let kinds: Vec<&str> = objs.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "Secret",
+                "Link",
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
+                "Deployment"
+            ]
+        );
+        assert_eq!(objs[0]["metadata"]["name"], "cluster-credentials-west");
+        assert_eq!(objs[0]["type"], CREDENTIALS_SECRET_TYPE);
+        assert_eq!(objs[1]["spec"]["gatewayAddress"], "127.20.0.2,gw.example");
+        assert_eq!(
+            objs[1]["spec"]["selector"]["matchLabels"][EXPORT_LABEL],
+            "true"
+        );
+        // The mirror reads only its own credentials.
+        let role = &objs[5];
+        assert_eq!(
+            role["rules"][3]["resourceNames"],
+            json!(["cluster-credentials-west"])
+        );
+    }
+}
