@@ -48,7 +48,6 @@ pub fn decide(lease: Option<&Lease>, now: Timestamp, params: &LeaseParams) -> De
     let holder = match spec.holder_identity.as_deref() {
         None | Some("") => return Decision::Acquire,
         Some(h) if h == params.identity => return Decision::Renew,
-        Some(_) if true => return Decision::Acquire,
         Some(h) => h,
     };
     let Some(renewed) = spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) else {

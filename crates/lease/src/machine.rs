@@ -64,12 +64,12 @@ enum State {
         renewed_at: Instant,
         next_renew: Instant,
         /// The Lease as last written, to renew without reading it first.
-        last: Option<Lease>,
+        last: Option<Box<Lease>>,
     },
 }
 
 enum Renewal {
-    Renewed(Lease),
+    Renewed(Box<Lease>),
     Lost { holder: Option<String> },
 }
 
@@ -226,7 +226,7 @@ impl<S: Store> Machine<S> {
                 State::Leader {
                     renewed_at: started,
                     next_renew: started + self.params.renew_period,
-                    last: Some(lease),
+                    last: Some(Box::new(lease)),
                 }
             }
             Err(Error::Conflict { .. }) => {
@@ -243,12 +243,12 @@ impl<S: Store> Machine<S> {
     /// Renews from the last written Lease, or a fresh read. A conflict on the
     /// cached copy may be a harmless edit by someone else, so it reads once
     /// more and decides again.
-    async fn renew(&self, cached: Option<Lease>, deadline: Instant) -> Result<Renewal, Error> {
+    async fn renew(&self, cached: Option<Box<Lease>>, deadline: Instant) -> Result<Renewal, Error> {
         let mut cached = cached;
         let mut retried = false;
         loop {
             let current = match cached.take() {
-                Some(lease) => Some(lease),
+                Some(lease) => Some(*lease),
                 None => self.call("get", deadline, self.store.get()).await?,
             };
             match decide(current.as_ref(), (self.clock)(), &self.params) {
@@ -266,7 +266,7 @@ impl<S: Store> Machine<S> {
                 .await
             {
                 Err(Error::Conflict { .. }) if !retried => retried = true,
-                written => return written.map(Renewal::Renewed),
+                written => return written.map(|l| Renewal::Renewed(Box::new(l))),
             }
         }
     }

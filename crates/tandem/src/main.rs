@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod certificate;
 mod check;
+mod demo;
 mod failover;
 mod identity;
 mod install;
@@ -42,6 +43,9 @@ struct Cli {
 enum Command {
     /// Run the identity process of the control plane (what `install` deploys).
     Identity(identity::IdentityArgs),
+    /// Run the workshop end to end on a local testbed: certificates, install,
+    /// link, mirror, and a failover and failback that are checked and timed.
+    Demo(demo::DemoArgs),
     /// Check a cluster before install (--pre), or check an install.
     Check(check::CheckArgs),
     /// Print the control plane's manifests (or, with --crds, the CRDs) for `kubectl apply -f -`.
@@ -103,6 +107,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Certificate(cmd) => certificate::run(cmd),
             Command::Check(args) => check::run(&cli.cluster, args).await,
+            Command::Demo(args) => demo::run(args).await,
             Command::Identity(args) => identity::run(args).await,
             Command::Install(args) => install::install(args),
             Command::Uninstall(args) => install::uninstall(args),

@@ -448,7 +448,11 @@ async fn invalid_params_are_refused() {
     ];
     for p in bad {
         let machine = Machine::new(Fake::default(), p.clone(), clock.clone());
-        let res = machine.run(std::future::pending()).await;
+        // Bounded, so that a regression fails instead of running forever.
+        let res =
+            tokio::time::timeout(Duration::from_secs(60), machine.run(std::future::pending()))
+                .await
+                .unwrap_or_else(|_| panic!("{p:?} accepted"));
         assert!(
             matches!(res, Err(Error::InvalidParams(_))),
             "{p:?}: {res:?}"

@@ -1,0 +1,438 @@
+//! `tandem demo`: the workshop's control-plane path, end to end, on a local
+//! testbed: each step prints the command a user would type and its result,
+//! and the failover and failback are checked, not just shown.
+
+use std::{
+    io::{IsTerminal, Write},
+    path::{Path, PathBuf},
+    process::{Command, ExitCode, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tandem_testbed::process::{self, Spec};
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Wait for Enter between steps, for presenting.
+    #[arg(long)]
+    pause: bool,
+    /// Leave the clusters and controllers running, and print how to explore them.
+    #[arg(long, conflicts_with = "down")]
+    keep: bool,
+    /// Stop and remove what `tandem demo --keep` left.
+    #[arg(long)]
+    down: bool,
+    /// Where the demo keeps its testbed, certificates and logs.
+    #[arg(long, env = "TANDEM_DEMO_DIR", default_value_os_t = default_dir())]
+    dir: PathBuf,
+    /// The first port of the demo's testbed (east takes 10 ports from here, west the next 10).
+    #[arg(long, default_value_t = 26640)]
+    base_port: u16,
+}
+
+fn default_dir() -> PathBuf {
+    tandem_testbed::default_dir()
+        .parent()
+        .map(|p| p.join("demo"))
+        .unwrap_or_else(|| PathBuf::from("tandem-demo"))
+}
+
+const CLUSTERS: [&str; 2] = ["east", "west"];
+
+/// The demo's directory layout and the commands it runs.
+struct Demo {
+    dir: PathBuf,
+    tandem: PathBuf,
+    base_port: u16,
+    pause: bool,
+    step: usize,
+}
+
+pub async fn run(args: DemoArgs) -> Result<ExitCode> {
+    let tandem = std::env::current_exe().context("finding the tandem binary")?;
+    let demo = Demo {
+        dir: args.dir.clone(),
+        tandem,
+        base_port: args.base_port,
+        pause: args.pause && std::io::stdin().is_terminal(),
+        step: 0,
+    };
+    if args.down {
+        demo.teardown()?;
+        println!("the demo in {} is stopped and removed", demo.dir.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if demo.dir.join("demo.json").exists() {
+        bail!(
+            "a demo is already up in {} (left by `tandem demo --keep`, or running now).\n  Stop it with `tandem demo --down`, or use another --dir",
+            demo.dir.display()
+        );
+    }
+    std::fs::create_dir_all(&demo.dir).with_context(|| format!("creating {}", demo.dir.display()))?;
+    std::fs::write(demo.dir.join("demo.json"), format!("{{\"pid\": {}}}\n", std::process::id()))?;
+
+    let keep = args.keep;
+    let mut demo = demo;
+    let outcome = tokio::select! {
+        res = demo.steps() => res,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    match outcome {
+        Ok(timings) => {
+            println!("\n== Done: every step held ==");
+            println!("failover (scale to 0 → weights moved):  {:>6} ms", timings.0.as_millis());
+            println!("failback (scale to 1 → weights back):   {:>6} ms", timings.1.as_millis());
+            if keep {
+                demo.explain();
+            } else {
+                println!("\ncleaning up (use --keep to explore instead)");
+                demo.teardown()?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("\nthe demo failed: {e:#}");
+            eprintln!("logs of the controllers: {}", demo.dir.join("logs").display());
+            if keep {
+                eprintln!("everything is left running (--keep); `tandem demo --down` removes it");
+            } else {
+                let _ = demo.teardown();
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+impl Demo {
+    fn testbed_dir(&self) -> PathBuf {
+        self.dir.join("testbed")
+    }
+
+    fn certs(&self) -> PathBuf {
+        self.dir.join("certs")
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.testbed_dir().join("kubeconfig")
+    }
+
+    fn api_server(&self, i: usize) -> String {
+        format!("https://127.0.0.1:{}", self.base_port + 10 * i as u16)
+    }
+
+    /// Each cluster's gateway listens on its own loopback address.
+    fn gateway_ip(i: usize) -> String {
+        format!("127.20.0.{}", i + 1)
+    }
+
+    fn title(&mut self, what: &str) {
+        self.step += 1;
+        if self.pause {
+            print!("\n[press Enter for step {}: {what}] ", self.step);
+            let _ = std::io::stdout().flush();
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+        }
+        println!("\n== Step {}: {what} ==", self.step);
+    }
+
+    /// Runs a shell pipeline as the workshop writes it (with `tandem`), in
+    /// the certificate directory, printing the command and its output.
+    fn sh(&self, command: &str) -> Result<String> {
+        println!("$ {command}");
+        let tandem_dir = self.tandem.parent().map(Path::to_path_buf).unwrap_or_default();
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![tandem_dir];
+        paths.extend(std::env::split_paths(&path));
+        let out = Command::new("bash")
+            .arg("-o")
+            .arg("pipefail")
+            .arg("-c")
+            .arg(command)
+            .current_dir(self.certs())
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("PATH", std::env::join_paths(paths)?)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {command}"))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for line in text.lines() {
+            println!("  {line}");
+        }
+        if !out.status.success() {
+            bail!("`{command}` failed ({})", out.status);
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Waits for a condition with a visible progress line and a timeout.
+    async fn wait_for(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<Duration> {
+        let start = Instant::now();
+        let tty = std::io::stdout().is_terminal();
+        let mut last = None;
+        loop {
+            match check() {
+                Ok(true) => {
+                    if tty {
+                        print!("\r\x1b[2K");
+                    }
+                    println!("  ✓ {what} ({} ms)", start.elapsed().as_millis());
+                    return Ok(start.elapsed());
+                }
+                Ok(false) => {}
+                Err(e) => last = Some(format!("{e:#}")),
+            }
+            if start.elapsed() > timeout {
+                if tty {
+                    println!();
+                }
+                bail!(
+                    "timed out after {}s waiting for {what}{}",
+                    timeout.as_secs(),
+                    last.map(|l| format!(" (last error: {l})")).unwrap_or_default()
+                );
+            }
+            if tty {
+                print!("\r  ⋯ waiting for {what} ({:.0}s)", start.elapsed().as_secs_f64());
+                let _ = std::io::stdout().flush();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Runs kubectl quietly (for the demo's own checks), returning stdout.
+    fn kubectl(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .output()
+            .context("running kubectl (is it on PATH?)")?;
+        if !out.status.success() {
+            bail!("kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Starts a detached `tandem` process that `--keep` leaves running.
+    fn start(&self, name: &str, args: &[String]) -> Result<()> {
+        let spec = Spec {
+            program: self.tandem.clone(),
+            args: args.to_vec(),
+            log: self.dir.join("logs").join(format!("{name}.log")),
+            pid_file: self.dir.join("run").join(format!("{name}.pid")),
+        };
+        println!("$ tandem {}   # in the background; log: {}", args.join(" "), spec.log.display());
+        spec.spawn().map_err(anyhow::Error::from)?;
+        Ok(())
+    }
+
+    async fn steps(&mut self) -> Result<(Duration, Duration)> {
+        std::fs::create_dir_all(self.certs())?;
+        self.title("bring up the clusters east and west");
+        self.sh(&format!(
+            "tandem testbed up --clusters east,west --dir {} --base-port {}",
+            self.testbed_dir().display(),
+            self.base_port
+        ))?;
+        self.sh("kubectl --context east get nodes && kubectl --context west get nodes")?;
+
+        self.title("create the trust anchor and an issuer per cluster");
+        self.sh("tandem certificate create root.linkerd.cluster.local root.crt root.key --profile root-ca --no-password --insecure")?;
+        for c in CLUSTERS {
+            self.sh(&format!("tandem certificate create identity.linkerd.cluster.local {c}-issuer.crt {c}-issuer.key --profile intermediate-ca --ca root.crt --ca-key root.key --not-after 8760h --no-password --insecure"))?;
+        }
+
+        self.title("check that the clusters are ready for tandem");
+        for c in CLUSTERS {
+            self.sh(&format!("tandem check --pre --context {c}"))?;
+        }
+
+        self.title("install the CRDs and the control plane with the certificates");
+        for c in CLUSTERS {
+            self.sh(&format!("tandem install --crds --context {c} | kubectl apply --context {c} -f -"))?;
+            self.sh(&format!("tandem install --context {c} --identity-trust-anchors-file root.crt --identity-issuer-certificate-file {c}-issuer.crt --identity-issuer-key-file {c}-issuer.key | kubectl apply --context {c} -f -"))?;
+        }
+
+        self.title("check the installs");
+        for c in CLUSTERS {
+            self.sh(&format!("tandem --context {c} check"))?;
+        }
+
+        self.title("install smi, failover and multicluster");
+        for c in CLUSTERS {
+            self.sh(&format!("tandem smi --context={c} install | kubectl --context={c} apply -f -"))?;
+            self.sh(&format!("tandem failover install --context {c} | kubectl --context {c} apply -f -"))?;
+            self.sh(&format!("tandem --context={c} multicluster install | kubectl --context={c} apply -f -"))?;
+        }
+
+        self.title("start the controllers and gateways (local processes, until the testbed runs pods for real)");
+        let kubeconfig = self.kubeconfig().display().to_string();
+        for (i, c) in CLUSTERS.iter().enumerate() {
+            self.start(&format!("failover-{c}"), &[
+                "--kubeconfig".into(), kubeconfig.clone(), "--context".into(), c.to_string(),
+                "failover".into(), "run".into(), "--identity".into(), format!("demo-{c}"),
+                "--admin-addr".into(), format!("127.0.0.1:{}", 19990 + i),
+            ])?;
+            self.start(&format!("gateway-{c}"), &[
+                "gateway".into(), "--admin-addr".into(), format!("{}:4191", Self::gateway_ip(i)),
+            ])?;
+        }
+
+        self.title("deploy the emojivoto-shaped app in both clusters");
+        let app = emojivoto();
+        std::fs::write(self.certs().join("emojivoto.yaml"), app)?;
+        for c in CLUSTERS {
+            self.sh(&format!("kubectl --context {c} apply -f emojivoto.yaml"))?;
+        }
+        for c in CLUSTERS {
+            self.wait_for(&format!("emojivoto to be available in {c}"), Duration::from_secs(60), || {
+                let out = self.kubectl(&["--context", c, "-n", "emojivoto", "get", "deploy", "-o", "jsonpath={.items[*].status.availableReplicas}"])?;
+                Ok(out.split_whitespace().count() == 3)
+            })
+            .await?;
+        }
+
+        self.title("link the clusters both ways and export emoji-svc");
+        for (target, other, idx) in [("west", "east", 1), ("east", "west", 0)] {
+            self.sh(&format!(
+                "tandem multicluster --context={target} link --cluster-name={target} --api-server-address=\"{}\" --gateway-addresses={} | kubectl --context {other} apply -f -",
+                self.api_server(idx),
+                Self::gateway_ip(idx)
+            ))?;
+            self.start(&format!("mirror-{target}-in-{other}"), &[
+                "--kubeconfig".into(), kubeconfig.clone(), "--context".into(), other.to_string(),
+                "multicluster".into(), "mirror".into(), "--link".into(), target.to_string(),
+                "--admin-addr".into(), format!("127.0.0.1:{}", 19992 + idx),
+            ])?;
+        }
+        for c in CLUSTERS {
+            self.sh(&format!("kubectl --context={c} -n emojivoto label svc/emoji-svc mirror.linkerd.io/exported=true"))?;
+        }
+        for (c, mirror) in [("east", "emoji-svc-west"), ("west", "emoji-svc-east")] {
+            self.wait_for(&format!("{mirror} in {c} with a ready endpoint"), Duration::from_secs(60), || {
+                let out = self.kubectl(&[
+                    "--context", c, "-n", "emojivoto", "get", "endpointslices",
+                    "-l", &format!("kubernetes.io/service-name={mirror}"),
+                    "-o", "jsonpath={.items[*].endpoints[*].conditions.ready}",
+                ])?;
+                Ok(out.split_whitespace().any(|r| r == "true"))
+            })
+            .await?;
+        }
+        self.sh("kubectl --context east get svc -n emojivoto")?;
+        self.sh("tandem --context east multicluster check")?;
+        self.sh("tandem --context east multicluster gateways")?;
+
+        self.title("apply the workshop's TrafficSplit");
+        std::fs::write(self.certs().join("emoji-split.yaml"), WORKSHOP_SPLIT)?;
+        self.sh("kubectl --context east apply -f emoji-split.yaml")?;
+        self.wait_for("the split to be under control (state primary)", Duration::from_secs(30), || {
+            Ok(self.split_state()?.as_deref() == Some("primary"))
+        })
+        .await?;
+
+        self.title("scale emoji in east to 0: the weights move to emoji-svc-west");
+        self.sh("kubectl --context east -n emojivoto scale deploy emoji --replicas=0")?;
+        let failover = self
+            .wait_for("weights emoji-svc=0, emoji-svc-west=1", Duration::from_secs(30), || {
+                Ok(self.split_weights()? == "emoji-svc=0 emoji-svc-west=1")
+            })
+            .await?;
+        self.sh("kubectl --context east -n emojivoto get ts emoji-svc -o yaml | sed -n '/^spec:/,$p'")?;
+        self.sh("tandem --context east failover status")?;
+
+        self.title("scale emoji back to 1: traffic fails back");
+        self.sh("kubectl --context east -n emojivoto scale deploy emoji --replicas=1")?;
+        let failback = self
+            .wait_for("weights emoji-svc=1, emoji-svc-west=0", Duration::from_secs(30), || {
+                Ok(self.split_weights()? == "emoji-svc=1 emoji-svc-west=0")
+            })
+            .await?;
+        self.sh("kubectl --context east -n emojivoto get events --field-selector involvedObject.kind=TrafficSplit")?;
+        Ok((failover, failback))
+    }
+
+    fn split_weights(&self) -> Result<String> {
+        let out = self.kubectl(&[
+            "--context", "east", "-n", "emojivoto", "get", "ts", "emoji-svc",
+            "-o", "jsonpath={range .spec.backends[*]}{.service}={.weight} {end}",
+        ])?;
+        Ok(out.trim().to_string())
+    }
+
+    fn split_state(&self) -> Result<Option<String>> {
+        let out = self.kubectl(&[
+            "--context", "east", "-n", "emojivoto", "get", "ts", "emoji-svc",
+            "-o", "jsonpath={.metadata.annotations.failover\\.tandem\\.io/state}",
+        ])?;
+        Ok((!out.trim().is_empty()).then(|| out.trim().to_string()))
+    }
+
+    fn explain(&self) {
+        let kc = self.kubeconfig();
+        println!("\nEverything is still running. To explore:\n");
+        println!("  export KUBECONFIG={}", kc.display());
+        println!("  kubectl --context east -n emojivoto get ts emoji-svc -o yaml");
+        println!("  kubectl --context east -n emojivoto scale deploy emoji --replicas=0");
+        println!("  tandem --context east failover status");
+        println!("  tandem --context east multicluster gateways");
+        println!("  tandem --context east check");
+        println!("  logs: {}", self.dir.join("logs").display());
+        println!("\nStop and remove it all with `tandem demo --down`.");
+    }
+
+    /// Stops the demo's processes (by their pid files), its testbed, and
+    /// removes its directory.
+    fn teardown(&self) -> Result<()> {
+        let run = self.dir.join("run");
+        if let Ok(entries) = std::fs::read_dir(&run) {
+            for e in entries.flatten() {
+                if let Some(id) = process::read_pid_file(&e.path()) {
+                    id.stop(Duration::from_secs(5)).map_err(anyhow::Error::from)?;
+                }
+            }
+        }
+        if self.testbed_dir().join("testbed.json").exists() {
+            tandem_testbed::Testbed::down(&self.testbed_dir(), true, &tandem_testbed::Quiet)?;
+        }
+        if self.dir.exists() {
+            std::fs::remove_dir_all(&self.dir).with_context(|| format!("removing {}", self.dir.display()))?;
+        }
+        Ok(())
+    }
+}
+
+const WORKSHOP_SPLIT: &str = r#"apiVersion: split.smi-spec.io/v1alpha2
+kind: TrafficSplit
+metadata:
+  name: emoji-svc
+  namespace: emojivoto
+  labels:
+      failover.linkerd.io/controlled-by: linkerd-failover
+  annotations:
+      failover.linkerd.io/primary-service: emoji-svc
+spec:
+  service: emoji-svc
+  backends:
+  - service: emoji-svc
+    weight: 1
+  - service: emoji-svc-west
+    weight: 0
+"#;
+
+/// The emojivoto shape: web, emoji and voting, each a Deployment and a Service.
+fn emojivoto() -> String {
+    let mut out = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: emojivoto}\n");
+    for (app, port) in [("web", 80), ("emoji", 8080), ("voting", 8080)] {
+        out.push_str(&format!(
+            "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {app}, namespace: emojivoto}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {app}-svc}}}}\n  template:\n    metadata: {{labels: {{app: {app}-svc}}}}\n    spec: {{containers: [{{name: {app}-svc, image: docker.l5d.io/buoyantio/emojivoto-{app}:v11, ports: [{{containerPort: {port}}}]}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: {app}-svc, namespace: emojivoto}}\nspec:\n  selector: {{app: {app}-svc}}\n  ports: [{{name: http, port: {port}, targetPort: {port}}}]\n"
+        ));
+    }
+    out
+}
