@@ -78,7 +78,8 @@ impl LeaseParams {
 
     /// How long after its last successful renewal a leader may still lead.
     pub fn renew_deadline(&self) -> Duration {
-        self.lease_duration * 2 / 3
+        // Divide first: no overflow, whatever the duration.
+        self.lease_duration / 3 * 2
     }
 
     fn validate(&self) -> Result<(), Error> {
@@ -92,9 +93,11 @@ impl LeaseParams {
                 return invalid(format!("{field} is empty"));
             }
         }
-        if self.lease_duration < Duration::from_secs(1) {
+        // leaseDurationSeconds is an int32.
+        let max = Duration::from_secs(i32::MAX.unsigned_abs().into());
+        if self.lease_duration < Duration::from_secs(1) || self.lease_duration > max {
             return invalid(format!(
-                "lease_duration {:?} is under one second",
+                "lease_duration {:?} is under one second or over i32::MAX seconds",
                 self.lease_duration
             ));
         }

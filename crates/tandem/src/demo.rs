@@ -70,8 +70,12 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             demo.dir.display()
         );
     }
-    std::fs::create_dir_all(&demo.dir).with_context(|| format!("creating {}", demo.dir.display()))?;
-    std::fs::write(demo.dir.join("demo.json"), format!("{{\"pid\": {}}}\n", std::process::id()))?;
+    std::fs::create_dir_all(&demo.dir)
+        .with_context(|| format!("creating {}", demo.dir.display()))?;
+    std::fs::write(
+        demo.dir.join("demo.json"),
+        format!("{{\"pid\": {}}}\n", std::process::id()),
+    )?;
 
     let keep = args.keep;
     let mut demo = demo;
@@ -82,8 +86,14 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     match outcome {
         Ok(timings) => {
             println!("\n== Done: every step held ==");
-            println!("failover (scale to 0 → weights moved):  {:>6} ms", timings.0.as_millis());
-            println!("failback (scale to 1 → weights back):   {:>6} ms", timings.1.as_millis());
+            println!(
+                "failover (scale to 0 → weights moved):  {:>6} ms",
+                timings.0.as_millis()
+            );
+            println!(
+                "failback (scale to 1 → weights back):   {:>6} ms",
+                timings.1.as_millis()
+            );
             if keep {
                 demo.explain();
             } else {
@@ -94,7 +104,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         }
         Err(e) => {
             eprintln!("\nthe demo failed: {e:#}");
-            eprintln!("logs of the controllers: {}", demo.dir.join("logs").display());
+            eprintln!(
+                "logs of the controllers: {}",
+                demo.dir.join("logs").display()
+            );
             if keep {
                 eprintln!("everything is left running (--keep); `tandem demo --down` removes it");
             } else {
@@ -142,7 +155,11 @@ impl Demo {
     /// the certificate directory, printing the command and its output.
     fn sh(&self, command: &str) -> Result<String> {
         println!("$ {command}");
-        let tandem_dir = self.tandem.parent().map(Path::to_path_buf).unwrap_or_default();
+        let tandem_dir = self
+            .tandem
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
         let path = std::env::var_os("PATH").unwrap_or_default();
         let mut paths = vec![tandem_dir];
         paths.extend(std::env::split_paths(&path));
@@ -172,7 +189,12 @@ impl Demo {
     }
 
     /// Waits for a condition with a visible progress line and a timeout.
-    async fn wait_for(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> Result<bool>) -> Result<Duration> {
+    async fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut() -> Result<bool>,
+    ) -> Result<Duration> {
         let start = Instant::now();
         let tty = std::io::stdout().is_terminal();
         let mut last = None;
@@ -195,11 +217,15 @@ impl Demo {
                 bail!(
                     "timed out after {}s waiting for {what}{}",
                     timeout.as_secs(),
-                    last.map(|l| format!(" (last error: {l})")).unwrap_or_default()
+                    last.map(|l| format!(" (last error: {l})"))
+                        .unwrap_or_default()
                 );
             }
             if tty {
-                print!("\r  ⋯ waiting for {what} ({:.0}s)", start.elapsed().as_secs_f64());
+                print!(
+                    "\r  ⋯ waiting for {what} ({:.0}s)",
+                    start.elapsed().as_secs_f64()
+                );
                 let _ = std::io::stdout().flush();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -214,7 +240,11 @@ impl Demo {
             .output()
             .context("running kubectl (is it on PATH?)")?;
         if !out.status.success() {
-            bail!("kubectl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -227,7 +257,11 @@ impl Demo {
             log: self.dir.join("logs").join(format!("{name}.log")),
             pid_file: self.dir.join("run").join(format!("{name}.pid")),
         };
-        println!("$ tandem {}   # in the background; log: {}", args.join(" "), spec.log.display());
+        println!(
+            "$ tandem {}   # in the background; log: {}",
+            args.join(" "),
+            spec.log.display()
+        );
         spec.spawn().map_err(anyhow::Error::from)?;
         Ok(())
     }
@@ -255,7 +289,9 @@ impl Demo {
 
         self.title("install the CRDs and the control plane with the certificates");
         for c in CLUSTERS {
-            self.sh(&format!("tandem install --crds --context {c} | kubectl apply --context {c} -f -"))?;
+            self.sh(&format!(
+                "tandem install --crds --context {c} | kubectl apply --context {c} -f -"
+            ))?;
             self.sh(&format!("tandem install --context {c} --identity-trust-anchors-file root.crt --identity-issuer-certificate-file {c}-issuer.crt --identity-issuer-key-file {c}-issuer.key | kubectl apply --context {c} -f -"))?;
         }
 
@@ -266,22 +302,43 @@ impl Demo {
 
         self.title("install smi, failover and multicluster");
         for c in CLUSTERS {
-            self.sh(&format!("tandem smi --context={c} install | kubectl --context={c} apply -f -"))?;
-            self.sh(&format!("tandem failover install --context {c} | kubectl --context {c} apply -f -"))?;
-            self.sh(&format!("tandem --context={c} multicluster install | kubectl --context={c} apply -f -"))?;
+            self.sh(&format!(
+                "tandem smi --context={c} install | kubectl --context={c} apply -f -"
+            ))?;
+            self.sh(&format!(
+                "tandem failover install --context {c} | kubectl --context {c} apply -f -"
+            ))?;
+            self.sh(&format!(
+                "tandem --context={c} multicluster install | kubectl --context={c} apply -f -"
+            ))?;
         }
 
         self.title("start the controllers and gateways (local processes, until the testbed runs pods for real)");
         let kubeconfig = self.kubeconfig().display().to_string();
         for (i, c) in CLUSTERS.iter().enumerate() {
-            self.start(&format!("failover-{c}"), &[
-                "--kubeconfig".into(), kubeconfig.clone(), "--context".into(), c.to_string(),
-                "failover".into(), "run".into(), "--identity".into(), format!("demo-{c}"),
-                "--admin-addr".into(), format!("127.0.0.1:{}", 19990 + i),
-            ])?;
-            self.start(&format!("gateway-{c}"), &[
-                "gateway".into(), "--admin-addr".into(), format!("{}:4191", Self::gateway_ip(i)),
-            ])?;
+            self.start(
+                &format!("failover-{c}"),
+                &[
+                    "--kubeconfig".into(),
+                    kubeconfig.clone(),
+                    "--context".into(),
+                    c.to_string(),
+                    "failover".into(),
+                    "run".into(),
+                    "--identity".into(),
+                    format!("demo-{c}"),
+                    "--admin-addr".into(),
+                    format!("127.0.0.1:{}", 19990 + i),
+                ],
+            )?;
+            self.start(
+                &format!("gateway-{c}"),
+                &[
+                    "gateway".into(),
+                    "--admin-addr".into(),
+                    format!("{}:4191", Self::gateway_ip(i)),
+                ],
+            )?;
         }
 
         self.title("deploy the emojivoto-shaped app in both clusters");
@@ -291,10 +348,23 @@ impl Demo {
             self.sh(&format!("kubectl --context {c} apply -f emojivoto.yaml"))?;
         }
         for c in CLUSTERS {
-            self.wait_for(&format!("emojivoto to be available in {c}"), Duration::from_secs(60), || {
-                let out = self.kubectl(&["--context", c, "-n", "emojivoto", "get", "deploy", "-o", "jsonpath={.items[*].status.availableReplicas}"])?;
-                Ok(out.split_whitespace().count() == 3)
-            })
+            self.wait_for(
+                &format!("emojivoto to be available in {c}"),
+                Duration::from_secs(60),
+                || {
+                    let out = self.kubectl(&[
+                        "--context",
+                        c,
+                        "-n",
+                        "emojivoto",
+                        "get",
+                        "deploy",
+                        "-o",
+                        "jsonpath={.items[*].status.availableReplicas}",
+                    ])?;
+                    Ok(out.split_whitespace().count() == 3)
+                },
+            )
             .await?;
         }
 
@@ -305,24 +375,45 @@ impl Demo {
                 self.api_server(idx),
                 Self::gateway_ip(idx)
             ))?;
-            self.start(&format!("mirror-{target}-in-{other}"), &[
-                "--kubeconfig".into(), kubeconfig.clone(), "--context".into(), other.to_string(),
-                "multicluster".into(), "mirror".into(), "--link".into(), target.to_string(),
-                "--admin-addr".into(), format!("127.0.0.1:{}", 19992 + idx),
-            ])?;
+            self.start(
+                &format!("mirror-{target}-in-{other}"),
+                &[
+                    "--kubeconfig".into(),
+                    kubeconfig.clone(),
+                    "--context".into(),
+                    other.to_string(),
+                    "multicluster".into(),
+                    "mirror".into(),
+                    "--link".into(),
+                    target.to_string(),
+                    "--admin-addr".into(),
+                    format!("127.0.0.1:{}", 19992 + idx),
+                ],
+            )?;
         }
         for c in CLUSTERS {
             self.sh(&format!("kubectl --context={c} -n emojivoto label svc/emoji-svc mirror.linkerd.io/exported=true"))?;
         }
         for (c, mirror) in [("east", "emoji-svc-west"), ("west", "emoji-svc-east")] {
-            self.wait_for(&format!("{mirror} in {c} with a ready endpoint"), Duration::from_secs(60), || {
-                let out = self.kubectl(&[
-                    "--context", c, "-n", "emojivoto", "get", "endpointslices",
-                    "-l", &format!("kubernetes.io/service-name={mirror}"),
-                    "-o", "jsonpath={.items[*].endpoints[*].conditions.ready}",
-                ])?;
-                Ok(out.split_whitespace().any(|r| r == "true"))
-            })
+            self.wait_for(
+                &format!("{mirror} in {c} with a ready endpoint"),
+                Duration::from_secs(60),
+                || {
+                    let out = self.kubectl(&[
+                        "--context",
+                        c,
+                        "-n",
+                        "emojivoto",
+                        "get",
+                        "endpointslices",
+                        "-l",
+                        &format!("kubernetes.io/service-name={mirror}"),
+                        "-o",
+                        "jsonpath={.items[*].endpoints[*].conditions.ready}",
+                    ])?;
+                    Ok(out.split_whitespace().any(|r| r == "true"))
+                },
+            )
             .await?;
         }
         self.sh("kubectl --context east get svc -n emojivoto")?;
@@ -332,27 +423,35 @@ impl Demo {
         self.title("apply the workshop's TrafficSplit");
         std::fs::write(self.certs().join("emoji-split.yaml"), WORKSHOP_SPLIT)?;
         self.sh("kubectl --context east apply -f emoji-split.yaml")?;
-        self.wait_for("the split to be under control (state primary)", Duration::from_secs(30), || {
-            Ok(self.split_state()?.as_deref() == Some("primary"))
-        })
+        self.wait_for(
+            "the split to be under control (state primary)",
+            Duration::from_secs(30),
+            || Ok(self.split_state()?.as_deref() == Some("primary")),
+        )
         .await?;
 
         self.title("scale emoji in east to 0: the weights move to emoji-svc-west");
         self.sh("kubectl --context east -n emojivoto scale deploy emoji --replicas=0")?;
         let failover = self
-            .wait_for("weights emoji-svc=0, emoji-svc-west=1", Duration::from_secs(30), || {
-                Ok(self.split_weights()? == "emoji-svc=0 emoji-svc-west=1")
-            })
+            .wait_for(
+                "weights emoji-svc=0, emoji-svc-west=1",
+                Duration::from_secs(30),
+                || Ok(self.split_weights()? == "emoji-svc=0 emoji-svc-west=1"),
+            )
             .await?;
-        self.sh("kubectl --context east -n emojivoto get ts emoji-svc -o yaml | sed -n '/^spec:/,$p'")?;
+        self.sh(
+            "kubectl --context east -n emojivoto get ts emoji-svc -o yaml | sed -n '/^spec:/,$p'",
+        )?;
         self.sh("tandem --context east failover status")?;
 
         self.title("scale emoji back to 1: traffic fails back");
         self.sh("kubectl --context east -n emojivoto scale deploy emoji --replicas=1")?;
         let failback = self
-            .wait_for("weights emoji-svc=1, emoji-svc-west=0", Duration::from_secs(30), || {
-                Ok(self.split_weights()? == "emoji-svc=1 emoji-svc-west=0")
-            })
+            .wait_for(
+                "weights emoji-svc=1, emoji-svc-west=0",
+                Duration::from_secs(30),
+                || Ok(self.split_weights()? == "emoji-svc=1 emoji-svc-west=0"),
+            )
             .await?;
         self.sh("kubectl --context east -n emojivoto get events --field-selector involvedObject.kind=TrafficSplit")?;
         Ok((failover, failback))
@@ -360,16 +459,30 @@ impl Demo {
 
     fn split_weights(&self) -> Result<String> {
         let out = self.kubectl(&[
-            "--context", "east", "-n", "emojivoto", "get", "ts", "emoji-svc",
-            "-o", "jsonpath={range .spec.backends[*]}{.service}={.weight} {end}",
+            "--context",
+            "east",
+            "-n",
+            "emojivoto",
+            "get",
+            "ts",
+            "emoji-svc",
+            "-o",
+            "jsonpath={range .spec.backends[*]}{.service}={.weight} {end}",
         ])?;
         Ok(out.trim().to_string())
     }
 
     fn split_state(&self) -> Result<Option<String>> {
         let out = self.kubectl(&[
-            "--context", "east", "-n", "emojivoto", "get", "ts", "emoji-svc",
-            "-o", "jsonpath={.metadata.annotations.failover\\.tandem\\.io/state}",
+            "--context",
+            "east",
+            "-n",
+            "emojivoto",
+            "get",
+            "ts",
+            "emoji-svc",
+            "-o",
+            "jsonpath={.metadata.annotations.failover\\.tandem\\.io/state}",
         ])?;
         Ok((!out.trim().is_empty()).then(|| out.trim().to_string()))
     }
@@ -394,7 +507,8 @@ impl Demo {
         if let Ok(entries) = std::fs::read_dir(&run) {
             for e in entries.flatten() {
                 if let Some(id) = process::read_pid_file(&e.path()) {
-                    id.stop(Duration::from_secs(5)).map_err(anyhow::Error::from)?;
+                    id.stop(Duration::from_secs(5))
+                        .map_err(anyhow::Error::from)?;
                 }
             }
         }
@@ -402,7 +516,8 @@ impl Demo {
             tandem_testbed::Testbed::down(&self.testbed_dir(), true, &tandem_testbed::Quiet)?;
         }
         if self.dir.exists() {
-            std::fs::remove_dir_all(&self.dir).with_context(|| format!("removing {}", self.dir.display()))?;
+            std::fs::remove_dir_all(&self.dir)
+                .with_context(|| format!("removing {}", self.dir.display()))?;
         }
         Ok(())
     }

@@ -404,9 +404,19 @@ async fn mirror(cluster: &ClusterArgs, a: MirrorArgs) -> Result<ExitCode> {
         crate::failover::shutdown_signal().await;
         let _ = stop.send(true);
     });
-    // MIRROR-WIRING
-    let _ = (a, stopped);
-    bail!("the service mirror is not wired yet");
+    tandem_multicluster::run_mirror(
+        client,
+        tandem_multicluster::MirrorSettings {
+            link_namespace: a.namespace,
+            link_name: a.link,
+            admin_addr: Some(a.admin_addr),
+            create_namespaces: a.create_namespaces,
+            dns_refresh: Duration::from_secs(30),
+            status_interval: Duration::from_secs(5),
+        },
+        stopped,
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 

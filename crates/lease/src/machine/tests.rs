@@ -445,6 +445,10 @@ async fn invalid_params_are_refused() {
             renew_period: Duration::from_millis(100),
             ..params("a")
         },
+        LeaseParams {
+            lease_duration: Duration::MAX,
+            ..params("a")
+        },
     ];
     for p in bad {
         let machine = Machine::new(Fake::default(), p.clone(), clock.clone());

@@ -1,0 +1,432 @@
+//! What the watches saw: the remote Services that match the Link's selector,
+//! the readiness of every remote Service from its EndpointSlices, and this
+//! Link's mirrors in the local cluster. Synchronous, no client: each change
+//! returns the remote Services it concerns, so that one remote EndpointSlice
+//! event touches only the mirror of its Service.
+
+use std::collections::{BTreeSet, HashMap};
+
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use tandem_api::multicluster::CLUSTER_NAME_LABEL;
+
+use crate::mirror::SERVICE_NAME_LABEL;
+
+/// A Service by namespace and name: a remote Service, or a local mirror.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Key {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// The key of an object, if it has a namespace and a name.
+    pub fn of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<Self> {
+        Some(Self::new(meta.namespace.clone()?, meta.name.clone()?))
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Index {
+    /// Remote Services that match the selector.
+    services: HashMap<Key, Service>,
+    /// A full list of the remote Services was seen since the remote watch
+    /// last (re)started: only then is a Service's absence a deletion.
+    services_authoritative: bool,
+    services_listed: bool,
+    /// Ready endpoints of each remote slice, by (namespace, slice name).
+    slices: HashMap<Key, (Key, usize)>,
+    /// Ready endpoints of each remote Service, summed over its slices.
+    ready: HashMap<Key, usize>,
+    slices_listed: bool,
+    /// This Link's mirrors in the local cluster, by their own key.
+    mirrors: HashMap<Key, Service>,
+    mirrors_listed: bool,
+}
+
+impl Index {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The remote watches restart (new credentials, a new selector): what
+    /// they saw stays, but a Service's absence proves nothing until they
+    /// list again.
+    pub fn new_session(&mut self) {
+        self.services_authoritative = false;
+    }
+
+    /// Every remote and local list has been seen once: mirrors can be written.
+    pub fn synced(&self) -> bool {
+        self.services_listed && self.slices_listed && self.mirrors_listed
+    }
+
+    /// A missing remote Service is known to be gone, not merely unseen.
+    pub fn authoritative(&self) -> bool {
+        self.synced() && self.services_authoritative
+    }
+
+    pub fn service(&self, key: &Key) -> Option<&Service> {
+        self.services.get(key)
+    }
+
+    /// The remote Services, sorted.
+    pub fn service_keys(&self) -> Vec<Key> {
+        let mut keys: Vec<Key> = self.services.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// A remote Service is ready when one of its endpoints is ready and not
+    /// terminating.
+    pub fn is_ready(&self, key: &Key) -> bool {
+        self.ready.get(key).is_some_and(|n| *n > 0)
+    }
+
+    pub fn mirror(&self, key: &Key) -> Option<&Service> {
+        self.mirrors.get(key)
+    }
+
+    /// The local mirrors, sorted.
+    pub fn mirror_keys(&self) -> Vec<Key> {
+        let mut keys: Vec<Key> = self.mirrors.keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    /// Every remote Service the state concerns: the exported ones and those
+    /// the local mirrors were made from.
+    pub fn all_keys(&self) -> Vec<Key> {
+        let mut keys: BTreeSet<Key> = self.services.keys().cloned().collect();
+        keys.extend(self.mirrors.values().filter_map(remote_of_mirror));
+        keys.into_iter().collect()
+    }
+
+    // === remote services ===
+
+    pub fn apply_service(&mut self, svc: Service) -> Option<Key> {
+        let key = Key::of(&svc.metadata)?;
+        self.services.insert(key.clone(), svc);
+        Some(key)
+    }
+
+    pub fn delete_service(&mut self, svc: &Service) -> Option<Key> {
+        let key = Key::of(&svc.metadata)?;
+        self.services.remove(&key);
+        Some(key)
+    }
+
+    /// Replaces every remote Service after a full list; returns those that
+    /// were or are there.
+    pub fn reset_services(&mut self, services: Vec<Service>) -> Vec<Key> {
+        let mut keys: BTreeSet<Key> = self.services.keys().cloned().collect();
+        self.services.clear();
+        for svc in services {
+            if let Some(k) = self.apply_service(svc) {
+                keys.insert(k);
+            }
+        }
+        self.services_listed = true;
+        self.services_authoritative = true;
+        keys.into_iter().collect()
+    }
+
+    // === remote endpoint slices ===
+
+    /// Records a slice; returns its Service if that changed readiness.
+    pub fn apply_slice(&mut self, slice: &EndpointSlice) -> Vec<Key> {
+        let Some((id, svc)) = slice_service(slice) else {
+            return vec![];
+        };
+        let count = ready_endpoints(slice);
+        let before = self.is_ready(&svc);
+        if let Some((old_svc, old_count)) = self.slices.insert(id, (svc.clone(), count)) {
+            self.subtract(&old_svc, old_count);
+        }
+        *self.ready.entry(svc.clone()).or_default() += count;
+        self.changed(svc, before)
+    }
+
+    pub fn delete_slice(&mut self, slice: &EndpointSlice) -> Vec<Key> {
+        let Some((id, svc)) = slice_service(slice) else {
+            return vec![];
+        };
+        let before = self.is_ready(&svc);
+        if let Some((old_svc, old_count)) = self.slices.remove(&id) {
+            self.subtract(&old_svc, old_count);
+        }
+        self.changed(svc, before)
+    }
+
+    /// Replaces every slice after a full list; returns the Services whose
+    /// readiness changed meanwhile.
+    pub fn reset_slices(&mut self, slices: &[EndpointSlice]) -> Vec<Key> {
+        let before: HashMap<Key, bool> = self
+            .ready
+            .keys()
+            .map(|s| (s.clone(), self.is_ready(s)))
+            .collect();
+        self.slices.clear();
+        self.ready.clear();
+        for slice in slices {
+            if let Some((id, svc)) = slice_service(slice) {
+                let count = ready_endpoints(slice);
+                self.slices.insert(id, (svc.clone(), count));
+                *self.ready.entry(svc).or_default() += count;
+            }
+        }
+        self.slices_listed = true;
+        let mut services: BTreeSet<Key> = before.keys().cloned().collect();
+        services.extend(self.ready.keys().cloned());
+        services
+            .into_iter()
+            .filter(|s| before.get(s).copied().unwrap_or(false) != self.is_ready(s))
+            .collect()
+    }
+
+    fn subtract(&mut self, svc: &Key, count: usize) {
+        if let Some(n) = self.ready.get_mut(svc) {
+            *n = n.saturating_sub(count);
+        }
+    }
+
+    fn changed(&mut self, svc: Key, before: bool) -> Vec<Key> {
+        let after = self.is_ready(&svc);
+        if self.ready.get(&svc) == Some(&0) && !self.slices.values().any(|(s, _)| *s == svc) {
+            self.ready.remove(&svc);
+        }
+        if before == after { vec![] } else { vec![svc] }
+    }
+
+    // === local mirrors ===
+
+    /// Records a local mirror; returns the remote Service it mirrors.
+    pub fn apply_mirror(&mut self, svc: Service) -> Option<Key> {
+        let key = Key::of(&svc.metadata)?;
+        let remote = remote_of_mirror(&svc);
+        self.mirrors.insert(key, svc);
+        remote
+    }
+
+    pub fn delete_mirror(&mut self, svc: &Service) -> Option<Key> {
+        let key = Key::of(&svc.metadata)?;
+        self.mirrors.remove(&key);
+        remote_of_mirror(svc)
+    }
+
+    /// Replaces every local mirror after a full list; returns the remote
+    /// Services of those that were or are there.
+    pub fn reset_mirrors(&mut self, mirrors: Vec<Service>) -> Vec<Key> {
+        let mut keys: BTreeSet<Key> = self.mirrors.values().filter_map(remote_of_mirror).collect();
+        self.mirrors.clear();
+        for svc in mirrors {
+            if let Some(k) = self.apply_mirror(svc) {
+                keys.insert(k);
+            }
+        }
+        self.mirrors_listed = true;
+        keys.into_iter().collect()
+    }
+}
+
+/// The remote Service a local mirror was made from: its name less the
+/// `-<cluster>` of its cluster-name label.
+pub fn remote_of_mirror(svc: &Service) -> Option<Key> {
+    let key = Key::of(&svc.metadata)?;
+    let cluster = svc.metadata.labels.as_ref()?.get(CLUSTER_NAME_LABEL)?;
+    let name = key.name.strip_suffix(cluster.as_str())?.strip_suffix('-')?;
+    (!name.is_empty()).then(|| Key::new(key.namespace, name))
+}
+
+/// The slice's identity and its Service, from the service-name label.
+fn slice_service(slice: &EndpointSlice) -> Option<(Key, Key)> {
+    let id = Key::of(&slice.metadata)?;
+    let svc = slice
+        .metadata
+        .labels
+        .as_ref()?
+        .get(SERVICE_NAME_LABEL)?
+        .clone();
+    let svc = Key::new(id.namespace.clone(), svc);
+    Some((id, svc))
+}
+
+/// Endpoints that are ready and not terminating. An unset `ready` counts as
+/// ready, as the EndpointSlice API says consumers should read it.
+fn ready_endpoints(slice: &EndpointSlice) -> usize {
+    slice
+        .endpoints
+        .iter()
+        .filter(|e| {
+            let c = e.conditions.as_ref();
+            c.and_then(|c| c.ready).unwrap_or(true)
+                && !c.and_then(|c| c.terminating).unwrap_or(false)
+        })
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
+
+    fn mk_svc(ns: &str, name: &str) -> Service {
+        let mut s = Service::default();
+        s.metadata.namespace = Some(ns.into());
+        s.metadata.name = Some(name.into());
+        s
+    }
+
+    fn mk_mirror(ns: &str, name: &str, cluster: &str) -> Service {
+        let mut s = mk_svc(ns, name);
+        s.metadata.labels = Some([(CLUSTER_NAME_LABEL.to_string(), cluster.to_string())].into());
+        s
+    }
+
+    fn mk_slice(ns: &str, name: &str, svc: &str, ready: &[(Option<bool>, bool)]) -> EndpointSlice {
+        let mut s = EndpointSlice::default();
+        s.metadata.namespace = Some(ns.into());
+        s.metadata.name = Some(name.into());
+        s.metadata.labels = Some([(SERVICE_NAME_LABEL.to_string(), svc.to_string())].into());
+        s.address_type = "IPv4".into();
+        s.endpoints = ready
+            .iter()
+            .map(|(r, terminating)| Endpoint {
+                addresses: vec!["127.11.0.1".into()],
+                conditions: Some(EndpointConditions {
+                    ready: *r,
+                    terminating: Some(*terminating),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        s
+    }
+
+    fn key(ns: &str, name: &str) -> Key {
+        Key::new(ns, name)
+    }
+
+    #[test]
+    fn readiness_counts_ready_and_not_terminating_endpoints() {
+        // (endpoints as (ready, terminating), the Service is ready)
+        type Case<'a> = (&'a [(Option<bool>, bool)], bool);
+        let cases: &[Case<'_>] = &[
+            (&[], false),
+            (&[(Some(true), false)], true),
+            (&[(None, false)], true),
+            (&[(Some(false), false)], false),
+            (&[(Some(true), true)], false),
+            (&[(Some(false), false), (Some(true), false)], true),
+        ];
+        for (endpoints, ready) in cases {
+            let mut idx = Index::new();
+            idx.apply_slice(&mk_slice("ns", "s", "emoji", endpoints));
+            assert_eq!(idx.is_ready(&key("ns", "emoji")), *ready, "{endpoints:?}");
+        }
+    }
+
+    #[test]
+    fn a_slice_event_reports_only_a_readiness_change() {
+        let mut idx = Index::new();
+        let up = [(Some(true), false)];
+        let down = [(Some(false), false)];
+        assert_eq!(
+            idx.apply_slice(&mk_slice("ns", "a", "emoji", &up)),
+            vec![key("ns", "emoji")]
+        );
+        // Still ready: nothing to write.
+        assert!(
+            idx.apply_slice(&mk_slice("ns", "a", "emoji", &[up[0], up[0]]))
+                .is_empty()
+        );
+        assert!(
+            idx.apply_slice(&mk_slice("ns", "b", "emoji", &down))
+                .is_empty()
+        );
+        assert!(
+            idx.apply_slice(&mk_slice("ns", "c", "web", &down))
+                .is_empty()
+        );
+        assert_eq!(
+            idx.delete_slice(&mk_slice("ns", "a", "emoji", &[])),
+            vec![key("ns", "emoji")]
+        );
+        assert!(!idx.is_ready(&key("ns", "emoji")));
+    }
+
+    #[test]
+    fn a_relist_reports_what_changed_while_the_watch_was_down() {
+        let mut idx = Index::new();
+        let up = [(Some(true), false)];
+        idx.apply_slice(&mk_slice("ns", "e", "emoji", &up));
+        idx.apply_slice(&mk_slice("ns", "w", "web", &up));
+        let changed = idx.reset_slices(&[
+            mk_slice("ns", "w", "web", &up),
+            mk_slice("ns", "v", "voting", &up),
+        ]);
+        assert_eq!(changed, vec![key("ns", "emoji"), key("ns", "voting")]);
+    }
+
+    #[test]
+    fn only_a_full_list_in_the_current_session_is_authoritative() {
+        let mut idx = Index::new();
+        idx.apply_service(mk_svc("ns", "emoji"));
+        assert!(!idx.synced() && !idx.authoritative());
+        idx.reset_slices(&[]);
+        idx.reset_mirrors(vec![]);
+        assert!(!idx.synced(), "the services were never listed");
+        let keys = idx.reset_services(vec![mk_svc("ns", "web")]);
+        assert_eq!(keys, vec![key("ns", "emoji"), key("ns", "web")]);
+        assert!(idx.synced() && idx.authoritative());
+        assert!(idx.service(&key("ns", "emoji")).is_none());
+        // New credentials: what was seen stays, but proves nothing yet.
+        idx.new_session();
+        assert!(idx.synced() && !idx.authoritative());
+        assert!(idx.service(&key("ns", "web")).is_some());
+        idx.reset_services(vec![]);
+        assert!(idx.authoritative());
+        assert!(idx.service_keys().is_empty());
+    }
+
+    #[test]
+    fn mirrors_map_back_to_their_remote_service() {
+        let cases = [
+            (
+                mk_mirror("ns", "emoji-west", "west"),
+                Some(key("ns", "emoji")),
+            ),
+            (mk_mirror("ns", "a-b-west", "west"), Some(key("ns", "a-b"))),
+            (mk_mirror("ns", "emoji-east", "west"), None),
+            (mk_mirror("ns", "west", "west"), None),
+            (mk_mirror("ns", "-west", "west"), None),
+            (mk_svc("ns", "emoji-west"), None),
+        ];
+        for (svc, remote) in cases {
+            assert_eq!(remote_of_mirror(&svc), remote, "{:?}", svc.metadata.name);
+        }
+        let mut idx = Index::new();
+        idx.apply_service(mk_svc("ns", "web"));
+        let keys = idx.reset_mirrors(vec![mk_mirror("ns", "emoji-west", "west")]);
+        assert_eq!(keys, vec![key("ns", "emoji")]);
+        assert_eq!(idx.all_keys(), vec![key("ns", "emoji"), key("ns", "web")]);
+        assert_eq!(
+            idx.delete_mirror(&mk_mirror("ns", "emoji-west", "west")),
+            Some(key("ns", "emoji"))
+        );
+        assert!(idx.mirror_keys().is_empty());
+    }
+}

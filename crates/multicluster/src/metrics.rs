@@ -1,0 +1,146 @@
+//! The service mirror's Prometheus metrics, all under `tandem_mirror_`.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+pub const PREFIX: &str = "tandem_mirror";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    pub cluster: String,
+    pub successful: String,
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub gateway_alive: Family<ClusterLabels, Gauge>,
+    pub probe_latency: Family<ClusterLabels, Histogram, fn() -> Histogram>,
+    pub probes: Family<ProbeLabels, Counter>,
+    pub mirrored_services: Family<ClusterLabels, Gauge>,
+    pub remote_reachable: Family<ClusterLabels, Gauge>,
+    pub writes: Counter,
+    pub write_errors: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1ms to about 16s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 15,
+    ))
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            gateway_alive: Family::default(),
+            probe_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            probes: Family::default(),
+            mirrored_services: Family::default(),
+            remote_reachable: Family::default(),
+            writes: Counter::default(),
+            write_errors: Counter::default(),
+        };
+        registry.register(
+            "gateway_alive",
+            "1 while the linked cluster's gateway passes its probe",
+            m.gateway_alive.clone(),
+        );
+        registry.register(
+            "gateway_probe_latency_seconds",
+            "Latency of successful gateway probes",
+            m.probe_latency.clone(),
+        );
+        registry.register(
+            "gateway_probes",
+            "Gateway probes, by outcome",
+            m.probes.clone(),
+        );
+        registry.register(
+            "mirrored_services",
+            "Remote services mirrored in this cluster",
+            m.mirrored_services.clone(),
+        );
+        registry.register(
+            "remote_reachable",
+            "1 while the linked cluster's API server answers",
+            m.remote_reachable.clone(),
+        );
+        registry.register(
+            "mirror_writes",
+            "Writes of mirror Services and EndpointSlices (applies and deletes)",
+            m.writes.clone(),
+        );
+        registry.register(
+            "mirror_write_errors",
+            "Failed writes of mirror Services and EndpointSlices",
+            m.write_errors.clone(),
+        );
+        m
+    }
+
+    pub fn cluster(cluster: &str) -> ClusterLabels {
+        ClusterLabels {
+            cluster: cluster.to_string(),
+        }
+    }
+
+    pub fn probe(&self, cluster: &str, latency: Option<std::time::Duration>) {
+        self.probes
+            .get_or_create(&ProbeLabels {
+                cluster: cluster.to_string(),
+                successful: latency.is_some().to_string(),
+            })
+            .inc();
+        if let Some(d) = latency {
+            self.probe_latency
+                .get_or_create(&Self::cluster(cluster))
+                .observe(d.as_secs_f64());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_names_carry_the_prefix() {
+        let mut registry = Registry::with_prefix(PREFIX);
+        let m = Metrics::register(&mut registry);
+        m.probe("west", Some(std::time::Duration::from_millis(3)));
+        m.probe("west", None);
+        m.gateway_alive
+            .get_or_create(&Metrics::cluster("west"))
+            .set(1);
+        m.mirrored_services
+            .get_or_create(&Metrics::cluster("west"))
+            .set(2);
+        m.remote_reachable
+            .get_or_create(&Metrics::cluster("west"))
+            .set(1);
+        m.writes.inc();
+        m.write_errors.inc();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for want in [
+            r#"tandem_mirror_gateway_alive{cluster="west"} 1"#,
+            r#"tandem_mirror_gateway_probe_latency_seconds_count{cluster="west"} 1"#,
+            r#"tandem_mirror_gateway_probes_total{cluster="west",successful="true"} 1"#,
+            r#"tandem_mirror_gateway_probes_total{cluster="west",successful="false"} 1"#,
+            r#"tandem_mirror_mirrored_services{cluster="west"} 2"#,
+            r#"tandem_mirror_remote_reachable{cluster="west"} 1"#,
+            "tandem_mirror_mirror_writes_total 1",
+            "tandem_mirror_mirror_write_errors_total 1",
+        ] {
+            assert!(text.contains(want), "{want} missing in:\n{text}");
+        }
+    }
+}
