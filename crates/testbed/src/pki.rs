@@ -200,7 +200,8 @@ fn write_pair(files: &CertFiles, cert: &str, key: &str) -> Result<(), Error> {
     fs::write(&files.cert, cert).map_err(|e| Error::io(&files.cert, e))
 }
 
-fn write_private(path: &Path, body: &str) -> Result<(), Error> {
+/// Writes a file only its owner may read (keys, kubeconfigs).
+pub(crate) fn write_private(path: &Path, body: &str) -> Result<(), Error> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = fs::OpenOptions::new()
         .write(true)

@@ -20,7 +20,7 @@ use crate::{
     ClusterLayout, Component, Config, Error, Progress, Toolchain,
     component::{self, KWOK_STAGES},
     kubeconfig,
-    pki::Pki,
+    pki::{Pki, write_private},
     process::{self, ProcessId},
     toolchain,
 };
@@ -536,18 +536,6 @@ fn cluster_err(cluster: &str, e: impl std::fmt::Display) -> Error {
         cluster: cluster.to_string(),
         detail: e.to_string(),
     }
-}
-
-fn write_private(path: &Path, body: &str) -> Result<(), Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
-    std::io::Write::write_all(&mut f, body.as_bytes()).map_err(|e| Error::io(path, e))
 }
 
 /// The admin's client configuration for `cluster` (or the current context).
