@@ -234,7 +234,7 @@ pub async fn run(mut args: Args) -> Result<()> {
     // === memory ===
     tokio::time::sleep(SETTLE).await;
     ctl.check_running()?;
-    let small = Memory::read(&ctl, args.splits, n_services)?;
+    let small = Memory::read(&ctl, args.splits, n_services).await?;
     p.say(format_args!("memory: {}", small.describe()));
     let large = if args.rss_splits > args.splits {
         create_all(
@@ -257,7 +257,7 @@ pub async fn run(mut args: Args) -> Result<()> {
             .await?;
         tokio::time::sleep(SETTLE).await;
         ctl.check_running()?;
-        let m = Memory::read(&ctl, args.rss_splits, n_services)?;
+        let m = Memory::read(&ctl, args.rss_splits, n_services).await?;
         p.say(format_args!("memory: {}", m.describe()));
         Some(m)
     } else {
@@ -704,26 +704,31 @@ struct Memory {
     services: usize,
     rss_kib: u64,
     hwm_kib: u64,
+    /// The size of the controller's /metrics page: it has series per split.
+    metrics_bytes: usize,
 }
 
 impl Memory {
-    fn read(ctl: &Controller, splits: usize, services: usize) -> Result<Self> {
+    async fn read(ctl: &Controller, splits: usize, services: usize) -> Result<Self> {
         let (rss_kib, hwm_kib) = ctl.memory_kib()?;
+        let metrics_bytes = ctl.metrics().await?.len();
         Ok(Self {
             splits,
             services,
             rss_kib,
             hwm_kib,
+            metrics_bytes,
         })
     }
 
     fn describe(&self) -> String {
         format!(
-            "{} TrafficSplits, {} Services: VmRSS {:.1} MiB (VmHWM {:.1} MiB)",
+            "{} TrafficSplits, {} Services: VmRSS {:.1} MiB (VmHWM {:.1} MiB; /metrics is {:.1} MiB)",
             self.splits,
             self.services,
             mib(self.rss_kib),
-            mib(self.hwm_kib)
+            mib(self.hwm_kib),
+            self.metrics_bytes as f64 / 1048576.0
         )
     }
 
@@ -736,6 +741,7 @@ impl Memory {
             "vm_hwm_kib": self.hwm_kib,
             "vm_rss_mib": stats::round(mib(self.rss_kib)),
             "vm_hwm_mib": stats::round(mib(self.hwm_kib)),
+            "metrics_bytes": self.metrics_bytes,
         })
     }
 }

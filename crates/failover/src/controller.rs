@@ -523,10 +523,9 @@ impl Writer {
                 // The Event follows the successful write, never a failed one.
                 if let Some(event) =
                     transition_event(recorded.as_deref(), state, weights_changed, &active)
+                    && let Err(e) = self.recorder.publish(&event, &reference).await
                 {
-                    if let Err(e) = self.recorder.publish(&event, &reference).await {
-                        tracing::warn!(error = %e, "publishing the event failed");
-                    }
+                    tracing::warn!(error = %e, "publishing the event failed");
                 }
                 damped.map_or(Outcome::Nothing, |after| Outcome::Damped { after })
             }

@@ -53,6 +53,9 @@ pub struct Index {
     slices_listed: bool,
     /// This Link's mirrors in the local cluster, by their own key.
     mirrors: HashMap<Key, Service>,
+    /// The local mirrors of each remote Service (one, unless the cluster
+    /// name changed).
+    mirrors_by_remote: HashMap<Key, BTreeSet<Key>>,
     mirrors_listed: bool,
 }
 
@@ -106,11 +109,19 @@ impl Index {
         keys
     }
 
+    /// The local mirrors made from a remote Service.
+    pub fn mirrors_of(&self, remote: &Key) -> Vec<Key> {
+        self.mirrors_by_remote
+            .get(remote)
+            .map(|m| m.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Every remote Service the state concerns: the exported ones and those
     /// the local mirrors were made from.
     pub fn all_keys(&self) -> Vec<Key> {
         let mut keys: BTreeSet<Key> = self.services.keys().cloned().collect();
-        keys.extend(self.mirrors.values().filter_map(remote_of_mirror));
+        keys.extend(self.mirrors_by_remote.keys().cloned());
         keys.into_iter().collect()
     }
 
@@ -215,22 +226,43 @@ impl Index {
     /// Records a local mirror; returns the remote Service it mirrors.
     pub fn apply_mirror(&mut self, svc: Service) -> Option<Key> {
         let key = Key::of(&svc.metadata)?;
+        self.unlink_mirror(&key);
         let remote = remote_of_mirror(&svc);
+        if let Some(r) = &remote {
+            self.mirrors_by_remote
+                .entry(r.clone())
+                .or_default()
+                .insert(key.clone());
+        }
         self.mirrors.insert(key, svc);
         remote
     }
 
     pub fn delete_mirror(&mut self, svc: &Service) -> Option<Key> {
         let key = Key::of(&svc.metadata)?;
+        self.unlink_mirror(&key);
         self.mirrors.remove(&key);
         remote_of_mirror(svc)
+    }
+
+    fn unlink_mirror(&mut self, key: &Key) {
+        let Some(remote) = self.mirrors.get(key).and_then(remote_of_mirror) else {
+            return;
+        };
+        if let Some(set) = self.mirrors_by_remote.get_mut(&remote) {
+            set.remove(key);
+            if set.is_empty() {
+                self.mirrors_by_remote.remove(&remote);
+            }
+        }
     }
 
     /// Replaces every local mirror after a full list; returns the remote
     /// Services of those that were or are there.
     pub fn reset_mirrors(&mut self, mirrors: Vec<Service>) -> Vec<Key> {
-        let mut keys: BTreeSet<Key> = self.mirrors.values().filter_map(remote_of_mirror).collect();
+        let mut keys: BTreeSet<Key> = self.mirrors_by_remote.keys().cloned().collect();
         self.mirrors.clear();
+        self.mirrors_by_remote.clear();
         for svc in mirrors {
             if let Some(k) = self.apply_mirror(svc) {
                 keys.insert(k);
@@ -423,10 +455,23 @@ mod tests {
         let keys = idx.reset_mirrors(vec![mk_mirror("ns", "emoji-west", "west")]);
         assert_eq!(keys, vec![key("ns", "emoji")]);
         assert_eq!(idx.all_keys(), vec![key("ns", "emoji"), key("ns", "web")]);
+        // The cluster name changed: two mirrors of one remote Service.
+        idx.apply_mirror(mk_mirror("ns", "emoji-west2", "west2"));
+        assert_eq!(
+            idx.mirrors_of(&key("ns", "emoji")),
+            vec![key("ns", "emoji-west"), key("ns", "emoji-west2")]
+        );
         assert_eq!(
             idx.delete_mirror(&mk_mirror("ns", "emoji-west", "west")),
             Some(key("ns", "emoji"))
         );
+        assert_eq!(
+            idx.mirrors_of(&key("ns", "emoji")),
+            vec![key("ns", "emoji-west2")]
+        );
+        idx.reset_mirrors(vec![]);
         assert!(idx.mirror_keys().is_empty());
+        assert!(idx.mirrors_of(&key("ns", "emoji")).is_empty());
+        assert!(idx.all_keys().contains(&key("ns", "web")));
     }
 }

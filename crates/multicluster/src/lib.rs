@@ -9,6 +9,22 @@
 //! - [`remote`] builds the linked cluster's client from the credentials Secret.
 //! - [`runtime`] wires watches, the writer, the finalizer and metrics:
 //!   [`run_mirror`] is what `tandem multicluster mirror` runs.
+//!
+//! Choices worth knowing:
+//!
+//! - A mirror belongs to the Link whose `multicluster.tandem.io/link` label
+//!   (`<namespace>.<name>`) it carries, besides `mirror.linkerd.io/cluster-name`.
+//!   Only those are updated or deleted; a Service of the same name that is not
+//!   this Link's (a user's, another Link's) is left alone and reported.
+//! - Nothing is deleted while the linked cluster cannot be read: a remote
+//!   Service's absence counts only after a full list in the current session.
+//! - The gateway is alive while any of its IPs passes the probe; it starts
+//!   alive. Hostnames are looked up again every `dns_refresh`, and a failed
+//!   lookup keeps the last answer.
+//! - An empty or invalid selector matches nothing (as in linkerd); a headless
+//!   remote Service is mirrored as a ClusterIP one.
+//! - A mirror's EndpointSlice is `<mirror>-gateway`; until the gateway has an
+//!   address, the slice is not written (what exists stays).
 
 #![forbid(unsafe_code)]
 

@@ -132,7 +132,14 @@ pub fn link_label_value(namespace: &str, name: &str) -> String {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x100000001b3);
     }
-    let head = value[..MAX_NAME - 9].trim_end_matches(['-', '.']);
+    // Only what a label value may hold, so that odd input never makes an
+    // invalid (or panicking) cut.
+    let head: String = value
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        .take(MAX_NAME - 9)
+        .collect();
+    let head = head.trim_matches(['-', '.', '_']);
     format!("{head}-{:08x}", h as u32)
 }
 
@@ -443,6 +450,69 @@ pub fn mirror_slice(
         endpoints,
         ports: Some(ports),
     }
+}
+
+/// Whether a live mirror Service lost something this mirror wrote (someone
+/// edited it): labels, annotations, type or ports. What others added is
+/// theirs under server-side apply and does not count.
+pub fn service_drifted(live: &Service, desired: &Service) -> bool {
+    let subset = |want: &Option<BTreeMap<String, String>>,
+                  have: &Option<BTreeMap<String, String>>| {
+        want.iter()
+            .flatten()
+            .all(|(k, v)| have.as_ref().and_then(|h| h.get(k)) == Some(v))
+    };
+    if !subset(&desired.metadata.labels, &live.metadata.labels)
+        || !subset(&desired.metadata.annotations, &live.metadata.annotations)
+    {
+        return true;
+    }
+    let (Some(want), Some(have)) = (&desired.spec, &live.spec) else {
+        return desired.spec.is_some();
+    };
+    let ports = |s: &ServiceSpec| {
+        let mut p: Vec<(Option<String>, i32, String)> = s
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.port,
+                    p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                )
+            })
+            .collect();
+        p.sort();
+        p
+    };
+    want.type_ != have.type_ || ports(want) != ports(have)
+}
+
+/// Whether a live mirror slice differs from what was written: its
+/// endpoints (addresses and readiness), ports or address type.
+pub fn slice_drifted(live: &EndpointSlice, desired: &EndpointSlice) -> bool {
+    let endpoints = |s: &EndpointSlice| {
+        s.endpoints
+            .iter()
+            .map(|e| {
+                (
+                    e.addresses.clone(),
+                    e.conditions.as_ref().and_then(|c| c.ready),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let ports = |s: &EndpointSlice| {
+        s.ports
+            .iter()
+            .flatten()
+            .map(|p| (p.name.clone(), p.port, p.protocol.clone()))
+            .collect::<Vec<_>>()
+    };
+    live.address_type != desired.address_type
+        || endpoints(live) != endpoints(desired)
+        || ports(live) != ports(desired)
 }
 
 #[cfg(test)]

@@ -49,10 +49,10 @@ use tracing::Instrument;
 
 use crate::{
     gateway::{self, GatewayConfig, GatewayState},
-    index::{Index, Key, remote_of_mirror},
+    index::{Index, Key},
     metrics::{self, Metrics},
     mirror::{
-        LINK_LABEL, LinkConfig, MANAGED_BY_LABEL, SERVICE_NAME_LABEL, link_label_value,
+        self, LINK_LABEL, LinkConfig, MANAGED_BY_LABEL, SERVICE_NAME_LABEL, link_label_value,
         mirror_name, mirror_service, mirror_slice, slice_name,
     },
     remote::{self, error_chain, status_code, unreachable_reason, watch_status_code},
@@ -96,6 +96,11 @@ const HEARTBEAT: Duration = Duration::from_secs(20);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The credentials Secret is read again this often, to pick up a rotation.
 const CREDENTIALS_RECHECK: Duration = Duration::from_secs(30);
+/// The remote API server is asked this often even while the watches are
+/// quiet: a hung or black-holed server sends no error to a watch.
+const REMOTE_CHECK: Duration = Duration::from_secs(30);
+/// And this often while it fails.
+const REMOTE_RECHECK: Duration = Duration::from_secs(3);
 
 // === messages ===
 
@@ -113,7 +118,7 @@ enum Msg {
     MirrorSlices(WatchEv<EndpointSlice>),
     RemoteServices(u64, WatchEv<Service>),
     RemoteSlices(u64, WatchEv<EndpointSlice>),
-    /// A health check of the remote API server, after errors.
+    /// A health check of the remote API server (periodic, and after errors).
     RemoteHealth(u64, Result<(), (String, Option<u16>)>),
 }
 
@@ -224,6 +229,12 @@ pub async fn run_mirror(
         "service mirror starting"
     );
 
+    // Zero would spin.
+    let settings = MirrorSettings {
+        dns_refresh: settings.dns_refresh.max(Duration::from_secs(1)),
+        status_interval: settings.status_interval.max(Duration::from_millis(100)),
+        ..settings
+    };
     let mut c = Controller::new(local, settings, metrics, readiness, tx, label);
     let res = async {
         loop {
@@ -310,6 +321,9 @@ struct Controller {
     link_listed: bool,
     config: Option<Result<LinkConfig, String>>,
     config_spec: Option<tandem_api::multicluster::LinkSpec>,
+    /// Counts spec changes, so that a pass over dirty mirrors stops when the
+    /// spec it started with is no longer the Link's.
+    config_version: u64,
     finalizer_retry_at: Option<Instant>,
     finalize_retry_at: Option<Instant>,
 
@@ -329,7 +343,11 @@ struct Controller {
     gateway_seen: (bool, Vec<std::net::IpAddr>, bool),
 
     index: Index,
+    /// Remote Services whose mirror may need a write.
     dirty: BTreeSet<Key>,
+    /// Those whose readiness changed: written before the others, so that a
+    /// flip never waits behind a full resync.
+    urgent: BTreeSet<Key>,
     written: HashMap<Key, Written>,
     outcomes: HashMap<Key, Outcome>,
     retries: HashMap<Key, (u32, Instant)>,
@@ -359,6 +377,7 @@ impl Controller {
             link_listed: false,
             config: None,
             config_spec: None,
+            config_version: 0,
             finalizer_retry_at: None,
             finalize_retry_at: None,
             session: None,
@@ -375,6 +394,7 @@ impl Controller {
             gateway_seen: (false, vec![], true),
             index: Index::new(),
             dirty: BTreeSet::new(),
+            urgent: BTreeSet::new(),
             written: HashMap::new(),
             outcomes: HashMap::new(),
             retries: HashMap::new(),
@@ -436,7 +456,23 @@ impl Controller {
             Msg::Mirrors(ev) => {
                 let keys = match ev {
                     WatchEv::Listed(list) => self.index.reset_mirrors(list),
-                    WatchEv::Apply(s) => self.index.apply_mirror(s).into_iter().collect(),
+                    WatchEv::Apply(s) => {
+                        let drifted = |w: &Written| {
+                            w.service
+                                .as_ref()
+                                .is_some_and(|d| mirror::service_drifted(&s, d))
+                        };
+                        let key = self.index.apply_mirror(s.clone());
+                        match key {
+                            Some(k) if self.written.get(&k).is_some_and(drifted) => {
+                                tracing::info!(mirror = ?Key::of(&s.metadata), "the mirror was changed by someone else; writing it again");
+                                self.written.remove(&k);
+                                vec![k]
+                            }
+                            Some(k) => vec![k],
+                            None => vec![],
+                        }
+                    }
                     WatchEv::Delete(s) => {
                         let key = self.index.delete_mirror(&s);
                         // Deleted by someone else: written again if still wanted.
@@ -464,7 +500,18 @@ impl Controller {
                 WatchEv::Error { message, .. } => {
                     tracing::warn!(error = %message, "local mirror slice watch failed; retrying");
                 }
-                WatchEv::Listed(_) | WatchEv::Apply(_) => {}
+                WatchEv::Apply(s) => {
+                    if let Some(k) = slice_remote_key(&s)
+                        && let Some(w) = self.written.get_mut(&k)
+                        && w.slice
+                            .as_ref()
+                            .is_some_and(|d| mirror::slice_drifted(&s, d))
+                    {
+                        w.slice = None;
+                        self.dirty.insert(k);
+                    }
+                }
+                WatchEv::Listed(_) => {}
             },
             Msg::RemoteServices(id, ev) => {
                 if !self.current(id) {
@@ -513,7 +560,7 @@ impl Controller {
                         vec![]
                     }
                 };
-                self.dirty.extend(keys);
+                self.urgent.extend(keys);
             }
             Msg::RemoteHealth(id, res) => {
                 if !self.current(id) {
@@ -524,14 +571,14 @@ impl Controller {
                     Ok(()) => {
                         self.remote_errors = [None, None];
                         self.set_remote(Remote::Reachable);
-                        self.health_check_at = None;
+                        self.health_check_at = Some(Instant::now() + REMOTE_CHECK);
                     }
                     Err((message, code)) => {
                         self.set_remote(Remote::Unreachable {
                             reason: unreachable_reason(code).into(),
                             message: format!("cluster {}: {message}", self.cluster()),
                         });
-                        self.health_check_at = Some(Instant::now() + Duration::from_secs(3));
+                        self.health_check_at = Some(Instant::now() + REMOTE_RECHECK);
                     }
                 }
             }
@@ -577,6 +624,7 @@ impl Controller {
         self.link = link;
         if spec != self.config_spec {
             self.config_spec = spec.clone();
+            self.config_version += 1;
             self.config = self.link.as_ref().map(LinkConfig::from_link);
             if let Some(Err(e)) = &self.config {
                 tracing::warn!(error = %e, "the Link's spec is invalid; mirrors are left as they are");
@@ -613,8 +661,9 @@ impl Controller {
             reason: unreachable_reason(code).into(),
             message: format!("cluster {}: {message}", self.cluster()),
         });
-        if self.health_check_at.is_none() {
-            self.health_check_at = Some(Instant::now() + Duration::from_secs(2));
+        let soon = Instant::now() + REMOTE_RECHECK;
+        if self.health_check_at.is_none_or(|at| at > soon) {
+            self.health_check_at = Some(soon);
         }
     }
 
@@ -651,7 +700,7 @@ impl Controller {
         if seen != self.gateway_seen {
             self.gateway_seen = seen;
             let keys = self.index.service_keys();
-            self.dirty.extend(keys);
+            self.urgent.extend(keys);
             self.status_at = self
                 .status_at
                 .min(Instant::now() + Duration::from_millis(500));
@@ -714,9 +763,16 @@ impl Controller {
         let ready = self.index.synced() && self.session.is_some();
         self.readiness.set(ready);
         if ready && self.has_finalizer() {
-            while let Some(key) = self.dirty.pop_first() {
+            let version = self.config_version;
+            while let Some(key) = self.urgent.pop_first().or_else(|| self.dirty.pop_first()) {
+                self.dirty.remove(&key);
                 if *shutdown.borrow() {
                     return;
+                }
+                if self.config_version != version || self.deleting() {
+                    // The next step starts over with the Link as it is now.
+                    self.dirty.insert(key);
+                    break;
                 }
                 self.reconcile(&key, &cfg).await;
                 // Events that came meanwhile (a readiness flip) go next.
@@ -747,7 +803,10 @@ impl Controller {
         }
         tracing::info!(cluster = %cfg.cluster, addresses = ?cfg.gateway_addresses, probe_port = cfg.probe.port, "probing the gateway");
         let (tx, rx) = watch::channel(GatewayState::default());
-        let task = tokio::spawn(gateway::run_http(want.clone(), self.metrics.clone(), tx));
+        let task = tokio::spawn(
+            gateway::run_http(want.clone(), self.metrics.clone(), tx)
+                .instrument(tracing::Span::current()),
+        );
         self.gateway = Some(GatewayTask {
             cfg: want,
             rx,
@@ -815,8 +874,12 @@ impl Controller {
                 let id = self.next_session;
                 self.index.new_session();
                 self.remote = Remote::Unknown;
+                self.metrics
+                    .remote_reachable
+                    .get_or_create(&Metrics::cluster(&cfg.cluster))
+                    .set(0);
                 self.remote_errors = [None, None];
-                self.health_check_at = None;
+                self.health_check_at = Some(Instant::now() + REMOTE_CHECK);
                 self.health_in_flight = false;
                 let tasks = vec![
                     spawn_watch(
@@ -864,17 +927,29 @@ impl Controller {
         let Some(s) = &self.session else { return };
         self.health_in_flight = true;
         self.health_check_at = None;
-        let api: Api<Service> = Api::all(s.client.clone());
+        let services: Api<Service> = Api::all(s.client.clone());
+        let slices: Api<EndpointSlice> = Api::all(s.client.clone());
         let lp = ListParams::default().labels(&cfg.selector).limit(1);
         let tx = self.tx.clone();
         let id = s.id;
         tokio::spawn(async move {
-            let res = match tokio::time::timeout(CALL_TIMEOUT, api.list(&lp)).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(e)) => Err((
-                    format!("listing Services: {}", error_chain(&e)),
-                    status_code(&e),
-                )),
+            // What the two watches need: both lists.
+            let check = async {
+                services
+                    .list(&lp)
+                    .await
+                    .map_err(|e| ("listing Services", e))?;
+                slices
+                    .list(&ListParams::default().limit(1))
+                    .await
+                    .map_err(|e| ("listing EndpointSlices", e))?;
+                Ok::<_, (&str, kube::Error)>(())
+            };
+            let res = match tokio::time::timeout(CALL_TIMEOUT, check).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err((what, e))) => {
+                    Err((format!("{what}: {}", error_chain(&e)), status_code(&e)))
+                }
                 Err(_) => Err(("listing Services: timed out".to_string(), None)),
             };
             let _ = tx.send(Msg::RemoteHealth(id, res));
@@ -899,15 +974,9 @@ impl Controller {
         // Mirrors of this Service under another name (an older cluster name).
         let stale: Vec<Key> = self
             .index
-            .mirror_keys()
+            .mirrors_of(key)
             .into_iter()
             .filter(|m| *m != local)
-            .filter(|m| {
-                self.index
-                    .mirror(m)
-                    .and_then(remote_of_mirror)
-                    .is_some_and(|r| r == *key)
-            })
             .collect();
         for m in stale {
             tracing::info!(stale = %m, "deleting a mirror made under another cluster name");
@@ -962,7 +1031,8 @@ impl Controller {
 
         // Then its slice, once the gateway's addresses are known.
         let gw = self.gateway.as_ref().map(|g| g.rx.borrow().clone());
-        if let Some(gw) = gw.filter(|g| g.resolved) {
+        // No address (yet): whatever endpoints there are stay.
+        if let Some(gw) = gw.filter(|g| g.resolved && !g.ips.is_empty()) {
             let mut owner = desired.clone();
             owner.metadata.uid = self.written.get(key).and_then(|w| w.uid.clone());
             let ready = self.index.is_ready(key) && gw.alive;
@@ -1154,14 +1224,15 @@ impl Controller {
                 self.finalizer_retry_at = None;
                 self.set_link(Some(l));
             }
-            Err(e) => {
+            Err((e, _)) => {
                 tracing::warn!(error = %e, "adding the finalizer failed; retrying");
                 self.finalizer_retry_at = Some(Instant::now() + Duration::from_secs(1));
             }
         }
     }
 
-    async fn patch_link(&self, patch: &serde_json::Value) -> Result<Link, String> {
+    /// A merge patch of the Link; the error has the HTTP status, if any.
+    async fn patch_link(&self, patch: &serde_json::Value) -> Result<Link, (String, Option<u16>)> {
         let api: Api<Link> = Api::namespaced(self.local.clone(), &self.settings.link_namespace);
         match tokio::time::timeout(
             CALL_TIMEOUT,
@@ -1174,8 +1245,8 @@ impl Controller {
         .await
         {
             Ok(Ok(l)) => Ok(l),
-            Ok(Err(e)) => Err(error_chain(&e)),
-            Err(_) => Err("timed out".into()),
+            Ok(Err(e)) => Err((error_chain(&e), status_code(&e))),
+            Err(_) => Err(("timed out".into(), None)),
         }
     }
 
@@ -1209,8 +1280,8 @@ impl Controller {
                         Ok(())
                     }
                     // Already gone: nothing holds it any more.
-                    Err(e) if e.contains("NotFound") || e.contains("not found") => Ok(()),
-                    Err(e) => Err(format!("removing the finalizer: {e}")),
+                    Err((_, Some(404))) => Ok(()),
+                    Err((e, _)) => Err(format!("removing the finalizer: {e}")),
                 }
             }
             Err(e) => Err(e),

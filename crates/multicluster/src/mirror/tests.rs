@@ -461,4 +461,55 @@ fn link_label_values_stay_valid() {
         link_label_value("a-namespace-with-a-long-name", &"l".repeat(61))
     );
     assert!(long.chars().last().unwrap().is_ascii_alphanumeric());
+    // Odd input (a typo on the command line) never panics.
+    let odd = link_label_value("é", &"ü".repeat(70));
+    assert!(odd.len() <= 63 && odd.is_ascii(), "{odd}");
+}
+
+#[test]
+fn drift_is_what_was_written_and_changed() {
+    let link = mk_link(json!({}));
+    let desired = mirror_service(
+        &mk_svc(json!({"metadata": {"labels": {"app": "emoji"}}})),
+        &link,
+    )
+    .unwrap();
+    // As the server returns it: defaults and fields of others added.
+    let mut live = desired.clone();
+    live.metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("added-by".into(), "someone".into());
+    let spec = live.spec.as_mut().unwrap();
+    spec.cluster_ip = Some("10.96.0.7".into());
+    spec.ports.as_mut().unwrap()[0].target_port =
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080));
+    assert!(!service_drifted(&live, &desired));
+
+    let mut edited = live.clone();
+    edited.metadata.labels.as_mut().unwrap().remove("app");
+    assert!(service_drifted(&edited, &desired), "a label removed");
+    let mut edited = live.clone();
+    edited
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .insert(REMOTE_SVC_FQ_NAME_ANNOTATION.into(), "x".into());
+    assert!(service_drifted(&edited, &desired), "an annotation changed");
+    let mut edited = live.clone();
+    edited.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].port = 9090;
+    assert!(service_drifted(&edited, &desired), "a port changed");
+
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let slice = mirror_slice(&desired, &link, &[ip("127.20.0.1")], true);
+    let mut live = slice.clone();
+    live.metadata.resource_version = Some("7".into());
+    assert!(!slice_drifted(&live, &slice));
+    live.endpoints[0].conditions.as_mut().unwrap().ready = Some(false);
+    assert!(slice_drifted(&live, &slice), "readiness changed");
+    let mut live = slice.clone();
+    live.endpoints.clear();
+    assert!(slice_drifted(&live, &slice), "endpoints removed");
 }
