@@ -654,10 +654,10 @@ fn object_ref(res: &Resource, entry: &Entry) -> ObjectReference {
     ObjectReference {
         api_version: Some(res.api.api_version.clone()),
         kind: Some(res.api.kind.clone()),
-        name: entry.object.metadata.name.clone(),
-        namespace: entry.object.metadata.namespace.clone(),
-        uid: entry.object.metadata.uid.clone(),
-        resource_version: entry.object.metadata.resource_version.clone(),
+        name: Some(entry.key.name.clone()),
+        namespace: Some(entry.key.namespace.clone()),
+        uid: entry.uid.clone(),
+        resource_version: entry.resource_version.clone(),
         field_path: None,
     }
 }

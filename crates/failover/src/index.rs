@@ -19,8 +19,8 @@ pub struct Index {
     splits: HashMap<Key, Entry>,
     /// Ready endpoints of each slice, by (namespace, slice name).
     slices: HashMap<(String, String), (ServiceRef, usize)>,
-    /// Ready endpoints of each Service, summed over its slices.
-    ready: HashMap<ServiceRef, usize>,
+    /// Each Service's slices and ready endpoints, summed over its slices.
+    ready: HashMap<ServiceRef, Readiness>,
     /// The splits that name each Service as a backend.
     users: HashMap<ServiceRef, BTreeSet<Key>>,
 }
@@ -42,7 +42,7 @@ impl Index {
 
     /// A Service is ready when one of its endpoints is ready and not terminating.
     pub fn is_ready(&self, svc: &ServiceRef) -> bool {
-        self.ready.get(svc).is_some_and(|n| *n > 0)
+        self.ready.get(svc).is_some_and(|r| r.endpoints > 0)
     }
 
     pub fn get(&self, key: &Key) -> Option<&Entry> {
@@ -125,7 +125,7 @@ impl Index {
         if let Some((old_svc, old_count)) = self.slices.insert(id, (svc.clone(), count)) {
             self.subtract(&old_svc, old_count);
         }
-        *self.ready.entry(svc.clone()).or_default() += count;
+        self.add(&svc, count);
         self.changed(&svc, before)
     }
 
@@ -153,8 +153,10 @@ impl Index {
         for slice in slices {
             if let Some((id, svc)) = slice_service(slice) {
                 let count = ready_endpoints(slice);
-                self.slices.insert(id, (svc.clone(), count));
-                *self.ready.entry(svc).or_default() += count;
+                if let Some((old_svc, old_count)) = self.slices.insert(id, (svc.clone(), count)) {
+                    self.subtract(&old_svc, old_count);
+                }
+                self.add(&svc, count);
             }
         }
         let mut services: BTreeSet<ServiceRef> = before.keys().cloned().collect();
@@ -168,17 +170,25 @@ impl Index {
         keys.into_iter().collect()
     }
 
-    fn subtract(&mut self, svc: &ServiceRef, count: usize) {
-        if let Some(n) = self.ready.get_mut(svc) {
-            *n = n.saturating_sub(count);
+    fn add(&mut self, svc: &ServiceRef, endpoints: usize) {
+        let r = self.ready.entry(svc.clone()).or_default();
+        r.slices += 1;
+        r.endpoints += endpoints;
+    }
+
+    /// Forgets one slice of `svc`, and the Service once it has none.
+    fn subtract(&mut self, svc: &ServiceRef, endpoints: usize) {
+        if let Some(r) = self.ready.get_mut(svc) {
+            r.slices = r.slices.saturating_sub(1);
+            r.endpoints = r.endpoints.saturating_sub(endpoints);
+            if r.slices == 0 {
+                self.ready.remove(svc);
+            }
         }
     }
 
     fn changed(&mut self, svc: &ServiceRef, before: bool) -> Vec<Key> {
         let after = self.is_ready(svc);
-        if self.ready.get(svc) == Some(&0) && !self.slices.values().any(|(s, _)| s == svc) {
-            self.ready.remove(svc);
-        }
         if before == after {
             return vec![];
         }
@@ -187,6 +197,13 @@ impl Index {
             .map(|keys| keys.iter().cloned().collect())
             .unwrap_or_default()
     }
+}
+
+/// A Service's slices, and their ready endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Readiness {
+    slices: usize,
+    endpoints: usize,
 }
 
 /// The slice's identity and its Service, from the service-name label.

@@ -33,7 +33,7 @@ pub struct ErrorLabels {
 
 #[derive(Clone)]
 pub struct Metrics {
-    /// 1 for the state each split is in, 0 for the others.
+    /// 1 for the state each split is in (one series per split).
     pub state: Family<SplitLabels, Gauge>,
     pub transitions: Family<TransitionLabels, Counter>,
     /// From the endpoint change observed to the write acknowledged.
@@ -87,12 +87,15 @@ impl Metrics {
         m
     }
 
+    /// One series per split, for the state it is in: the others are removed,
+    /// so that 10,000 splits cost 10,000 series, not 30,000.
     pub fn set_state(&self, key: &Key, state: State) {
         for s in STATES {
-            self.state
-                .get_or_create(&labels(key, s))
-                .set(i64::from(s == state));
+            if s != state {
+                self.state.remove(&labels(key, s));
+            }
         }
+        self.state.get_or_create(&labels(key, state)).set(1);
     }
 
     pub fn forget(&self, key: &Key) {

@@ -81,34 +81,40 @@ impl fmt::Display for Key {
     }
 }
 
-/// An object read into splits, with what writing it back needs.
+/// An object read into splits, with only what deciding and writing back
+/// need: the index holds one per controlled object, so it stays small (no
+/// managedFields, no last-applied configuration, no unrelated annotations).
 #[derive(Clone, Debug)]
 pub struct Entry {
     pub key: Key,
-    pub object: DynamicObject,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    /// The `failover.*` annotations only.
+    pub annotations: BTreeMap<String, String>,
     /// One split per group of weights (a TrafficSplit has one, an HTTPRoute one per rule).
     pub groups: Vec<Split>,
+    /// An HTTPRoute's `spec.rules` as read: a merge patch replaces the list
+    /// whole, so everything but the weights is written back as it was.
+    pub rules: Option<Value>,
     /// Why the object could not be read as splits, if it could not.
     pub unreadable: Option<String>,
 }
 
+/// Annotations the controller reads or writes all start with this.
+const ANNOTATION_PREFIX: &str = "failover.";
+
 impl Entry {
     pub fn resource_version(&self) -> Option<&str> {
-        self.object.metadata.resource_version.as_deref()
+        self.resource_version.as_deref()
     }
 
     pub fn annotations(&self) -> BTreeMap<String, String> {
-        self.object.metadata.annotations.clone().unwrap_or_default()
+        self.annotations.clone()
     }
 
     /// The state the controller last wrote, if any.
     pub fn recorded_state(&self) -> Option<&str> {
-        self.object
-            .metadata
-            .annotations
-            .as_ref()?
-            .get(STATE_ANNOTATION)
-            .map(String::as_str)
+        self.annotations.get(STATE_ANNOTATION).map(String::as_str)
     }
 }
 
@@ -123,7 +129,14 @@ pub fn read(res: &Resource, object: DynamicObject) -> Entry {
         namespace: namespace.clone(),
         name: name.clone(),
     };
-    let annotations = object.metadata.annotations.clone().unwrap_or_default();
+    let annotations: BTreeMap<String, String> = object
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let groups = match res.kind {
         Kind::TrafficSplit => read_traffic_split(res, &object.data),
         Kind::HttpRoute => read_http_route(&object.data),
@@ -143,10 +156,17 @@ pub fn read(res: &Resource, object: DynamicObject) -> Entry {
         ),
         Err(e) => (vec![], Some(e)),
     };
+    let rules = match res.kind {
+        Kind::HttpRoute if unreadable.is_none() => Some(object.data["spec"]["rules"].clone()),
+        _ => None,
+    };
     Entry {
         key,
-        object,
+        uid: object.metadata.uid,
+        resource_version: object.metadata.resource_version,
+        annotations,
         groups,
+        rules,
         unreadable,
     }
 }
@@ -262,20 +282,25 @@ pub fn patch(
 
 fn traffic_split_spec(entry: &Entry, weights: &[Vec<u32>]) -> Value {
     let group = weights.first().map(Vec::as_slice).unwrap_or_default();
-    let mut backends = entry.object.data["spec"]["backends"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    for (b, w) in backends.iter_mut().zip(group) {
-        // A quantity or an integer: the integer form is a valid quantity too.
-        b["weight"] = json!(w);
-    }
+    // A backend is a service and a weight, nothing else: written whole. The
+    // integer form of a weight is a valid quantity too (v1alpha1).
+    let backends: Vec<Value> = entry
+        .groups
+        .first()
+        .map(|g| g.backends.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .zip(group)
+        .map(|(b, w)| json!({ "service": b.service, "weight": w }))
+        .collect();
     json!({ "backends": backends })
 }
 
 fn http_route_spec(entry: &Entry, weights: &[Vec<u32>]) -> Value {
-    let mut rules = entry.object.data["spec"]["rules"]
-        .as_array()
+    let mut rules = entry
+        .rules
+        .as_ref()
+        .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
     for (rule, group) in rules.iter_mut().zip(weights) {
