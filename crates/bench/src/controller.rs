@@ -1,7 +1,9 @@
-//! The controller under test: `tandem failover run` as a child process, and
-//! plain HTTP/1.0 GETs of its admin port.
+//! The processes under test: `tandem failover run` (or any other `tandem`
+//! command with an admin port) as a child process, and plain HTTP/1.0 GETs
+//! of its admin port.
 
 use std::{
+    ffi::OsString,
     net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::Stdio,
@@ -16,41 +18,71 @@ use tokio::{
     time::Instant,
 };
 
-/// A running controller. Dropping it kills the process (SIGKILL), so that an
-/// error anywhere in the benchmark leaves no controller behind.
+/// A running `tandem` process with an admin port. Dropping it kills the
+/// process (SIGKILL, by its pid), so that an error anywhere in the benchmark
+/// leaves no process behind.
 pub struct Controller {
     child: Child,
     pid: u32,
     pub admin: SocketAddr,
     log: PathBuf,
+    /// What it is, for messages: "the controller", "the service mirror".
+    what: String,
 }
 
 impl Controller {
+    /// `tandem failover run` on a free admin port, logging at info.
     pub fn start(tandem: &Path, kubeconfig: &Path, context: &str, log: &Path) -> Result<Self> {
         let admin = free_port().context("finding a free port for the admin server")?;
+        let args: Vec<OsString> = [
+            "--context",
+            context,
+            "--log",
+            "info",
+            "failover",
+            "run",
+            "--no-leader-election",
+            "--admin-addr",
+            &admin.to_string(),
+            "--resync-period",
+            "10m",
+        ]
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+        let mut all = vec![OsString::from("--kubeconfig"), kubeconfig.into()];
+        all.extend(args);
+        Self::spawn("the controller", tandem, &all, admin, log)
+    }
+
+    /// `tandem ARGS`, whose admin server listens on `admin`, with stderr
+    /// to `log`.
+    pub fn spawn(
+        what: &str,
+        tandem: &Path,
+        args: &[OsString],
+        admin: SocketAddr,
+        log: &Path,
+    ) -> Result<Self> {
         let log_file = std::fs::File::create(log)
-            .with_context(|| format!("creating the controller log {}", log.display()))?;
+            .with_context(|| format!("creating the log of {what}, {}", log.display()))?;
         let child = Command::new(tandem)
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .args(["--context", context, "--log", "info"])
-            .args(["failover", "run", "--no-leader-election"])
-            .args(["--admin-addr", &admin.to_string()])
-            .args(["--resync-period", "10m"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("starting {} failover run", tandem.display()))?;
+            .with_context(|| format!("starting {what}: {} {args:?}", tandem.display()))?;
         let pid = child
             .id()
-            .ok_or_else(|| anyhow!("the controller exited at once"))?;
+            .ok_or_else(|| anyhow!("{what} exited at once"))?;
         Ok(Self {
             child,
             pid,
             admin,
             log: log.to_path_buf(),
+            what: what.to_string(),
         })
     }
 
@@ -63,10 +95,11 @@ impl Controller {
         match self.child.try_wait() {
             Ok(None) => Ok(()),
             Ok(Some(status)) => bail!(
-                "the controller exited ({status}); see its log {}",
+                "{} exited ({status}); see its log {}",
+                self.what,
                 self.log.display()
             ),
-            Err(e) => Err(e).context("checking the controller process"),
+            Err(e) => Err(e).with_context(|| format!("checking the process of {}", self.what)),
         }
     }
 
@@ -80,7 +113,9 @@ impl Controller {
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "the controller was not ready within {timeout:?}; see its log {}",
+                    "{} was not ready within {timeout:?} (GET http://{}/ready); see its log {}",
+                    self.what,
+                    self.admin,
                     self.log.display()
                 );
             }
@@ -118,12 +153,16 @@ impl Controller {
         {
             return Ok(());
         }
-        self.child.kill().await.context("killing the controller")
+        let what = self.what.clone();
+        self.child
+            .kill()
+            .await
+            .with_context(|| format!("killing {what}"))
     }
 }
 
 /// A port that was free a moment ago.
-fn free_port() -> std::io::Result<SocketAddr> {
+pub fn free_port() -> std::io::Result<SocketAddr> {
     TcpListener::bind("127.0.0.1:0")?.local_addr()
 }
 

@@ -49,10 +49,10 @@ use crate::{
     stats::{self, Histogram, Summary},
 };
 
-const IN_FLIGHT: usize = 32;
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-const SETTLE: Duration = Duration::from_secs(5);
-const FIELD_MANAGER: &str = "tandem-bench";
+pub(crate) const IN_FLIGHT: usize = 32;
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const SETTLE: Duration = Duration::from_secs(5);
+pub(crate) const FIELD_MANAGER: &str = "tandem-bench";
 const REACTION_HISTOGRAM: &str = "tandem_failover_reaction_seconds";
 const WRITE_ERRORS: &str = "tandem_failover_write_errors_total";
 const REACTION_TARGET_MS: f64 = 100.0;
@@ -125,21 +125,25 @@ impl Args {
 }
 
 /// Progress lines on stderr, timed from the start.
-struct Progress {
+pub(crate) struct Progress {
     start: Instant,
 }
 
 impl Progress {
-    fn say(&self, msg: impl std::fmt::Display) {
+    pub(crate) fn new() -> Self {
+        Self {
+            start: Instant::now(),
+        }
+    }
+
+    pub(crate) fn say(&self, msg: impl std::fmt::Display) {
         eprintln!("[{:6.1}s] {msg}", self.start.elapsed().as_secs_f64());
     }
 }
 
 pub async fn run(mut args: Args) -> Result<()> {
     args.validate()?;
-    let p = Progress {
-        start: Instant::now(),
-    };
+    let p = Progress::new();
     let machine = Machine::read();
     p.say(format_args!("machine: {}", machine.describe()));
     let client = client(&args.kubeconfig, &args.context).await?;
@@ -296,7 +300,7 @@ pub async fn run(mut args: Args) -> Result<()> {
 
 // === setup ===
 
-async fn client(kubeconfig: &Path, context: &str) -> Result<Client> {
+pub(crate) async fn client(kubeconfig: &Path, context: &str) -> Result<Client> {
     let kc = Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
     let options = KubeConfigOptions {
@@ -309,7 +313,7 @@ async fn client(kubeconfig: &Path, context: &str) -> Result<Client> {
     Client::try_from(config).context("building the Kubernetes client")
 }
 
-fn post() -> PostParams {
+pub(crate) fn post() -> PostParams {
     PostParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
@@ -380,7 +384,7 @@ async fn wait_served(client: &Client) -> Result<()> {
     }
 }
 
-async fn create_namespace(client: &Client, ns: &str) -> Result<()> {
+pub(crate) async fn create_namespace(client: &Client, ns: &str) -> Result<()> {
     let api: Api<Namespace> = Api::all(client.clone());
     let obj = Namespace {
         metadata: ObjectMeta {
@@ -398,7 +402,7 @@ async fn create_namespace(client: &Client, ns: &str) -> Result<()> {
 
 /// Creates objects `range` with `create`, `IN_FLIGHT` at a time. An object
 /// that exists already counts as created; busy answers are retried a few times.
-async fn create_all<F, Fut>(p: &Progress, what: &str, range: Range<usize>, create: F) -> Result<()>
+pub(crate) async fn create_all<F, Fut>(p: &Progress, what: &str, range: Range<usize>, create: F) -> Result<()>
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = Result<(), kube::Error>>,
@@ -426,7 +430,7 @@ where
     Ok(())
 }
 
-async fn create_one<F, Fut>(create: F) -> Result<()>
+pub(crate) async fn create_one<F, Fut>(create: F) -> Result<()>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<(), kube::Error>>,
@@ -594,7 +598,7 @@ impl Drop for SplitWatch {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -746,19 +750,19 @@ impl Memory {
     }
 }
 
-fn mib(kib: u64) -> f64 {
+pub(crate) fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-struct Machine {
-    cpus: usize,
-    cpu_model: String,
-    mem_total_mib: u64,
-    load: String,
+pub(crate) struct Machine {
+    pub(crate) cpus: usize,
+    pub(crate) cpu_model: String,
+    pub(crate) mem_total_mib: u64,
+    pub(crate) load: String,
 }
 
 impl Machine {
-    fn read() -> Self {
+    pub(crate) fn read() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo
             .lines()
@@ -787,7 +791,7 @@ impl Machine {
         }
     }
 
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "{} CPUs ({}), {:.1} GiB, load average {} (anything else running skews the figures)",
             self.cpus,

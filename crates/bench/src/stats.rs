@@ -184,6 +184,23 @@ pub fn counter_total(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Sums the samples of metric `name` whose labels include every
+/// `key="value"` of `labels`; 0 when there are none.
+pub fn series_total(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (series, value) = rest.rsplit_once(' ')?;
+            let matches = match series.strip_prefix('{') {
+                Some(set) => labels.iter().all(|(k, v)| label(set, k) == Some(*v)),
+                None => series.is_empty() && labels.is_empty(),
+            };
+            matches.then(|| value.trim().parse::<f64>().ok())?
+        })
+        .sum()
+}
+
 // === /proc ===
 
 /// `VmRSS` and `VmHWM` of a /proc/PID/status text, in KiB.
@@ -280,6 +297,34 @@ tandem_failover_write_errors_total_other 9
             3.0
         );
         assert_eq!(counter_total(METRICS, "absent_total"), 0.0);
+    }
+
+    #[test]
+    fn series_sum_only_the_matching_label_sets() {
+        let text = "\
+# TYPE tandem_mirror_gateway_probes counter
+tandem_mirror_gateway_probes_total{cluster=\"west\",successful=\"true\"} 4
+tandem_mirror_gateway_probes_total{cluster=\"west\",successful=\"false\"} 1
+tandem_mirror_gateway_probes_total{cluster=\"east\",successful=\"true\"} 2
+tandem_mirror_mirror_writes_total 7
+tandem_mirror_mirror_writes_total_other 9
+";
+        let probes = "tandem_mirror_gateway_probes_total";
+        assert_eq!(
+            series_total(
+                text,
+                probes,
+                &[("cluster", "west"), ("successful", "true")]
+            ),
+            4.0
+        );
+        assert_eq!(series_total(text, probes, &[("successful", "true")]), 6.0);
+        assert_eq!(series_total(text, probes, &[]), 7.0);
+        assert_eq!(
+            series_total(text, "tandem_mirror_mirror_writes_total", &[]),
+            7.0
+        );
+        assert_eq!(series_total(text, probes, &[("cluster", "north")]), 0.0);
     }
 
     #[test]
