@@ -74,9 +74,7 @@ impl Controller {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {what}: {} {args:?}", tandem.display()))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| anyhow!("{what} exited at once"))?;
+        let pid = child.id().ok_or_else(|| anyhow!("{what} exited at once"))?;
         Ok(Self {
             child,
             pid,

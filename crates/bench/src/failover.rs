@@ -402,7 +402,12 @@ pub(crate) async fn create_namespace(client: &Client, ns: &str) -> Result<()> {
 
 /// Creates objects `range` with `create`, `IN_FLIGHT` at a time. An object
 /// that exists already counts as created; busy answers are retried a few times.
-pub(crate) async fn create_all<F, Fut>(p: &Progress, what: &str, range: Range<usize>, create: F) -> Result<()>
+pub(crate) async fn create_all<F, Fut>(
+    p: &Progress,
+    what: &str,
+    range: Range<usize>,
+    create: F,
+) -> Result<()>
 where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = Result<(), kube::Error>>,

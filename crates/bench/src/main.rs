@@ -1,5 +1,6 @@
-//! `tandem-bench`: benchmarks of tandem on a running testbed cluster.
-//! `bench/failover.sh` starts a private testbed and runs it; see BENCHMARKS.md.
+//! `tandem-bench`: benchmarks of tandem on a running testbed.
+//! `bench/failover.sh` and `bench/mirror.sh` start a private testbed and run
+//! it; see BENCHMARKS.md.
 
 #![forbid(unsafe_code)]
 
@@ -9,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod controller;
 mod failover;
+mod mirror;
 mod objects;
 mod stats;
 
@@ -30,6 +32,16 @@ enum Command {
     /// controller's RSS. Progress goes to stderr; the summary to stdout, its
     /// last line being the summary as JSON.
     Failover(failover::Args),
+    /// The service mirror: time to mirror many exported Services, reaction
+    /// time to remote readiness flips, and memory.
+    ///
+    /// Installs tandem and multicluster in two clusters and links them with
+    /// the CLI, creates Services in the remote cluster, starts `tandem
+    /// gateway` and `tandem multicluster mirror`, exports every Service at
+    /// once, then flips remote endpoints unready and ready again one at a
+    /// time. Progress goes to stderr; the summary to stdout, its last line
+    /// being the summary as JSON.
+    Mirror(mirror::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,8 +57,17 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Failover(args) => failover::run(args).await,
+        let bench = async move {
+            match cli.command {
+                Command::Failover(args) => failover::run(args).await,
+                Command::Mirror(args) => mirror::run(args).await,
+            }
+        };
+        // On SIGINT or SIGTERM the benchmark is dropped, which kills the
+        // processes it started (each by its pid).
+        tokio::select! {
+            r = bench => r,
+            s = interrupted() => Err(s),
         }
     });
     match result {
@@ -55,6 +76,29 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Waits for SIGINT or SIGTERM; the error says which.
+/// A signal that cannot be listened to never comes.
+async fn interrupted() -> anyhow::Error {
+    use tokio::signal::unix::{SignalKind, signal};
+    let int = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = int => anyhow::anyhow!("interrupted (SIGINT)"),
+        _ = term => anyhow::anyhow!("terminated (SIGTERM)"),
     }
 }
 

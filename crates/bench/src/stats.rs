@@ -311,11 +311,7 @@ tandem_mirror_mirror_writes_total_other 9
 ";
         let probes = "tandem_mirror_gateway_probes_total";
         assert_eq!(
-            series_total(
-                text,
-                probes,
-                &[("cluster", "west"), ("successful", "true")]
-            ),
+            series_total(text, probes, &[("cluster", "west"), ("successful", "true")]),
             4.0
         );
         assert_eq!(series_total(text, probes, &[("successful", "true")]), 6.0);

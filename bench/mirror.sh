@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Benchmarks the service mirror (release build) on a private two-cluster
+# testbed: the time to mirror 1,000 Services exported at once, each with a
+# ready endpoint, the time for a remote readiness change to reach the
+# mirror's EndpointSlice, and the mirror's RSS. The testbed (east on
+# 21440-21445, west on 21450-21455, a fresh temporary directory) is always
+# stopped and deleted at the end. Progress goes to stderr, the summary to
+# stdout, its last line as JSON. See BENCHMARKS.md.
+#
+#   bench/mirror.sh [--services N] [--flips N] [--gap-ms N] [--in-flight N] [--json FILE]
+#
+# Environment: CARGO_TARGET_DIR (default ./target), BENCH_MIRROR_BASE_PORT (default 21440).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+args=()
+while (($#)); do
+  case $1 in
+    --services | --flips | --gap-ms | --in-flight | --json)
+      if (($# < 2)); then
+        echo "error: $1 needs a value" >&2
+        exit 2
+      fi
+      args+=("$1" "$2")
+      shift 2
+      ;;
+    -h | --help)
+      sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "error: unknown argument $1 (see --help)" >&2
+      exit 2
+      ;;
+  esac
+done
+command -v kubectl >/dev/null || {
+  echo "error: kubectl is not on PATH; the benchmark applies what tandem prints with it" >&2
+  exit 1
+}
+
+cargo build --release -q -p tandem -p tandem-bench
+target=${CARGO_TARGET_DIR:-target}/release
+tandem=$(realpath "$target/tandem")
+bench=$(realpath "$target/tandem-bench")
+"$tandem" testbed build >/dev/null
+
+base_port=${BENCH_MIRROR_BASE_PORT:-21440}
+dir=$(mktemp -d)
+work=$dir.work
+bench_pid=
+cleanup() {
+  status=$?
+  trap - INT TERM
+  if [[ -n $bench_pid ]] && kill -0 "$bench_pid" 2>/dev/null; then
+    # tandem-bench stops the mirror and the gateway it started when it gets SIGTERM.
+    kill -TERM "$bench_pid" 2>/dev/null || true
+    for _ in $(seq 100); do
+      kill -0 "$bench_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
+  if ((status != 0)); then
+    for log in "$work/mirror.log" "$work/gateway.log"; do
+      if [[ -s $log ]]; then
+        echo "--- last lines of $log ---" >&2
+        tail -n 30 "$log" >&2
+      fi
+    done
+  fi
+  "$tandem" testbed down --purge --dir "$dir" >/dev/null 2>&1 ||
+    echo "warning: stopping the benchmark testbed in $dir failed; run: $tandem testbed down --purge --dir $dir" >&2
+  rm -rf "$dir" "$work"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')" >&2
+echo "machine: nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), load average $(cut -d' ' -f1-3 /proc/loadavg) (a shared machine: other work skews the figures)" >&2
+echo "testbed: clusters east (127.0.0.1:$base_port) and west (127.0.0.1:$((base_port + 10))) in $dir" >&2
+export_line=$("$tandem" testbed up --clusters east,west --base-port "$base_port" --dir "$dir" 2>"$dir.up.log") || {
+  cat "$dir.up.log" >&2
+  rm -f "$dir.up.log"
+  exit 1
+}
+rm -f "$dir.up.log"
+kubeconfig=${export_line#export KUBECONFIG=}
+kubeconfig=${kubeconfig/#\~/$HOME}
+
+mkdir -p "$work"
+"$bench" mirror --kubeconfig "$kubeconfig" --local-context east --remote-context west \
+  --remote-api-server "https://127.0.0.1:$((base_port + 10))" --tandem "$tandem" \
+  --work-dir "$work" "${args[@]}" &
+bench_pid=$!
+wait "$bench_pid"
