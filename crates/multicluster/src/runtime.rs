@@ -16,6 +16,7 @@
 use std::{
     collections::{BTreeSet, HashMap},
     net::SocketAddr,
+    sync::Arc,
     time::Duration,
 };
 
@@ -131,6 +132,65 @@ impl Drop for Task {
     }
 }
 
+/// Every local Service's name and its Link label, from a metadata-only watch:
+/// a new mirror's name can be checked for a foreign Service without a GET.
+#[derive(Default)]
+struct LocalNames {
+    synced: bool,
+    owners: HashMap<(String, String), Option<String>>,
+}
+
+/// What the local names say of one mirror name.
+enum NameOwner {
+    /// Not listed yet: ask the API server.
+    Unknown,
+    /// No Service has this name.
+    Free,
+    /// A Service has it, with this Link label (if any).
+    Taken(Option<String>),
+}
+
+fn spawn_local_names(local: Client, names: Arc<std::sync::Mutex<LocalNames>>) -> Task {
+    Task(tokio::spawn(async move {
+        // Metadata only: names and labels, never specs.
+        let api: Api<kube::core::PartialObjectMeta<Service>> = Api::all(local);
+        let mut stream = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let mut buffer = HashMap::new();
+        let key = |m: &kube::api::ObjectMeta| {
+            (
+                m.namespace.clone().unwrap_or_default(),
+                m.name.clone().unwrap_or_default(),
+            )
+        };
+        let owner =
+            |m: &kube::api::ObjectMeta| m.labels.as_ref().and_then(|l| l.get(LINK_LABEL)).cloned();
+        while let Some(event) = stream.next().await {
+            let Ok(mut n) = names.lock() else { return };
+            match event {
+                Ok(Event::Init) => buffer.clear(),
+                Ok(Event::InitApply(o)) => {
+                    buffer.insert(key(&o.metadata), owner(&o.metadata));
+                }
+                Ok(Event::InitDone) => {
+                    n.owners = std::mem::take(&mut buffer);
+                    n.synced = true;
+                }
+                Ok(Event::Apply(o)) => {
+                    n.owners.insert(key(&o.metadata), owner(&o.metadata));
+                }
+                Ok(Event::Delete(o)) => {
+                    n.owners.remove(&key(&o.metadata));
+                }
+                // The watch restarts by itself; until it relists, the table
+                // may be stale, so the writer asks the API server instead.
+                Err(_) => n.synced = false,
+            }
+        }
+    }))
+}
+
 /// Runs a watch, sending full lists at once and every event, until aborted.
 fn spawn_watch<K>(
     api: Api<K>,
@@ -235,7 +295,10 @@ pub async fn run_mirror(
         status_interval: settings.status_interval.max(Duration::from_millis(100)),
         ..settings
     };
+    let local_names = Arc::new(std::sync::Mutex::new(LocalNames::default()));
+    tasks.push(spawn_local_names(local.clone(), local_names.clone()));
     let mut c = Controller::new(local, settings, metrics, readiness, tx, label);
+    c.local_names = local_names;
     let res = async {
         loop {
             let wake = c.next_wake();
@@ -311,6 +374,7 @@ struct Written {
 
 struct Controller {
     local: Client,
+    local_names: Arc<std::sync::Mutex<LocalNames>>,
     settings: MirrorSettings,
     metrics: Metrics,
     readiness: tandem_admin::Readiness,
@@ -368,6 +432,7 @@ impl Controller {
     ) -> Self {
         Self {
             local,
+            local_names: Default::default(),
             settings,
             metrics,
             readiness,
@@ -1012,7 +1077,24 @@ impl Controller {
         let written_service = self.written.get(key).and_then(|w| w.service.as_ref());
         if written_service != Some(&desired) {
             if self.index.mirror(&local).is_none() {
-                match self.not_ours(&local).await {
+                let known = match self.local_names.lock() {
+                    Ok(n) if n.synced => {
+                        match n.owners.get(&(local.namespace.clone(), local.name.clone())) {
+                            None => NameOwner::Free,
+                            Some(owner) => NameOwner::Taken(owner.clone()),
+                        }
+                    }
+                    _ => NameOwner::Unknown,
+                };
+                let checked = match known {
+                    NameOwner::Free => Ok(None),
+                    NameOwner::Taken(Some(l)) if l == self.label => Ok(None),
+                    NameOwner::Taken(_) => Ok(Some(format!(
+                        "a Service {local} exists and is not a mirror of this Link; it is left alone"
+                    ))),
+                    NameOwner::Unknown => self.not_ours(&local).await,
+                };
+                match checked {
                     Ok(None) => {}
                     Ok(Some(why)) => return self.failed(key, Outcome::Error(why), 30_000),
                     Err(e) => return self.failed(key, Outcome::Error(e), 0),
