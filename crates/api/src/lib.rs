@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod endpoints;
 pub mod multicluster;
 pub mod smi;
 

@@ -5,6 +5,7 @@
 //! only the splits that use that Service.
 
 use std::collections::{BTreeSet, HashMap};
+use tandem_api::endpoints::ready_endpoints;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use tandem_core::failover::{ServiceRef, backend_refs};
@@ -217,20 +218,6 @@ fn slice_service(slice: &EndpointSlice) -> Option<((String, String), ServiceRef)
         .get(SERVICE_NAME_LABEL)?
         .clone();
     Some(((ns.clone(), name), ServiceRef::new(ns, svc)))
-}
-
-/// Endpoints that are ready and not terminating. An unset `ready` counts as
-/// ready, as the EndpointSlice API says consumers should read it.
-fn ready_endpoints(slice: &EndpointSlice) -> usize {
-    slice
-        .endpoints
-        .iter()
-        .filter(|e| {
-            let c = e.conditions.as_ref();
-            c.and_then(|c| c.ready).unwrap_or(true)
-                && !c.and_then(|c| c.terminating).unwrap_or(false)
-        })
-        .count()
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! event touches only the mirror of its Service.
 
 use std::collections::{BTreeSet, HashMap};
+use tandem_api::endpoints::ready_endpoints;
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use tandem_api::multicluster::CLUSTER_NAME_LABEL;
@@ -293,20 +294,6 @@ fn slice_service(slice: &EndpointSlice) -> Option<(Key, Key)> {
         .clone();
     let svc = Key::new(id.namespace.clone(), svc);
     Some((id, svc))
-}
-
-/// Endpoints that are ready and not terminating. An unset `ready` counts as
-/// ready, as the EndpointSlice API says consumers should read it.
-fn ready_endpoints(slice: &EndpointSlice) -> usize {
-    slice
-        .endpoints
-        .iter()
-        .filter(|e| {
-            let c = e.conditions.as_ref();
-            c.and_then(|c| c.ready).unwrap_or(true)
-                && !c.and_then(|c| c.terminating).unwrap_or(false)
-        })
-        .count()
 }
 
 #[cfg(test)]
