@@ -544,3 +544,54 @@ fn a_stale_dir_from_a_crash_names_the_fix() {
     assert!(down.status.success(), "{}", stderr(&down));
     assert!(tandem_testbed::leftover_processes(dir.path()).is_empty());
 }
+
+/// Without a node Lease, kube-controller-manager marks the fake node
+/// NotReady after its grace period, and every pod on it unready: tests that
+/// run longer than that would see endpoints vanish.
+#[tokio::test]
+async fn each_node_renews_its_lease() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let env = env();
+    for ctx in ["east", "west"] {
+        let leases: Api<Lease> = Api::namespaced(env.client(ctx).await, "kube-node-lease");
+        let name = format!("{ctx}-node-0");
+        let first = eventually(
+            &format!("the Lease of {name}"),
+            Duration::from_secs(20),
+            || {
+                let leases = leases.clone();
+                let name = name.clone();
+                async move {
+                    let lease = leases.get_opt(&name).await.map_err(|e| e.to_string())?;
+                    lease
+                        .and_then(|l| l.spec?.renew_time)
+                        .ok_or_else(|| "no renewed Lease yet".to_string())
+                }
+            },
+        )
+        .await;
+        eventually(
+            &format!("{name} renews its Lease"),
+            Duration::from_secs(30),
+            || {
+                let leases = leases.clone();
+                let name = name.clone();
+                let first = first.clone();
+                async move {
+                    let renewed = leases
+                        .get(&name)
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .spec
+                        .and_then(|s| s.renew_time);
+                    if renewed.as_ref().is_some_and(|r| r.0 > first.0) {
+                        Ok(())
+                    } else {
+                        Err(format!("renewTime still {renewed:?}"))
+                    }
+                }
+            },
+        )
+        .await;
+    }
+}

@@ -112,6 +112,9 @@ pub fn spec(layout: &ClusterLayout, tc: &Toolchain, c: Component) -> Spec {
             format!("--kubeconfig={}", p(layout.component_kubeconfig(c))),
             format!("--config={}", p(kwok_config_path(layout))),
             "--manage-all-nodes=true".into(),
+            // Without a node Lease, kube-controller-manager marks the node
+            // NotReady after its grace period, and every pod with it.
+            "--node-lease-duration-seconds=40".into(),
             format!("--cidr={}", layout.pod_cidr()),
             format!("--node-ip={}", layout.node_ip()),
             format!("--server-address=127.0.0.1:{}", layout.port(c)),
@@ -187,6 +190,7 @@ mod tests {
         let s = spec(&layout(), &tc(), Component::Kwok);
         assert_eq!(arg(&s, "--cidr"), Some("127.11.0.0/16"));
         assert_eq!(arg(&s, "--manage-all-nodes"), Some("true"));
+        assert_eq!(arg(&s, "--node-lease-duration-seconds"), Some("40"));
     }
 
     #[test]
