@@ -727,14 +727,21 @@ mod tests {
 
     #[test]
     fn a_taken_port_is_named_with_its_owner() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        // A base below the ephemeral range whose ports are free now; then the
+        // second cluster's apiserver port is taken.
+        let (config, listener) = (19_400u16..19_900)
+            .step_by(20)
+            .find_map(|base| {
+                let config =
+                    Config::new("/tb".into(), base, vec!["east".into(), "west".into()]).ok()?;
+                check_ports(&config).ok()?;
+                let west = config.layout("west").ok()?;
+                let listener =
+                    TcpListener::bind(("127.0.0.1", west.port(Component::KubeApiserver))).ok()?;
+                Some((config, listener))
+            })
+            .expect("some base port between 19400 and 19900 has free ports");
         let port = listener.local_addr().unwrap().port();
-        // Put the apiserver of the second cluster on the taken port.
-        let base = port - crate::PORTS_PER_CLUSTER;
-        let config = Config::new("/tb".into(), base, vec!["east".into(), "west".into()]);
-        let Ok(config) = config else {
-            return; // the OS picked a port too low to place a cluster below it
-        };
         match check_ports(&config) {
             Err(Error::PortInUse {
                 port: p,
