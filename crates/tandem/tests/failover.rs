@@ -212,6 +212,21 @@ async fn wait_event(ns: &TestNamespace, ctx: &str, name: &str, reason: &str, cou
     .await;
 }
 
+/// Waits for a TrafficSplit's `failover.tandem.io/state` annotation.
+async fn wait_state(ns: &TestNamespace, name: &str, want: &str) {
+    eventually(&format!("{name} in state {want}"), FLIP, || {
+        let s = annotation(ns, "east", "ts", name, "failover.tandem.io/state");
+        async move {
+            if s.as_deref() == Some(want) {
+                Ok(())
+            } else {
+                Err(format!("{s:?}"))
+            }
+        }
+    })
+    .await;
+}
+
 fn scale(ns: &TestNamespace, ctx: &str, deploy: &str, replicas: u32) {
     ns.kubectl(
         ctx,
@@ -352,17 +367,7 @@ async fn with_no_ready_backend_the_weights_stay_and_the_state_says_so() {
     scale(&ns, "east", "p", 0);
     wait_weights(&ns, "east", "s", &[("p", 0), ("f", 1)]).await;
     scale(&ns, "east", "f", 0);
-    eventually("state no-ready-backends", FLIP, || {
-        let s = annotation(&ns, "east", "ts", "s", "failover.tandem.io/state");
-        async move {
-            if s.as_deref() == Some("no-ready-backends") {
-                Ok(())
-            } else {
-                Err(format!("{s:?}"))
-            }
-        }
-    })
-    .await;
+    wait_state(&ns, "s", "no-ready-backends").await;
     wait_event(&ns, "east", "s", "NoReadyBackends", 1).await;
     assert_eq!(
         weights(&ns, "east", "s"),
@@ -392,21 +397,8 @@ async fn a_backend_in_another_namespace_is_seen_by_its_fqdn() {
     wait_weights(&ns, "east", "s", &[("local", 0), (&fqdn, 1)]).await;
     // Readiness really comes from the other namespace: take it away too.
     scale(&other, "east", "remote", 0);
-    eventually(
-        "no-ready-backends once the remote is down too",
-        FLIP,
-        || {
-            let s = annotation(&ns, "east", "ts", "s", "failover.tandem.io/state");
-            async move {
-                if s.as_deref() == Some("no-ready-backends") {
-                    Ok(())
-                } else {
-                    Err(format!("{s:?}"))
-                }
-            }
-        },
-    )
-    .await;
+    // Readiness really came from the other namespace.
+    wait_state(&ns, "s", "no-ready-backends").await;
 }
 
 /// Case 5: invalid splits get an Event; the others keep working.
