@@ -64,7 +64,7 @@ trap 'exit 130' INT TERM
 
 echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')" >&2
 echo "testbed: one cluster 'bench' on 127.0.0.1:$base_port in $dir" >&2
-export_line=$("$tandem" testbed up --clusters bench --base-port "$base_port" --dir "$dir" 2>"$dir.up.log") || {
+export_line=$("$tandem" testbed up --nodes fake --clusters bench --base-port "$base_port" --dir "$dir" 2>"$dir.up.log") || {
   cat "$dir.up.log" >&2
   rm -f "$dir.up.log"
   exit 1

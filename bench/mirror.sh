@@ -79,7 +79,7 @@ trap 'exit 130' INT TERM
 echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')" >&2
 echo "machine: nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), load average $(cut -d' ' -f1-3 /proc/loadavg) (a shared machine: other work skews the figures)" >&2
 echo "testbed: clusters east (127.0.0.1:$base_port) and west (127.0.0.1:$((base_port + 10))) in $dir" >&2
-export_line=$("$tandem" testbed up --clusters east,west --base-port "$base_port" --dir "$dir" 2>"$dir.up.log") || {
+export_line=$("$tandem" testbed up --nodes fake --clusters east,west --base-port "$base_port" --dir "$dir" 2>"$dir.up.log") || {
   cat "$dir.up.log" >&2
   rm -f "$dir.up.log"
   exit 1

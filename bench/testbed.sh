@@ -16,13 +16,13 @@ starts=() restarts=() rss=()
 for i in $(seq 1 "$runs"); do
   dir=$(mktemp -d)
   t0=$(date +%s.%N)
-  "$tandem" testbed up --dir "$dir" --base-port "$base_port" >/dev/null 2>"$dir.log"
+  "$tandem" testbed up --nodes fake --dir "$dir" --base-port "$base_port" >/dev/null 2>"$dir.log"
   t1=$(date +%s.%N)
   bytes=$("$tandem" testbed status --dir "$dir" -o json |
     python3 -c 'import json,sys; s=json.load(sys.stdin); print(sum(c.get("rss_bytes") or 0 for cl in s["clusters"] for c in cl["components"]))')
   "$tandem" testbed down --dir "$dir" 2>/dev/null
   t2=$(date +%s.%N)
-  "$tandem" testbed up --dir "$dir" --base-port "$base_port" >/dev/null 2>>"$dir.log"
+  "$tandem" testbed up --nodes fake --dir "$dir" --base-port "$base_port" >/dev/null 2>>"$dir.log"
   t3=$(date +%s.%N)
   "$tandem" testbed down --purge --dir "$dir" 2>/dev/null
   rm -f "$dir.log"

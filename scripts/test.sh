@@ -3,9 +3,13 @@
 #   - the Rust workspace (cargo; its target directory is kept outside the clone);
 #   - kube-apiserver, kube-controller-manager, kube-scheduler, etcd and kwok,
 #     built from Go modules into ~/.cache/tandem (once; reused after that);
-#   - a two-cluster test testbed on 127.0.0.1, stopped again at the end.
-# It needs Rust (rustup), Go >= 1.26 and kubectl on PATH, and fails, naming
-# what is missing, when one is not there.
+#   - kubelet, kube-proxy, containerd, the CNI plugins and CoreDNS, built from
+#     Go modules the same way, and the pause binary (gcc);
+#   - Debian's runc, iptables, nftables and busybox-static (apt), for real nodes;
+#   - two two-cluster test testbeds: one of fake nodes on 127.0.0.1, one of
+#     real nodes (network namespaces on 198.18.0.0/15), stopped at the end.
+# It needs Rust (rustup), Go >= 1.26, gcc and kubectl on PATH, and root for
+# the real nodes, and fails, naming what is missing, when one is not there.
 #
 # Environment:
 #   TANDEM_CACHE          cache root (default ~/.cache/tandem)
@@ -17,6 +21,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export TANDEM_CACHE=${TANDEM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tandem}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$TANDEM_CACHE/cargo-target}
 export TANDEM_TEST_TESTBED_DIR=${TANDEM_TEST_TESTBED_DIR:-$TANDEM_CACHE/test-testbed}
+export TANDEM_TEST_REAL_TESTBED_DIR=${TANDEM_TEST_REAL_TESTBED_DIR:-$TANDEM_CACHE/test-testbed-real}
 
 missing=0
 need() {
@@ -28,9 +33,28 @@ need() {
 need cargo "install Rust with rustup (https://rustup.rs)"
 need go "install Go 1.26 or newer (https://go.dev/doc/install); the testbed is built from Go modules"
 need kubectl "install kubectl (https://kubernetes.io/docs/tasks/tools/); the tests drive the clusters with it"
+need gcc "install gcc and libc6-dev (apt-get install gcc libc6-dev); the pause binary is built with it"
 [[ $missing == 0 ]] || exit 1
 
 step() { printf '\n==> %s\n' "$*" >&2; }
+
+# Real nodes run Debian's runc (it needs cgo and libseccomp), and kube-proxy
+# and the CNI plugins call iptables; the toolbox image is busybox-static.
+packages=()
+[[ -x /usr/sbin/runc ]] || packages+=(runc)
+command -v iptables-restore >/dev/null 2>&1 || packages+=(iptables)
+command -v nft >/dev/null 2>&1 || packages+=(nftables)
+[[ -x /bin/busybox ]] && ldd /bin/busybox >/dev/null 2>&1 && packages+=(busybox-static)
+[[ -x /bin/busybox ]] || packages+=(busybox-static)
+if ((${#packages[@]})); then
+  step "apt-get install ${packages[*]}"
+  if [[ $(id -u) != 0 ]]; then
+    echo "error: ${packages[*]} missing, and installing them needs root (the real-node tests need root anyway)" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
 
 step "cargo fmt --check"
 cargo fmt --all --check
@@ -44,10 +68,13 @@ step "building the testbed's Kubernetes binaries from Go modules (cached after t
 "$tandem" testbed build >/dev/null
 
 stop_testbed() {
-  if [[ "${TANDEM_KEEP_TESTBED:-}" != 1 && -e "$TANDEM_TEST_TESTBED_DIR/testbed.json" ]]; then
-    step "stopping the test testbed"
-    "$tandem" testbed down --dir "$TANDEM_TEST_TESTBED_DIR" || true
-  fi
+  [[ "${TANDEM_KEEP_TESTBED:-}" != 1 ]] || return 0
+  for dir in "$TANDEM_TEST_TESTBED_DIR" "$TANDEM_TEST_REAL_TESTBED_DIR"; do
+    if [[ -e "$dir/testbed.json" ]]; then
+      step "stopping the test testbed in $dir"
+      "$tandem" testbed down --dir "$dir" || true
+    fi
+  done
 }
 trap stop_testbed EXIT
 

@@ -26,12 +26,40 @@ pub const CLUSTERS: &[&str] = &["east", "west"];
 /// Ports of the test testbed: apart from a user's default testbed (26440).
 pub const TEST_BASE_PORT: u16 = 27440;
 
+/// Ports of the test testbed with real nodes.
+pub const REAL_TEST_BASE_PORT: u16 = 18440;
+
 /// The test testbed's directory: `TANDEM_TEST_TESTBED_DIR`, else under the cache.
 pub fn test_dir() -> PathBuf {
     std::env::var_os("TANDEM_TEST_TESTBED_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| tandem_testbed::toolchain::cache_root().join("test-testbed"))
 }
+
+/// The directory of the test testbed with real nodes:
+/// `TANDEM_TEST_REAL_TESTBED_DIR`, else under the cache.
+pub fn real_test_dir() -> PathBuf {
+    std::env::var_os("TANDEM_TEST_REAL_TESTBED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tandem_testbed::toolchain::cache_root().join("test-testbed-real"))
+}
+
+/// Which shared testbed.
+#[derive(Clone, Copy, Debug)]
+struct Shared {
+    nodes: &'static str,
+    base_port: u16,
+}
+
+const FAKE: Shared = Shared {
+    nodes: "fake",
+    base_port: TEST_BASE_PORT,
+};
+
+const REAL: Shared = Shared {
+    nodes: "real",
+    base_port: REAL_TEST_BASE_PORT,
+};
 
 /// The shared testbed of this test run.
 #[derive(Clone, Debug)]
@@ -42,18 +70,39 @@ pub struct Env {
 }
 
 static SHARED: OnceLock<Result<Env, String>> = OnceLock::new();
+static SHARED_REAL: OnceLock<Result<Env, String>> = OnceLock::new();
 
 impl Env {
-    /// Starts (or reuses) the shared testbed with the given `tandem` binary.
-    /// Panics with the reason when it cannot: a test must not pass without it.
+    /// Starts (or reuses) the shared testbed of fake nodes with the given
+    /// `tandem` binary. Panics with the reason when it cannot: a test must
+    /// not pass without it.
     pub fn shared(tandem: &Path) -> Env {
-        let res = SHARED.get_or_init(|| start_shared(tandem).map_err(|e| format!("{e:#}")));
+        Self::get(&SHARED, tandem, FAKE, test_dir())
+    }
+
+    /// Starts (or reuses) the shared testbed of real nodes, where pods run.
+    /// It needs root and the node prerequisites; without them the test
+    /// fails and says what is missing.
+    pub fn real(tandem: &Path) -> Env {
+        Self::get(&SHARED_REAL, tandem, REAL, real_test_dir())
+    }
+
+    fn get(
+        cell: &OnceLock<Result<Env, String>>,
+        tandem: &Path,
+        which: Shared,
+        dir: PathBuf,
+    ) -> Env {
+        let res = cell
+            .get_or_init(|| start_shared(tandem, which, dir.clone()).map_err(|e| format!("{e:#}")));
         match res {
             Ok(env) => env.clone(),
             Err(e) => panic!(
                 "the test testbed could not be started, so this test cannot run:\n{e}\n\
-                 (run `tandem testbed up --dir {} --base-port {TEST_BASE_PORT}` to see it start)",
-                test_dir().display()
+                 (run `tandem testbed up --nodes {} --dir {} --base-port {}` to see it start)",
+                which.nodes,
+                dir.display(),
+                which.base_port
             ),
         }
     }
@@ -109,18 +158,18 @@ impl Env {
     }
 }
 
-fn start_shared(tandem: &Path) -> Result<Env> {
+fn start_shared(tandem: &Path, which: Shared, dir: PathBuf) -> Result<Env> {
     if !tandem.is_file() {
         bail!("the tandem binary {} does not exist", tandem.display());
     }
-    let dir = test_dir();
     let up = |dir: &Path| {
         let mut cmd = Command::new(tandem);
-        cmd.args(["testbed", "up", "--clusters", &CLUSTERS.join(",")])
+        cmd.args(["testbed", "up", "--nodes", which.nodes])
+            .args(["--clusters", &CLUSTERS.join(",")])
             .arg("--dir")
             .arg(dir)
             .arg("--base-port")
-            .arg(TEST_BASE_PORT.to_string())
+            .arg(which.base_port.to_string())
             // Progress (a first build takes minutes) goes to the terminal.
             .stderr(std::process::Stdio::inherit());
         cmd.output()
@@ -323,7 +372,14 @@ impl PrivateTestbed {
             .tempdir()
             .expect("a temporary directory");
         let out = run(Command::new(tandem)
-            .args(["testbed", "up", "--clusters", &clusters.join(",")])
+            .args([
+                "testbed",
+                "up",
+                "--nodes",
+                "fake",
+                "--clusters",
+                &clusters.join(","),
+            ])
             .arg("--base-port")
             .arg(base_port.to_string())
             .arg("--dir")
@@ -370,8 +426,14 @@ pub fn free_port() -> u16 {
 
 /// A plain HTTP/1.1 GET on loopback: (status, body), or None if nothing answers.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_addr(&format!("127.0.0.1:{port}"), path)
+}
+
+/// A plain HTTP/1.1 GET of `path` from `addr` (`ip:port`): status and body.
+pub fn http_get_addr(addr: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let addr: std::net::SocketAddr = addr.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,

@@ -270,7 +270,7 @@ impl Demo {
         std::fs::create_dir_all(self.certs())?;
         self.title("bring up the clusters east and west");
         self.sh(&format!(
-            "tandem testbed up --clusters east,west --dir {} --base-port {}",
+            "tandem testbed up --nodes fake --clusters east,west --dir {} --base-port {}",
             self.testbed_dir().display(),
             self.base_port
         ))?;

@@ -122,7 +122,7 @@ fn main() -> std::process::ExitCode {
             Command::Failover(FailoverCommand::Uninstall(args)) => {
                 install::failover_uninstall(args)
             }
-            Command::Testbed(cmd) => testbed::run(cmd).await,
+            Command::Testbed(cmd) => testbed::run(&cli.cluster, cmd).await,
             Command::Multicluster(cmd) => multicluster::run(&cli.cluster, cmd).await,
             Command::Gateway(args) => multicluster::gateway(args).await,
         }

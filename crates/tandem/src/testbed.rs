@@ -5,21 +5,31 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use tandem_testbed::{
-    Component, Config, DEFAULT_BASE_PORT, Progress, StderrProgress, Testbed, Toolchain, UpOutcome,
+    Component, Config, DEFAULT_BASE_PORT, Nodes, Progress, StderrProgress, Testbed, Toolchain,
+    UpOutcome,
 };
 
-use crate::output::{self, Format};
+use crate::{
+    kube_client::ClusterArgs,
+    output::{self, Format},
+};
 
 #[derive(Debug, Subcommand)]
 pub enum TestbedCommand {
     /// Start the clusters (building the Kubernetes binaries first if needed).
     ///
-    /// Each cluster runs etcd, kube-apiserver, kube-controller-manager,
-    /// kube-scheduler and a kwok fake node, all on 127.0.0.1. Pods get IPs
-    /// from 127.(10+i).0.0/16. One kubeconfig holds a context per cluster;
-    /// the `export KUBECONFIG=...` line is printed on stdout, so
-    /// `eval "$(tandem testbed up)"` works. Running it again on a running
-    /// testbed only prints that line.
+    /// Each cluster runs etcd, kube-apiserver, kube-controller-manager and
+    /// kube-scheduler as local processes. With real nodes (the default; needs
+    /// root) each cluster also gets a node: a network namespace with
+    /// containerd, kubelet and kube-proxy, CoreDNS, a LoadBalancer address
+    /// pool, and a tainted kwok node for benchmarks; every address is in
+    /// 198.18.0.0/15. With `--nodes fake` there is only the kwok node, and
+    /// pods are records on 127.(10+i).0.0/16 that never run.
+    ///
+    /// One kubeconfig holds a context per cluster; the `export
+    /// KUBECONFIG=...` line is printed on stdout, so `eval "$(tandem testbed
+    /// up)"` works. Running it again on a running testbed only prints that
+    /// line.
     Up(UpArgs),
     /// Stop every process of the testbed and check that none is left. Cluster
     /// data is kept for the next `up` unless --purge is given.
@@ -28,12 +38,55 @@ pub enum TestbedCommand {
     Status(StatusArgs),
     /// Print the `export KUBECONFIG=...` line of a running testbed.
     Env(DirArgs),
-    /// Build the Kubernetes binaries from Go modules (if needed) and print their directory.
+    /// Build the testbed's binaries from Go modules (if needed): the control
+    /// plane, the dev tools and a real node's (kubelet, kube-proxy, containerd,
+    /// CNI plugins, CoreDNS, pause). Prints the one directory that holds them.
     Build,
     /// Stop one component of one cluster, as an outage drill.
     Stop(ComponentArgs),
     /// Start a stopped component again and wait until it is healthy.
     Start(ComponentArgs),
+    /// Load an image into the nodes' containerd; nodes never pull.
+    ///
+    /// ARCHIVE is an OCI image layout archive (a tar with oci-layout,
+    /// index.json and blobs/) whose index names the image with the
+    /// annotation io.containerd.image.name. With --binary PATH --as REF, one
+    /// Linux binary becomes the image REF instead: the binary at /NAME as
+    /// its entrypoint, with the shared libraries it links, if any. Pods then
+    /// use the image with `imagePullPolicy: IfNotPresent` or `Never`.
+    Load(LoadArgs),
+    /// Run one cluster's testbed agent: LoadBalancer addresses from a pool,
+    /// and hints for images the nodes lack. The testbed starts it.
+    #[command(hide = true)]
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+    /// The image archive to load.
+    #[arg(required_unless_present = "binary", conflicts_with = "binary")]
+    archive: Option<PathBuf>,
+    /// A binary to load as an image (with --as).
+    #[arg(long, requires = "reference")]
+    binary: Option<PathBuf>,
+    /// The image reference for --binary, such as example.com/tool:1.0.
+    #[arg(long = "as", value_name = "REF", id = "reference")]
+    reference: Option<String>,
+    /// Only these clusters (comma-separated); default: every cluster.
+    #[arg(long, value_delimiter = ',')]
+    cluster: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The cluster's LoadBalancer address pool, such as 198.18.64.0/24.
+    #[arg(long, value_name = "CIDR")]
+    lb_pool: tandem_testbed::agent::Pool,
+    /// The port of /healthz, /live, /ready and /metrics, on 127.0.0.1.
+    #[arg(long, value_name = "PORT")]
+    health_port: u16,
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +108,26 @@ pub struct UpArgs {
     /// outgoing connection could take a testbed port first.
     #[arg(long, env = "TANDEM_TESTBED_BASE_PORT", default_value_t = DEFAULT_BASE_PORT)]
     base_port: u16,
+    /// `real`: pods run on a kubelet in a network namespace per cluster
+    /// (needs root). `fake`: a kwok node only, for tests and benchmarks of
+    /// the control plane with thousands of pods.
+    #[arg(long, env = "TANDEM_TESTBED_NODES", value_enum, default_value_t = NodesArg::Real)]
+    nodes: NodesArg,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum NodesArg {
+    Real,
+    Fake,
+}
+
+impl From<NodesArg> for Nodes {
+    fn from(n: NodesArg) -> Self {
+        match n {
+            NodesArg::Real => Nodes::Real,
+            NodesArg::Fake => Nodes::Fake,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -100,8 +173,9 @@ fn parse_component(s: &str) -> Result<Component, String> {
     })
 }
 
-pub async fn run(cmd: TestbedCommand) -> Result<ExitCode> {
+pub async fn run(cluster: &ClusterArgs, cmd: TestbedCommand) -> Result<ExitCode> {
     match cmd {
+        TestbedCommand::Agent(args) => agent(cluster, args).await,
         TestbedCommand::Up(args) => up(args).await,
         TestbedCommand::Down(args) => down(args).await,
         TestbedCommand::Status(args) => status(args).await,
@@ -111,7 +185,16 @@ pub async fn run(cmd: TestbedCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         TestbedCommand::Build => {
-            let tc = build_toolchain().await?;
+            // Every group: the control plane and dev tools, and a real node's
+            // binaries. `up` builds only what its clusters need.
+            let progress = Arc::new(StderrProgress::default());
+            let build = tokio::task::spawn_blocking(move || {
+                Toolchain::ensure_groups(progress.as_ref(), &tandem_testbed::toolchain::Group::ALL)
+            });
+            let tc = tokio::select! {
+                res = build => res.context("the build thread failed")??,
+                _ = tokio::signal::ctrl_c() => bail!("interrupted; the partial build is discarded"),
+            };
             println!("{}", tc.bin_dir.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -127,7 +210,43 @@ pub async fn run(cmd: TestbedCommand) -> Result<ExitCode> {
             eprintln!("{}: {} is healthy", args.cluster, args.component);
             Ok(ExitCode::SUCCESS)
         }
+        TestbedCommand::Load(args) => load(args),
     }
+}
+
+fn load(args: LoadArgs) -> Result<ExitCode> {
+    use tandem_testbed::image;
+    let tb = Testbed::open(&args.dir.dir)?;
+    let archive = match (&args.archive, &args.binary, &args.reference) {
+        (Some(archive), _, _) => archive.clone(),
+        (None, Some(binary), Some(reference)) => {
+            let spec = image::binary_image(binary, reference)?;
+            let built = image::ensure_archive(&spec)?;
+            eprintln!(
+                "built image {} from {} ({})",
+                built.id.reference,
+                binary.display(),
+                built.path.display()
+            );
+            built.path
+        }
+        _ => bail!("give an ARCHIVE, or --binary PATH --as REF"),
+    };
+    let loaded = tb.load(&archive, &args.cluster)?;
+    let clusters = if args.cluster.is_empty() {
+        tb.config.clusters.clone()
+    } else {
+        args.cluster.clone()
+    };
+    for reference in &loaded {
+        println!("{reference}");
+    }
+    eprintln!(
+        "loaded {} into the nodes of {}; use it with imagePullPolicy: IfNotPresent or Never",
+        loaded.join(", "),
+        clusters.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn export_line(tb: &Testbed) -> String {
@@ -135,9 +254,10 @@ fn export_line(tb: &Testbed) -> String {
 }
 
 /// Builds on a blocking thread, so that Ctrl-C is still heard.
-async fn build_toolchain() -> Result<Toolchain> {
+async fn build_toolchain(groups: &'static [tandem_testbed::toolchain::Group]) -> Result<Toolchain> {
     let progress = Arc::new(StderrProgress::default());
-    let build = tokio::task::spawn_blocking(move || Toolchain::ensure(progress.as_ref()));
+    let build =
+        tokio::task::spawn_blocking(move || Toolchain::ensure_groups(progress.as_ref(), groups));
     tokio::select! {
         res = build => Ok(res.context("the build thread failed")??),
         _ = tokio::signal::ctrl_c() => bail!("interrupted; the partial build is discarded"),
@@ -145,8 +265,17 @@ async fn build_toolchain() -> Result<Toolchain> {
 }
 
 async fn up(args: UpArgs) -> Result<ExitCode> {
-    let config = Config::new(args.dir.dir.clone(), args.base_port, args.clusters)?;
-    build_toolchain().await?;
+    let config = Config::new(
+        args.dir.dir.clone(),
+        args.base_port,
+        args.clusters,
+        args.nodes.into(),
+    )?;
+    if config.nodes == Nodes::Real {
+        // Before a long build: say at once what is missing.
+        tandem_testbed::node::check_prerequisites()?;
+    }
+    build_toolchain(tandem_testbed::groups(config.nodes)).await?;
     let progress = StderrProgress::default();
     progress.step(&format!(
         "starting clusters {} in {}",
@@ -253,4 +382,15 @@ async fn status(args: StatusArgs) -> Result<ExitCode> {
 
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
+}
+
+/// The agent writes Service statuses, so it never guesses the cluster.
+async fn agent(cluster: &ClusterArgs, args: AgentArgs) -> Result<ExitCode> {
+    if cluster.kubeconfig.is_none() || cluster.context.is_none() {
+        bail!("`tandem testbed agent` needs --kubeconfig and --context");
+    }
+    let client = cluster.client().await?;
+    let config = tandem_testbed::agent::AgentConfig::new(args.lb_pool, args.health_port);
+    tandem_testbed::agent::run(client, config, crate::failover::shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -325,8 +325,14 @@ async fn admin_client(kubeconfig: &Path, cluster: &str) -> Client {
     Client::try_from(admin_config(kubeconfig, cluster).await).unwrap()
 }
 
+/// `tandem testbed ...` on `dir`; the testbeds of this file have fake nodes
+/// (real nodes have their own test file).
 fn tandem(args: &[&str], dir: &Path) -> std::process::Output {
-    run(Command::new(tandem_bin()).args(args).arg("--dir").arg(dir))
+    run(Command::new(tandem_bin())
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .env("TANDEM_TESTBED_NODES", "fake"))
 }
 
 fn stderr(out: &std::process::Output) -> String {

@@ -19,8 +19,38 @@ pub const DEFAULT_BASE_PORT: u16 = 26440;
 /// Ports reserved for each cluster; see [`Component::port_offset`].
 pub const PORTS_PER_CLUSTER: u16 = 10;
 
-/// At most this many clusters: each gets its own 127.(10+i).0.0/16 pod range.
+/// At most this many clusters with fake nodes: each gets its own
+/// 127.(10+i).0.0/16 pod range.
 pub const MAX_CLUSTERS: usize = 16;
+
+/// At most this many clusters with real nodes: each takes /24s of
+/// 198.18.0.0/15 within its testbed's network slot.
+pub const MAX_REAL_CLUSTERS: usize = 8;
+
+/// Testbeds with real nodes that may run side by side on one machine: each
+/// takes one slot of 198.18.0.0/15 and its own bridge.
+pub const NET_SLOTS: u8 = 8;
+
+/// What a cluster's node is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Nodes {
+    /// A network namespace per cluster with containerd, kubelet and
+    /// kube-proxy, so that pods run; needs root.
+    #[default]
+    Real,
+    /// A kwok node only: pods are records that never run.
+    Fake,
+}
+
+impl Nodes {
+    pub fn name(self) -> &'static str {
+        match self {
+            Nodes::Real => "real",
+            Nodes::Fake => "fake",
+        }
+    }
+}
 
 /// A process of one cluster's control plane.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -30,18 +60,52 @@ pub enum Component {
     KubeApiserver,
     KubeControllerManager,
     KubeScheduler,
+    Containerd,
+    Kubelet,
+    KubeProxy,
+    /// The testbed's own agent: LoadBalancer addresses and image hints.
+    Agent,
     Kwok,
 }
 
 impl Component {
     /// In start order: each one needs the ones before it.
-    pub const ALL: [Component; 5] = [
+    pub const ALL: [Component; 9] = [
         Component::Etcd,
         Component::KubeApiserver,
         Component::KubeControllerManager,
         Component::KubeScheduler,
+        Component::Containerd,
+        Component::Kubelet,
+        Component::KubeProxy,
+        Component::Agent,
         Component::Kwok,
     ];
+
+    /// The components a cluster runs with these nodes, in start order.
+    pub fn started(nodes: Nodes) -> Vec<Component> {
+        Self::ALL
+            .into_iter()
+            .filter(|c| nodes == Nodes::Real || !c.is_node())
+            .collect()
+    }
+
+    /// Takes a port of the host (the node's own components listen inside
+    /// its network namespace).
+    pub fn listens_on_host(self) -> bool {
+        !matches!(
+            self,
+            Component::Containerd | Component::Kubelet | Component::KubeProxy
+        )
+    }
+
+    /// Runs in the node's network namespace, or serves it.
+    pub fn is_node(self) -> bool {
+        matches!(
+            self,
+            Component::Containerd | Component::Kubelet | Component::KubeProxy | Component::Agent
+        )
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -49,13 +113,20 @@ impl Component {
             Component::KubeApiserver => "kube-apiserver",
             Component::KubeControllerManager => "kube-controller-manager",
             Component::KubeScheduler => "kube-scheduler",
+            Component::Containerd => "containerd",
+            Component::Kubelet => "kubelet",
+            Component::KubeProxy => "kube-proxy",
+            Component::Agent => "agent",
             Component::Kwok => "kwok",
         }
     }
 
-    /// The binary's file name in the build cache.
+    /// The binary's file name in the build cache; the agent is tandem itself.
     pub fn binary(self) -> &'static str {
-        self.name()
+        match self {
+            Component::Agent => "tandem",
+            c => c.name(),
+        }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -71,6 +142,11 @@ impl Component {
             Component::KubeControllerManager => 3,
             Component::KubeScheduler => 4,
             Component::Kwok => 5,
+            Component::Agent => 6,
+            // These listen inside the node's own network namespace, on the
+            // ports a kubelet and kube-proxy always use; they take no port
+            // of the host.
+            Component::Containerd | Component::Kubelet | Component::KubeProxy => 0,
         }
     }
 }
@@ -87,6 +163,10 @@ pub struct Config {
     pub dir: PathBuf,
     pub base_port: u16,
     pub clusters: Vec<String>,
+    pub nodes: Nodes,
+    /// The testbed's slot of 198.18.0.0/15 (real nodes only); chosen at the
+    /// first `up` and kept in the state file.
+    pub slot: u8,
 }
 
 /// One cluster's derived layout.
@@ -96,12 +176,25 @@ pub struct ClusterLayout {
     pub index: usize,
     pub dir: PathBuf,
     pub base_port: u16,
+    pub nodes: Nodes,
+    pub slot: u8,
 }
 
 impl Config {
     /// Validates names and ports; nothing is touched on disk.
-    pub fn new(dir: PathBuf, base_port: u16, clusters: Vec<String>) -> Result<Self, Error> {
+    pub fn new(
+        dir: PathBuf,
+        base_port: u16,
+        clusters: Vec<String>,
+        nodes: Nodes,
+    ) -> Result<Self, Error> {
         validate_cluster_names(&clusters)?;
+        if nodes == Nodes::Real && clusters.len() > MAX_REAL_CLUSTERS {
+            return Err(Error::InvalidConfig(format!(
+                "{} clusters asked for; with real nodes the testbed runs at most {MAX_REAL_CLUSTERS} (--nodes fake allows {MAX_CLUSTERS})",
+                clusters.len()
+            )));
+        }
         let span = PORTS_PER_CLUSTER as usize * clusters.len();
         if base_port < 1024 || base_port as usize + span > u16::MAX as usize {
             return Err(Error::InvalidConfig(format!(
@@ -114,7 +207,30 @@ impl Config {
             dir,
             base_port,
             clusters,
+            nodes,
+            slot: 0,
         })
+    }
+
+    /// The same testbed in network slot `slot`.
+    pub fn with_slot(mut self, slot: u8) -> Result<Self, Error> {
+        if slot >= NET_SLOTS {
+            return Err(Error::InvalidConfig(format!(
+                "network slot {slot} is out of range: there are {NET_SLOTS}"
+            )));
+        }
+        self.slot = slot;
+        Ok(self)
+    }
+
+    /// The host's end of every node's link (real nodes).
+    pub fn bridge(&self) -> String {
+        bridge_name(self.slot)
+    }
+
+    /// The host's address on the bridge, where the apiservers listen.
+    pub fn host_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, self.slot, 1)
     }
 
     pub fn layouts(&self) -> Vec<ClusterLayout> {
@@ -126,6 +242,8 @@ impl Config {
                 index,
                 dir: self.dir.join("clusters").join(name),
                 base_port: self.base_port + PORTS_PER_CLUSTER * index as u16,
+                nodes: self.nodes,
+                slot: self.slot,
             })
             .collect()
     }
@@ -143,6 +261,11 @@ impl Config {
     pub fn kubeconfig_path(&self) -> PathBuf {
         self.dir.join("kubeconfig")
     }
+}
+
+/// The bridge of network slot `slot`.
+pub fn bridge_name(slot: u8) -> String {
+    format!("tandem{slot}")
 }
 
 /// Cluster names become kubeconfig contexts and parts of Service names
@@ -192,36 +315,131 @@ impl ClusterLayout {
 
     /// Every port this cluster listens on, with its owner.
     pub fn ports(&self) -> Vec<(Component, u16)> {
-        let mut ports: Vec<_> = Component::ALL.iter().map(|c| (*c, self.port(*c))).collect();
+        let mut ports: Vec<_> = Component::started(self.nodes)
+            .into_iter()
+            .filter(|c| c.listens_on_host())
+            .map(|c| (c, self.port(c)))
+            .collect();
         ports.push((Component::Etcd, self.etcd_peer_port()));
         ports
     }
 
+    /// Where the apiserver listens: the host's bridge address with real
+    /// nodes (so that nodes and pods reach it), else loopback.
+    pub fn apiserver_ip(&self) -> Ipv4Addr {
+        match self.nodes {
+            Nodes::Real => Ipv4Addr::new(198, 18, self.slot, 1),
+            Nodes::Fake => Ipv4Addr::LOCALHOST,
+        }
+    }
+
     pub fn apiserver_url(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port(Component::KubeApiserver))
+        format!(
+            "https://{}:{}",
+            self.apiserver_ip(),
+            self.port(Component::KubeApiserver)
+        )
     }
 
-    /// Pods get addresses from 127.(10+i).0.0/16, so that a real process can
-    /// later bind a pod's IP without any network setup.
+    /// This cluster's number within the testbed's slot of 198.18.0.0/15.
+    fn net_index(&self) -> u8 {
+        self.slot * MAX_REAL_CLUSTERS as u8 + self.index as u8
+    }
+
+    /// Real nodes: 198.19.(8·slot+i).0/24 on the node's bridge. Fake nodes:
+    /// 127.(10+i).0.0/16, so that a real process can bind a pod's IP with no
+    /// network setup.
     pub fn pod_cidr(&self) -> String {
-        format!("127.{}.0.0/16", 10 + self.index)
+        match self.nodes {
+            Nodes::Real => format!("198.19.{}.0/24", self.net_index()),
+            Nodes::Fake => format!("127.{}.0.0/16", 10 + self.index),
+        }
     }
 
-    /// The fake node is this machine, so its address is where the control
-    /// plane listens; it stays out of every pod range.
+    /// Pods on the kwok node; with real nodes a range of their own, apart
+    /// from the real node's.
+    pub fn kwok_pod_cidr(&self) -> String {
+        match self.nodes {
+            Nodes::Real => format!("198.18.{}.0/24", 128 + self.net_index()),
+            Nodes::Fake => self.pod_cidr(),
+        }
+    }
+
+    /// The node's address: 198.18.slot.(10+i) in its namespace with real
+    /// nodes; with fake nodes, this machine's loopback.
     pub fn node_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::LOCALHOST
+        match self.nodes {
+            Nodes::Real => Ipv4Addr::new(198, 18, self.slot, 10 + self.index as u8),
+            Nodes::Fake => Ipv4Addr::LOCALHOST,
+        }
     }
 
-    /// Service cluster IPs are virtual; 10.(96+i).0.0/16 keeps them apart
-    /// from every pod range.
+    /// Service cluster IPs are virtual; 198.19.(128+…).0/24 keeps them apart
+    /// from every pod range and inside 198.18.0.0/15.
     pub fn service_cidr(&self) -> String {
-        format!("10.{}.0.0/16", 96 + self.index)
+        format!("198.19.{}.0/24", self.service_octet())
+    }
+
+    fn service_octet(&self) -> u8 {
+        match self.nodes {
+            Nodes::Real => 128 + self.net_index(),
+            Nodes::Fake => 192 + self.index as u8,
+        }
     }
 
     /// The first service IP, which the `kubernetes` Service takes.
     pub fn kubernetes_service_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, 96 + self.index as u8, 0, 1)
+        Ipv4Addr::new(198, 19, self.service_octet(), 1)
+    }
+
+    /// The cluster DNS Service's IP.
+    pub fn dns_service_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(198, 19, self.service_octet(), 10)
+    }
+
+    /// LoadBalancer addresses: 198.18.(64+8·slot+i).0/24, routed to the node.
+    pub fn lb_pool(&self) -> String {
+        format!("198.18.{}.0/24", 64 + self.net_index())
+    }
+
+    /// The node's network namespace (real nodes).
+    pub fn netns(&self) -> String {
+        format!("tandem{}-{}", self.slot, self.name)
+    }
+
+    /// The host's end of the node's veth pair (at most 15 characters).
+    pub fn veth(&self) -> String {
+        format!("tb{}v{}", self.slot, self.index)
+    }
+
+    /// The cgroup under which the kubelet puts every pod.
+    pub fn cgroup_root(&self) -> String {
+        format!("tandem{}-{}", self.slot, self.name)
+    }
+
+    /// Short paths for sockets (a socket path has at most 108 bytes).
+    pub fn run_dir(&self) -> PathBuf {
+        PathBuf::from("/run/tandem")
+            .join(self.slot.to_string())
+            .join(&self.name)
+    }
+
+    pub fn containerd_socket(&self) -> PathBuf {
+        self.run_dir().join("containerd.sock")
+    }
+
+    /// The node's files: containerd's root, the kubelet's, CNI and configs.
+    pub fn node_dir(&self) -> PathBuf {
+        self.dir.join("node")
+    }
+
+    /// The kwok node: the only node with fake nodes; with real nodes a
+    /// tainted second node for benchmarks of many pods.
+    pub fn kwok_node_name(&self) -> String {
+        match self.nodes {
+            Nodes::Real => format!("{}-kwok-0", self.name),
+            Nodes::Fake => self.node_name(),
+        }
     }
 
     pub fn node_name(&self) -> String {
@@ -259,6 +477,7 @@ mod tests {
             "/tb".into(),
             DEFAULT_BASE_PORT,
             names.iter().map(|s| s.to_string()).collect(),
+            Nodes::Fake,
         )
     }
 
@@ -284,16 +503,17 @@ mod tests {
     #[test]
     fn too_many_clusters_are_refused() {
         let names: Vec<String> = (0..=MAX_CLUSTERS).map(|i| format!("c{i}")).collect();
-        let err = Config::new("/tb".into(), DEFAULT_BASE_PORT, names).unwrap_err();
+        let err = Config::new("/tb".into(), DEFAULT_BASE_PORT, names, Nodes::Fake).unwrap_err();
         assert!(err.to_string().contains("at most"), "{err}");
     }
 
     #[test]
     fn base_port_must_leave_room() {
         let names = vec!["east".to_string(), "west".to_string()];
-        assert!(Config::new("/tb".into(), 80, names.clone()).is_err());
-        assert!(Config::new("/tb".into(), 65530, names.clone()).is_err());
-        assert!(Config::new("/tb".into(), 65515, names).is_ok());
+        let new = |port| Config::new("/tb".into(), port, names.clone(), Nodes::Fake);
+        assert!(new(80).is_err());
+        assert!(new(65530).is_err());
+        assert!(new(65515).is_ok());
     }
 
     #[test]
@@ -318,6 +538,73 @@ mod tests {
         assert_ne!(east.service_cidr(), west.service_cidr());
         assert!(east.node_ip().is_loopback());
         assert!(!east.kubernetes_service_ip().is_loopback());
+        assert_eq!(east.service_cidr(), "198.19.192.0/24");
+    }
+
+    fn in_test_range(ip: Ipv4Addr) -> bool {
+        let [a, b, ..] = ip.octets();
+        a == 198 && (b == 18 || b == 19)
+    }
+
+    fn net_of(cidr: &str) -> Ipv4Addr {
+        cidr.split('/').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn real_nodes_take_every_address_from_the_test_range_without_overlap() {
+        let mut seen = std::collections::BTreeSet::new();
+        for slot in 0..NET_SLOTS {
+            let names: Vec<String> = (0..MAX_REAL_CLUSTERS).map(|i| format!("c{i}")).collect();
+            let c = Config::new("/tb".into(), DEFAULT_BASE_PORT, names, Nodes::Real)
+                .unwrap()
+                .with_slot(slot)
+                .unwrap();
+            assert!(in_test_range(c.host_ip()));
+            assert!(seen.insert(format!("{}/24", c.host_ip())));
+            for l in c.layouts() {
+                for ip in [
+                    l.node_ip(),
+                    l.apiserver_ip(),
+                    l.kubernetes_service_ip(),
+                    l.dns_service_ip(),
+                ] {
+                    assert!(in_test_range(ip), "{ip}");
+                }
+                assert_eq!(l.apiserver_ip(), c.host_ip());
+                for cidr in [
+                    l.pod_cidr(),
+                    l.service_cidr(),
+                    l.lb_pool(),
+                    l.kwok_pod_cidr(),
+                ] {
+                    assert!(cidr.ends_with("/24"), "{cidr}");
+                    assert!(in_test_range(net_of(&cidr)), "{cidr}");
+                    assert!(seen.insert(cidr.clone()), "{cidr} is used twice");
+                }
+                assert!(l.veth().len() <= 15, "{}", l.veth());
+            }
+        }
+        assert!(
+            Config::new(
+                "/tb".into(),
+                DEFAULT_BASE_PORT,
+                vec!["a".into()],
+                Nodes::Real
+            )
+            .unwrap()
+            .with_slot(NET_SLOTS)
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn real_nodes_allow_fewer_clusters() {
+        let names: Vec<String> = (0..=MAX_REAL_CLUSTERS).map(|i| format!("c{i}")).collect();
+        let err = Config::new("/tb".into(), DEFAULT_BASE_PORT, names.clone(), Nodes::Real)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--nodes fake"), "{err}");
+        assert!(Config::new("/tb".into(), DEFAULT_BASE_PORT, names, Nodes::Fake).is_ok());
     }
 
     #[test]
@@ -332,6 +619,9 @@ mod tests {
         for c in Component::ALL {
             assert_eq!(Component::parse(c.name()), Some(c));
         }
-        assert_eq!(Component::parse("kubelet"), None);
+        assert_eq!(Component::parse("kubelet"), Some(Component::Kubelet));
+        assert_eq!(Component::parse("coredns"), None);
+        assert!(Component::started(Nodes::Fake).iter().all(|c| !c.is_node()));
+        assert_eq!(Component::started(Nodes::Real).len(), Component::ALL.len());
     }
 }

@@ -62,6 +62,34 @@ pub enum Error {
 
     #[error("interrupted")]
     Interrupted,
+
+    #[error("real nodes need {missing}: {fix}")]
+    Prerequisite { missing: String, fix: String },
+
+    #[error("setting up the nodes' network failed at `{step}`: {detail}")]
+    Network { step: String, detail: String },
+
+    #[error("teardown failed while {step}: {detail}")]
+    Teardown { step: String, detail: String },
+
+    #[error("image {reference}: {detail}")]
+    Image { reference: String, detail: String },
+
+    #[error("{path} is dynamically linked, but the image {image} has no shared libraries for it.\n  {fix}", path = path.display())]
+    NotStatic {
+        path: PathBuf,
+        image: String,
+        fix: String,
+    },
+
+    #[error("{path}: {detail}; an image needs an x86-64 Linux (ELF) executable", path = path.display())]
+    NotExecutable { path: PathBuf, detail: String },
+
+    #[error("finding the shared libraries of {binary} with ldd failed: {detail}\n  Install ldd (Debian package libc-bin) and the missing libraries, or give a statically linked binary", binary = binary.display())]
+    Ldd { binary: PathBuf, detail: String },
+
+    #[error("`{command}` failed: {detail}")]
+    Ctr { command: String, detail: String },
 }
 
 impl Error {

@@ -7,10 +7,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod component;
 mod config;
 mod error;
+pub mod image;
 pub mod kubeconfig;
+pub mod node;
 pub mod pki;
 pub mod process;
 mod testbed;
@@ -19,11 +22,11 @@ pub mod toolchain;
 pub use self::{
     config::{
         ClusterLayout, Component, Config, DEFAULT_BASE_PORT, DEFAULT_CLUSTERS, MAX_CLUSTERS,
-        PORTS_PER_CLUSTER, validate_cluster_names,
+        MAX_REAL_CLUSTERS, NET_SLOTS, Nodes, PORTS_PER_CLUSTER, validate_cluster_names,
     },
     error::Error,
     testbed::{
-        ClusterStatus, ComponentStatus, State, Status, Testbed, UpOutcome, default_dir,
+        ClusterStatus, ComponentStatus, State, Status, Testbed, UpOutcome, default_dir, groups,
         leftover_processes,
     },
     toolchain::Toolchain,

@@ -46,6 +46,11 @@ impl Pki {
         self.pair("admin")
     }
 
+    /// The apiserver's client certificate towards kubelets (logs, exec).
+    pub fn apiserver_kubelet_client(&self) -> CertFiles {
+        self.pair("apiserver-kubelet-client")
+    }
+
     /// The client (and, for those that serve, serving) certificate of a component.
     pub fn component(&self, c: Component) -> CertFiles {
         self.pair(c.name())
@@ -91,6 +96,7 @@ impl Pki {
         let service_ip = layout.kubernetes_service_ip().to_string();
         let apiserver_sans = vec![
             "127.0.0.1".to_string(),
+            layout.apiserver_ip().to_string(),
             "localhost".into(),
             "kubernetes".into(),
             "kubernetes.default".into(),
@@ -135,6 +141,38 @@ impl Pki {
             Some("system:masters"),
             local(),
         )?;
+
+        if layout.nodes == crate::Nodes::Real {
+            // The node authorizer knows a kubelet by this name and group.
+            self.leaf(
+                &issuer,
+                &self.component(Component::Kubelet),
+                &format!("system:node:{}", layout.node_name()),
+                Some("system:nodes"),
+                vec![layout.node_ip().to_string()],
+            )?;
+            self.leaf(
+                &issuer,
+                &self.component(Component::KubeProxy),
+                "system:kube-proxy",
+                None,
+                vec![],
+            )?;
+            self.leaf(
+                &issuer,
+                &self.component(Component::Agent),
+                "tandem-testbed-agent",
+                Some("system:masters"),
+                vec![],
+            )?;
+            self.leaf(
+                &issuer,
+                &self.apiserver_kubelet_client(),
+                "kube-apiserver-kubelet-client",
+                Some("system:masters"),
+                vec![],
+            )?;
+        }
 
         if !self.sa_key().exists() || !self.sa_pub().exists() {
             let key = KeyPair::generate().map_err(pki_err)?;

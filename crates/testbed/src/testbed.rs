@@ -17,16 +17,18 @@ use kube::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ClusterLayout, Component, Config, Error, Progress, Toolchain,
+    ClusterLayout, Component, Config, Error, Nodes, Progress, Toolchain,
     component::{self, KWOK_STAGES},
     kubeconfig,
+    node::{self, addons},
     pki::{Pki, write_private},
     process::{self, ProcessId},
     toolchain,
 };
 
 const STATE_FILE: &str = "testbed.json";
-const STATE_VERSION: u32 = 1;
+/// 2: real nodes, and every address in 198.18.0.0/15.
+const STATE_VERSION: u32 = 2;
 
 /// `TANDEM_TESTBED_DIR`, else `$XDG_STATE_HOME/tandem/testbed`, else
 /// `~/.local/state/tandem/testbed`.
@@ -52,6 +54,21 @@ pub struct State {
     pub bin_dir: PathBuf,
     pub base_port: u16,
     pub clusters: Vec<String>,
+    pub nodes: Nodes,
+    /// The network slot (real nodes): bridge `tandem<slot>`.
+    pub slot: u8,
+}
+
+impl State {
+    fn config(&self, dir: &Path) -> Result<Config, Error> {
+        Config::new(
+            dir.to_path_buf(),
+            self.base_port,
+            self.clusters.clone(),
+            self.nodes,
+        )?
+        .with_slot(self.slot)
+    }
 }
 
 /// What `up` did.
@@ -79,8 +96,12 @@ pub struct ClusterStatus {
     pub name: String,
     pub context: String,
     pub server: String,
+    pub nodes: Nodes,
+    pub node_ip: String,
     pub pod_cidr: String,
     pub service_cidr: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lb_pool: Option<String>,
     pub components: Vec<ComponentStatus>,
 }
 
@@ -138,13 +159,24 @@ fn read_state(dir: &Path) -> Result<Option<State>, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(&path, e)),
     };
-    serde_json::from_str(&text).map(Some).map_err(|e| Error::StaleState {
+    let stale = |why: String| Error::StaleState {
         dir: dir.to_path_buf(),
         detail: format!(
-            "{STATE_FILE} is unreadable ({e}); remove the directory or run `tandem testbed down --purge --dir {}`",
+            "{STATE_FILE} {why}; remove the directory or run `tandem testbed down --purge --dir {}`",
             dir.display()
         ),
-    })
+    };
+    let version: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| stale(format!("is unreadable ({e})")))?;
+    if version["version"] != STATE_VERSION {
+        return Err(stale(format!(
+            "is from another version of the testbed (state version {}, this one reads {STATE_VERSION})",
+            version["version"]
+        )));
+    }
+    serde_json::from_value(version)
+        .map(Some)
+        .map_err(|e| stale(format!("is unreadable ({e})")))
 }
 
 impl Testbed {
@@ -153,7 +185,7 @@ impl Testbed {
         let state = read_state(dir)?.ok_or_else(|| Error::NotFound {
             dir: dir.to_path_buf(),
         })?;
-        let config = Config::new(dir.to_path_buf(), state.base_port, state.clusters.clone())?;
+        let config = state.config(dir)?;
         Ok(Self { config, state })
     }
 
@@ -172,7 +204,7 @@ impl Testbed {
     fn processes(&self) -> Vec<(ClusterLayout, Component, Option<ProcessId>)> {
         let mut out = vec![];
         for l in self.config.layouts() {
-            for c in Component::ALL {
+            for c in Component::started(self.config.nodes) {
                 let id = process::read_pid_file(&l.pid_path(c));
                 out.push((l.clone(), c, id));
             }
@@ -193,21 +225,26 @@ impl Testbed {
     pub async fn up(config: Config, progress: &dyn Progress) -> Result<(Self, UpOutcome), Error> {
         let _lock = lock_dir(&config.dir)?;
         if let Some(state) = read_state(&config.dir)? {
-            if state.clusters != config.clusters || state.base_port != config.base_port {
+            if state.clusters != config.clusters
+                || state.base_port != config.base_port
+                || state.nodes != config.nodes
+            {
                 return Err(Error::StaleState {
                     dir: config.dir.clone(),
                     detail: format!(
-                        "it holds a testbed of clusters {} on base port {}, not {} on {}.\n  Run `tandem testbed down --purge --dir {}` to remove it, or use another --dir",
+                        "it holds a testbed of clusters {} on base port {} with {} nodes, not {} on {} with {} nodes.\n  Run `tandem testbed down --purge --dir {}` to remove it, or use another --dir",
                         state.clusters.join(","),
                         state.base_port,
+                        state.nodes.name(),
                         config.clusters.join(","),
                         config.base_port,
+                        config.nodes.name(),
                         config.dir.display()
                     ),
                 });
             }
             let tb = Testbed {
-                config: config.clone(),
+                config: state.config(&config.dir)?,
                 state,
             };
             let procs = tb.processes();
@@ -248,14 +285,27 @@ impl Testbed {
             }
         }
 
+        let mut config = config;
+        if config.nodes == Nodes::Real {
+            node::check_prerequisites()?;
+            // Keep the slot of an earlier run, so the addresses stay the same.
+            let slot = match read_state(&config.dir)? {
+                Some(state) => state.slot,
+                None => node::choose_slot(&config.dir)?,
+            };
+            config = config.with_slot(slot)?;
+            node::refuse_leftovers(&config)?;
+        }
         check_ports(&config)?;
-        let tc = Toolchain::ensure(progress)?;
+        let tc = Toolchain::ensure_groups(progress, groups(config.nodes))?;
         let state = State {
             version: STATE_VERSION,
             kube_version: tc.kube_version.clone(),
             bin_dir: tc.bin_dir.clone(),
             base_port: config.base_port,
             clusters: config.clusters.clone(),
+            nodes: config.nodes,
+            slot: config.slot,
         };
         let tb = Testbed { config, state };
         let state_path = tb.config.dir.join(STATE_FILE);
@@ -267,6 +317,9 @@ impl Testbed {
             Err(e) => {
                 progress.step("start failed; stopping what was started");
                 let _ = tb.stop_all(&crate::Quiet);
+                if tb.config.nodes == Nodes::Real {
+                    let _ = node::teardown(&tb.config, &crate::Quiet);
+                }
                 Err(e)
             }
         }
@@ -280,6 +333,13 @@ impl Testbed {
         let kubeconfig = kubeconfig::user_kubeconfig(&layouts)?;
         let path = self.kubeconfig_path();
         write_private(&path, &kubeconfig)?;
+        if self.config.nodes == Nodes::Real {
+            node::setup_host(&self.config, progress)?;
+            let tc = self.toolchain();
+            for l in &layouts {
+                node::write_files(l, &tc)?;
+            }
+        }
 
         let tc = self.toolchain();
         let starts = layouts.iter().map(|l| self.start_cluster(l, &tc, progress));
@@ -292,11 +352,12 @@ impl Testbed {
     fn prepare(&self, l: &ClusterLayout) -> Result<(), Error> {
         fs::create_dir_all(&l.dir).map_err(|e| Error::io(&l.dir, e))?;
         Pki::new(l).ensure(l)?;
-        for c in [
-            Component::KubeControllerManager,
-            Component::KubeScheduler,
-            Component::Kwok,
-        ] {
+        for c in Component::started(l.nodes).into_iter().filter(|c| {
+            !matches!(
+                c,
+                Component::Etcd | Component::KubeApiserver | Component::Containerd
+            )
+        }) {
             let body = kubeconfig::component_kubeconfig(l, c)?;
             write_private(&l.component_kubeconfig(c), &body)?;
         }
@@ -312,7 +373,7 @@ impl Testbed {
     ) -> Result<(), Error> {
         let start = Instant::now();
         let base = admin_config(&self.kubeconfig_path(), &l.name).await?;
-        for c in Component::ALL {
+        for c in Component::started(l.nodes) {
             let t = Instant::now();
             let id = component::spec(l, tc, c).spawn()?;
             wait_healthy(l, c, id, &base, startup_timeout(c)).await?;
@@ -321,6 +382,18 @@ impl Testbed {
                 l.name,
                 t.elapsed().as_secs_f64()
             ));
+            if c == Component::Containerd {
+                // Before the kubelet starts: it would try to pull the
+                // pinned sandbox image, which cannot succeed here.
+                let t = Instant::now();
+                let images = node::load_images(l, tc)?;
+                progress.step(&format!(
+                    "{}: loaded {} image(s) into containerd in {:.1}s",
+                    l.name,
+                    images,
+                    t.elapsed().as_secs_f64()
+                ));
+            }
         }
         let client = Client::try_from(base).map_err(|e| cluster_err(&l.name, e))?;
         register_node(&client, l).await?;
@@ -339,6 +412,17 @@ impl Testbed {
             || default_sa_exists(&client),
         )
         .await?;
+        if l.nodes == Nodes::Real {
+            let image = addons::coredns_image(&toolchain::coredns_version());
+            addons::apply(&client, l, &addons::coredns_objects(l, &image)).await?;
+            wait_until(
+                &l.name,
+                "CoreDNS to become Ready",
+                Duration::from_secs(90),
+                || addons::coredns_ready(&client),
+            )
+            .await?;
+        }
         progress.step(&format!(
             "{}: ready in {:.1}s ({}, pods {}, services {})",
             l.name,
@@ -373,6 +457,43 @@ impl Testbed {
         wait_healthy(&l, c, id, &base, startup_timeout(c)).await
     }
 
+    // === images ===
+
+    /// Imports an image archive into the containerd of each named cluster's
+    /// node (every cluster when none is named); returns the references the
+    /// archive held.
+    pub fn load(&self, archive: &Path, clusters: &[String]) -> Result<Vec<String>, Error> {
+        if self.config.nodes != Nodes::Real {
+            return Err(Error::InvalidConfig(format!(
+                "the testbed in {} has fake nodes, which run no containers: there is nothing to load an image into",
+                self.config.dir.display()
+            )));
+        }
+        let layouts: Vec<ClusterLayout> = if clusters.is_empty() {
+            self.config.layouts()
+        } else {
+            clusters
+                .iter()
+                .map(|c| self.config.layout(c))
+                .collect::<Result<_, _>>()?
+        };
+        let tc = self.toolchain();
+        let ctr = tc.artifact(toolchain::CTR);
+        let mut loaded = vec![];
+        for l in &layouts {
+            let before = crate::image::ctr::list(&ctr, &l.containerd_socket())?;
+            crate::image::ctr::import(&ctr, &l.containerd_socket(), archive)?;
+            let after = crate::image::ctr::list(&ctr, &l.containerd_socket())?;
+            loaded = after.into_iter().filter(|r| !before.contains(r)).collect();
+        }
+        if loaded.is_empty() {
+            // Re-loading an image already there changes nothing, and says so.
+            let id = crate::image::read_image_id(archive)?;
+            loaded.push(id.reference);
+        }
+        Ok(loaded)
+    }
+
     // === down ===
 
     /// Stops every process of the testbed in `dir`; with `purge`, removes the
@@ -381,9 +502,13 @@ impl Testbed {
         let _lock = lock_dir(dir)?;
         let stopped = match read_state(dir) {
             Ok(Some(state)) => {
-                let config =
-                    Config::new(dir.to_path_buf(), state.base_port, state.clusters.clone())?;
-                Testbed { config, state }.stop_all(progress)?
+                let config = state.config(dir)?;
+                let tb = Testbed { config, state };
+                let stopped = tb.stop_all(progress)?;
+                if tb.config.nodes == Nodes::Real {
+                    node::teardown(&tb.config, progress)?;
+                }
+                stopped
             }
             Ok(None) => vec![],
             Err(e) if purge => {
@@ -405,7 +530,8 @@ impl Testbed {
         }
         if purge {
             drop(_lock);
-            fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            // Never through a mount: the kubelet's root and pod volumes are.
+            node::mounts::remove_dir_safely(dir)?;
         }
         Ok(stopped.into_iter().chain(strays).collect())
     }
@@ -414,7 +540,7 @@ impl Testbed {
     fn stop_all(&self, progress: &dyn Progress) -> Result<Vec<String>, Error> {
         let mut stopped = vec![];
         for l in self.config.layouts() {
-            for c in Component::ALL.into_iter().rev() {
+            for c in Component::started(l.nodes).into_iter().rev() {
                 let pid_path = l.pid_path(c);
                 if let Some(id) = process::read_pid_file(&pid_path) {
                     if id.is_alive() {
@@ -436,7 +562,7 @@ impl Testbed {
         for l in self.config.layouts() {
             let base = admin_config(&self.kubeconfig_path(), &l.name).await;
             let mut components = vec![];
-            for c in Component::ALL {
+            for c in Component::started(l.nodes) {
                 let id = process::read_pid_file(&l.pid_path(c));
                 let running = id.is_some_and(|id| id.is_alive());
                 let endpoint = component::health_url(&l, c);
@@ -458,8 +584,11 @@ impl Testbed {
             clusters.push(ClusterStatus {
                 context: l.name.clone(),
                 server: l.apiserver_url(),
+                nodes: l.nodes,
+                node_ip: l.node_ip().to_string(),
                 pod_cidr: l.pod_cidr(),
                 service_cidr: l.service_cidr(),
+                lb_pool: (l.nodes == Nodes::Real).then(|| l.lb_pool()),
                 name: l.name,
                 components,
             });
@@ -470,6 +599,14 @@ impl Testbed {
             kube_version: self.state.kube_version.clone(),
             clusters,
         }
+    }
+}
+
+/// What a testbed with these nodes needs built.
+pub fn groups(nodes: Nodes) -> &'static [toolchain::Group] {
+    match nodes {
+        Nodes::Real => &toolchain::Group::ALL,
+        Nodes::Fake => &[toolchain::Group::ControlPlane],
     }
 }
 
@@ -489,14 +626,18 @@ fn unhealthy_list(status: &Status) -> String {
 
 /// Processes of testbed binaries whose command line names `dir`.
 fn stray_processes(dir: &Path) -> Vec<u32> {
-    let needle = dir.display().to_string();
+    // With the separator, so that DIR does not match DIR2's processes.
+    let needle = format!("{}/", dir.display());
     process::processes_mentioning(&needle)
         .into_iter()
         .filter(|pid| {
             fs::read_link(format!("/proc/{pid}/exe"))
                 .ok()
                 .and_then(|exe| exe.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .is_some_and(|name| Component::parse(name.trim_end_matches(" (deleted)")).is_some())
+                .is_some_and(|name| {
+                    let name = name.trim_end_matches(" (deleted)");
+                    Component::ALL.iter().any(|c| c.binary() == name)
+                })
         })
         .collect()
 }
@@ -553,8 +694,21 @@ async fn admin_config(kubeconfig: &Path, cluster: &str) -> Result<kube::Config, 
     Ok(config)
 }
 
-/// GETs a health URL with the cluster's CA and admin certificate.
+/// GETs a health URL with the cluster's CA and admin certificate; a
+/// `unix://` URL only has to accept a connection.
 async fn probe(base: &kube::Config, url: &str) -> Result<(), String> {
+    if let Some(path) = url.strip_prefix("unix://") {
+        return match tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::UnixStream::connect(path),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("{path}: {e}")),
+            Err(_) => Err(format!("{path}: timed out")),
+        };
+    }
     let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
     let mut config = base.clone();
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
@@ -636,10 +790,20 @@ where
     })
 }
 
-/// Creates the cluster's fake node; kwok then makes it Ready.
+/// Creates the cluster's kwok node; kwok then makes it Ready. Beside a real
+/// node it is tainted, as kwok's convention is, so that only pods that
+/// tolerate it (benchmarks of many pods) land there.
 async fn register_node(client: &Client, l: &ClusterLayout) -> Result<(), Error> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let name = l.node_name();
+    let name = l.kwok_node_name();
+    let taints = (l.nodes == Nodes::Real).then(|| {
+        vec![k8s_openapi::api::core::v1::Taint {
+            key: component::KWOK_TAINT.to_string(),
+            value: Some("fake".to_string()),
+            effect: "NoSchedule".to_string(),
+            ..Default::default()
+        }]
+    });
     let node = Node {
         metadata: ObjectMeta {
             name: Some(name.clone()),
@@ -651,14 +815,15 @@ async fn register_node(client: &Client, l: &ClusterLayout) -> Result<(), Error> 
                 ("topology.kubernetes.io/zone".to_string(), l.name.clone()),
             ])),
             annotations: Some(BTreeMap::from([(
-                "kwok.x-k8s.io/node".to_string(),
+                component::KWOK_NODE_ANNOTATION.to_string(),
                 "fake".to_string(),
             )])),
             ..Default::default()
         },
         spec: Some(k8s_openapi::api::core::v1::NodeSpec {
-            pod_cidr: Some(l.pod_cidr()),
-            pod_cidrs: Some(vec![l.pod_cidr()]),
+            pod_cidr: Some(l.kwok_pod_cidr()),
+            pod_cidrs: Some(vec![l.kwok_pod_cidr()]),
+            taints,
             ..Default::default()
         }),
         status: None,
@@ -732,8 +897,13 @@ mod tests {
         let (config, listener) = (19_400u16..19_900)
             .step_by(20)
             .find_map(|base| {
-                let config =
-                    Config::new("/tb".into(), base, vec!["east".into(), "west".into()]).ok()?;
+                let config = Config::new(
+                    "/tb".into(),
+                    base,
+                    vec!["east".into(), "west".into()],
+                    Nodes::Fake,
+                )
+                .ok()?;
                 check_ports(&config).ok()?;
                 let west = config.layout("west").ok()?;
                 let listener =
@@ -766,6 +936,8 @@ mod tests {
             bin_dir: "/bin".into(),
             base_port: 26440,
             clusters: vec!["east".into()],
+            nodes: Nodes::Real,
+            slot: 3,
         };
         fs::write(
             dir.path().join(STATE_FILE),

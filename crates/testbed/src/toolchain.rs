@@ -1,13 +1,20 @@
-//! Builds the control-plane binaries from Go modules into a cache outside the
-//! clone, and finds them again.
+//! Builds the testbed's binaries from Go modules (and the pause binary from C)
+//! into a cache outside the clone, and finds them again.
 //!
 //! The Go modules under `tools/` are compiled into this crate, so any
-//! `tandem` binary can build its own testbed. The cache key is a hash of those
-//! module files and of the source patch below: a version change rebuilds.
+//! `tandem` binary can build its own testbed. Each build unit (a module, or
+//! the pause build) is cached in its own directory, `bin/<unit>-<key>`. The
+//! key hashes what goes into that unit: its module files, packages, build
+//! tags, environment, ldflags and source patch. A version change rebuilds
+//! that unit and no other.
+//!
+//! Callers see one flat directory, `bin/<kube version>-<key>`, of hard links
+//! to the artifacts of the [`Group`]s they asked for. The control plane never
+//! needs the node group: a machine that only runs fake-node testbeds never
+//! builds containerd.
 
 use std::{
     fs,
-    io::Write,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -17,29 +24,144 @@ use sha2::{Digest, Sha256};
 
 use crate::{Component, Error, Progress};
 
-/// One Go module of `tools/`: its directory name, files, the packages to
-/// build from it with their output names, and directories to copy out of a
-/// module it requires (module, directory in it, destination in the cache).
-struct Module {
-    dir: &'static str,
-    files: &'static [(&'static str, &'static str)],
-    builds: &'static [(&'static str, &'static str)],
-    copies: &'static [(&'static str, &'static str, &'static str)],
+/// Which binaries a caller needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Group {
+    /// etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok,
+    /// and the dev tools: helm and the Gateway API CRDs.
+    ControlPlane,
+    /// A real node: kubelet, kube-proxy, containerd with its shim and ctr,
+    /// the CNI plugins, CoreDNS and pause.
+    Node,
+}
+
+impl Group {
+    pub const ALL: [Group; 2] = [Group::ControlPlane, Group::Node];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::ControlPlane => "control-plane",
+            Group::Node => "node",
+        }
+    }
+
+    /// The artifacts of this group, as [`Toolchain::artifact`] names them.
+    pub fn artifacts(self) -> Vec<&'static str> {
+        units(&[self]).flat_map(Module::artifacts).collect()
+    }
+}
+
+impl std::fmt::Display for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// helm, built for testing tandem's charts.
 pub const HELM: &str = "helm";
 /// The Gateway API's standard-channel CRDs (HTTPRoute and friends).
 pub const GATEWAY_API_CRDS: &str = "gateway-api-crds";
+/// The kubelet, from the same Kubernetes release as the control plane.
+pub const KUBELET: &str = "kubelet";
+/// kube-proxy, from the same Kubernetes release as the control plane.
+pub const KUBE_PROXY: &str = "kube-proxy";
+/// The containerd daemon.
+pub const CONTAINERD: &str = "containerd";
+/// containerd's runc shim; containerd finds it beside itself or on PATH.
+pub const CONTAINERD_SHIM: &str = "containerd-shim-runc-v2";
+/// containerd's client, used to import images.
+pub const CTR: &str = "ctr";
+/// A directory holding the CNI plugins [`CNI_PLUGINS`], for containerd's
+/// CNI `bin_dirs`.
+pub const CNI_BIN: &str = "cni-bin";
+/// The files of [`CNI_BIN`].
+pub const CNI_PLUGINS: [&str; 4] = ["bridge", "host-local", "loopback", "portmap"];
+/// CoreDNS with only the plugins a cluster's DNS needs; it forwards nothing.
+pub const COREDNS: &str = "coredns";
+/// The pod sandbox's pause binary, static, from Kubernetes' own source.
+pub const PAUSE: &str = "pause";
+/// The release of pause that [`PAUSE`] is built as: the tag Kubernetes'
+/// `build/pause/Makefile` gives it. The build checks that it still does.
+pub const PAUSE_VERSION: &str = "3.10.1";
+
+/// One build unit: a Go module of `tools/` (its directory name and files), the
+/// packages to build from it with their output names, directories to copy
+/// out of a module it requires (module, directory in it, destination), and C
+/// programs compiled from a module's source.
+#[derive(Clone, Copy)]
+struct Module {
+    dir: &'static str,
+    group: Group,
+    files: &'static [(&'static str, &'static str)],
+    builds: &'static [(&'static str, &'static str)],
+    /// Put every build of this unit into one directory of this name, which
+    /// is then the unit's artifact.
+    bundle: Option<&'static str>,
+    copies: &'static [(&'static str, &'static str, &'static str)],
+    c_builds: &'static [CBuild],
+    /// `go build -tags`; empty for none.
+    tags: &'static str,
+    /// Environment of `go build`.
+    env: &'static [(&'static str, &'static str)],
+    stamp: Stamp,
+    patch: Option<&'static SourcePatch>,
+}
+
+/// How the version is stamped into a unit's binaries.
+#[derive(Clone, Copy)]
+enum Stamp {
+    /// Kubernetes' version variables, set to the testbed's Kubernetes release.
+    Kubernetes,
+    /// `-X var=V`, V being the version the unit's go.mod requires of `module`.
+    Var {
+        module: &'static str,
+        var: &'static str,
+    },
+}
+
+/// A C program compiled from a file of a Go module the unit requires.
+#[derive(Clone, Copy)]
+struct CBuild {
+    module: &'static str,
+    source: &'static str,
+    output: &'static str,
+    cflags: &'static [&'static str],
+    /// `-DVERSION=v<version>`, checked against this file, which must hold the
+    /// line `<version_line><version>`.
+    version: &'static str,
+    version_file: &'static str,
+    version_line: &'static str,
+}
+
+/// Go builds without cgo: static binaries that need no C toolchain.
+const NO_CGO: &[(&str, &str)] = &[("CGO_ENABLED", "0")];
+const KUBE_TAGS: &str = "selinux,notest";
+
+const KUBE_FILES: &[(&str, &str)] = &[
+    ("go.mod", include_str!("../../../tools/kube/go.mod")),
+    ("go.sum", include_str!("../../../tools/kube/go.sum")),
+    ("tools.go", include_str!("../../../tools/kube/tools.go")),
+];
+const KUBELET_GO_MOD: &str = include_str!("../../../tools/kubelet/go.mod");
+const KUBELET_GO_SUM: &str = include_str!("../../../tools/kubelet/go.sum");
+
+/// pause, as Kubernetes builds it (`build/pause/Makefile`), from the source
+/// in the `k8s.io/kubernetes` module.
+const PAUSE_BUILD: CBuild = CBuild {
+    module: "k8s.io/kubernetes",
+    source: "build/pause/linux/pause.c",
+    output: PAUSE,
+    cflags: &["-Os", "-Wall", "-Werror", "-static"],
+    version: PAUSE_VERSION,
+    version_file: "build/pause/Makefile",
+    version_line: "TAG ?= ",
+};
 
 const MODULES: &[Module] = &[
     Module {
         dir: "kube",
-        files: &[
-            ("go.mod", include_str!("../../../tools/kube/go.mod")),
-            ("go.sum", include_str!("../../../tools/kube/go.sum")),
-            ("tools.go", include_str!("../../../tools/kube/tools.go")),
-        ],
+        group: Group::ControlPlane,
+        files: KUBE_FILES,
         builds: &[
             ("k8s.io/kubernetes/cmd/kube-apiserver", "kube-apiserver"),
             (
@@ -48,59 +170,330 @@ const MODULES: &[Module] = &[
             ),
             ("k8s.io/kubernetes/cmd/kube-scheduler", "kube-scheduler"),
         ],
+        bundle: None,
         copies: &[],
+        c_builds: &[],
+        tags: KUBE_TAGS,
+        env: NO_CGO,
+        stamp: Stamp::Kubernetes,
+        patch: Some(&ENDPOINT_IP_PATCH),
     },
     Module {
         dir: "etcd",
+        group: Group::ControlPlane,
         files: &[
             ("go.mod", include_str!("../../../tools/etcd/go.mod")),
             ("go.sum", include_str!("../../../tools/etcd/go.sum")),
             ("main.go", include_str!("../../../tools/etcd/main.go")),
         ],
         builds: &[(".", "etcd")],
+        bundle: None,
         copies: &[],
+        c_builds: &[],
+        tags: KUBE_TAGS,
+        env: NO_CGO,
+        stamp: Stamp::Kubernetes,
+        patch: None,
     },
     Module {
         dir: "kwok",
+        group: Group::ControlPlane,
         files: &[
             ("go.mod", include_str!("../../../tools/kwok/go.mod")),
             ("go.sum", include_str!("../../../tools/kwok/go.sum")),
             ("tools.go", include_str!("../../../tools/kwok/tools.go")),
         ],
         builds: &[("sigs.k8s.io/kwok/cmd/kwok", "kwok")],
+        bundle: None,
         copies: &[],
+        c_builds: &[],
+        tags: KUBE_TAGS,
+        env: NO_CGO,
+        stamp: Stamp::Kubernetes,
+        patch: None,
     },
     Module {
         dir: "helm",
+        group: Group::ControlPlane,
         files: &[
             ("go.mod", include_str!("../../../tools/helm/go.mod")),
             ("go.sum", include_str!("../../../tools/helm/go.sum")),
         ],
         builds: &[("helm.sh/helm/v3/cmd/helm", HELM)],
+        bundle: None,
         copies: &[],
+        c_builds: &[],
+        tags: KUBE_TAGS,
+        env: NO_CGO,
+        stamp: Stamp::Kubernetes,
+        patch: None,
     },
     Module {
         dir: "gateway-api",
+        group: Group::ControlPlane,
         files: &[
             ("go.mod", include_str!("../../../tools/gateway-api/go.mod")),
             ("go.sum", include_str!("../../../tools/gateway-api/go.sum")),
         ],
         builds: &[],
+        bundle: None,
         copies: &[(
             "sigs.k8s.io/gateway-api",
             "config/crd/standard",
             GATEWAY_API_CRDS,
         )],
+        c_builds: &[],
+        tags: "",
+        env: NO_CGO,
+        stamp: Stamp::Kubernetes,
+        patch: None,
+    },
+    // The node group. kubelet and kube-proxy come from the control plane's
+    // Kubernetes release (a test checks that), in a module of their own so
+    // that adding them did not touch `kube`'s cache; they need no patch.
+    Module {
+        dir: "kubelet",
+        group: Group::Node,
+        files: &[
+            ("go.mod", KUBELET_GO_MOD),
+            ("go.sum", KUBELET_GO_SUM),
+            ("tools.go", include_str!("../../../tools/kubelet/tools.go")),
+        ],
+        builds: &[
+            ("k8s.io/kubernetes/cmd/kubelet", KUBELET),
+            ("k8s.io/kubernetes/cmd/kube-proxy", KUBE_PROXY),
+        ],
+        bundle: None,
+        copies: &[],
+        c_builds: &[],
+        tags: KUBE_TAGS,
+        env: NO_CGO,
+        stamp: Stamp::Kubernetes,
+        patch: None,
+    },
+    Module {
+        dir: "containerd",
+        group: Group::Node,
+        files: &[
+            ("go.mod", include_str!("../../../tools/containerd/go.mod")),
+            ("go.sum", include_str!("../../../tools/containerd/go.sum")),
+            (
+                "tools.go",
+                include_str!("../../../tools/containerd/tools.go"),
+            ),
+        ],
+        builds: &[
+            (
+                "github.com/containerd/containerd/v2/cmd/containerd",
+                CONTAINERD,
+            ),
+            (
+                "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
+                CONTAINERD_SHIM,
+            ),
+            ("github.com/containerd/containerd/v2/cmd/ctr", CTR),
+        ],
+        bundle: None,
+        copies: &[],
+        c_builds: &[],
+        // BUILDING.md: only btrfs needs cgo; devmapper and zfs are not
+        // wanted. urfave_cli_no_docs is upstream's default (Makefile).
+        tags: "no_btrfs,no_devmapper,no_zfs,urfave_cli_no_docs",
+        env: NO_CGO,
+        stamp: Stamp::Var {
+            module: "github.com/containerd/containerd/v2",
+            var: "github.com/containerd/containerd/v2/version.Version",
+        },
+        patch: None,
+    },
+    Module {
+        dir: "cni",
+        group: Group::Node,
+        files: &[
+            ("go.mod", include_str!("../../../tools/cni/go.mod")),
+            ("go.sum", include_str!("../../../tools/cni/go.sum")),
+            ("tools.go", include_str!("../../../tools/cni/tools.go")),
+        ],
+        builds: &[
+            (
+                "github.com/containernetworking/plugins/plugins/main/bridge",
+                CNI_PLUGINS[0],
+            ),
+            (
+                "github.com/containernetworking/plugins/plugins/ipam/host-local",
+                CNI_PLUGINS[1],
+            ),
+            (
+                "github.com/containernetworking/plugins/plugins/main/loopback",
+                CNI_PLUGINS[2],
+            ),
+            (
+                "github.com/containernetworking/plugins/plugins/meta/portmap",
+                CNI_PLUGINS[3],
+            ),
+        ],
+        bundle: Some(CNI_BIN),
+        copies: &[],
+        c_builds: &[],
+        tags: "",
+        env: NO_CGO,
+        stamp: Stamp::Var {
+            module: "github.com/containernetworking/plugins",
+            var: "github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion",
+        },
+        patch: None,
+    },
+    Module {
+        dir: "coredns",
+        group: Group::Node,
+        files: &[
+            ("go.mod", include_str!("../../../tools/coredns/go.mod")),
+            ("go.sum", include_str!("../../../tools/coredns/go.sum")),
+            ("main.go", include_str!("../../../tools/coredns/main.go")),
+        ],
+        builds: &[(".", COREDNS)],
+        bundle: None,
+        copies: &[],
+        c_builds: &[],
+        tags: "",
+        env: NO_CGO,
+        // Upstream stamps `git describe`, which is the tag for a release.
+        stamp: Stamp::Var {
+            module: "github.com/coredns/coredns",
+            var: "github.com/coredns/coredns/coremain.GitCommit",
+        },
+        patch: None,
+    },
+    // pause is C. Its source comes from the kubelet's module, through a
+    // copy of that module's requirements.
+    Module {
+        dir: "pause",
+        group: Group::Node,
+        files: &[("go.mod", KUBELET_GO_MOD), ("go.sum", KUBELET_GO_SUM)],
+        builds: &[],
+        bundle: None,
+        copies: &[],
+        c_builds: &[PAUSE_BUILD],
+        tags: "",
+        env: &[],
+        stamp: Stamp::Kubernetes,
+        patch: None,
     },
 ];
 
-/// Everything the cache must hold: binaries and copied directories.
-fn artifacts() -> impl Iterator<Item = &'static str> {
-    MODULES.iter().flat_map(|m| {
-        m.builds
+/// The units of some groups, in build order.
+fn units(groups: &[Group]) -> impl Iterator<Item = &'static Module> + '_ {
+    MODULES.iter().filter(|m| groups.contains(&m.group))
+}
+
+impl Module {
+    /// What this unit puts into its cache directory: binaries and
+    /// directories.
+    fn artifacts(&self) -> Vec<&'static str> {
+        let binaries: Vec<&'static str> = match self.bundle {
+            Some(dir) => vec![dir],
+            None => self.builds.iter().map(|(_, name)| *name).collect(),
+        };
+        binaries
+            .into_iter()
+            .chain(self.copies.iter().map(|(_, _, dest)| *dest))
+            .chain(self.c_builds.iter().map(|c| c.output))
+            .collect()
+    }
+
+    fn go_mod(&self) -> &'static str {
+        self.files
             .iter()
-            .map(|(_, name)| *name)
-            .chain(m.copies.iter().map(|(_, _, dest)| *dest))
+            .find(|(name, _)| *name == "go.mod")
+            .map(|(_, body)| *body)
+            .unwrap_or_default()
+    }
+
+    fn ldflags(&self) -> String {
+        match self.stamp {
+            Stamp::Kubernetes => ldflags(&kube_version()),
+            Stamp::Var { module, var } => {
+                let v = required_version(self.go_mod(), module).unwrap_or("unknown");
+                format!("-s -w -X {var}={v}")
+            }
+        }
+    }
+
+    /// A hash of everything that goes into this unit's artifacts.
+    fn key(&self) -> String {
+        let mut h = Sha256::new();
+        let mut put = |s: &str| {
+            h.update(s.as_bytes());
+            h.update([0]);
+        };
+        put(self.dir);
+        for (name, body) in self.files {
+            put(name);
+            put(body);
+        }
+        for (pkg, name) in self.builds {
+            put(pkg);
+            put(name);
+        }
+        put(self.bundle.unwrap_or_default());
+        for (module, dir, dest) in self.copies {
+            put(module);
+            put(dir);
+            put(dest);
+        }
+        for c in self.c_builds {
+            put(c.module);
+            put(c.source);
+            put(c.output);
+            for f in c.cflags {
+                put(f);
+            }
+            put(c.version);
+        }
+        put(self.tags);
+        for (k, v) in self.env {
+            put(k);
+            put(v);
+        }
+        put(&self.ldflags());
+        if let Some(p) = self.patch {
+            put(p.file);
+            put(p.find);
+            put(p.replace);
+        }
+        short_hex(h)
+    }
+
+    /// Where the unit comes from, for progress lines.
+    fn source(&self) -> String {
+        match self.c_builds {
+            [c] if self.builds.is_empty() => format!("{} of {}", c.source, c.module),
+            _ => format!("tools/{}", self.dir),
+        }
+    }
+
+    /// `<dir>-<key>`: the unit's cache directory (under `bin/`) and build
+    /// tree (under `src/`).
+    fn cache_name(&self) -> String {
+        format!("{}-{}", self.dir, self.key())
+    }
+}
+
+fn short_hex(h: Sha256) -> String {
+    let digest = h.finalize();
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The version a go.mod requires of `module`, in either `require` form.
+fn required_version<'a>(go_mod: &'a str, module: &str) -> Option<&'a str> {
+    go_mod.lines().find_map(|line| {
+        let line = line.trim();
+        let line = line.strip_prefix("require ").unwrap_or(line);
+        let mut words = line.split_whitespace();
+        (words.next()? == module)
+            .then(|| words.next())
+            .flatten()
+            .filter(|v| v.starts_with('v'))
     })
 }
 
@@ -125,7 +518,8 @@ struct SourcePatch {
     replace: &'static str,
 }
 
-/// The built binaries.
+/// The built binaries: one directory holding every artifact of the groups
+/// asked for.
 #[derive(Clone, Debug)]
 pub struct Toolchain {
     pub bin_dir: PathBuf,
@@ -137,47 +531,66 @@ impl Toolchain {
         self.bin_dir.join(component.binary())
     }
 
-    /// A built tool ([`HELM`]) or copied directory ([`GATEWAY_API_CRDS`]).
+    /// A built tool or directory, named by one of this module's constants
+    /// ([`HELM`], [`GATEWAY_API_CRDS`], [`KUBELET`], [`CNI_BIN`], ...).
     pub fn artifact(&self, name: &str) -> PathBuf {
         self.bin_dir.join(name)
     }
 
-    fn missing(&self) -> Vec<&'static str> {
-        artifacts().filter(|a| !self.artifact(a).exists()).collect()
+    fn missing(&self, groups: &[Group]) -> Vec<&'static str> {
+        units(groups)
+            .flat_map(Module::artifacts)
+            .filter(|a| !self.artifact(a).exists())
+            .collect()
     }
 
-    /// The toolchain if it is fully built, without building anything.
+    /// `TANDEM_TESTBED_BIN`: a directory of binaries built elsewhere.
+    fn prebuilt() -> Option<Self> {
+        std::env::var_os("TANDEM_TESTBED_BIN").map(|dir| Self {
+            bin_dir: dir.into(),
+            kube_version: kube_version(),
+        })
+    }
+
+    /// The control plane if it is fully built, without building anything.
     pub fn find() -> Option<Self> {
-        if let Some(dir) = std::env::var_os("TANDEM_TESTBED_BIN") {
-            let tc = Self {
-                bin_dir: dir.into(),
-                kube_version: kube_version(),
-            };
-            return tc.missing().is_empty().then_some(tc);
-        }
-        let tc = Self::expected();
-        tc.missing().is_empty().then_some(tc)
+        Self::find_groups(&[Group::ControlPlane])
     }
 
-    fn expected() -> Self {
+    /// These groups if they are fully built, without building anything.
+    pub fn find_groups(groups: &[Group]) -> Option<Self> {
+        let tc = Self::prebuilt().unwrap_or_else(|| Self::expected(groups));
+        tc.missing(groups).is_empty().then_some(tc)
+    }
+
+    /// The directory of links for these groups.
+    fn expected(groups: &[Group]) -> Self {
+        let mut h = Sha256::new();
+        for m in units(groups) {
+            h.update(m.cache_name().as_bytes());
+            h.update([0]);
+        }
         Self {
-            bin_dir: cache_root()
-                .join("bin")
-                .join(format!("{}-{}", kube_version(), cache_key())),
+            bin_dir: bin_root().join(format!("{}-{}", kube_version(), short_hex(h))),
             kube_version: kube_version(),
         }
     }
 
-    /// Finds the binaries, building whatever is missing.
+    /// Finds the control plane's binaries (and dev tools), building whatever
+    /// is missing. It never builds the node group.
     ///
     /// `TANDEM_TESTBED_BIN` names a directory of prebuilt binaries instead.
     pub fn ensure(progress: &dyn Progress) -> Result<Self, Error> {
-        if let Some(dir) = std::env::var_os("TANDEM_TESTBED_BIN") {
-            let tc = Self {
-                bin_dir: dir.into(),
-                kube_version: kube_version(),
-            };
-            let missing = tc.missing();
+        Self::ensure_groups(progress, &[Group::ControlPlane])
+    }
+
+    /// Finds the artifacts of `groups`, building whatever is missing: each
+    /// unit in its own cache directory, then one directory linking them all.
+    ///
+    /// `TANDEM_TESTBED_BIN` names a directory of prebuilt binaries instead.
+    pub fn ensure_groups(progress: &dyn Progress, groups: &[Group]) -> Result<Self, Error> {
+        if let Some(tc) = Self::prebuilt() {
+            let missing = tc.missing(groups);
             if !missing.is_empty() {
                 return Err(Error::InvalidConfig(format!(
                     "TANDEM_TESTBED_BIN={} lacks {}: unset it to build them from Go modules",
@@ -187,8 +600,8 @@ impl Toolchain {
             }
             return Ok(tc);
         }
-        let tc = Self::expected();
-        if tc.missing().is_empty() {
+        let tc = Self::expected(groups);
+        if tc.missing(groups).is_empty() {
             return Ok(tc);
         }
         let root = cache_root();
@@ -197,11 +610,27 @@ impl Toolchain {
         let lock_path = root.join("build.lock");
         let lock = fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
         lock.lock().map_err(|e| Error::io(&lock_path, e))?;
-        let missing = tc.missing();
-        if missing.is_empty() {
+        if tc.missing(groups).is_empty() {
             return Ok(tc);
         }
-        Builder::new(&root, &tc, progress)?.build(&missing)?;
+
+        let pending: Vec<(&Module, Vec<&str>)> = units(groups)
+            .map(|m| (m, unit_missing(m)))
+            .filter(|(_, missing)| !missing.is_empty())
+            .collect();
+        if !pending.is_empty() {
+            let all: Vec<&str> = pending.iter().flat_map(|(_, m)| m.clone()).collect();
+            progress.step(&format!(
+                "building {} into {} (once; a cold build of the control plane takes 5-20 minutes on 2 cores, the node group as long again)",
+                names(&all),
+                bin_root().display()
+            ));
+            let builder = Builder::new(&root, progress)?;
+            for (m, missing) in &pending {
+                builder.build(m, missing)?;
+            }
+        }
+        link_units(&tc.bin_dir, groups)?;
         Ok(tc)
     }
 }
@@ -222,40 +651,47 @@ pub fn cache_root() -> PathBuf {
     PathBuf::from(home).join(".cache").join("tandem")
 }
 
-/// The pinned Kubernetes release, read from the tools module.
-pub fn kube_version() -> String {
-    let go_mod = MODULES[0].files[0].1;
-    go_mod
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("require k8s.io/kubernetes "))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
+fn bin_root() -> PathBuf {
+    cache_root().join("bin")
 }
 
-/// A hash of everything that goes into the binaries.
-pub fn cache_key() -> String {
-    let mut h = Sha256::new();
-    for m in MODULES {
-        for (name, body) in m.files {
-            h.update(m.dir.as_bytes());
-            h.update(name.as_bytes());
-            h.update(body.as_bytes());
-        }
-        for (pkg, name) in m.builds {
-            h.update(pkg.as_bytes());
-            h.update(name.as_bytes());
-        }
-        for (module, dir, dest) in m.copies {
-            h.update(module.as_bytes());
-            h.update(dir.as_bytes());
-            h.update(dest.as_bytes());
-        }
-    }
-    h.update(ENDPOINT_IP_PATCH.file.as_bytes());
-    h.update(ENDPOINT_IP_PATCH.replace.as_bytes());
-    h.update(ldflags(&kube_version()).as_bytes());
-    let digest = h.finalize();
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+fn unit_dir(m: &Module) -> PathBuf {
+    bin_root().join(m.cache_name())
+}
+
+fn unit_missing(m: &Module) -> Vec<&'static str> {
+    let dir = unit_dir(m);
+    m.artifacts()
+        .into_iter()
+        .filter(|a| !dir.join(a).exists())
+        .collect()
+}
+
+/// The pinned Kubernetes release, read from the tools module.
+pub fn kube_version() -> String {
+    let go_mod = KUBE_FILES[0].1;
+    required_version(go_mod, "k8s.io/kubernetes")
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+/// The pinned containerd release (`v2.x.y`), read from its tools module.
+pub fn containerd_version() -> String {
+    unit_requirement("containerd", "github.com/containerd/containerd/v2")
+}
+
+/// The pinned CoreDNS release (`v1.x.y`), read from its tools module.
+pub fn coredns_version() -> String {
+    unit_requirement("coredns", "github.com/coredns/coredns")
+}
+
+fn unit_requirement(dir: &str, module: &str) -> String {
+    MODULES
+        .iter()
+        .find(|m| m.dir == dir)
+        .and_then(|m| required_version(m.go_mod(), module))
+        .unwrap_or("unknown")
+        .to_string()
 }
 
 fn ldflags(kube_version: &str) -> String {
@@ -292,70 +728,125 @@ fn apply_patch(source: &str, patch: &SourcePatch) -> Result<String, String> {
     }
 }
 
+/// Fills `view` with hard links to the artifacts of the groups' units, which
+/// must all be built. The directory appears whole or not at all.
+fn link_units(view: &Path, groups: &[Group]) -> Result<(), Error> {
+    let name = view.file_name().unwrap_or_default().to_string_lossy();
+    let partial = view.with_file_name(format!(".{name}.partial"));
+    if partial.exists() {
+        fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    }
+    fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    for m in units(groups) {
+        let dir = unit_dir(m);
+        for a in m.artifacts() {
+            let (from, to) = (dir.join(a), partial.join(a));
+            if from.is_dir() {
+                link_tree(&from, &to)?;
+            } else {
+                link_file(&from, &to)?;
+            }
+        }
+    }
+    if view.exists() {
+        // Incomplete (a unit's artifact was deleted by hand): replace it.
+        fs::remove_dir_all(view).map_err(|e| Error::io(view, e))?;
+    }
+    fs::rename(&partial, view).map_err(|e| Error::io(view, e))
+}
+
+fn link_file(from: &Path, to: &Path) -> Result<(), Error> {
+    if fs::hard_link(from, to).is_err() {
+        fs::copy(from, to).map_err(|e| Error::io(to, e))?;
+    }
+    Ok(())
+}
+
 // === impl Builder ===
 
 struct Builder<'a> {
     go: PathBuf,
-    src: PathBuf,
+    root: PathBuf,
     logs: PathBuf,
-    tc: &'a Toolchain,
     progress: &'a dyn Progress,
 }
 
 impl<'a> Builder<'a> {
-    fn new(root: &Path, tc: &'a Toolchain, progress: &'a dyn Progress) -> Result<Self, Error> {
+    fn new(root: &Path, progress: &'a dyn Progress) -> Result<Self, Error> {
         let go = find_go()?;
-        let key = cache_key();
-        let src = root.join("src").join(&key);
-        for m in MODULES {
-            let dir = src.join(m.dir);
-            fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-            for (name, body) in m.files {
-                let path = dir.join(name);
-                fs::write(&path, body).map_err(|e| Error::io(&path, e))?;
-            }
-        }
         let logs = root.join("build-logs");
         fs::create_dir_all(&logs).map_err(|e| Error::io(&logs, e))?;
-        fs::create_dir_all(&tc.bin_dir).map_err(|e| Error::io(&tc.bin_dir, e))?;
         Ok(Self {
             go,
-            src,
+            root: root.to_path_buf(),
             logs,
-            tc,
             progress,
         })
     }
 
-    fn build(&self, missing: &[&str]) -> Result<(), Error> {
+    /// Builds the `missing` artifacts of one unit into its cache directory.
+    fn build(&self, m: &Module, missing: &[&str]) -> Result<(), Error> {
+        let src = self.root.join("src").join(m.cache_name());
+        fs::create_dir_all(&src).map_err(|e| Error::io(&src, e))?;
+        for (name, body) in m.files {
+            let path = src.join(name);
+            fs::write(&path, body).map_err(|e| Error::io(&path, e))?;
+        }
+        let out = unit_dir(m);
+        fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+        let start = Instant::now();
         self.progress.step(&format!(
-            "building {} {} from Go modules into {} (once; a cold build takes 5-20 minutes on 2 cores)",
+            "building {} from {} into {}",
             names(missing),
-            self.tc.kube_version,
-            self.tc.bin_dir.display()
+            m.source(),
+            out.display()
         ));
-        for m in MODULES {
-            if m.builds.iter().any(|(_, b)| missing.contains(b)) && m.dir == "kube" {
-                self.patch_kubernetes(m)?;
-            }
-            for (pkg, binary) in m.builds {
-                if missing.contains(binary) {
-                    self.go_build(m, pkg, binary)?;
+
+        if let Some(patch) = m.patch
+            && !m.builds.is_empty()
+        {
+            self.patch_module(&src, patch)?;
+        }
+        match m.bundle {
+            Some(bundle) if missing.contains(&bundle) => {
+                let partial = fresh_dir(&out.join(format!(".{bundle}.partial")))?;
+                for (pkg, binary) in m.builds {
+                    self.go_build(m, &src, pkg, binary, &partial)?;
                 }
+                let target = out.join(bundle);
+                fs::rename(&partial, &target).map_err(|e| Error::io(&target, e))?;
             }
-            for (module, dir, dest) in m.copies {
-                if missing.contains(dest) {
-                    self.copy_from_module(m, module, dir, dest)?;
+            Some(_) => {}
+            None => {
+                for (pkg, binary) in m.builds {
+                    if missing.contains(binary) {
+                        self.go_build(m, &src, pkg, binary, &out)?;
+                    }
                 }
             }
         }
+        for (module, dir, dest) in m.copies {
+            if missing.contains(dest) {
+                self.copy_from_module(&src, module, dir, dest, &out)?;
+            }
+        }
+        for c in m.c_builds {
+            if missing.contains(&c.output) {
+                self.c_build(&src, c, &out)?;
+            }
+        }
+        self.progress.step(&format!(
+            "{} done in {}s",
+            m.source(),
+            start.elapsed().as_secs()
+        ));
         Ok(())
     }
 
-    /// Where `go mod download` put a module that `m` requires.
-    fn module_dir(&self, m: &Module, module: &str) -> Result<PathBuf, Error> {
+    /// Where `go mod download` put a module that the unit in `src` requires.
+    fn module_dir(&self, src: &Path, module: &str) -> Result<PathBuf, Error> {
         let out = self.run_go(
-            &self.src.join(m.dir),
+            src,
             &["mod", "download", "-json", module],
             &format!("downloading {module}"),
         )?;
@@ -375,18 +866,15 @@ impl<'a> Builder<'a> {
 
     fn copy_from_module(
         &self,
-        m: &Module,
+        src: &Path,
         module: &str,
         dir: &str,
         dest: &str,
+        out: &Path,
     ) -> Result<(), Error> {
         self.progress.step(&format!("copying {dir} of {module}"));
-        let from = self.module_dir(m, module)?.join(dir);
-        let partial = self.tc.bin_dir.join(format!(".{dest}.partial"));
-        if partial.exists() {
-            fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
-        }
-        fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+        let from = self.module_dir(src, module)?.join(dir);
+        let partial = fresh_dir(&out.join(format!(".{dest}.partial")))?;
         for entry in fs::read_dir(&from).map_err(|e| Error::io(&from, e))? {
             let entry = entry.map_err(|e| Error::io(&from, e))?;
             if entry.path().is_file() {
@@ -394,48 +882,36 @@ impl<'a> Builder<'a> {
                 fs::copy(entry.path(), &to).map_err(|e| Error::io(&to, e))?;
             }
         }
-        let target = self.tc.artifact(dest);
+        let target = out.join(dest);
         fs::rename(&partial, &target).map_err(|e| Error::io(&target, e))
     }
 
     /// Go refuses to patch files in the module cache, so the module is linked
     /// file by file into the build tree, the one file is patched there, and the
     /// tools module is pointed at that tree with a `replace` line.
-    fn patch_kubernetes(&self, m: &Module) -> Result<(), Error> {
-        let module_dir = self.src.join(m.dir);
-        let out = self.run_go(
-            &module_dir,
-            &["mod", "download", "-json", ENDPOINT_IP_PATCH.module],
-            "downloading k8s.io/kubernetes",
-        )?;
-        let info: serde_json::Value =
-            serde_json::from_str(&out).map_err(|e| Error::BuildFailed {
-                what: "k8s.io/kubernetes".into(),
-                detail: format!("go mod download -json printed something unexpected: {e}"),
-            })?;
-        let original = PathBuf::from(info["Dir"].as_str().unwrap_or_default());
-        let tree = module_dir.join("kubernetes");
+    fn patch_module(&self, src: &Path, patch: &SourcePatch) -> Result<(), Error> {
+        let original = self.module_dir(src, patch.module)?;
+        let tree = src.join("patched");
         if tree.exists() {
             fs::remove_dir_all(&tree).map_err(|e| Error::io(&tree, e))?;
         }
         link_tree(&original, &tree)?;
 
-        let target = tree.join(ENDPOINT_IP_PATCH.file);
+        let target = tree.join(patch.file);
         let source = fs::read_to_string(&target).map_err(|e| Error::io(&target, e))?;
-        let patched =
-            apply_patch(&source, &ENDPOINT_IP_PATCH).map_err(|detail| Error::BuildFailed {
-                what: "kube-apiserver".into(),
-                detail,
-            })?;
+        let patched = apply_patch(&source, patch).map_err(|detail| Error::BuildFailed {
+            what: patch.module.into(),
+            detail,
+        })?;
         // Replace the link with a file of our own; the module cache is untouched.
         fs::remove_file(&target).map_err(|e| Error::io(&target, e))?;
         fs::write(&target, patched).map_err(|e| Error::io(&target, e))?;
 
-        let go_mod = module_dir.join("go.mod");
+        let go_mod = src.join("go.mod");
         let mut text = fs::read_to_string(&go_mod).map_err(|e| Error::io(&go_mod, e))?;
         text.push_str(&format!(
-            "\n// Added by the testbed build: Kubernetes with the loopback-endpoint patch.\nreplace {} => ./kubernetes\n",
-            ENDPOINT_IP_PATCH.module
+            "\n// Added by the testbed build: {} with the testbed's source patch.\nreplace {} => ./patched\n",
+            patch.module, patch.module
         ));
         fs::write(&go_mod, text).map_err(|e| Error::io(&go_mod, e))
     }
@@ -455,32 +931,92 @@ impl<'a> Builder<'a> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    fn go_build(&self, m: &Module, pkg: &str, component: &str) -> Result<(), Error> {
-        let partial = self.tc.bin_dir.join(format!(".{component}.partial"));
-        let log_path = self.logs.join(format!("{component}.log"));
-        let log = fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
+    /// `go build` of one package into `out_dir/binary`.
+    fn go_build(
+        &self,
+        m: &Module,
+        src: &Path,
+        pkg: &str,
+        binary: &str,
+        out_dir: &Path,
+    ) -> Result<(), Error> {
+        let partial = out_dir.join(format!(".{binary}.partial"));
         let mut cmd = Command::new(&self.go);
-        cmd.current_dir(self.src.join(m.dir))
-            .env("CGO_ENABLED", "0")
-            .args(["build", "-trimpath", "-tags", "selinux,notest"])
-            .arg("-ldflags")
-            .arg(ldflags(&self.tc.kube_version));
+        cmd.current_dir(src).envs(m.env.iter().copied());
+        cmd.args(["build", "-trimpath"]);
+        if !m.tags.is_empty() {
+            cmd.args(["-tags", m.tags]);
+        }
+        cmd.arg("-ldflags").arg(m.ldflags());
         cmd.arg("-o").arg(&partial).arg(pkg);
+        self.run_logged(cmd, binary, &format!("{binary} ({pkg})"), "")?;
+        let dest = out_dir.join(binary);
+        fs::rename(&partial, &dest).map_err(|e| Error::io(&dest, e))
+    }
+
+    /// A C program, as its upstream Makefile builds it, from a file of a
+    /// module the unit requires.
+    fn c_build(&self, src: &Path, c: &CBuild, out: &Path) -> Result<(), Error> {
+        let failed = |detail: String| Error::BuildFailed {
+            what: c.output.into(),
+            detail,
+        };
+        let gcc = find_on_path("gcc").ok_or_else(|| {
+            failed(format!(
+                "gcc was not found on PATH; {c} is C. Install gcc and libc6-dev (apt-get install gcc libc6-dev)",
+                c = c.output
+            ))
+        })?;
+        let dir = self.module_dir(src, c.module)?;
+        let version_file = dir.join(c.version_file);
+        let text = fs::read_to_string(&version_file).map_err(|e| Error::io(&version_file, e))?;
+        let pinned = format!("{}{}", c.version_line, c.version);
+        if !text.lines().any(|l| l.trim() == pinned) {
+            return Err(failed(format!(
+                "{} of {} no longer says `{pinned}`; update PAUSE_VERSION in the testbed's toolchain to the release it names",
+                c.version_file, c.module
+            )));
+        }
+        let partial = out.join(format!(".{}.partial", c.output));
+        let mut cmd = Command::new(gcc);
+        cmd.args(c.cflags)
+            .arg(format!("-DVERSION=v{}", c.version))
+            .arg("-o")
+            .arg(&partial)
+            .arg(dir.join(c.source));
+        let hint = "\n(a static build needs the C library's libc.a: install libc6-dev (apt-get install gcc libc6-dev))";
+        self.run_logged(cmd, c.output, &format!("{} ({})", c.output, c.source), hint)?;
+        let dest = out.join(c.output);
+        fs::rename(&partial, &dest).map_err(|e| Error::io(&dest, e))
+    }
+
+    /// Runs a build step with its output in `build-logs/<name>.log`, saying
+    /// every 30 s that it is still going. `hint` follows the log's tail when it
+    /// fails.
+    fn run_logged(
+        &self,
+        mut cmd: Command,
+        name: &str,
+        what: &str,
+        hint: &str,
+    ) -> Result<(), Error> {
+        let log_path = self.logs.join(format!("{name}.log"));
+        let log = fs::File::create(&log_path).map_err(|e| Error::io(&log_path, e))?;
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| Error::io(&log_path, e))?)
             .stderr(log);
-
+        let program = PathBuf::from(cmd.get_program());
         let start = Instant::now();
-        self.progress.step(&format!("building {component} ({pkg})"));
-        let mut child = cmd.spawn().map_err(|e| Error::io(&self.go, e))?;
+        self.progress.step(&format!("building {what}"));
+        let mut child = cmd.spawn().map_err(|e| Error::io(&program, e))?;
         let mut next_note = Duration::from_secs(30);
         let status = loop {
-            if let Some(status) = child.try_wait().map_err(|e| Error::io(&self.go, e))? {
+            if let Some(status) = child.try_wait().map_err(|e| Error::io(&program, e))? {
                 break status;
             }
             if start.elapsed() >= next_note {
                 self.progress.step(&format!(
-                    "still building {component} ({}s)",
+                    "still building {name} ({}s)",
                     start.elapsed().as_secs()
                 ));
                 next_note += Duration::from_secs(30);
@@ -490,21 +1026,23 @@ impl<'a> Builder<'a> {
         if !status.success() {
             let detail = tail(&log_path, 30);
             return Err(Error::BuildFailed {
-                what: component.to_string(),
-                detail: format!("{detail}\n(full log: {})", log_path.display()),
+                what: name.to_string(),
+                detail: format!("{detail}{hint}\n(full log: {})", log_path.display()),
             });
         }
-        let dest = self.tc.artifact(component);
-        fs::rename(&partial, &dest).map_err(|e| Error::io(&dest, e))?;
-        self.progress.step(&format!(
-            "built {component} in {}s",
-            start.elapsed().as_secs()
-        ));
-        if let Ok(mut f) = fs::File::create(self.tc.bin_dir.join("VERSION")) {
-            let _ = writeln!(f, "{}", self.tc.kube_version);
-        }
+        self.progress
+            .step(&format!("built {name} in {}s", start.elapsed().as_secs()));
         Ok(())
     }
+}
+
+/// An empty directory at `path`, whatever was there.
+fn fresh_dir(path: &Path) -> Result<PathBuf, Error> {
+    if path.exists() {
+        fs::remove_dir_all(path).map_err(|e| Error::io(path, e))?;
+    }
+    fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+    Ok(path.to_path_buf())
 }
 
 /// Mirrors `from` into `to` with hard links (falling back to copies across
@@ -518,8 +1056,8 @@ fn link_tree(from: &Path, to: &Path) -> Result<(), Error> {
         let kind = entry.file_type().map_err(|e| Error::io(&src, e))?;
         if kind.is_dir() {
             link_tree(&src, &dst)?;
-        } else if kind.is_file() && fs::hard_link(&src, &dst).is_err() {
-            fs::copy(&src, &dst).map_err(|e| Error::io(&dst, e))?;
+        } else if kind.is_file() {
+            link_file(&src, &dst)?;
         }
     }
     Ok(())
@@ -538,14 +1076,17 @@ fn find_go() -> Result<PathBuf, Error> {
             })
         };
     }
+    find_on_path(&candidate).ok_or_else(|| Error::GoMissing {
+        looked_for: format!("{} on PATH", candidate.display()),
+    })
+}
+
+fn find_on_path(name: impl AsRef<Path>) -> Option<PathBuf> {
     std::env::var_os("PATH")
         .iter()
         .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(&candidate))
+        .map(|dir| dir.join(name.as_ref()))
         .find(|p| p.is_file())
-        .ok_or_else(|| Error::GoMissing {
-            looked_for: format!("{} on PATH", candidate.display()),
-        })
 }
 
 /// The last `n` lines of a file, for error messages.
@@ -557,7 +1098,13 @@ pub(crate) fn tail(path: &Path, n: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
+
+    fn unit(dir: &str) -> &'static Module {
+        MODULES.iter().find(|m| m.dir == dir).unwrap()
+    }
 
     #[test]
     fn version_is_read_from_the_tools_module() {
@@ -566,9 +1113,148 @@ mod tests {
     }
 
     #[test]
-    fn cache_key_is_stable_and_short() {
-        assert_eq!(cache_key(), cache_key());
-        assert_eq!(cache_key().len(), 16);
+    fn the_kubelet_is_the_control_planes_kubernetes_release() {
+        let kube = required_version(unit("kube").go_mod(), "k8s.io/kubernetes");
+        let kubelet = required_version(KUBELET_GO_MOD, "k8s.io/kubernetes");
+        assert!(kube.is_some());
+        assert_eq!(kubelet, kube, "tools/kubelet/go.mod and tools/kube/go.mod");
+        // And the same published staging modules.
+        let replaces = |go_mod: &str| -> BTreeSet<String> {
+            go_mod
+                .lines()
+                .filter(|l| l.contains("=> k8s.io/"))
+                .map(|l| l.trim().to_string())
+                .collect()
+        };
+        assert_eq!(replaces(KUBELET_GO_MOD).len(), 31);
+        assert_eq!(replaces(KUBELET_GO_MOD), replaces(unit("kube").go_mod()));
+    }
+
+    #[test]
+    fn required_versions_are_read_in_both_forms() {
+        let go_mod = "module x\n\nrequire a.io/one v1.2.3\n\nrequire (\n\tb.io/two v0.1.0 // indirect\n)\n\nreplace c.io/three => c.io/three v0.0.1\n";
+        assert_eq!(required_version(go_mod, "a.io/one"), Some("v1.2.3"));
+        assert_eq!(required_version(go_mod, "b.io/two"), Some("v0.1.0"));
+        assert_eq!(required_version(go_mod, "c.io/three"), None);
+        assert_eq!(required_version(go_mod, "a.io"), None);
+        assert!(containerd_version().starts_with("v2."));
+        assert!(coredns_version().starts_with("v1."));
+    }
+
+    #[test]
+    fn unit_keys_are_stable_short_and_distinct() {
+        let keys: BTreeSet<String> = MODULES.iter().map(Module::key).collect();
+        assert_eq!(keys.len(), MODULES.len());
+        for m in MODULES {
+            assert_eq!(m.key(), m.key());
+            assert_eq!(m.key().len(), 16);
+        }
+    }
+
+    #[test]
+    fn a_change_to_one_unit_changes_only_its_key() {
+        let kube = *unit("kube");
+        let changed = Module {
+            tags: "selinux",
+            ..kube
+        };
+        assert_ne!(kube.key(), changed.key());
+        let files = Module {
+            files: &[("go.mod", "module other")],
+            ..kube
+        };
+        assert_ne!(kube.key(), files.key());
+        let unpatched = Module {
+            patch: None,
+            ..kube
+        };
+        assert_ne!(kube.key(), unpatched.key());
+        // The kubelet's unit does not hash the control plane's files.
+        let kubelet = unit("kubelet");
+        assert!(
+            kubelet
+                .files
+                .iter()
+                .all(|(_, b)| !KUBE_FILES.iter().any(|(_, k)| k == b))
+        );
+    }
+
+    #[test]
+    fn the_control_plane_does_not_need_the_node_group() {
+        let cp = Group::ControlPlane.artifacts();
+        for a in [
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kwok",
+            HELM,
+            GATEWAY_API_CRDS,
+        ] {
+            assert!(cp.contains(&a), "{a}");
+        }
+        let node = Group::Node.artifacts();
+        assert_eq!(
+            node,
+            [
+                KUBELET,
+                KUBE_PROXY,
+                CONTAINERD,
+                CONTAINERD_SHIM,
+                CTR,
+                CNI_BIN,
+                COREDNS,
+                PAUSE
+            ]
+        );
+        assert!(cp.iter().all(|a| !node.contains(a)));
+        assert!(units(&[Group::ControlPlane]).all(|m| m.group == Group::ControlPlane));
+        // Each group has its own directory of links.
+        let both = Toolchain::expected(&Group::ALL).bin_dir;
+        assert_ne!(Toolchain::expected(&[Group::ControlPlane]).bin_dir, both);
+        assert_eq!(
+            Toolchain::expected(&[Group::Node, Group::ControlPlane]).bin_dir,
+            both
+        );
+    }
+
+    #[test]
+    fn each_unit_builds_as_upstream_does() {
+        for m in MODULES.iter().filter(|m| !m.builds.is_empty()) {
+            assert_eq!(m.env, NO_CGO, "{}", m.dir);
+        }
+        assert_eq!(unit("kubelet").tags, "selinux,notest");
+        assert!(unit("kubelet").patch.is_none());
+        assert!(
+            unit("containerd")
+                .tags
+                .starts_with("no_btrfs,no_devmapper,no_zfs")
+        );
+        let ctrd = unit("containerd").ldflags();
+        assert!(
+            ctrd.contains("github.com/containerd/containerd/v2/version.Version=v2."),
+            "{ctrd}"
+        );
+        let cni = unit("cni").ldflags();
+        assert!(cni.ends_with("buildversion.BuildVersion=v1.10.0"), "{cni}");
+        assert_eq!(unit("cni").artifacts(), [CNI_BIN]);
+        let names: Vec<&str> = unit("cni").builds.iter().map(|(_, n)| *n).collect();
+        assert_eq!(names, CNI_PLUGINS);
+    }
+
+    #[test]
+    fn coredns_has_no_way_to_the_hosts_resolver() {
+        let main = unit("coredns").files[2].1;
+        for plugin in [
+            "forward", "loop", "grpc", "etcd", "route53", "azure", "clouddns",
+        ] {
+            assert!(!main.contains(&format!("plugin/{plugin}\"")), "{plugin}");
+            assert!(!main.contains(&format!("\"{plugin}\",")), "{plugin}");
+        }
+        let go_sum = unit("coredns").files[1].1;
+        for cloud in ["github.com/Azure/", "github.com/aws/", "cloud.google.com/"] {
+            assert!(!go_sum.contains(cloud), "{cloud} in tools/coredns/go.sum");
+        }
     }
 
     #[test]
@@ -591,5 +1277,17 @@ mod tests {
         );
         let twice = format!("{}{}", p.find, p.find);
         assert!(apply_patch(&twice, p).unwrap_err().contains("2 times"));
+    }
+
+    #[test]
+    fn linked_directories_hold_every_artifact() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::create_dir_all(a.join("sub")).unwrap();
+        fs::write(a.join("sub/f"), "x").unwrap();
+        fs::write(a.join("g"), "y").unwrap();
+        link_tree(&a, &b).unwrap();
+        assert_eq!(fs::read_to_string(b.join("sub/f")).unwrap(), "x");
+        assert_eq!(fs::read_to_string(b.join("g")).unwrap(), "y");
     }
 }

@@ -1,0 +1,184 @@
+//! The testbed's images, and any binary as an image.
+
+use std::path::Path;
+
+use super::{
+    ImageSpec,
+    ldd::{self, Linkage},
+};
+use crate::Error;
+
+/// The pause (sandbox) image kubelet's pods start with.
+pub const PAUSE_REFERENCE: &str = "tandem.local/pause:3.10.1";
+/// A shell and network tools for test pods.
+pub const TOOLBOX_REFERENCE: &str = "ghcr.io/tandem-io/toolbox:latest";
+/// Where Debian's `busybox-static` package puts busybox.
+pub const DEBIAN_BUSYBOX: &str = "/bin/busybox";
+/// The busybox applets the toolbox links into /bin.
+pub const TOOLBOX_APPLETS: &[&str] = &[
+    "sh", "wget", "nslookup", "nc", "ls", "cat", "sleep", "ps", "kill", "env", "echo", "grep",
+    "ip", "ping", "true", "false", "id", "hostname", "mkdir", "rm", "timeout", "seq", "date",
+    "head", "tail", "wc", "tr", "cut", "printf", "test", "[",
+];
+
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const PASSWD: &str = "root:x:0:0:root:/root:/sbin/nologin\n\
+                      nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n";
+const GROUP: &str = "root:x:0:\nnobody:x:65534:\n";
+const NSSWITCH: &str = "passwd: files\ngroup: files\nhosts: files dns\n";
+
+/// `ghcr.io/tandem-io/tandem:<version>`.
+pub fn tandem_reference(version: &str) -> String {
+    format!("ghcr.io/tandem-io/tandem:{version}")
+}
+
+/// `tandem.local/coredns:<version>`.
+pub fn coredns_reference(version: &str) -> String {
+    format!("tandem.local/coredns:{version}")
+}
+
+/// The pause image: the static `/pause` binary (built with `gcc -static`
+/// from Kubernetes' `build/pause/linux/pause.c`), run as 65535:65535, as
+/// upstream's.
+pub fn pause(pause_binary: &Path) -> Result<ImageSpec, Error> {
+    require_static(
+        pause_binary,
+        PAUSE_REFERENCE,
+        "Build it with `gcc -Os -static` (glibc's libc.a is needed: Debian package libc6-dev)",
+    )?;
+    Ok(ImageSpec::new(PAUSE_REFERENCE)
+        .host_file("/pause", pause_binary, 0o755)
+        .entrypoint(["/pause"])
+        .user("65535:65535"))
+}
+
+/// The CoreDNS image: the static `/coredns` binary (built with CGO off).
+pub fn coredns(coredns_binary: &Path, version: &str) -> Result<ImageSpec, Error> {
+    let reference = coredns_reference(version);
+    require_static(coredns_binary, &reference, "Build it with CGO_ENABLED=0")?;
+    Ok(ImageSpec::new(reference)
+        .host_file("/coredns", coredns_binary, 0o755)
+        .entrypoint(["/coredns"]))
+}
+
+/// The tandem image: the tandem binary at `/tandem` (normally
+/// `std::env::current_exe()`), `version` the workspace version, with the
+/// shared libraries it needs, /etc/passwd, /etc/group and /tmp, so that it
+/// needs no base image.
+pub fn tandem(tandem_binary: &Path, version: &str) -> Result<ImageSpec, Error> {
+    with_binary(
+        ImageSpec::new(tandem_reference(version)),
+        tandem_binary,
+        "/tandem",
+    )
+}
+
+/// What a static glibc program loads for name lookups, at Debian's paths.
+const GLIBC_NSS: &[&str] = &[
+    "/lib64/ld-linux-x86-64.so.2",
+    "/lib/x86_64-linux-gnu/libc.so.6",
+    "/lib/x86_64-linux-gnu/libnss_files.so.2",
+    "/lib/x86_64-linux-gnu/libnss_dns.so.2",
+    "/lib/x86_64-linux-gnu/libresolv.so.2",
+];
+
+/// Debian's static busybox at /bin/busybox with links for the usual tools;
+/// the command (not the entrypoint, as in the busybox image, so that
+/// `kubectl run ... -- sleep 60` runs `sleep`) is /bin/sh. A dynamic busybox
+/// is refused: the image has no libraries.
+pub fn toolbox(busybox: &Path) -> Result<ImageSpec, Error> {
+    require_static(
+        busybox,
+        TOOLBOX_REFERENCE,
+        "Install Debian's static busybox: apt-get install busybox-static",
+    )?;
+    let mut spec = base(ImageSpec::new(TOOLBOX_REFERENCE))
+        .host_file("/bin/busybox", busybox, 0o755)
+        .cmd(["/bin/sh"]);
+    // A static glibc still loads NSS modules (and their libc) at run time
+    // for getaddrinfo; without them busybox's wget crashes.
+    for lib in GLIBC_NSS {
+        let host = Path::new(lib);
+        if !host.exists() {
+            return Err(Error::Image {
+                reference: TOOLBOX_REFERENCE.into(),
+                detail: format!(
+                    "{lib} is missing; static busybox needs glibc's NSS modules: apt-get install libc6"
+                ),
+            });
+        }
+        spec = spec.host_file(lib, host, 0o755);
+    }
+    for applet in TOOLBOX_APPLETS {
+        spec = spec.symlink(&format!("/bin/{applet}"), "busybox");
+    }
+    Ok(spec)
+}
+
+/// Any single x86-64 Linux binary as an image `reference`, at `/<its file
+/// name>` and run as the entrypoint. A dynamic binary gets the shared
+/// libraries `ldd` reports, as the tandem image does.
+pub fn binary_image(binary: &Path, reference: &str) -> Result<ImageSpec, Error> {
+    let name = binary
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty() && n != "." && n != "..")
+        .ok_or_else(|| Error::NotExecutable {
+            path: binary.into(),
+            detail: "not a file name".into(),
+        })?;
+    with_binary(ImageSpec::new(reference), binary, &format!("/{name}"))
+}
+
+/// What every image with a libc needs besides libraries: the user and group
+/// files, name service config, /tmp and PATH.
+fn base(spec: ImageSpec) -> ImageSpec {
+    spec.bytes("/etc/passwd", PASSWD, 0o644)
+        .bytes("/etc/group", GROUP, 0o644)
+        .bytes("/etc/nsswitch.conf", NSSWITCH, 0o644)
+        .directory("/tmp", 0o1777)
+        .env("PATH", PATH)
+}
+
+/// `spec` with `binary` at `image_path` as the entrypoint, plus its shared
+/// libraries if it is dynamic.
+fn with_binary(spec: ImageSpec, binary: &Path, image_path: &str) -> Result<ImageSpec, Error> {
+    let mut spec = base(spec)
+        .host_file(image_path, binary, 0o755)
+        .entrypoint([image_path]);
+    if ldd::is_static(binary)? {
+        return Ok(spec);
+    }
+    let Linkage::Dynamic(libs) = ldd::libraries(binary)? else {
+        return Err(Error::Ldd {
+            binary: binary.into(),
+            detail: "ldd calls it static, but it has a program interpreter".into(),
+        });
+    };
+    let placement = ldd::place(&libs);
+    for (path, host) in placement.files {
+        if path == image_path {
+            return Err(spec.invalid(format!("a library is at {path}, where the binary goes")));
+        }
+        spec = spec.host_file(&path, host, 0o755);
+    }
+    for (path, target) in placement.symlinks {
+        spec = spec.symlink(&path, &target);
+    }
+    if let Some(dirs) = placement.library_path {
+        spec = spec.env("LD_LIBRARY_PATH", &dirs);
+    }
+    Ok(spec)
+}
+
+fn require_static(binary: &Path, reference: &str, fix: &str) -> Result<(), Error> {
+    if ldd::is_static(binary)? {
+        Ok(())
+    } else {
+        Err(Error::NotStatic {
+            path: binary.into(),
+            image: reference.into(),
+            fix: fix.into(),
+        })
+    }
+}
