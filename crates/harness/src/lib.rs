@@ -131,6 +131,17 @@ impl Env {
         cmd
     }
 
+    /// `kubectl apply -f -` of a manifest that names its own namespaces.
+    pub fn apply(&self, cluster: &str, manifest: &str) {
+        kubectl_apply(self.kubectl(cluster), manifest, cluster);
+    }
+
+    /// `tandem ARGS | kubectl --context CLUSTER apply -f -`, as a user types it.
+    pub fn apply_tandem(&self, cluster: &str, args: &[&str]) {
+        let manifest = run_ok(self.tandem().args(args));
+        self.apply(cluster, &manifest);
+    }
+
     /// A fresh namespace, created in each of `clusters`.
     pub fn namespace(&self, prefix: &str, clusters: &[&str]) -> TestNamespace {
         let suffix = format!(
@@ -246,6 +257,30 @@ pub fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `kubectl ... apply -f -` with `manifest` on stdin; must succeed.
+fn kubectl_apply(mut cmd: Command, manifest: &str, what: &str) {
+    use std::io::Write;
+    let mut child = cmd
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(manifest.as_bytes())
+        .expect("manifest written");
+    let out = child.wait_with_output().expect("kubectl finishes");
+    assert!(
+        out.status.success(),
+        "kubectl apply in {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A namespace of one test, in one or more clusters.
 pub struct TestNamespace {
     pub name: String,
@@ -256,29 +291,9 @@ pub struct TestNamespace {
 impl TestNamespace {
     /// `kubectl apply -f -` of a manifest into this namespace.
     pub fn apply(&self, cluster: &str, manifest: &str) {
-        use std::io::Write;
-        let mut child = self
-            .env
-            .kubectl(cluster)
-            .args(["apply", "-n", &self.name, "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("kubectl starts");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(manifest.as_bytes())
-            .expect("manifest written");
-        let out = child.wait_with_output().expect("kubectl finishes");
-        assert!(
-            out.status.success(),
-            "kubectl apply in {cluster}/{}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut cmd = self.env.kubectl(cluster);
+        cmd.args(["-n", &self.name]);
+        kubectl_apply(cmd, manifest, &format!("{cluster}/{}", self.name));
     }
 
     /// `kubectl -n NS ...` in one cluster; must succeed.

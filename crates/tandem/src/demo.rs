@@ -1,6 +1,7 @@
 //! `tandem demo`: the workshop's control-plane path, end to end, on a local
-//! testbed: each step prints the command a user would type and its result,
-//! and the failover and failback are checked, not just shown.
+//! testbed with real nodes: each step prints the command a user would type
+//! and its result, everything tandem installs runs as pods, and the failover
+//! and failback are checked, not just shown.
 
 use std::{
     io::{IsTerminal, Write},
@@ -11,14 +12,13 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use tandem_testbed::process::{self, Spec};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Wait for Enter between steps, for presenting.
     #[arg(long)]
     pause: bool,
-    /// Leave the clusters and controllers running, and print how to explore them.
+    /// Leave the clusters running, and print how to explore them.
     #[arg(long, conflicts_with = "down")]
     keep: bool,
     /// Stop and remove what `tandem demo --keep` left.
@@ -105,8 +105,8 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         Err(e) => {
             eprintln!("\nthe demo failed: {e:#}");
             eprintln!(
-                "logs of the controllers: {}",
-                demo.dir.join("logs").display()
+                "the testbed's logs: {}",
+                demo.testbed_dir().join("clusters").display()
             );
             if keep {
                 eprintln!("everything is left running (--keep); `tandem demo --down` removes it");
@@ -129,15 +129,6 @@ impl Demo {
 
     fn kubeconfig(&self) -> PathBuf {
         self.testbed_dir().join("kubeconfig")
-    }
-
-    fn api_server(&self, i: usize) -> String {
-        format!("https://127.0.0.1:{}", self.base_port + 10 * i as u16)
-    }
-
-    /// Each cluster's gateway listens on its own loopback address.
-    fn gateway_ip(i: usize) -> String {
-        format!("127.20.0.{}", i + 1)
     }
 
     fn title(&mut self, what: &str) {
@@ -249,32 +240,17 @@ impl Demo {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Starts a detached `tandem` process that `--keep` leaves running.
-    fn start(&self, name: &str, args: &[String]) -> Result<()> {
-        let spec = Spec {
-            program: self.tandem.clone(),
-            args: args.to_vec(),
-            log: self.dir.join("logs").join(format!("{name}.log")),
-            pid_file: self.dir.join("run").join(format!("{name}.pid")),
-        };
-        println!(
-            "$ tandem {}   # in the background; log: {}",
-            args.join(" "),
-            spec.log.display()
-        );
-        spec.spawn().map_err(anyhow::Error::from)?;
-        Ok(())
-    }
-
     async fn steps(&mut self) -> Result<(Duration, Duration)> {
         std::fs::create_dir_all(self.certs())?;
         self.title("bring up the clusters east and west");
         self.sh(&format!(
-            "tandem testbed up --nodes fake --clusters east,west --dir {} --base-port {}",
+            "tandem testbed up --clusters east,west --dir {} --base-port {}",
             self.testbed_dir().display(),
             self.base_port
         ))?;
-        self.sh("kubectl --context east get nodes && kubectl --context west get nodes")?;
+        self.sh(
+            "kubectl --context east get nodes -o wide && kubectl --context west get nodes -o wide",
+        )?;
 
         self.title("create the trust anchor and an issuer per cluster");
         self.sh("tandem certificate create root.linkerd.cluster.local root.crt root.key --profile root-ca --no-password --insecure")?;
@@ -313,33 +289,19 @@ impl Demo {
             ))?;
         }
 
-        self.title("start the controllers and gateways (local processes, until the testbed runs pods for real)");
-        let kubeconfig = self.kubeconfig().display().to_string();
-        for (i, c) in CLUSTERS.iter().enumerate() {
-            self.start(
-                &format!("failover-{c}"),
-                &[
-                    "--kubeconfig".into(),
-                    kubeconfig.clone(),
-                    "--context".into(),
-                    c.to_string(),
-                    "failover".into(),
-                    "run".into(),
-                    "--identity".into(),
-                    format!("demo-{c}"),
-                    "--admin-addr".into(),
-                    format!("127.0.0.1:{}", 19990 + i),
-                ],
-            )?;
-            self.start(
-                &format!("gateway-{c}"),
-                &[
-                    "gateway".into(),
-                    "--admin-addr".into(),
-                    format!("{}:4191", Self::gateway_ip(i)),
-                ],
-            )?;
+        self.title("wait for tandem's pods: identity, the failover controller and the gateway");
+        for c in CLUSTERS {
+            for (ns, deploy) in [
+                ("tandem", "tandem-identity"),
+                ("tandem-failover", "tandem-failover"),
+                ("tandem-multicluster", "tandem-gateway"),
+            ] {
+                self.sh(&format!(
+                    "kubectl --context {c} -n {ns} rollout status deploy/{deploy} --timeout=120s"
+                ))?;
+            }
         }
+        self.sh("kubectl --context east -n tandem-multicluster get svc tandem-gateway")?;
 
         self.title("deploy the emojivoto-shaped app in both clusters");
         let app = emojivoto();
@@ -369,27 +331,17 @@ impl Demo {
         }
 
         self.title("link the clusters both ways and export emoji-svc");
-        for (target, other, idx) in [("west", "east", 1), ("east", "west", 0)] {
+        // No --api-server-address or --gateway-addresses: the testbed's
+        // apiservers and LoadBalancer addresses are reachable from pods.
+        for (target, other) in [("west", "east"), ("east", "west")] {
             self.sh(&format!(
-                "tandem multicluster --context={target} link --cluster-name={target} --api-server-address=\"{}\" --gateway-addresses={} | kubectl --context {other} apply -f -",
-                self.api_server(idx),
-                Self::gateway_ip(idx)
+                "tandem multicluster --context={target} link --cluster-name={target} | kubectl --context {other} apply -f -"
             ))?;
-            self.start(
-                &format!("mirror-{target}-in-{other}"),
-                &[
-                    "--kubeconfig".into(),
-                    kubeconfig.clone(),
-                    "--context".into(),
-                    other.to_string(),
-                    "multicluster".into(),
-                    "mirror".into(),
-                    "--link".into(),
-                    target.to_string(),
-                    "--admin-addr".into(),
-                    format!("127.0.0.1:{}", 19992 + idx),
-                ],
-            )?;
+        }
+        for (target, other) in [("west", "east"), ("east", "west")] {
+            self.sh(&format!(
+                "kubectl --context {other} -n tandem-multicluster rollout status deploy/tandem-service-mirror-{target} --timeout=120s"
+            ))?;
         }
         for c in CLUSTERS {
             self.sh(&format!("kubectl --context={c} -n emojivoto label svc/emoji-svc mirror.linkerd.io/exported=true"))?;
@@ -496,22 +448,12 @@ impl Demo {
         println!("  tandem --context east failover status");
         println!("  tandem --context east multicluster gateways");
         println!("  tandem --context east check");
-        println!("  logs: {}", self.dir.join("logs").display());
+        println!("  kubectl --context east -n tandem-failover logs deploy/tandem-failover");
         println!("\nStop and remove it all with `tandem demo --down`.");
     }
 
-    /// Stops the demo's processes (by their pid files), its testbed, and
-    /// removes its directory.
+    /// Stops the demo's testbed and removes its directory.
     fn teardown(&self) -> Result<()> {
-        let run = self.dir.join("run");
-        if let Ok(entries) = std::fs::read_dir(&run) {
-            for e in entries.flatten() {
-                if let Some(id) = process::read_pid_file(&e.path()) {
-                    id.stop(Duration::from_secs(5))
-                        .map_err(anyhow::Error::from)?;
-                }
-            }
-        }
         if self.testbed_dir().join("testbed.json").exists() {
             tandem_testbed::Testbed::down(&self.testbed_dir(), true, &tandem_testbed::Quiet)?;
         }
@@ -541,12 +483,40 @@ spec:
     weight: 0
 "#;
 
-/// The emojivoto shape: web, emoji and voting, each a Deployment and a Service.
+/// The emojivoto shape: web, emoji and voting, each a Deployment and a
+/// Service, with emojivoto's names and ports. Until the emojivoto-compatible
+/// app exists, each runs the tandem image (which the testbed loads) serving
+/// a readiness endpoint on the app's port, so that readiness is real.
 fn emojivoto() -> String {
+    let image = format!("ghcr.io/tandem-io/tandem:{}", env!("CARGO_PKG_VERSION"));
     let mut out = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: emojivoto}\n");
     for (app, port) in [("web", 80), ("emoji", 8080), ("voting", 8080)] {
         out.push_str(&format!(
-            "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {app}, namespace: emojivoto}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: {app}-svc}}}}\n  template:\n    metadata: {{labels: {{app: {app}-svc}}}}\n    spec: {{containers: [{{name: {app}-svc, image: docker.l5d.io/buoyantio/emojivoto-{app}:v11, ports: [{{containerPort: {port}}}]}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: {app}-svc, namespace: emojivoto}}\nspec:\n  selector: {{app: {app}-svc}}\n  ports: [{{name: http, port: {port}, targetPort: {port}}}]\n"
+            r#"---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {app}, namespace: emojivoto}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: {app}-svc}}}}
+  template:
+    metadata: {{labels: {{app: {app}-svc}}}}
+    spec:
+      containers:
+      - name: {app}-svc
+        image: {image}
+        imagePullPolicy: IfNotPresent
+        args: [gateway, --admin-addr, "0.0.0.0:{port}"]
+        ports: [{{containerPort: {port}}}]
+        readinessProbe: {{httpGet: {{path: /ready, port: {port}}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {app}-svc, namespace: emojivoto}}
+spec:
+  selector: {{app: {app}-svc}}
+  ports: [{{name: http, port: {port}, targetPort: {port}}}]
+"#
         ));
     }
     out

@@ -1,13 +1,14 @@
 //! `tandem demo`, start to finish: the workshop's control-plane path on its
-//! own testbed, with the failover and failback checked by the demo itself.
+//! own testbed of real nodes, with every tandem component running as a pod,
+//! and the failover and failback checked by the demo itself.
 
 use std::{path::Path, process::Command};
 
 #[test]
 fn the_demo_runs_the_workshop_and_cleans_up() {
     let tandem = Path::new(env!("CARGO_BIN_EXE_tandem"));
-    // The Kubernetes binaries are built once, by the shared testbed.
-    tandem_harness::Env::shared(tandem);
+    // The binaries (real nodes' too) are built once, by the shared testbed.
+    tandem_harness::Env::real(tandem);
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("demo");
 
@@ -35,6 +36,11 @@ fn the_demo_runs_the_workshop_and_cleans_up() {
         "$ tandem smi --context=east install | kubectl --context=east apply -f -",
         "$ kubectl --context=east -n emojivoto label svc/emoji-svc mirror.linkerd.io/exported=true",
         "$ kubectl --context east -n emojivoto scale deploy emoji --replicas=0",
+        // Linked as the workshop types it, with no address flags: the
+        // mirror and the gateway run in-cluster.
+        "$ tandem multicluster --context=west link --cluster-name=west | kubectl --context east apply -f -",
+        "$ kubectl --context east -n tandem-multicluster rollout status deploy/tandem-service-mirror-west --timeout=120s",
+        "$ kubectl --context east -n tandem-failover rollout status deploy/tandem-failover --timeout=120s",
     ] {
         assert!(stdout.contains(command), "{command:?} shown:\n{stdout}");
     }
@@ -59,6 +65,8 @@ fn the_demo_runs_the_workshop_and_cleans_up() {
     let leftovers: Vec<u32> =
         tandem_testbed::process::processes_mentioning(&dir.display().to_string());
     assert!(leftovers.is_empty(), "no demo process left: {leftovers:?}");
+    // The demo started no side process: every `tandem` it ran was a command.
+    assert!(!stdout.contains("in the background"), "{stdout}");
 }
 
 #[test]

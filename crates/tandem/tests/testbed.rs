@@ -488,6 +488,7 @@ fn a_missing_go_toolchain_is_named() {
         .arg(dir.path())
         .env("TANDEM_CACHE", empty_cache.path())
         .env("PATH", empty_path.path())
+        .env("TANDEM_TESTBED_NODES", "fake")
         .env_remove("TANDEM_GO")
         .env_remove("TANDEM_TESTBED_BIN"));
     assert!(!out.status.success());

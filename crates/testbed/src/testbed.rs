@@ -386,7 +386,11 @@ impl Testbed {
                 // Before the kubelet starts: it would try to pull the
                 // pinned sandbox image, which cannot succeed here.
                 let t = Instant::now();
-                let images = node::load_images(l, tc)?;
+                let (layout, toolchain) = (l.clone(), tc.clone());
+                let images =
+                    tokio::task::spawn_blocking(move || node::load_images(&layout, &toolchain))
+                        .await
+                        .map_err(|e| cluster_err(&l.name, format!("loading images: {e}")))??;
                 progress.step(&format!(
                     "{}: loaded {} image(s) into containerd in {:.1}s",
                     l.name,

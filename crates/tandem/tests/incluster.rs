@@ -1,0 +1,307 @@
+//! Everything tandem installs, running as real pods on real nodes: the
+//! workshop's control-plane path with no side process. Install, check, link
+//! without `--gateway-addresses`, export, and a failover done by the
+//! failover controller's pod.
+
+use std::{path::Path, time::Duration};
+
+use tandem_harness::{Env, TestNamespace, eventually, run, run_ok};
+
+fn tandem_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_tandem"))
+}
+
+const CLUSTERS: [&str; 2] = ["east", "west"];
+
+/// The workshop's certificates: one trust anchor, an issuer per cluster.
+fn certificates(env: &Env, dir: &Path) {
+    let d = dir.display().to_string();
+    run_ok(env.tandem().current_dir(dir).args([
+        "certificate",
+        "create",
+        "root.linkerd.cluster.local",
+        "root.crt",
+        "root.key",
+        "--profile",
+        "root-ca",
+        "--no-password",
+        "--insecure",
+    ]));
+    for c in CLUSTERS {
+        run_ok(env.tandem().current_dir(dir).args([
+            "certificate",
+            "create",
+            "identity.linkerd.cluster.local",
+            &format!("{c}-issuer.crt"),
+            &format!("{c}-issuer.key"),
+            "--profile",
+            "intermediate-ca",
+            "--ca",
+            "root.crt",
+            "--ca-key",
+            "root.key",
+            "--not-after",
+            "8760h",
+            "--no-password",
+            "--insecure",
+        ]));
+    }
+    assert!(Path::new(&d).join("root.crt").exists());
+}
+
+fn rollout(env: &Env, cluster: &str, ns: &str, deploy: &str) {
+    run_ok(env.kubectl(cluster).args([
+        "-n",
+        ns,
+        "rollout",
+        "status",
+        &format!("deploy/{deploy}"),
+        "--timeout=120s",
+    ]));
+}
+
+/// `emoji`: any ready Deployment (the tandem image, probed on /ready), and
+/// `emoji-svc` in front of it, exported.
+fn emoji_app() -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: emoji
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: emoji-svc}}
+  template:
+    metadata:
+      labels: {{app: emoji-svc}}
+    spec:
+      containers:
+      - name: emoji
+        image: ghcr.io/tandem-io/tandem:{version}
+        imagePullPolicy: Never
+        args: ["gateway", "--admin-addr", "0.0.0.0:8080"]
+        ports:
+        - {{name: grpc, containerPort: 8080}}
+        readinessProbe:
+          httpGet: {{path: /ready, port: 8080}}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: emoji-svc
+  labels:
+    mirror.linkerd.io/exported: "true"
+spec:
+  selector: {{app: emoji-svc}}
+  ports:
+  - {{name: grpc, port: 8080, targetPort: 8080}}
+"#,
+        version = env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// The workshop's TrafficSplit, as the seed writes it, in the test's namespace.
+fn workshop_split(ns: &str) -> String {
+    format!(
+        r#"apiVersion: split.smi-spec.io/v1alpha2
+kind: TrafficSplit
+metadata:
+  name: emoji-svc
+  namespace: {ns}
+  labels:
+      failover.linkerd.io/controlled-by: linkerd-failover
+  annotations:
+      failover.linkerd.io/primary-service: emoji-svc
+spec:
+  service: emoji-svc
+  backends:
+  - service: emoji-svc
+    weight: 1
+  - service: emoji-svc-west
+    weight: 0
+"#
+    )
+}
+
+fn weights(ns: &TestNamespace) -> String {
+    ns.kubectl(
+        "east",
+        &[
+            "get",
+            "trafficsplits.split.smi-spec.io",
+            "emoji-svc",
+            "-o",
+            "jsonpath={range .spec.backends[*]}{.service}={.weight} {end}",
+        ],
+    )
+    .trim()
+    .to_string()
+}
+
+async fn wait_weights(ns: &TestNamespace, want: &str) {
+    eventually(
+        &format!("weights {want}"),
+        Duration::from_secs(60),
+        || async {
+            let w = weights(ns);
+            if w == want { Ok(()) } else { Err(w) }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_workshop_control_plane_runs_in_cluster_and_fails_over() {
+    let env = Env::real(tandem_bin());
+    let certs = tempfile::tempdir().unwrap();
+    certificates(&env, certs.path());
+    let file = |name: &str| certs.path().join(name).display().to_string();
+
+    for c in CLUSTERS {
+        run_ok(env.tandem().args(["check", "--pre", "--context", c]));
+        env.apply_tandem(c, &["install", "--crds", "--context", c]);
+        env.apply_tandem(
+            c,
+            &[
+                "install",
+                "--context",
+                c,
+                "--identity-trust-anchors-file",
+                &file("root.crt"),
+                "--identity-issuer-certificate-file",
+                &file(&format!("{c}-issuer.crt")),
+                "--identity-issuer-key-file",
+                &file(&format!("{c}-issuer.key")),
+            ],
+        );
+        env.apply_tandem(c, &["smi", "install", "--context", c]);
+        env.apply_tandem(c, &["failover", "install", "--context", c]);
+        env.apply_tandem(c, &["multicluster", "install", "--context", c]);
+    }
+    for c in CLUSTERS {
+        // A new trust anchor each run: restart identity so it reads it.
+        run_ok(env.kubectl(c).args([
+            "-n",
+            "tandem",
+            "rollout",
+            "restart",
+            "deploy/tandem-identity",
+        ]));
+        rollout(&env, c, "tandem", "tandem-identity");
+        rollout(&env, c, "tandem-failover", "tandem-failover");
+        rollout(&env, c, "tandem-multicluster", "tandem-gateway");
+        let out = run(env
+            .tandem()
+            .args(["--context", c, "check", "--wait", "60s"]));
+        assert!(
+            out.status.success(),
+            "tandem check in {c}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The gateway got a LoadBalancer address from the testbed.
+        let lb = run_ok(env.kubectl(c).args([
+            "-n",
+            "tandem-multicluster",
+            "get",
+            "svc",
+            "tandem-gateway",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[0].ip}",
+        ]));
+        assert!(lb.starts_with("198.18."), "{c}: gateway address {lb:?}");
+    }
+
+    // Linked both ways exactly as the workshop types it, but with no
+    // --api-server-address or --gateway-addresses: the testbed's apiserver
+    // and LoadBalancer addresses are reachable from the other cluster's pods.
+    for (target, other) in [("west", "east"), ("east", "west")] {
+        env.apply_tandem(
+            other,
+            &[
+                "multicluster",
+                &format!("--context={target}"),
+                "link",
+                &format!("--cluster-name={target}"),
+            ],
+        );
+        rollout(
+            &env,
+            other,
+            "tandem-multicluster",
+            &format!("tandem-service-mirror-{target}"),
+        );
+    }
+
+    let ns = env.namespace("incluster", &CLUSTERS);
+    for c in CLUSTERS {
+        ns.apply(c, &emoji_app());
+    }
+    for c in CLUSTERS {
+        ns.kubectl(c, &["rollout", "status", "deploy/emoji", "--timeout=90s"]);
+    }
+    let west_gateway = run_ok(env.kubectl("west").args([
+        "-n",
+        "tandem-multicluster",
+        "get",
+        "svc",
+        "tandem-gateway",
+        "-o",
+        "jsonpath={.status.loadBalancer.ingress[0].ip}",
+    ]));
+    // The in-cluster mirror made emoji-svc-west, with endpoints at west's
+    // gateway address, ready because west has a ready emoji.
+    eventually(
+        "emoji-svc-west in east, ready at west's gateway",
+        Duration::from_secs(60),
+        || async {
+            let out = ns.kubectl(
+            "east",
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=emoji-svc-west",
+                "-o",
+                "jsonpath={range .items[*].endpoints[*]}{.addresses[0]}={.conditions.ready} {end}",
+            ],
+        );
+            if out.trim() == format!("{west_gateway}=true") {
+                Ok(())
+            } else {
+                Err(out)
+            }
+        },
+    )
+    .await;
+    let out = run(env
+        .tandem()
+        .args(["--context", "east", "multicluster", "check"]));
+    assert!(
+        out.status.success(),
+        "multicluster check:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // The failover controller's pod, and nothing else, moves the weights.
+    env.apply("east", &workshop_split(&ns.name));
+    wait_weights(&ns, "emoji-svc=1 emoji-svc-west=0").await;
+    ns.kubectl("east", &["scale", "deploy/emoji", "--replicas=0"]);
+    wait_weights(&ns, "emoji-svc=0 emoji-svc-west=1").await;
+    ns.kubectl("east", &["scale", "deploy/emoji", "--replicas=1"]);
+    wait_weights(&ns, "emoji-svc=1 emoji-svc-west=0").await;
+    let events = ns.kubectl(
+        "east",
+        &[
+            "get",
+            "events",
+            "-o",
+            "jsonpath={range .items[*]}{.reason} {.source.component}{.reportingComponent}\n{end}",
+        ],
+    );
+    assert!(events.contains("FailoverToFallback"), "{events}");
+    assert!(events.contains("FailbackToPrimary"), "{events}");
+}
