@@ -44,8 +44,8 @@ packages=()
 [[ -x /usr/sbin/runc ]] || packages+=(runc)
 command -v iptables-restore >/dev/null 2>&1 || packages+=(iptables)
 command -v nft >/dev/null 2>&1 || packages+=(nftables)
-[[ -x /bin/busybox ]] && ldd /bin/busybox >/dev/null 2>&1 && packages+=(busybox-static)
-[[ -x /bin/busybox ]] || packages+=(busybox-static)
+# A dynamic /bin/busybox (Debian's busybox package) is replaced by the static one.
+if [[ ! -x /bin/busybox ]] || ldd /bin/busybox >/dev/null 2>&1; then packages+=(busybox-static); fi
 if ((${#packages[@]})); then
   step "apt-get install ${packages[*]}"
   if [[ $(id -u) != 0 ]]; then
@@ -67,16 +67,44 @@ tandem=$CARGO_TARGET_DIR/debug/tandem
 step "building the testbed's Kubernetes binaries from Go modules (cached after the first time)"
 "$tandem" testbed build >/dev/null
 
+# For the whole suite, nftables counts in the host's namespace the packets
+# from the testbeds' range (198.18.0.0/15) that leave through anything but
+# loopback and the testbeds' bridges, and the packets the host forwards out
+# of a bridge. Both must stay 0: nothing of the testbed leaves the machine.
+egress_table="tandem_suite_egress_$$"
+nft -f - <<NFT
+table inet $egress_table {
+  chain egress { type filter hook postrouting priority 0; policy accept;
+    oifname != "lo" oifname != "tandem*" ip saddr 198.18.0.0/15 counter
+  }
+  chain forwarded { type filter hook forward priority 0; policy accept;
+    oifname != "tandem*" counter
+  }
+}
+NFT
+
 stop_testbed() {
-  [[ "${TANDEM_KEEP_TESTBED:-}" != 1 ]] || return 0
-  for dir in "$TANDEM_TEST_TESTBED_DIR" "$TANDEM_TEST_REAL_TESTBED_DIR"; do
-    if [[ -e "$dir/testbed.json" ]]; then
-      step "stopping the test testbed in $dir"
-      "$tandem" testbed down --dir "$dir" || true
-    fi
-  done
+  if [[ "${TANDEM_KEEP_TESTBED:-}" != 1 ]]; then
+    for dir in "$TANDEM_TEST_TESTBED_DIR" "$TANDEM_TEST_REAL_TESTBED_DIR"; do
+      if [[ -e "$dir/testbed.json" ]]; then
+        step "stopping the test testbed in $dir"
+        "$tandem" testbed down --dir "$dir" || true
+      fi
+    done
+  fi
+  nft delete table inet "$egress_table" 2>/dev/null || true
 }
 trap stop_testbed EXIT
 
 step "cargo test"
-cargo test --workspace --no-fail-fast
+status=0
+cargo test --workspace --no-fail-fast || status=$?
+
+leaked=$(nft list table inet "$egress_table" | grep -o 'packets [0-9]*' | awk '{s += $2} END {print s + 0}')
+forward=$(cat /proc/sys/net/ipv4/ip_forward)
+step "left the machine during the suite: $leaked packet(s); the host's ip_forward: $forward"
+if [[ $leaked != 0 || $forward != 0 ]]; then
+  echo "error: testbed traffic left the machine ($leaked packets), or the host forwards (ip_forward=$forward)" >&2
+  status=1
+fi
+exit "$status"

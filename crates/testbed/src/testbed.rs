@@ -317,9 +317,6 @@ impl Testbed {
             Err(e) => {
                 progress.step("start failed; stopping what was started");
                 let _ = tb.stop_all(&crate::Quiet);
-                if tb.config.nodes == Nodes::Real {
-                    let _ = node::teardown(&tb.config, &crate::Quiet);
-                }
                 Err(e)
             }
         }
@@ -444,7 +441,7 @@ impl Testbed {
     pub fn stop_component(&self, cluster: &str, c: Component) -> Result<(), Error> {
         let l = self.config.layout(cluster)?;
         if let Some(id) = process::read_pid_file(&l.pid_path(c)) {
-            id.stop(Duration::from_secs(10))?;
+            id.stop(stop_grace(c))?;
         }
         let _ = fs::remove_file(l.pid_path(c));
         Ok(())
@@ -507,12 +504,7 @@ impl Testbed {
         let stopped = match read_state(dir) {
             Ok(Some(state)) => {
                 let config = state.config(dir)?;
-                let tb = Testbed { config, state };
-                let stopped = tb.stop_all(progress)?;
-                if tb.config.nodes == Nodes::Real {
-                    node::teardown(&tb.config, progress)?;
-                }
-                stopped
+                Testbed { config, state }.stop_all(progress)?
             }
             Ok(None) => vec![],
             Err(e) if purge => {
@@ -540,15 +532,37 @@ impl Testbed {
         Ok(stopped.into_iter().chain(strays).collect())
     }
 
-    /// Stops components in reverse start order, every cluster.
+    /// Stops everything in reverse start order. With real nodes, the nodes
+    /// go first and are torn down (their pods killed) before the control
+    /// planes stop: a pod still watching its apiserver would hold the
+    /// apiserver's graceful shutdown for its whole grace period.
     fn stop_all(&self, progress: &dyn Progress) -> Result<Vec<String>, Error> {
+        let mut stopped = self.stop_where(progress, |c| c.is_node() || c == Component::Kwok)?;
+        if self.config.nodes == Nodes::Real {
+            node::teardown(&self.config, progress)?;
+        }
+        stopped.extend(self.stop_where(progress, |_| true)?);
+        Ok(stopped)
+    }
+
+    /// Stops the components that `which` picks, in reverse start order,
+    /// every cluster.
+    fn stop_where(
+        &self,
+        progress: &dyn Progress,
+        which: impl Fn(Component) -> bool,
+    ) -> Result<Vec<String>, Error> {
         let mut stopped = vec![];
         for l in self.config.layouts() {
-            for c in Component::started(l.nodes).into_iter().rev() {
+            for c in Component::started(l.nodes)
+                .into_iter()
+                .rev()
+                .filter(|c| which(*c))
+            {
                 let pid_path = l.pid_path(c);
                 if let Some(id) = process::read_pid_file(&pid_path) {
                     if id.is_alive() {
-                        id.stop(Duration::from_secs(10))?;
+                        id.stop(stop_grace(c))?;
                         progress.step(&format!("{}: stopped {c} (pid {})", l.name, id.pid));
                         stopped.push(format!("{}/{c}", l.name));
                     }
@@ -665,6 +679,16 @@ fn check_ports(config: &Config) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// How long `down` waits after SIGTERM before SIGKILL. kube-apiserver with
+/// real nodes shuts its controllers down and stops listening at once, then
+/// lingers (seen with 1.34); its data is in etcd, which stops after it.
+fn stop_grace(c: Component) -> Duration {
+    match c {
+        Component::KubeApiserver => Duration::from_secs(3),
+        _ => Duration::from_secs(10),
+    }
 }
 
 fn startup_timeout(c: Component) -> Duration {

@@ -157,10 +157,13 @@ pub fn delete_node(l: &ClusterLayout) -> Result<(), Error> {
 
 /// Deletes the bridge; its routes go with it. Idempotent.
 pub fn delete_bridge(bridge: &str) -> Result<(), Error> {
-    delete_link(bridge)
+    if link_exists(bridge) {
+        ip(&["link", "del", bridge])?;
+    }
+    Ok(())
 }
 
-/// Deletes a link that may be going away by itself already.
+/// Deletes a veth that is going away with its peer's namespace.
 fn delete_link(name: &str) -> Result<(), Error> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     while link_exists(name) && std::time::Instant::now() < deadline {
