@@ -54,6 +54,14 @@ pub fn check_prerequisites() -> Result<(), Error> {
     if !Path::new(files::RUNC).is_file() {
         missing.push(format!("{} (apt-get install runc)", files::RUNC));
     }
+    // The toolbox image is Debian's static busybox.
+    let busybox = Path::new(crate::image::images::DEBIAN_BUSYBOX);
+    if !crate::image::ldd::is_static(busybox).unwrap_or(false) {
+        missing.push(format!(
+            "a static {} (apt-get install busybox-static)",
+            busybox.display()
+        ));
+    }
     if !missing.is_empty() {
         return Err(Error::Prerequisite {
             missing: missing.join(", "),
