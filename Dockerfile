@@ -8,7 +8,9 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p tandem && \
+# Only the product binary: the development tools (tandem-testbed,
+# tandem-demo) stay out of the image.
+RUN cargo build --release --locked -p tandem --bin tandem && \
     install -D target/release/tandem /out/tandem
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -2,18 +2,17 @@
 
 #![forbid(unsafe_code)]
 
-use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+
+use clap::{Args, Parser, Subcommand};
+use tandem::{entry, kube_client, output};
 
 mod certificate;
 mod check;
-mod demo;
 mod failover;
 mod identity;
 mod install;
-mod kube_client;
 mod multicluster;
-mod output;
-mod testbed;
 
 /// Automatic failover of Kubernetes services across clusters.
 ///
@@ -28,7 +27,7 @@ struct Cli {
         long,
         global = true,
         env = "TANDEM_LOG",
-        default_value = "warn,kube_client::client::builder=off"
+        default_value = entry::DEFAULT_LOG
     )]
     log: String,
 
@@ -45,7 +44,9 @@ enum Command {
     Identity(identity::IdentityArgs),
     /// Run the workshop end to end on a local testbed: certificates, install,
     /// link, mirror, and a failover and failback that are checked and timed.
-    Demo(demo::DemoArgs),
+    /// (The development tool `tandem-demo`; `tandem demo --help` for its flags.)
+    #[command(disable_help_flag = true)]
+    Demo(DevToolArgs),
     /// Check a cluster before install (--pre), or check an install.
     Check(check::CheckArgs),
     /// Print the control plane's manifests (or, with --crds, the CRDs) for `kubectl apply -f -`.
@@ -66,9 +67,42 @@ enum Command {
     Multicluster(multicluster::MulticlusterCommand),
     /// Run the multicluster gateway (what `multicluster install` deploys).
     Gateway(multicluster::GatewayArgs),
-    /// Real Kubernetes clusters as local processes, for trying tandem and for its tests.
-    #[command(subcommand)]
-    Testbed(testbed::TestbedCommand),
+    /// Real Kubernetes clusters as local processes, for trying tandem and for
+    /// its tests. (The development tool `tandem-testbed`; `tandem testbed
+    /// --help` for its commands.)
+    #[command(disable_help_flag = true)]
+    Testbed(DevToolArgs),
+}
+
+/// Everything after `tandem testbed` or `tandem demo`, passed on as it is.
+#[derive(Debug, Args)]
+struct DevToolArgs {
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    args: Vec<OsString>,
+}
+
+/// `tandem testbed ...` as `tandem-testbed ...`, with the global flags this
+/// process parsed handed on. Returns only if the tool cannot be run.
+fn dev_tool(
+    cluster: &kube_client::ClusterArgs,
+    log: &str,
+    tool: &str,
+    rest: Vec<OsString>,
+) -> anyhow::Result<std::process::ExitCode> {
+    let mut args: Vec<OsString> = vec![];
+    if let Some(k) = &cluster.kubeconfig {
+        args.extend(["--kubeconfig".into(), k.clone().into_os_string()]);
+    }
+    if let Some(c) = &cluster.context {
+        args.extend(["--context".into(), c.into()]);
+    }
+    args.extend(["--log".into(), log.into()]);
+    args.extend(rest);
+    match tandem::dev_tools::exec(tool, &args)? {}
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,29 +119,11 @@ enum FailoverCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async move {
+    let log = cli.log.clone();
+    entry::run(&cli.log, || async move {
         match cli.command {
             Command::Certificate(cmd) => certificate::run(cmd),
             Command::Check(args) => check::run(&cli.cluster, args).await,
-            Command::Demo(args) => demo::run(args).await,
             Command::Identity(args) => identity::run(args).await,
             Command::Install(args) => install::install(args),
             Command::Uninstall(args) => install::uninstall(args),
@@ -122,16 +138,10 @@ fn main() -> std::process::ExitCode {
             Command::Failover(FailoverCommand::Uninstall(args)) => {
                 install::failover_uninstall(args)
             }
-            Command::Testbed(cmd) => testbed::run(&cli.cluster, cmd).await,
             Command::Multicluster(cmd) => multicluster::run(&cli.cluster, cmd).await,
             Command::Gateway(args) => multicluster::gateway(args).await,
+            Command::Testbed(a) => dev_tool(&cli.cluster, &log, "tandem-testbed", a.args),
+            Command::Demo(a) => dev_tool(&cli.cluster, &log, "tandem-demo", a.args),
         }
-    });
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    })
 }

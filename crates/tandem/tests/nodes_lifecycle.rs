@@ -191,11 +191,19 @@ async fn a_crash_is_refused_by_up_and_down_removes_everything_but_host_paths() {
 
 #[test]
 fn without_root_up_explains_and_points_to_fake_nodes() {
+    use std::os::unix::fs::PermissionsExt;
+    // A user's installation: tandem and its testbed tool in a directory
+    // anyone may read (the build's is under root's home).
     let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for name in ["tandem", "tandem-testbed"] {
+        let from = tandem_bin().with_file_name(name);
+        std::fs::copy(&from, dir.path().join(name)).unwrap();
+    }
     // nobody may not write the temporary directory; the check comes first.
     let out = run(Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(tandem_bin())
+        .arg(dir.path().join("tandem"))
         .args(["testbed", "up", "--nodes", "real", "--dir"])
         .arg(dir.path().join("tb")));
     assert!(!out.status.success());

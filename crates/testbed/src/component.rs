@@ -175,11 +175,9 @@ pub fn spec(layout: &ClusterLayout, tc: &Toolchain, c: Component) -> Spec {
             return node_spec(layout, c, tc.binary(c), args);
         }
         Component::Agent => {
-            let exe = std::env::current_exe().unwrap_or_else(|_| "tandem".into());
             return Spec {
-                program: exe,
+                program: crate::dev_binary(c.binary()),
                 args: vec![
-                    "testbed".into(),
                     "agent".into(),
                     // The kubeconfig's path names the testbed's directory,
                     // so that `down` also finds a stray agent.

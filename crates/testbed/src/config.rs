@@ -121,10 +121,11 @@ impl Component {
         }
     }
 
-    /// The binary's file name in the build cache; the agent is tandem itself.
+    /// The binary's file name in the build cache; the agent is the
+    /// `tandem-testbed` tool itself.
     pub fn binary(self) -> &'static str {
         match self {
-            Component::Agent => "tandem",
+            Component::Agent => "tandem-testbed",
             c => c.name(),
         }
     }

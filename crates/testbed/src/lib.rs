@@ -32,6 +32,15 @@ pub use self::{
     toolchain::Toolchain,
 };
 
+/// A binary of tandem's package that sits beside the running one (cargo
+/// builds `tandem`, `tandem-testbed` and `tandem-demo` into one directory).
+pub fn dev_binary(name: &str) -> std::path::PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(name)))
+        .unwrap_or_else(|| name.into())
+}
+
 /// Where long steps report what they are doing.
 pub trait Progress: Send + Sync {
     /// A step has started or finished; one line for a person to read.

@@ -339,11 +339,20 @@ pub fn write_files(l: &ClusterLayout, tc: &crate::Toolchain) -> Result<(), Error
     )
 }
 
-/// The images every node holds: the sandbox, CoreDNS, tandem itself (the
-/// binary that runs this testbed) and the toolbox.
+/// The images every node holds: the sandbox, CoreDNS, tandem and the
+/// toolbox. The tandem image holds the product binary `tandem` beside this
+/// tool (or `TANDEM_IMAGE_BINARY`), without the development tools.
 pub fn testbed_images(tc: &crate::Toolchain) -> Result<Vec<crate::image::ImageSpec>, Error> {
     use crate::{image, toolchain};
-    let tandem = std::env::current_exe().map_err(|e| Error::io("the tandem binary", e))?;
+    let tandem = std::env::var_os("TANDEM_IMAGE_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::dev_binary("tandem"));
+    if !tandem.is_file() {
+        return Err(Error::Prerequisite {
+            missing: format!("the tandem binary for the tandem image ({})", tandem.display()),
+            fix: "build it with `cargo build -p tandem` (it goes beside tandem-testbed), or set TANDEM_IMAGE_BINARY".into(),
+        });
+    }
     Ok(vec![
         image::pause(&tc.artifact(toolchain::PAUSE))?,
         image::coredns(

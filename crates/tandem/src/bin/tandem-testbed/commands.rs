@@ -1,4 +1,5 @@
-//! `tandem testbed`: start, inspect and stop the local clusters.
+//! The commands of `tandem testbed`: start, inspect and stop the local
+//! clusters, load images, and the agent the testbed runs.
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
@@ -9,7 +10,7 @@ use tandem_testbed::{
     UpOutcome,
 };
 
-use crate::{
+use tandem::{
     kube_client::ClusterArgs,
     output::{self, Format},
 };
@@ -391,6 +392,6 @@ async fn agent(cluster: &ClusterArgs, args: AgentArgs) -> Result<ExitCode> {
     }
     let client = cluster.client().await?;
     let config = tandem_testbed::agent::AgentConfig::new(args.lb_pool, args.health_port);
-    tandem_testbed::agent::run(client, config, crate::failover::shutdown_signal()).await?;
+    tandem_testbed::agent::run(client, config, tandem::signal::shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

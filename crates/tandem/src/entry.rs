@@ -1,0 +1,42 @@
+//! The entry point every tandem binary shares: logging, the runtime, and
+//! how an error ends the process.
+
+use std::{future::Future, io::IsTerminal, process::ExitCode};
+
+/// The default `--log` filter.
+pub const DEFAULT_LOG: &str = "warn,kube_client::client::builder=off";
+
+/// Sets up logging on stderr (colours only on a terminal, so that log files
+/// stay plain text), runs `body` on a multi-threaded runtime, and prints its
+/// error, if any, as `error: ...` with its causes.
+pub fn run<F, Fut>(log: &str, body: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = anyhow::Result<ExitCode>>,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(body()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
