@@ -18,15 +18,34 @@ pub trait Extension: Sync {
 /// Every extension `check` knows.
 pub static EXTENSIONS: &[&dyn Extension] = &[&Failover, &Multicluster];
 
-/// The namespace an extension is installed in, if any.
-pub(crate) async fn installed_namespace(ctx: &Context, extension: &str) -> Option<String> {
+/// The namespace an extension is installed in, if any, or why that could
+/// not be told.
+pub(crate) async fn installed_namespace(
+    ctx: &Context,
+    extension: &str,
+) -> Result<Option<String>, String> {
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
     let selector = format!("{}={extension}", tandem_install::EXTENSION_LABEL);
     let list = namespaces
         .list(&ListParams::default().labels(&selector))
         .await
-        .ok()?;
-    list.items.into_iter().find_map(|n| n.metadata.name)
+        .map_err(|e| e.to_string())?;
+    Ok(list.items.into_iter().find_map(|n| n.metadata.name))
+}
+
+/// When the lookup fails, the extension's category says so, rather than
+/// the extension's checks silently not running.
+pub(crate) fn lookup_failed(extension: &str, error: String) -> Category {
+    Category {
+        name: format!("tandem-{extension}"),
+        checks: vec![CheckResult::fail(
+            format!("can tell whether the {extension} extension is installed"),
+            error,
+            format!(
+                "the user must be able to list namespaces (`kubectl auth can-i list namespaces`); the {extension} extension's checks did not run"
+            ),
+        )],
+    }
 }
 
 // === Failover ===

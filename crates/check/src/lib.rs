@@ -185,8 +185,10 @@ pub async fn run(client: Result<Client, String>, options: Options) -> Report {
     categories.push(core::existence(&ctx).await);
     categories.push(core::identity(&ctx).await);
     for ext in EXTENSIONS {
-        if let Some(ns) = extensions::installed_namespace(&ctx, ext.name()).await {
-            categories.extend(ext.categories(&ctx, &ns).await);
+        match extensions::installed_namespace(&ctx, ext.name()).await {
+            Ok(Some(ns)) => categories.extend(ext.categories(&ctx, &ns).await),
+            Ok(None) => {}
+            Err(e) => categories.push(extensions::lookup_failed(ext.name(), e)),
         }
     }
     Report::new(categories)

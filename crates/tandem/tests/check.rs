@@ -1,0 +1,115 @@
+//! `tandem check` as a user with too little access: a failure to look for
+//! the installed extensions shows as a failed check, and never hides the
+//! extensions' checks silently.
+
+use std::{path::Path, process::Command};
+
+use tandem_harness::{Env, run, run_ok};
+
+fn tandem_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_tandem"))
+}
+
+#[tokio::test]
+async fn a_user_who_cannot_list_namespaces_sees_why_the_extension_checks_did_not_run() {
+    let env = Env::shared(tandem_bin());
+    let ns = env.namespace("check-rbac", &["east"]);
+    // A ServiceAccount that may read what the core checks read, but may not
+    // list namespaces.
+    ns.apply(
+        "east",
+        r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: viewer
+"#,
+    );
+    let role = format!("check-rbac-viewer-{}", ns.name);
+    env.apply(
+        "east",
+        &format!(
+            r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: {role}
+rules:
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get"]
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: {role}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {role}}}
+subjects:
+- {{kind: ServiceAccount, name: viewer, namespace: {ns}}}
+"#,
+            ns = ns.name
+        ),
+    );
+    let token = ns.kubectl("east", &["create", "token", "viewer", "--duration=10m"]);
+    let server = run_ok(env.kubectl("east").args([
+        "config",
+        "view",
+        "--minify",
+        "--raw",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]));
+    let ca = run_ok(env.kubectl("east").args([
+        "config",
+        "view",
+        "--minify",
+        "--raw",
+        "-o",
+        "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("viewer.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: east\n  cluster: {{server: \"{server}\", certificate-authority-data: \"{ca}\"}}\nusers:\n- name: viewer\n  user: {{token: \"{}\"}}\ncontexts:\n- name: east\n  context: {{cluster: east, user: viewer}}\ncurrent-context: east\n",
+            token.trim()
+        ),
+    )
+    .unwrap();
+
+    let out = run(Command::new(tandem_bin())
+        .args(["check", "-o", "json", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args(["--context", "east"]));
+    let _ = run(env
+        .kubectl("east")
+        .args(["delete", "clusterrole,clusterrolebinding", &role]));
+    assert!(!out.status.success(), "check must fail");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check -o json printed JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    let categories = report["categories"].as_array().unwrap();
+    for extension in ["failover", "multicluster"] {
+        let category = categories
+            .iter()
+            .find(|c| c["categoryName"] == format!("tandem-{extension}"))
+            .unwrap_or_else(|| panic!("no tandem-{extension} category in {report:#}"));
+        let check = &category["checks"][0];
+        assert_eq!(check["result"], "error", "{category:#}");
+        assert!(
+            check["error"].as_str().unwrap().contains("forbidden"),
+            "{category:#}"
+        );
+        assert!(
+            check["hint"].as_str().unwrap().contains("list namespaces"),
+            "{category:#}"
+        );
+    }
+}
