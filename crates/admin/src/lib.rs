@@ -1,5 +1,6 @@
-//! The admin server every tandem process runs: `/live` (the process serves),
-//! `/ready` (it can do its job), `/metrics` (Prometheus text format).
+//! The admin server every tandem process runs: `/live` (the process serves,
+//! and passes its liveness check if it has one), `/ready` (it can do its
+//! job), `/metrics` (Prometheus text format).
 
 #![forbid(unsafe_code)]
 
@@ -17,7 +18,12 @@ use tokio::sync::watch;
 pub struct Admin {
     registry: Arc<Mutex<Registry>>,
     ready: watch::Receiver<bool>,
+    live: Option<Arc<LivenessCheck>>,
 }
+
+/// Asked on every `/live`: `Err(why)` fails the probe, so that the kubelet
+/// restarts a process that serves but is stuck.
+pub type LivenessCheck = dyn Fn() -> Result<(), String> + Send + Sync;
 
 /// The handle that flips `/ready`.
 #[derive(Clone)]
@@ -37,15 +43,25 @@ impl Admin {
             Self {
                 registry: Arc::new(Mutex::new(registry)),
                 ready: rx,
+                live: None,
             },
             Readiness(Arc::new(tx)),
         )
     }
 
+    /// Makes `/live` fail while `check` does.
+    pub fn with_liveness(
+        mut self,
+        check: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.live = Some(Arc::new(check));
+        self
+    }
+
     /// The routes, without a socket, so that tests can drive them.
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/live", get(|| async { "live\n" }))
+            .route("/live", get(live))
             .route("/ready", get(ready))
             .route("/metrics", get(metrics))
             .with_state(self.clone())
@@ -56,6 +72,16 @@ impl Admin {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tracing::info!(%addr, "admin server listening");
         axum::serve(listener, self.router()).await
+    }
+}
+
+async fn live(State(admin): State<Admin>) -> impl IntoResponse {
+    match admin.live.as_deref().map_or(Ok(()), |check| check()) {
+        Ok(()) => (StatusCode::OK, "live\n".to_string()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not live: {why}\n"),
+        ),
     }
 }
 
@@ -128,5 +154,25 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("answer 7"), "{body}");
         assert_eq!(get(admin.router(), "/nope").await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn live_follows_the_liveness_check() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stuck = Arc::new(AtomicBool::new(false));
+        let check = stuck.clone();
+        let (admin, _) = Admin::new(Registry::default());
+        let admin = admin.with_liveness(move || {
+            if check.load(Ordering::SeqCst) {
+                Err("stuck for 61s".into())
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(get(admin.router(), "/live").await.0, StatusCode::OK);
+        stuck.store(true, Ordering::SeqCst);
+        let (status, body) = get(admin.router(), "/live").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("stuck for 61s"), "{body}");
     }
 }

@@ -3,12 +3,15 @@
 //! which Service. Synchronous, no client: watches feed it, and each change
 //! returns the splits it concerns, so that one EndpointSlice event touches
 //! only the splits that use that Service.
+//!
+//! What the writer remembers of each split ([`SplitState`]) lives here too,
+//! next to the split, so that it goes when the split goes.
 
 use std::collections::{BTreeSet, HashMap};
 use tandem_api::endpoints::ready_endpoints;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use tandem_core::failover::{ServiceRef, backend_refs};
+use tandem_core::failover::{Memory, ServiceRef, backend_refs};
 
 use crate::resource::{Entry, Key, Kind};
 
@@ -17,13 +20,41 @@ const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 #[derive(Debug)]
 pub struct Index {
     cluster_domain: String,
-    splits: HashMap<Key, Entry>,
+    splits: HashMap<Key, Slot>,
     /// Ready endpoints of each slice, by (namespace, slice name).
     slices: HashMap<(String, String), (ServiceRef, usize)>,
     /// Each Service's slices and ready endpoints, summed over its slices.
     ready: HashMap<ServiceRef, Readiness>,
     /// The splits that name each Service as a backend.
     users: HashMap<ServiceRef, BTreeSet<Key>>,
+}
+
+/// A split as last read, and what the writer remembers of it.
+#[derive(Debug)]
+struct Slot {
+    entry: Entry,
+    state: SplitState,
+}
+
+/// What the writer remembers of one split between decisions. Kept across
+/// updates of the split, dropped when it is deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SplitState {
+    /// Failback-damping memory, one per group.
+    pub memory: Vec<Memory>,
+    /// Consecutive failed writes (conflicts included), for backoff.
+    pub failures: u32,
+    /// The resourceVersion an invalid split was last reported at.
+    pub reported_invalid: Option<String>,
+}
+
+/// What a relist of one kind of split changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Relisted {
+    /// Every split listed: all to reconsider.
+    pub listed: Vec<Key>,
+    /// The splits gone meanwhile.
+    pub removed: Vec<Key>,
 }
 
 impl Index {
@@ -47,7 +78,16 @@ impl Index {
     }
 
     pub fn get(&self, key: &Key) -> Option<&Entry> {
-        self.splits.get(key)
+        self.splits.get(key).map(|s| &s.entry)
+    }
+
+    /// What the writer remembers of a split; `None` once it is gone.
+    pub fn state(&self, key: &Key) -> Option<&SplitState> {
+        self.splits.get(key).map(|s| &s.state)
+    }
+
+    pub fn state_mut(&mut self, key: &Key) -> Option<&mut SplitState> {
+        self.splits.get_mut(key).map(|s| &mut s.state)
     }
 
     pub fn keys(&self) -> Vec<Key> {
@@ -66,7 +106,8 @@ impl Index {
 
     // === splits ===
 
-    /// Adds or replaces a split; it is the one key to reconsider.
+    /// Adds or replaces a split, keeping what the writer remembers of it;
+    /// it is the one key to reconsider.
     pub fn apply_split(&mut self, entry: Entry) -> Key {
         let key = entry.key.clone();
         self.unlink(&key);
@@ -75,34 +116,45 @@ impl Index {
                 self.users.entry(svc).or_default().insert(key.clone());
             }
         }
-        self.splits.insert(key.clone(), entry);
+        match self.splits.get_mut(&key) {
+            Some(slot) => slot.entry = entry,
+            None => {
+                let state = SplitState::default();
+                self.splits.insert(key.clone(), Slot { entry, state });
+            }
+        }
         key
     }
 
+    /// Forgets a split and everything remembered of it.
     pub fn delete_split(&mut self, key: &Key) {
         self.unlink(key);
         self.splits.remove(key);
     }
 
-    /// Replaces every split of `kind` after a (re)list: returns all of them.
-    pub fn reset_splits(&mut self, kind: Kind, entries: Vec<Entry>) -> Vec<Key> {
-        let stale: Vec<Key> = self
+    /// Replaces every split of `kind` after a (re)list. Those still there
+    /// keep what the writer remembers of them; the others are forgotten.
+    pub fn reset_splits(&mut self, kind: Kind, entries: Vec<Entry>) -> Relisted {
+        let listed: BTreeSet<&Key> = entries.iter().map(|e| &e.key).collect();
+        let mut removed: Vec<Key> = self
             .splits
             .keys()
-            .filter(|k| k.kind == kind)
+            .filter(|k| k.kind == kind && !listed.contains(k))
             .cloned()
             .collect();
-        for k in stale {
-            self.delete_split(&k);
+        removed.sort();
+        for k in &removed {
+            self.delete_split(k);
         }
-        entries.into_iter().map(|e| self.apply_split(e)).collect()
+        let listed = entries.into_iter().map(|e| self.apply_split(e)).collect();
+        Relisted { listed, removed }
     }
 
     fn unlink(&mut self, key: &Key) {
         let Some(old) = self.splits.get(key) else {
             return;
         };
-        for group in &old.groups {
+        for group in &old.entry.groups {
             for svc in backend_refs(group, &self.cluster_domain) {
                 if let Some(users) = self.users.get_mut(&svc) {
                     users.remove(key);
@@ -347,12 +399,52 @@ mod tests {
             mk_slice("ns", "w", "web", &[Some(true)]),
             mk_slice("ns", "ew", "emoji-west", &[Some(true)]),
         ]);
-        assert_eq!(keys, vec![a]);
+        assert_eq!(keys, vec![a.clone()]);
         assert!(!idx.is_ready(&svc("ns", "emoji")));
         assert!(idx.is_ready(&svc("ns", "emoji-west")));
         let all = idx.reset_splits(Kind::TrafficSplit, vec![mk_split("ns", "b", &["web"])]);
-        assert_eq!(all, vec![b]);
+        assert_eq!(
+            all,
+            Relisted {
+                listed: vec![b],
+                removed: vec![a]
+            }
+        );
         assert_eq!(idx.len(), 1);
+    }
+
+    /// What the writer remembers of a split stays while the split does (an
+    /// update, a relist that still lists it) and goes with it (a delete, a
+    /// relist without it), so that nothing grows with deleted splits.
+    #[test]
+    fn per_split_state_goes_with_the_split() {
+        let remembered = SplitState {
+            memory: vec![Memory {
+                primary_ready_since: Some(std::time::Duration::from_secs(3)),
+            }],
+            failures: 2,
+            reported_invalid: Some("7".into()),
+        };
+        let mut idx = Index::new("cluster.local");
+        let a = idx.apply_split(mk_split("ns", "a", &["p", "f"]));
+        let b = idx.apply_split(mk_split("ns", "b", &["p", "f"]));
+        for k in [&a, &b] {
+            *idx.state_mut(k).unwrap() = remembered.clone();
+        }
+
+        idx.apply_split(mk_split("ns", "a", &["p", "f", "g"]));
+        assert_eq!(idx.state(&a), Some(&remembered), "kept across an update");
+        let relisted = idx.reset_splits(Kind::TrafficSplit, vec![mk_split("ns", "a", &["p", "f"])]);
+        assert_eq!(relisted.removed, vec![b.clone()]);
+        assert_eq!(idx.state(&a), Some(&remembered), "kept across a relist");
+        assert_eq!(idx.state(&b), None, "gone with a relist that lacks it");
+
+        idx.delete_split(&a);
+        assert_eq!(idx.state(&a), None, "gone with the split");
+        // Back again: a fresh start, nothing stale.
+        idx.apply_split(mk_split("ns", "a", &["p", "f"]));
+        assert_eq!(idx.state(&a), Some(&SplitState::default()));
+        assert!(idx.state_mut(&b).is_none());
     }
 
     #[test]

@@ -2,8 +2,12 @@
 //! as patches. Pure: no client here.
 //!
 //! - A TrafficSplit (v1alpha1 or v1alpha2) is one split of `spec.backends`.
+//!   Weights are int-or-string under both versions (v1alpha1 is stored, so
+//!   a quantity such as `"500m"` reads through v1alpha2 too), and are
+//!   written as integers: what v1alpha2 requires, and a valid quantity.
 //! - An HTTPRoute is one split per rule, of the rule's Service `backendRefs`
-//!   (a ref without a weight weighs 1, as the Gateway API says).
+//!   (a ref without a weight weighs 1, as the Gateway API says). A rule with
+//!   no backendRefs (a redirect, say) is skipped.
 
 use std::{collections::BTreeMap, fmt};
 
@@ -60,11 +64,6 @@ impl Resource {
             )),
         }
     }
-
-    /// v1alpha1 TrafficSplit weights are quantities; everything else integers.
-    fn quantity_weights(&self) -> bool {
-        self.kind == Kind::TrafficSplit && self.api.version == "v1alpha1"
-    }
 }
 
 /// A split's identity in the index and the queue.
@@ -91,11 +90,14 @@ pub struct Entry {
     pub resource_version: Option<String>,
     /// The `failover.*` annotations only.
     pub annotations: BTreeMap<String, String>,
-    /// One split per group of weights (a TrafficSplit has one, an HTTPRoute one per rule).
+    /// One split per group of weights: a TrafficSplit has one, an HTTPRoute
+    /// one per rule that has backends.
     pub groups: Vec<Split>,
     /// An HTTPRoute's `spec.rules` as read: a merge patch replaces the list
     /// whole, so everything but the weights is written back as it was.
     pub rules: Option<Value>,
+    /// For an HTTPRoute, the rule each group was read from.
+    pub group_rules: Vec<usize>,
     /// Why the object could not be read as splits, if it could not.
     pub unreadable: Option<String>,
 }
@@ -138,23 +140,30 @@ pub fn read(res: &Resource, object: DynamicObject) -> Entry {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let groups = match res.kind {
-        Kind::TrafficSplit => read_traffic_split(res, &object.data),
+        Kind::TrafficSplit => read_traffic_split(&object.data).map(|g| vec![(0, g)]),
         Kind::HttpRoute => read_http_route(&object.data),
     };
-    let (groups, unreadable) = match groups {
-        Ok(backends) => (
-            backends
+    let (groups, group_rules, unreadable) = match groups {
+        Ok(groups) => {
+            let (rules, groups): (Vec<usize>, Vec<Split>) = groups
                 .into_iter()
-                .map(|backends| Split {
-                    namespace: namespace.clone(),
-                    name: name.clone(),
-                    backends,
-                    annotations: annotations.clone(),
+                .map(|(rule, backends)| {
+                    let split = Split {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        backends,
+                        annotations: annotations.clone(),
+                    };
+                    (rule, split)
                 })
-                .collect(),
-            None,
-        ),
-        Err(e) => (vec![], Some(e)),
+                .unzip();
+            (groups, rules, None)
+        }
+        Err(e) => (vec![], vec![], Some(e)),
+    };
+    let group_rules = match res.kind {
+        Kind::HttpRoute => group_rules,
+        Kind::TrafficSplit => vec![],
     };
     let rules = match res.kind {
         Kind::HttpRoute if unreadable.is_none() => Some(object.data["spec"]["rules"].clone()),
@@ -167,11 +176,15 @@ pub fn read(res: &Resource, object: DynamicObject) -> Entry {
         annotations,
         groups,
         rules,
+        group_rules,
         unreadable,
     }
 }
 
-fn read_traffic_split(res: &Resource, data: &Value) -> Result<Vec<Vec<BackendSpec>>, String> {
+/// `spec.backends`, with int-or-string weights under every version: v1alpha1
+/// is stored and `conversion: None`, so a split written as v1alpha1 with
+/// quantities (`"500m"`) reads the same through v1alpha2.
+fn read_traffic_split(data: &Value) -> Result<Vec<BackendSpec>, String> {
     let backends = data["spec"]["backends"]
         .as_array()
         .ok_or("spec.backends is missing or not a list")?;
@@ -180,40 +193,52 @@ fn read_traffic_split(res: &Resource, data: &Value) -> Result<Vec<Vec<BackendSpe
         let service = b["service"]
             .as_str()
             .ok_or_else(|| format!("spec.backends[{i}].service is missing"))?;
-        let weight = if res.quantity_weights() {
-            let q: IntOrString = serde_json::from_value(b["weight"].clone())
-                .map_err(|_| format!("spec.backends[{i}].weight is not a quantity"))?;
-            let millis = tandem_api::smi::quantity_millis(&q)
-                .map_err(|e| format!("spec.backends[{i}]: {e}"))?;
-            // Whole numbers compare as themselves; fractions stay distinct from 0 and 1.
-            let w = if millis % 1000 == 0 {
-                millis / 1000
-            } else {
-                millis
-            };
-            u32::try_from(w).map_err(|_| format!("spec.backends[{i}].weight is too large"))?
-        } else {
-            let w = b["weight"]
-                .as_i64()
-                .ok_or_else(|| format!("spec.backends[{i}].weight is not an integer"))?;
-            u32::try_from(w)
-                .map_err(|_| format!("spec.backends[{i}].weight {w} is out of range"))?
-        };
+        let weight = read_weight(&b["weight"]).map_err(|e| format!("spec.backends[{i}]: {e}"))?;
         out.push(BackendSpec {
             service: service.to_string(),
             weight,
         });
     }
-    Ok(vec![out])
+    Ok(out)
 }
 
-fn read_http_route(data: &Value) -> Result<Vec<Vec<BackendSpec>>, String> {
+/// An int-or-string weight: an integer, or a quantity (`1`, `"1"`, `"500m"`).
+///
+/// Whole numbers compare as themselves, and fractions as thousandths, so
+/// that they stay distinct from 0 and 1: the rules only ask whether a weight
+/// is 0, and a weight read is only ever written back unchanged.
+fn read_weight(w: &Value) -> Result<u32, String> {
+    let millis = match w {
+        Value::Number(n) => {
+            return n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| format!("weight {n} is not a whole number from 0 to {}", u32::MAX));
+        }
+        Value::String(s) => tandem_api::smi::quantity_millis(&IntOrString::String(s.clone()))?,
+        Value::Null => return Err("weight is missing".into()),
+        other => return Err(format!("weight {other} is neither a number nor a quantity")),
+    };
+    let w = if millis % 1000 == 0 {
+        millis / 1000
+    } else {
+        millis
+    };
+    u32::try_from(w).map_err(|_| format!("weight {w} is too large"))
+}
+
+/// One group per rule that has backendRefs, with the rule's index. A rule
+/// without any (a redirect, say) sends no traffic to fail over: skipped.
+fn read_http_route(data: &Value) -> Result<Vec<(usize, Vec<BackendSpec>)>, String> {
     let rules = match data["spec"]["rules"].as_array() {
         Some(r) => r,
         None => return Ok(vec![]),
     };
     let mut out = vec![];
     for (r, rule) in rules.iter().enumerate() {
+        if rule["backendRefs"].as_array().is_none_or(Vec::is_empty) {
+            continue;
+        }
         let mut group = vec![];
         for (i, b) in rule["backendRefs"]
             .as_array()
@@ -246,7 +271,7 @@ fn read_http_route(data: &Value) -> Result<Vec<Vec<BackendSpec>>, String> {
             };
             group.push(BackendSpec { service, weight });
         }
-        out.push(group);
+        out.push((r, group));
     }
     Ok(out)
 }
@@ -303,7 +328,10 @@ fn http_route_spec(entry: &Entry, weights: &[Vec<u32>]) -> Value {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    for (rule, group) in rules.iter_mut().zip(weights) {
+    for (&r, group) in entry.group_rules.iter().zip(weights) {
+        let Some(rule) = rules.get_mut(r) else {
+            continue;
+        };
         if let Some(refs) = rule["backendRefs"].as_array_mut() {
             for (b, w) in refs.iter_mut().zip(group) {
                 b["weight"] = json!(w);
@@ -346,6 +374,47 @@ mod tests {
             assert_eq!(e.unreadable, None, "{version}");
             let ws: Vec<u32> = e.groups[0].backends.iter().map(|b| b.weight).collect();
             assert_eq!(ws, [1, 0], "{version} {weights}");
+        }
+    }
+
+    /// v1alpha1 is the storage version and `conversion: None`, so a split
+    /// written as v1alpha1 with quantities reads as quantities through
+    /// v1alpha2 too: every version takes int-or-string weights.
+    #[test]
+    fn quantity_weights_read_under_every_version() {
+        for version in ["v1alpha2", "v1alpha1"] {
+            for (weights, want) in [
+                (json!(["500m", "500m"]), [500, 500]),
+                (json!(["1", "0"]), [1, 0]),
+                (json!([1, "0m"]), [1, 0]),
+                (json!(["1000m", 0]), [1, 0]),
+                (json!(["2", "250m"]), [2, 250]),
+                (json!([3, 0]), [3, 0]),
+            ] {
+                let res = Resource::traffic_split(version);
+                let e = read(
+                    &res,
+                    obj(
+                        &res,
+                        json!({"spec": {"service": "p", "backends": [
+                            {"service": "p", "weight": weights[0]},
+                            {"service": "f", "weight": weights[1]},
+                        ]}}),
+                    ),
+                );
+                assert_eq!(e.unreadable, None, "{version} {weights}");
+                let ws: Vec<u32> = e.groups[0].backends.iter().map(|b| b.weight).collect();
+                assert_eq!(ws, want, "{version} {weights}");
+
+                // Written back as integers: what v1alpha2 requires, and a
+                // valid quantity for v1alpha1.
+                let p = patch(&res, &e, Some(&[vec![0, 1]]), State::Failover, None);
+                assert_eq!(
+                    p["spec"]["backends"],
+                    json!([{"service": "p", "weight": 0}, {"service": "f", "weight": 1}]),
+                    "{version} {weights}"
+                );
+            }
         }
     }
 
@@ -401,6 +470,85 @@ mod tests {
             "the rest of each rule is kept"
         );
         assert_eq!(p["metadata"]["annotations"][STATE_ANNOTATION], "failover");
+    }
+
+    /// A rule with no backendRefs (a redirect, say) sends no traffic to
+    /// fail over: it is skipped, and the route's other rules are controlled;
+    /// weights are written back to the rules they were read from.
+    #[test]
+    fn http_route_rules_without_backends_are_skipped() {
+        let redirect = json!({"filters": [{"type": "RequestRedirect",
+            "requestRedirect": {"scheme": "https", "statusCode": 301}}]});
+        let empty = json!({"matches": [{"path": {"type": "PathPrefix", "value": "/old"}}],
+            "backendRefs": []});
+        let ab = json!({"backendRefs": [{"name": "a", "port": 80}, {"name": "b", "port": 80, "weight": 0}]});
+        let c = json!({"backendRefs": [{"name": "c", "port": 80, "weight": 3}]});
+        // (rules, the rules that are groups, the weights to write, each rule's weights after)
+        type Case = (
+            Vec<Value>,
+            Vec<Vec<(&'static str, u32)>>,
+            Vec<Vec<u32>>,
+            Vec<Value>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                vec![redirect.clone(), ab.clone()],
+                vec![vec![("a", 1), ("b", 0)]],
+                vec![vec![0, 1]],
+                vec![Value::Null, json!([0, 1])],
+            ),
+            (
+                vec![ab.clone(), empty.clone(), c.clone()],
+                vec![vec![("a", 1), ("b", 0)], vec![("c", 3)]],
+                vec![vec![0, 1], vec![1]],
+                vec![json!([0, 1]), json!([]), json!([1])],
+            ),
+            (
+                vec![redirect.clone(), empty.clone()],
+                vec![],
+                vec![],
+                vec![Value::Null, json!([])],
+            ),
+        ];
+        let res = Resource::http_route("v1");
+        for (rules, want, write, after) in cases {
+            let e = read(&res, obj(&res, json!({"spec": {"rules": rules}})));
+            assert_eq!(e.unreadable, None, "{rules:?}");
+            let groups: Vec<Vec<(&str, u32)>> = e
+                .groups
+                .iter()
+                .map(|g| {
+                    g.backends
+                        .iter()
+                        .map(|b| (b.service.as_str(), b.weight))
+                        .collect()
+                })
+                .collect();
+            assert_eq!(groups, want, "{rules:?}");
+
+            let p = patch(&res, &e, Some(&write), State::Failover, None);
+            let written = p["spec"]["rules"].as_array().unwrap();
+            assert_eq!(written.len(), rules.len(), "every rule is written back");
+            for (i, (rule, want)) in written.iter().zip(&after).enumerate() {
+                let weights: Value = match rule.get("backendRefs") {
+                    None => Value::Null,
+                    Some(refs) => refs
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|b| b["weight"].clone())
+                        .collect(),
+                };
+                assert_eq!(&weights, want, "rule {i} of {rules:?}");
+                let mut rest = rule.clone();
+                let mut orig = rules[i].clone();
+                if let (Some(r), Some(o)) = (rest.as_object_mut(), orig.as_object_mut()) {
+                    r.remove("backendRefs");
+                    o.remove("backendRefs");
+                }
+                assert_eq!(rest, orig, "the rest of rule {i} is kept");
+            }
+        }
     }
 
     #[test]

@@ -72,7 +72,6 @@ pub(crate) fn render_with_image(o: &FailoverOptions, image: &str) -> Vec<Value> 
                 rule(&["split.smi-spec.io"], &["trafficsplits"], &["get", "list", "watch", "patch"]),
                 rule(&["gateway.networking.k8s.io"], &["httproutes"], &["get", "list", "watch", "patch"]),
                 rule(&["discovery.k8s.io"], &["endpointslices"], &["get", "list", "watch"]),
-                rule(&[""], &["services"], &["get", "list", "watch"]),
                 rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
             ],
         }),
@@ -197,7 +196,8 @@ mod tests {
             verbs("discovery.k8s.io", "endpointslices"),
             "get,list,watch"
         );
-        assert_eq!(verbs("", "services"), "get,list,watch");
+        // Readiness comes from EndpointSlices alone: no Services.
+        assert_eq!(verbs("", "services"), "", "no access to services");
         assert!(verbs("events.k8s.io", "events").starts_with("create"));
         assert_eq!(verbs("", "secrets"), "", "no access to secrets");
         assert!(r.iter().all(|(_, _, v)| !v.contains(&"delete".to_string())));

@@ -139,13 +139,23 @@ impl Leadership {
     }
 }
 
-/// Errors of the elector. Only [`Error::InvalidParams`] and a failed release
-/// end [`Elector::run`]; the rest are logged and retried.
+/// Errors of the elector. Only [`Error::InvalidParams`],
+/// [`Error::NamespaceNotFound`] and a failed release end [`Elector::run`];
+/// the rest are logged and retried.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The parameters cannot work.
     #[error("invalid lease parameters: {0}")]
     InvalidParams(String),
+    /// The Lease's namespace does not exist, so the Lease cannot be created.
+    /// Retrying cannot help: the caller should say which namespace to use.
+    #[error("the namespace {namespace} of Lease {lease} does not exist")]
+    NamespaceNotFound {
+        /// The namespace asked for.
+        namespace: String,
+        /// `namespace/name`.
+        lease: String,
+    },
     /// An API call did not answer in time.
     #[error("{op} of Lease {lease} timed out after {after:?}")]
     Timeout {
@@ -197,7 +207,8 @@ impl Elector {
     /// [`Leadership::Follower`] first, then, if the Lease names this candidate,
     /// releases it (no holder, no renewTime) so that a standby takes over at
     /// once. API errors are logged and retried; this returns an error only
-    /// for invalid parameters or a failed release.
+    /// for invalid parameters, a Lease namespace that does not exist, or a
+    /// failed release.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
         self.machine.run(shutdown).await
     }

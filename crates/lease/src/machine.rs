@@ -110,7 +110,7 @@ impl<S: Store> Machine<S> {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                () = self.step(&mut state) => {}
+                res = self.step(&mut state) => res?,
             }
         }
         if matches!(state, State::Follower { .. }) {
@@ -128,14 +128,15 @@ impl<S: Store> Machine<S> {
     }
 
     /// One turn of the loop. It may be cancelled at any await (shutdown):
-    /// `state` is only ever replaced by a consistent value.
-    async fn step(&self, state: &mut State) {
+    /// `state` is only ever replaced by a consistent value. An error ends
+    /// the election: retrying cannot help.
+    async fn step(&self, state: &mut State) -> Result<(), Error> {
         match state {
             State::Follower { next_poll } => {
                 sleep_until(*next_poll).await;
-                self.poll(state).await;
+                self.poll(state).await?;
             }
-            State::Acquiring => self.poll(state).await,
+            State::Acquiring => self.poll(state).await?,
             State::Leader {
                 renewed_at,
                 next_renew,
@@ -145,7 +146,7 @@ impl<S: Store> Machine<S> {
                 sleep_until((*next_renew).min(deadline)).await;
                 if Instant::now() >= deadline {
                     *state = self.step_down(None, "no renewal within the renew deadline");
-                    return;
+                    return Ok(());
                 }
                 let started = Instant::now();
                 match self.renew(last.take(), deadline).await {
@@ -166,10 +167,11 @@ impl<S: Store> Machine<S> {
                 }
             }
         }
+        Ok(())
     }
 
     /// A follower's turn: read the Lease and wait, or take it.
-    async fn poll(&self, state: &mut State) {
+    async fn poll(&self, state: &mut State) -> Result<(), Error> {
         let current = match self
             .call("get", Instant::now() + API_TIMEOUT, self.store.get())
             .await
@@ -178,7 +180,7 @@ impl<S: Store> Machine<S> {
             Err(error) => {
                 warn!(error = %chain(&error), "reading the lease failed; retrying");
                 *state = self.follower_after(self.params.renew_period);
-                return;
+                return Ok(());
             }
         };
         match decide(current.as_ref(), (self.clock)(), &self.params) {
@@ -192,12 +194,15 @@ impl<S: Store> Machine<S> {
             // step-down whose renewals then went through): take it back.
             Decision::Acquire | Decision::Renew => {
                 *state = State::Acquiring;
-                *state = self.acquire(current).await;
+                *state = self.acquire(current).await?;
             }
         }
+        Ok(())
     }
 
-    async fn acquire(&self, current: Option<Lease>) -> State {
+    /// Takes the lease, or goes back to following; an error only when
+    /// taking it can never work.
+    async fn acquire(&self, current: Option<Lease>) -> Result<State, Error> {
         // Taken before renewTime is: the lease lasts at least until now + its duration.
         let started = Instant::now();
         // A write that lands after the renew deadline could already be
@@ -223,19 +228,20 @@ impl<S: Store> Machine<S> {
                     "acquired the lease"
                 );
                 self.publish(Leadership::Leader { since: started });
-                State::Leader {
+                Ok(State::Leader {
                     renewed_at: started,
                     next_renew: started + self.params.renew_period,
                     last: Some(Box::new(lease)),
-                }
+                })
             }
             Err(Error::Conflict { .. }) => {
                 debug!("another candidate wrote the lease first");
-                self.follower_after(self.params.renew_period)
+                Ok(self.follower_after(self.params.renew_period))
             }
+            Err(error @ Error::NamespaceNotFound { .. }) => Err(error),
             Err(error) => {
                 warn!(error = %chain(&error), "taking the lease failed; retrying");
-                self.follower_after(self.params.renew_period)
+                Ok(self.follower_after(self.params.renew_period))
             }
         }
     }

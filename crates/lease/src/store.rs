@@ -20,6 +20,7 @@ pub(crate) trait Store: Send + Sync + 'static {
 /// The Lease in a cluster.
 pub(crate) struct KubeStore {
     api: Api<Lease>,
+    namespace: String,
     name: String,
     lease: String,
     post: PostParams,
@@ -29,6 +30,7 @@ impl KubeStore {
     pub(crate) fn new(client: kube::Client, params: &LeaseParams) -> Self {
         Self {
             api: Api::namespaced(client, &params.namespace),
+            namespace: params.namespace.clone(),
             name: params.name.clone(),
             lease: params.lease_ref(),
             post: PostParams {
@@ -39,13 +41,22 @@ impl KubeStore {
     }
 
     fn error(&self, op: &'static str, source: kube::Error) -> Error {
-        let lease = self.lease.clone();
-        match &source {
-            kube::Error::Api(s) if s.is_conflict() || s.is_already_exists() => {
-                Error::Conflict { op, lease }
-            }
-            _ => Error::Api { op, lease, source },
+        classify(op, &self.namespace, self.lease.clone(), source)
+    }
+}
+
+/// The [`Error`] for a failed call `op` on the Lease `lease` in `namespace`.
+fn classify(op: &'static str, namespace: &str, lease: String, source: kube::Error) -> Error {
+    match &source {
+        kube::Error::Api(s) if s.is_conflict() || s.is_already_exists() => {
+            Error::Conflict { op, lease }
         }
+        // Only the namespace can be missing when creating.
+        kube::Error::Api(s) if op == "create" && s.is_not_found() => Error::NamespaceNotFound {
+            namespace: namespace.to_string(),
+            lease,
+        },
+        _ => Error::Api { op, lease, source },
     }
 }
 
@@ -70,5 +81,44 @@ impl Store for KubeStore {
             .replace(&self.name, &self.post, lease)
             .await
             .map_err(|e| self.error("replace", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, reason: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("from the apiserver", reason)
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn api_errors_are_classified() {
+        let e = |op, code, reason| classify(op, "ns", "ns/l".into(), api_error(code, reason));
+        assert!(matches!(
+            e("create", 404, "NotFound"),
+            Error::NamespaceNotFound { namespace, .. } if namespace == "ns"
+        ));
+        // A Lease deleted under a replace is not a missing namespace.
+        assert!(matches!(
+            e("replace", 404, "NotFound"),
+            Error::Api { op: "replace", .. }
+        ));
+        assert!(matches!(
+            e("create", 409, "AlreadyExists"),
+            Error::Conflict { .. }
+        ));
+        assert!(matches!(
+            e("replace", 409, "Conflict"),
+            Error::Conflict { .. }
+        ));
+        assert!(matches!(
+            e("get", 500, "InternalError"),
+            Error::Api { op: "get", .. }
+        ));
     }
 }

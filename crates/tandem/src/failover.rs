@@ -30,8 +30,8 @@ pub struct RunArgs {
     /// The cluster's DNS domain, for backends written as FQDNs.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
-    /// How often to decide every split again, repairing drift.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    /// How often to decide every split again, repairing drift (above zero).
+    #[arg(long, default_value = "60s", value_parser = parse_period)]
     resync_period: Duration,
     /// The namespace of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = tandem_install::failover::DEFAULT_NAMESPACE)]
@@ -52,6 +52,14 @@ pub struct RunArgs {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     tandem_core::failover::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// A duration above zero: a period of zero would mean a busy loop.
+fn parse_period(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?}: must be above zero")),
+        d => Ok(d),
+    }
 }
 
 pub async fn run(cluster: &ClusterArgs, args: RunArgs) -> Result<ExitCode> {
@@ -87,13 +95,26 @@ pub async fn run(cluster: &ClusterArgs, args: RunArgs) -> Result<ExitCode> {
         tracing::info!("shutting down");
         let _ = stop.send(true);
     });
-    tandem_failover::run(client, settings, stopped).await?;
+    tandem_failover::run(client, settings, stopped)
+        .await
+        .map_err(with_lease_hint)?;
     // Give the elector a moment to release the Lease, so a standby takes over at once.
     tokio::time::sleep(Duration::from_millis(300)).await;
     Ok(ExitCode::SUCCESS)
 }
 
 pub use tandem::signal::shutdown_signal;
+
+/// A missing Lease namespace is what running from a workstation looks like
+/// before the controller is installed: say how to go on.
+fn with_lease_hint(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast_ref::<tandem_lease::Error>() {
+        Some(missing @ tandem_lease::Error::NamespaceNotFound { .. }) => anyhow::anyhow!(
+            "{missing}, so there is no leader election to join: install the failover controller (`tandem failover install | kubectl apply -f -`), pass --lease-namespace with an existing namespace, or pass --no-leader-election to run as the only writer"
+        ),
+        _ => e,
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -224,4 +245,45 @@ pub async fn status(cluster: &ClusterArgs, args: StatusArgs) -> Result<ExitCode>
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn a_zero_resync_period_is_refused_at_parsing() {
+        let err = Cli::try_parse_from(["failover", "--resync-period", "0s"]).unwrap_err();
+        assert!(err.to_string().contains("must be above zero"), "{err}");
+        let ok = Cli::try_parse_from(["failover", "--resync-period", "30s"]).unwrap();
+        assert_eq!(ok.run.resync_period, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_missing_lease_namespace_gets_a_hint() {
+        let e = anyhow::Error::new(tandem_lease::Error::NamespaceNotFound {
+            namespace: "tandem-failover".into(),
+            lease: "tandem-failover/tandem-failover".into(),
+        })
+        .context("leader election cannot work");
+        let msg = format!("{:#}", with_lease_hint(e));
+        for hint in [
+            "namespace tandem-failover",
+            "tandem failover install",
+            "--lease-namespace",
+            "--no-leader-election",
+        ] {
+            assert!(msg.contains(hint), "{msg}");
+        }
+        let other = with_lease_hint(anyhow::anyhow!("boom"));
+        assert_eq!(format!("{other:#}"), "boom");
+    }
 }

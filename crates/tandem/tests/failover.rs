@@ -119,6 +119,20 @@ fn controller(env: &Env, ctx: &str, value: &str, extra: &[&str]) -> Process {
 
 /// A split's (service, weight) pairs, as `kubectl get ts -o json` shows them.
 fn weights(ns: &TestNamespace, ctx: &str, name: &str) -> Vec<(String, i64)> {
+    weight_values(ns, ctx, name)
+        .into_iter()
+        .map(|(s, w)| {
+            let w = w
+                .as_i64()
+                .unwrap_or_else(|| panic!("{name}: weight {w} of {s} is not an integer"));
+            (s, w)
+        })
+        .collect()
+}
+
+/// A split's (service, weight) pairs with the weights as written: a
+/// v1alpha1 split may hold quantities (`"500m"`).
+fn weight_values(ns: &TestNamespace, ctx: &str, name: &str) -> Vec<(String, Value)> {
     let out = ns.kubectl(
         ctx,
         &[
@@ -137,7 +151,7 @@ fn weights(ns: &TestNamespace, ctx: &str, name: &str) -> Vec<(String, i64)> {
         .map(|b| {
             (
                 b["service"].as_str().unwrap().to_string(),
-                b["weight"].as_i64().unwrap(),
+                b["weight"].clone(),
             )
         })
         .collect()
@@ -178,9 +192,12 @@ fn event_reasons(ns: &TestNamespace, ctx: &str, name: &str) -> Vec<String> {
 }
 
 async fn wait_weights(ns: &TestNamespace, ctx: &str, name: &str, want: &[(&str, i64)]) {
-    let want: Vec<(String, i64)> = want.iter().map(|(s, w)| (s.to_string(), *w)).collect();
+    let want: Vec<(String, Value)> = want
+        .iter()
+        .map(|(s, w)| (s.to_string(), Value::from(*w)))
+        .collect();
     eventually(&format!("{name} weights {want:?}"), FLIP, || {
-        let got = weights(ns, ctx, name);
+        let got = weight_values(ns, ctx, name);
         let want = want.clone();
         async move {
             if got == want {
@@ -449,8 +466,16 @@ async fn an_invalid_split_gets_an_event_and_the_others_keep_working() {
 }
 
 /// Case 6: the failback delay holds traffic on the fallback until it has passed.
+///
+/// Judged from the cluster's own clocks, not from when this test looks: the
+/// controller stamps the failback's `last-transition-time` when it decides
+/// it, and the primary's pod records when it became Ready. Both are whole
+/// seconds (rounded down), and the first can only follow the second by the
+/// delay or more, so their difference is at least the delay however loaded
+/// the machine is; without damping it would be 0 or 1.
 #[tokio::test]
 async fn the_failback_delay_is_honoured() {
+    const DELAY: i64 = 6;
     let env = env();
     let ns = env.namespace("damping", &["east"]);
     ns.apply("east", &backend("p", "p", 1));
@@ -462,42 +487,72 @@ async fn the_failback_delay_is_honoured() {
             "s",
             &label,
             &["p", "f"],
-            &[("failover.tandem.io/failback-delay", "6s")],
+            &[("failover.tandem.io/failback-delay", &format!("{DELAY}s"))],
         ),
     );
     let _c = controller(&env, "east", &label, &[]);
     wait_weights(&ns, "east", "s", &[("p", 1), ("f", 0)]).await;
     scale(&ns, "east", "p", 0);
     wait_weights(&ns, "east", "s", &[("p", 0), ("f", 1)]).await;
+    wait_event(&ns, "east", "s", "FailoverToFallback", 1).await;
 
     scale(&ns, "east", "p", 1);
     let back = std::time::Instant::now();
-    // Wait until the primary is really ready again, then check it is held back.
-    eventually("the primary's pod is ready again", FLIP, || {
-        let out = ns.kubectl(
-            "east",
-            &[
-                "get",
-                "deploy",
-                "p",
-                "-o",
-                "jsonpath={.status.readyReplicas}",
-            ],
-        );
-        async move { if out == "1" { Ok(()) } else { Err(out) } }
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        weights(&ns, "east", "s"),
-        [("p".to_string(), 0), ("f".to_string(), 1)],
-        "still on the fallback inside the delay"
-    );
     wait_weights(&ns, "east", "s", &[("p", 1), ("f", 0)]).await;
     assert!(
-        back.elapsed() >= Duration::from_secs(6),
+        back.elapsed() >= Duration::from_secs(DELAY as u64),
         "failback came after the delay"
     );
+    wait_event(&ns, "east", "s", "FailbackToPrimary", 1).await;
+
+    let pods: Value =
+        serde_json::from_str(&ns.kubectl("east", &["get", "pods", "-l", "app=p", "-o", "json"]))
+            .unwrap();
+    let ready = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .flat_map(|p| {
+            p["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|c| c["type"] == "Ready" && c["status"] == "True")
+        .filter_map(|c| c["lastTransitionTime"].as_str().map(unix_seconds))
+        .max()
+        .expect("the primary's pod is Ready");
+    let failback = unix_seconds(
+        &annotation(
+            &ns,
+            "east",
+            "ts",
+            "s",
+            "failover.tandem.io/last-transition-time",
+        )
+        .expect("the failback's transition time"),
+    );
+    assert!(
+        failback - ready >= DELAY,
+        "traffic went back {}s after the primary became ready, inside the {DELAY}s delay",
+        failback - ready
+    );
+    // Held, then moved back once: no flapping inside the window.
+    let reasons = event_reasons(&ns, "east", "s");
+    assert_eq!(
+        reasons.iter().filter(|r| *r == "FailbackToPrimary").count(),
+        1,
+        "{reasons:?}"
+    );
+}
+
+/// An RFC 3339 time, in whole seconds since the epoch.
+fn unix_seconds(t: &str) -> i64 {
+    t.trim()
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .unwrap_or_else(|e| panic!("{t:?} is not an RFC 3339 time: {e}"))
+        .as_second()
 }
 
 /// Case 7: the HTTPRoute version of case 1 (linkerd2#11472).
@@ -743,4 +798,86 @@ async fn the_next_flip_after_an_apiserver_restart_is_handled() {
         },
     )
     .await;
+}
+
+/// A v1alpha1 split written with quantity weights (`500m`) is read through
+/// whichever version the controller watches, and fails over and back. The
+/// controller's log, a file here, is plain text: no colour escapes.
+#[tokio::test]
+async fn a_v1alpha1_split_with_quantity_weights_fails_over() {
+    let env = env();
+    let ns = env.namespace("quantity", &["east"]);
+    ns.apply("east", &backend("p", "p", 1));
+    ns.apply("east", &backend("f", "f", 1));
+    let label = ns.name.clone();
+    ns.apply(
+        "east",
+        &format!(
+            r#"apiVersion: split.smi-spec.io/v1alpha1
+kind: TrafficSplit
+metadata:
+  name: s
+  labels: {{failover.linkerd.io/controlled-by: {label}}}
+spec:
+  service: apex
+  backends:
+  - {{service: p, weight: 500m}}
+  - {{service: f, weight: 500m}}
+"#
+        ),
+    );
+    let c = controller(&env, "east", &label, &[]);
+    wait_weights(&ns, "east", "s", &[("p", 1), ("f", 0)]).await;
+    scale(&ns, "east", "p", 0);
+    wait_weights(&ns, "east", "s", &[("p", 0), ("f", 1)]).await;
+    wait_state(&ns, "s", "failover").await;
+    wait_event(&ns, "east", "s", "FailoverToFallback", 1).await;
+    scale(&ns, "east", "p", 1);
+    wait_weights(&ns, "east", "s", &[("p", 1), ("f", 0)]).await;
+    let reasons = event_reasons(&ns, "east", "s");
+    assert!(!reasons.iter().any(|r| r == "InvalidSplit"), "{reasons:?}");
+
+    let log = c.log_text();
+    assert!(log.contains("wrote"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour escapes in a log file:\n{log}"
+    );
+}
+
+/// `failover run` from a workstation with no failover namespace: it stops
+/// at once and says what to do, rather than retrying the Lease forever.
+#[tokio::test]
+async fn a_missing_lease_namespace_stops_the_controller_with_a_hint() {
+    let env = env();
+    let missing = format!(
+        "tandem-failover-missing-{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+            % 0xffffff
+    );
+    let mut cmd = tokio::process::Command::from(env.tandem());
+    cmd.args(["--context", "east", "failover", "run", "--lease-namespace"])
+        .arg(&missing)
+        .arg("--admin-addr")
+        .arg(format!("127.0.0.1:{}", tandem_harness::free_port()))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    // A deadline for an expected outcome: the first Lease write fails at once.
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("`failover run` stops instead of retrying the Lease")
+        .expect("tandem runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    for hint in [
+        missing.as_str(),
+        "tandem failover install",
+        "--lease-namespace",
+        "--no-leader-election",
+    ] {
+        assert!(stderr.contains(hint), "no {hint:?} in:\n{stderr}");
+    }
 }

@@ -34,6 +34,9 @@ struct Fake {
     stalled: Arc<AtomicBool>,
     /// Calls fail at once, as with a failing apiserver.
     failing: Arc<AtomicBool>,
+    /// The Lease's namespace does not exist: it reads as absent, and
+    /// creating it fails.
+    no_namespace: Arc<AtomicBool>,
 }
 
 impl Fake {
@@ -97,6 +100,13 @@ impl Store for Fake {
 
     async fn create(&self, lease: &Lease) -> Result<Lease, Error> {
         self.gate("create").await?;
+        if self.no_namespace.load(Ordering::SeqCst) {
+            self.stored.lock().unwrap().creates += 1;
+            return Err(Error::NamespaceNotFound {
+                namespace: "ns".into(),
+                lease: "ns/leader".into(),
+            });
+        }
         let conflict = {
             let mut s = self.stored.lock().unwrap();
             s.creates += 1;
@@ -462,6 +472,27 @@ async fn invalid_params_are_refused() {
             "{p:?}: {res:?}"
         );
     }
+}
+
+/// From a workstation with no such namespace, the election stops at the
+/// first attempt rather than retrying forever.
+#[tokio::test(start_paused = true)]
+async fn a_missing_namespace_ends_the_election() {
+    let clock = virtual_clock();
+    let fake = Fake::default();
+    fake.no_namespace.store(true, Ordering::SeqCst);
+    let machine = Machine::new(fake.clone(), params("a"), clock);
+    let rx = machine.subscribe();
+    // Bounded, so that a regression fails instead of running forever.
+    let res = tokio::time::timeout(Duration::from_secs(60), machine.run(std::future::pending()))
+        .await
+        .expect("the election ends");
+    assert!(
+        matches!(&res, Err(Error::NamespaceNotFound { namespace, .. }) if namespace == "ns"),
+        "{res:?}"
+    );
+    assert_eq!(fake.stored.lock().unwrap().creates, 1, "no retries");
+    assert!(!rx.borrow().is_leader());
 }
 
 #[test]

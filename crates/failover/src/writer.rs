@@ -1,0 +1,435 @@
+//! The single writer: decides each queued split and writes what changed,
+//! only while this replica leads. Every API call it makes is bounded
+//! ([`call`]), and it reports its progress for `/live`.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    Api, Client,
+    api::{DynamicObject, Patch, PatchParams},
+    runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter},
+};
+use tandem_core::failover::{self, Decision, Invalid, State};
+use tandem_lease::Leadership;
+use tokio::{
+    sync::{mpsc, watch},
+    time::Instant,
+};
+
+use crate::{
+    FIELD_MANAGER,
+    call::{self, CallError, call},
+    controller::{Shared, Trigger},
+    resource::{self, Entry, Key, Resource},
+};
+
+/// The first retry after a failed write; it doubles with each failure.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// The first retry after a conflict, which a fresh read usually resolves.
+const FIRST_CONFLICT_RETRY: Duration = Duration::from_millis(10);
+
+pub(crate) struct Writer {
+    client: Client,
+    shared: Arc<Shared>,
+    recorder: Recorder,
+    start: Instant,
+}
+
+/// What one decision pass concluded for a split.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Nothing,
+    Retry { after: Duration },
+    Damped { after: Duration },
+}
+
+impl Writer {
+    pub(crate) fn new(client: Client, shared: Arc<Shared>, instance: &str) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: Some(instance.to_string()),
+            },
+        );
+        Self {
+            client,
+            shared,
+            recorder,
+            start: Instant::now(),
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut triggers: mpsc::UnboundedReceiver<Trigger>,
+        mut leadership: watch::Receiver<Leadership>,
+        readiness: tandem_admin::Readiness,
+        resync_period: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), &'static str> {
+        let mut pending: HashMap<Key, Instant> = HashMap::new();
+        let mut resync = tokio::time::interval(resync_period);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_leader = false;
+        loop {
+            tokio::select! {
+                t = triggers.recv() => match t {
+                    Some(t) => add(&mut pending, t),
+                    None => return Err("the work queue closed"),
+                },
+                _ = resync.tick() => self.enqueue_all(&mut pending),
+                _ = self.shared.wake.notified() => {}
+                res = leadership.changed() => if res.is_err() {
+                    return Err("leader election stopped");
+                },
+                _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            }
+            while let Ok(t) = triggers.try_recv() {
+                add(&mut pending, t);
+            }
+            let synced = self.shared.synced();
+            readiness.set(synced);
+            let leader = leadership.borrow().is_leader();
+            self.shared.metrics.leader.set(i64::from(leader));
+            if leader && !was_leader {
+                tracing::info!("leading: deciding every split from the current state");
+                self.enqueue_all(&mut pending);
+            }
+            was_leader = leader;
+            if !leader {
+                // A follower keeps its index warm but never writes.
+                pending.clear();
+                self.shared.progress().idle();
+                continue;
+            }
+            if !synced {
+                // Deciding before readiness is known would see every backend down.
+                self.shared.progress().idle();
+                continue;
+            }
+            if !pending.is_empty() {
+                self.shared.progress().pending(Instant::now());
+            }
+            for (key, at) in std::mem::take(&mut pending) {
+                if !leadership.borrow().is_leader() {
+                    break;
+                }
+                match self.reconcile(&key, at).await {
+                    Outcome::Nothing => {}
+                    Outcome::Retry { after } | Outcome::Damped { after } => {
+                        let queue = self.shared.queue.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(after).await;
+                            let _ = queue.send(Trigger { key, at });
+                        });
+                    }
+                }
+                self.shared.progress().progressed(Instant::now());
+            }
+            self.shared.progress().idle();
+        }
+    }
+
+    fn enqueue_all(&self, pending: &mut HashMap<Key, Instant>) {
+        let now = Instant::now();
+        for key in self.shared.index().keys() {
+            pending.entry(key).or_insert(now);
+        }
+    }
+
+    /// Decides one split and writes what changed.
+    pub(crate) async fn reconcile(&mut self, key: &Key, at: Instant) -> Outcome {
+        let now = self.start.elapsed();
+        let (entry, decisions) = {
+            let index = self.shared.index();
+            let Some(entry) = index.get(key).cloned() else {
+                return Outcome::Nothing;
+            };
+            let memory = index
+                .state(key)
+                .map(|s| s.memory.clone())
+                .unwrap_or_default();
+            let decisions: Result<Vec<Decision>, Invalid> = entry
+                .groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| {
+                    let m = memory.get(i).copied().unwrap_or_default();
+                    failover::decide(g, index.cluster_domain(), &|s| index.is_ready(s), &m, now)
+                })
+                .collect();
+            (entry, decisions)
+        };
+        let _span = tracing::info_span!("reconcile", split = %key).entered();
+
+        let decisions = match (&entry.unreadable, decisions) {
+            (Some(why), _) => return self.report_invalid(&entry, why.clone()).await,
+            (None, Err(invalid)) => return self.report_invalid(&entry, invalid.to_string()).await,
+            (None, Ok(d)) if d.is_empty() => return Outcome::Nothing,
+            (None, Ok(d)) => d,
+        };
+        if let Some(s) = self.shared.index().state_mut(key) {
+            s.memory = decisions.iter().map(|d| d.memory).collect();
+            s.reported_invalid = None;
+        }
+
+        let state = combined_state(&decisions);
+        let damped = decisions.iter().filter_map(|d| d.requeue_after).min();
+        let weights_changed = decisions.iter().any(|d| d.changed);
+        let recorded = entry.recorded_state().map(String::from);
+        let state_changed = recorded.as_deref() != Some(state.as_str());
+        if !weights_changed && !state_changed {
+            self.shared.metrics.set_state(key, state);
+            return damped.map_or(Outcome::Nothing, |after| Outcome::Damped { after });
+        }
+
+        let Some(res) = self.shared.resource(key.kind) else {
+            return Outcome::Nothing;
+        };
+        let weights: Vec<Vec<u32>> = decisions.iter().map(|d| d.weights.clone()).collect();
+        let transition_time = state_changed.then(now_rfc3339);
+        let patch = resource::patch(
+            &res,
+            &entry,
+            weights_changed.then_some(weights.as_slice()),
+            state,
+            transition_time.as_deref(),
+        );
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &key.namespace, &res.api);
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        let written = call(
+            "patch",
+            api.patch(&key.name, &params, &Patch::Merge(&patch)),
+        )
+        .await;
+        match written {
+            Ok(obj) => {
+                let active: Vec<String> = decisions
+                    .iter()
+                    .flat_map(|d| d.active.iter().map(|s| s.to_string()))
+                    .collect();
+                let entry = resource::read(&res, obj);
+                let reference = object_ref(&res, &entry);
+                {
+                    let mut index = self.shared.index();
+                    index.apply_split(entry);
+                    if let Some(s) = index.state_mut(key) {
+                        s.failures = 0;
+                    }
+                }
+                if weights_changed {
+                    self.shared
+                        .metrics
+                        .reaction
+                        .observe(at.elapsed().as_secs_f64());
+                }
+                // Recording the state of a split seen for the first time is no transition.
+                if state_changed && recorded.is_some() {
+                    self.shared.metrics.transition(key, state);
+                }
+                self.shared.metrics.set_state(key, state);
+                tracing::info!(
+                    state = state.as_str(),
+                    previous = recorded.as_deref().unwrap_or("none"),
+                    weights = ?weights,
+                    active = ?active,
+                    reaction_ms = at.elapsed().as_millis() as u64,
+                    "wrote"
+                );
+                // The Event follows the successful write, never a failed one.
+                if let Some(event) =
+                    transition_event(recorded.as_deref(), state, weights_changed, &active)
+                {
+                    self.publish(&event, &reference).await;
+                }
+                damped.map_or(Outcome::Nothing, |after| Outcome::Damped { after })
+            }
+            Err(e) if e.code() == Some(409) => {
+                // The object changed since it was read: read it again, decide again.
+                let after = self.failed(key, &e, FIRST_CONFLICT_RETRY);
+                match call("get", api.get_opt(&key.name)).await {
+                    Ok(Some(obj)) => {
+                        self.shared.index().apply_split(resource::read(&res, obj));
+                    }
+                    Ok(None) => self.shared.index().delete_split(key),
+                    Err(e) => tracing::warn!(error = %e, "re-reading after a conflict failed"),
+                }
+                Outcome::Retry { after }
+            }
+            Err(e) if e.code() == Some(404) => {
+                self.shared.index().delete_split(key);
+                Outcome::Nothing
+            }
+            Err(e) => Outcome::Retry {
+                after: self.failed(key, &e, FIRST_RETRY),
+            },
+        }
+    }
+
+    /// Counts a failed write and says when to retry it: it is never dropped.
+    fn failed(&mut self, key: &Key, error: &CallError, first: Duration) -> Duration {
+        self.shared.metrics.write_error(key, error.reason());
+        let attempt = {
+            let mut index = self.shared.index();
+            match index.state_mut(key) {
+                Some(s) => {
+                    s.failures = s.failures.saturating_add(1);
+                    s.failures
+                }
+                None => 1,
+            }
+        };
+        let after = call::backoff(first, attempt);
+        let log = |msg| {
+            tracing::warn!(
+                %error,
+                attempt,
+                retry_in_ms = after.as_millis() as u64,
+                "{msg}"
+            )
+        };
+        if error.code() == Some(409) {
+            // Expected now and then; only repeated conflicts are worth a warning.
+            if attempt > 1 {
+                log("conflicting writes");
+            } else {
+                tracing::debug!(attempt, "conflict; re-reading");
+            }
+        } else {
+            log("write failed");
+        }
+        after
+    }
+
+    /// Publishes an Event; a failure is logged, never retried.
+    async fn publish(&self, event: &KubeEvent, reference: &ObjectReference) {
+        if let Err(e) = call("publish event", self.recorder.publish(event, reference)).await {
+            tracing::warn!(error = %e, reason = %event.reason, "publishing the event failed");
+        }
+    }
+
+    /// One Event and one log line per change of an invalid object; nothing is written.
+    async fn report_invalid(&mut self, entry: &Entry, why: String) -> Outcome {
+        let rv = entry.resource_version().unwrap_or_default().to_string();
+        {
+            let index = self.shared.index();
+            let reported = index
+                .state(&entry.key)
+                .and_then(|s| s.reported_invalid.as_ref());
+            if reported == Some(&rv) {
+                return Outcome::Nothing;
+            }
+        }
+        tracing::warn!(reason = %why, "invalid split; leaving it as it is");
+        let Some(res) = self.shared.resource(entry.key.kind) else {
+            return Outcome::Nothing;
+        };
+        let event = KubeEvent {
+            type_: EventType::Warning,
+            reason: "InvalidSplit".into(),
+            note: Some(truncate(&why, 1000)),
+            action: "Validate".into(),
+            secondary: None,
+        };
+        self.publish(&event, &object_ref(&res, entry)).await;
+        if let Some(s) = self.shared.index().state_mut(&entry.key) {
+            s.reported_invalid = Some(rv);
+        }
+        Outcome::Nothing
+    }
+}
+
+fn add(pending: &mut HashMap<Key, Instant>, t: Trigger) {
+    let at = pending.entry(t.key).or_insert(t.at);
+    if t.at < *at {
+        *at = t.at;
+    }
+}
+
+/// The worst state among an object's groups.
+fn combined_state(decisions: &[Decision]) -> State {
+    if decisions.iter().any(|d| d.state == State::NoReadyBackends) {
+        State::NoReadyBackends
+    } else if decisions.iter().any(|d| d.state == State::Failover) {
+        State::Failover
+    } else {
+        State::Primary
+    }
+}
+
+/// The Event for a written change, if it is one people should see.
+fn transition_event(
+    previous: Option<&str>,
+    state: State,
+    weights_changed: bool,
+    active: &[String],
+) -> Option<KubeEvent> {
+    let (type_, reason, note) = match state {
+        State::Failover if weights_changed => (
+            EventType::Normal,
+            "FailoverToFallback",
+            format!(
+                "primary has no ready endpoints; traffic now goes to {}",
+                active.join(", ")
+            ),
+        ),
+        State::Primary if weights_changed || previous.is_some_and(|p| p != "primary") => (
+            EventType::Normal,
+            "FailbackToPrimary",
+            format!("primary is ready; traffic is back on {}", active.join(", ")),
+        ),
+        State::NoReadyBackends if previous != Some("no-ready-backends") => (
+            EventType::Warning,
+            "NoReadyBackends",
+            "no backend has ready endpoints; the weights are left as they were".to_string(),
+        ),
+        _ => return None,
+    };
+    Some(KubeEvent {
+        type_,
+        reason: reason.into(),
+        note: Some(truncate(&note, 1000)),
+        action: "UpdateWeights".into(),
+        secondary: None,
+    })
+}
+
+fn object_ref(res: &Resource, entry: &Entry) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(res.api.api_version.clone()),
+        kind: Some(res.api.kind.clone()),
+        name: Some(entry.key.name.clone()),
+        namespace: Some(entry.key.namespace.clone()),
+        uid: entry.uid.clone(),
+        resource_version: entry.resource_version.clone(),
+        field_path: None,
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;
