@@ -155,7 +155,9 @@ pub struct LinkStatus {
 pub struct MirrorServiceStatus {
     /// The remote Service, as `namespace/name`.
     pub remote_ref: RemoteRef,
-    /// `Mirrored`: True, or False with reason InvalidService, Error or MissingNamespace.
+    /// `Mirrored`: True, or False with reason InvalidService, Error,
+    /// MissingNamespace or NameTaken (a Service of the mirror's name that is
+    /// not this Link's, left alone).
     pub conditions: Vec<Condition>,
 }
 
@@ -166,20 +168,242 @@ pub struct RemoteRef {
 }
 
 /// The gateway as the probe sees it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct GatewayStatus {
-    pub alive: bool,
+    /// Alive while any address passes its probe, dead when none does; null
+    /// until the probes tell (then no mirror's readiness is written).
+    /// Always serialized, so that a merge patch clears an old value.
+    #[serde(default)]
+    pub alive: Option<bool>,
     /// The addresses the mirrors' endpoints point at (resolved).
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// Each address's own probe result.
+    #[serde(default)]
+    pub probes: Vec<GatewayAddressStatus>,
     /// Probe latency percentiles over the recent probes, in milliseconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub latency_ms_p50: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub latency_ms_p95: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub latency_ms_p99: Option<u64>,
+}
+
+/// One gateway address as its probe sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayAddressStatus {
+    pub address: String,
+    /// As for the gateway: null until the probes tell.
+    #[serde(default)]
+    pub alive: Option<bool>,
+    /// Why its last probe failed, if it did.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+// === credentials ===
+
+/// What a Link's credentials Secret may hold: a kubeconfig whose current
+/// context names an `https://` server, optionally its CA data, and a bearer
+/// token. Nothing else is accepted: whoever can write a Link and its Secret
+/// must not be able to run a command (`exec`, `auth-provider`), read a file
+/// (`tokenFile`, `certificate-authority`, client certificates), turn TLS
+/// verification off, or send the token in clear, where the kubeconfig is
+/// used: in the service mirror's pod, and on an admin's machine through
+/// `multicluster check`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RemoteAccess {
+    pub server: String,
+    /// The server's CA bundle, base64 of PEM, as the kubeconfig held it.
+    pub ca_data: Option<String>,
+    pub token: String,
+}
+
+impl std::fmt::Debug for RemoteAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteAccess")
+            .field("server", &self.server)
+            .field("ca_data", &self.ca_data.as_ref().map(|_| "..."))
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why a credentials kubeconfig is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialsRefused {
+    /// Not a kubeconfig at all.
+    Broken(String),
+    /// A field outside what is accepted, with why it matters.
+    Field { path: String, why: &'static str },
+    /// The server is not `https://`.
+    NotHttps(String),
+    /// No token in the current user.
+    NoToken,
+}
+
+impl std::fmt::Display for CredentialsRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const ONLY: &str = "a Link's credentials may hold only an https server, its certificate-authority-data and a token";
+        match self {
+            Self::Broken(why) => write!(f, "{why}"),
+            Self::Field { path, why } => write!(f, "{path} is refused ({why}): {ONLY}"),
+            Self::NotHttps(server) => write!(
+                f,
+                "the server {server:?} is not https: the token would travel in clear; {ONLY}"
+            ),
+            Self::NoToken => write!(f, "the current user has no token: {ONLY}"),
+        }
+    }
+}
+
+impl std::error::Error for CredentialsRefused {}
+
+/// Why each refused field is refused, for the message.
+fn refused_why(key: &str) -> &'static str {
+    match key {
+        "exec" => "an exec plugin runs a command",
+        "auth-provider" => "an auth provider runs code and may run a command",
+        "tokenFile"
+        | "token-file"
+        | "certificate-authority"
+        | "client-certificate"
+        | "client-key" => "it names a file of the machine that uses the kubeconfig",
+        "insecure-skip-tls-verify" => "it turns off TLS verification",
+        "client-certificate-data" | "client-key-data" | "username" | "password" => {
+            "only a token authenticates"
+        }
+        "as" | "as-uid" | "as-groups" | "as-user-extra" => "it impersonates another user",
+        "proxy-url" => "it sends the traffic through a proxy",
+        _ => "not one of the accepted fields",
+    }
+}
+
+/// Reads a credentials kubeconfig, accepting only the current context's
+/// https server, CA data and token (see [`RemoteAccess`]).
+pub fn remote_access(kubeconfig: &str) -> Result<RemoteAccess, CredentialsRefused> {
+    use serde_json::Value;
+    let broken = |why: String| CredentialsRefused::Broken(why);
+    let doc: Value = serde_saphyr::from_str(kubeconfig).map_err(|e| broken(e.to_string()))?;
+    let current = doc
+        .get("current-context")
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| broken("it has no current-context".into()))?;
+    // `section[].name == name` → its `field`, and where it is, for messages.
+    let entry = |section: &str, field: &str, name: &str| {
+        doc.get(section)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .find(|(_, e)| e.get("name").and_then(Value::as_str) == Some(name))
+            .map(|(i, e)| {
+                let v = e.get(field).cloned().unwrap_or(Value::Null);
+                (format!("{section}[{i}].{field}"), v)
+            })
+            .ok_or_else(|| broken(format!("{section} has no entry named {name:?}")))
+    };
+    let (_, context) = entry("contexts", "context", current)?;
+    let name_of = |key: &str| {
+        context
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| broken(format!("the context {current:?} names no {key}")))
+    };
+    let (cluster_path, cluster) = entry("clusters", "cluster", &name_of("cluster")?)?;
+    let (user_path, user) = entry("users", "user", &name_of("user")?)?;
+
+    // Every field set, but the accepted ones, is refused. `false`, empty
+    // and null values set nothing.
+    let check = |path: &str, v: &Value, accepted: &[&str]| {
+        for (key, value) in v.as_object().into_iter().flatten() {
+            let unset = matches!(value, Value::Null | Value::Bool(false))
+                || value.as_str() == Some("")
+                || value.as_array().is_some_and(Vec::is_empty)
+                || value.as_object().is_some_and(serde_json::Map::is_empty);
+            if !accepted.contains(&key.as_str()) && !unset {
+                return Err(CredentialsRefused::Field {
+                    path: format!("{path}.{key}"),
+                    why: refused_why(key),
+                });
+            }
+        }
+        Ok(())
+    };
+    check(
+        &cluster_path,
+        &cluster,
+        &["server", "certificate-authority-data"],
+    )?;
+    check(&user_path, &user, &["token"])?;
+
+    let text = |v: &Value, key: &str| {
+        v.get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let server =
+        text(&cluster, "server").ok_or_else(|| broken(format!("{cluster_path} has no server")))?;
+    let https = server
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+        && server.len() > 8;
+    if !https {
+        return Err(CredentialsRefused::NotHttps(server));
+    }
+    Ok(RemoteAccess {
+        server,
+        ca_data: text(&cluster, "certificate-authority-data"),
+        token: text(&user, "token").ok_or(CredentialsRefused::NoToken)?,
+    })
+}
+
+impl RemoteAccess {
+    /// The kubeconfig of only these fields, for kube's client.
+    pub fn kubeconfig(&self) -> Result<kube::config::Kubeconfig, String> {
+        let mut cluster = serde_json::json!({ "server": self.server });
+        if let Some(ca) = &self.ca_data {
+            cluster["certificate-authority-data"] = ca.clone().into();
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{ "name": "remote", "cluster": cluster }],
+            "users": [{ "name": "remote", "user": { "token": self.token } }],
+            "contexts": [{ "name": "remote", "context": { "cluster": "remote", "user": "remote" } }],
+            "current-context": "remote",
+        }))
+        .map_err(|e| e.to_string())
+    }
+
+    /// kube's client configuration for these credentials.
+    pub async fn client_config(&self) -> Result<kube::Config, String> {
+        let kubeconfig = self.kubeconfig()?;
+        kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .map_err(|e| {
+            let mut out = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                let text = s.to_string();
+                if !out.contains(&text) {
+                    out.push_str(": ");
+                    out.push_str(&text);
+                }
+                source = s.source();
+            }
+            out
+        })
+    }
 }
 
 /// The Link CRD.
@@ -213,6 +437,149 @@ mod tests {
         assert_eq!(link.spec.probe_spec.failure_threshold, 3);
         assert_eq!(link.spec.target_cluster_domain, "cluster.local");
         assert!(link.spec.selector.is_none());
+    }
+
+    fn kubeconfig(cluster: serde_json::Value, user: serde_json::Value) -> String {
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "other", "cluster": {"server": "https://10.0.0.9:6443", "exec": {"command": "sh"}}},
+                         {"name": "west", "cluster": cluster}],
+            "users": [{"name": "u", "user": user}],
+            "contexts": [{"name": "west", "context": {"cluster": "west", "user": "u", "namespace": "x"}}],
+            "current-context": "west",
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn credentials_accept_an_https_server_ca_data_and_a_token() {
+        let ok = remote_access(&kubeconfig(
+            serde_json::json!({"server": "https://198.18.0.1:6443", "certificate-authority-data": "Q0E=", "insecure-skip-tls-verify": false}),
+            serde_json::json!({"token": "t0k3n"}),
+        ))
+        .unwrap();
+        assert_eq!(ok.server, "https://198.18.0.1:6443");
+        assert_eq!(ok.ca_data.as_deref(), Some("Q0E="));
+        assert_eq!(ok.token, "t0k3n");
+        assert!(
+            !format!("{ok:?}").contains("t0k3n"),
+            "the token is not logged"
+        );
+        // Only the current context counts: the other cluster's exec is never used.
+        let kc = ok.kubeconfig().unwrap();
+        assert_eq!(kc.clusters.len(), 1);
+        assert_eq!(kc.auth_infos.len(), 1);
+        let user = kc.auth_infos[0].auth_info.as_ref().unwrap();
+        assert!(user.exec.is_none() && user.auth_provider.is_none());
+    }
+
+    #[test]
+    fn credentials_refuse_every_other_shape() {
+        use serde_json::json;
+        let server = json!({"server": "https://198.18.0.1:6443"});
+        let token = json!({"token": "t"});
+        // (cluster, user, what the message must name)
+        let cases = [
+            (
+                server.clone(),
+                json!({"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "/bin/sh", "args": ["-c", "id"]}}),
+                "users[0].user.exec is refused (an exec plugin runs a command)",
+            ),
+            (
+                server.clone(),
+                json!({"token": "t", "exec": {"command": "sh"}}),
+                "users[0].user.exec",
+            ),
+            (
+                server.clone(),
+                json!({"auth-provider": {"name": "gcp", "config": {"cmd-path": "/bin/sh"}}}),
+                "users[0].user.auth-provider is refused",
+            ),
+            (
+                server.clone(),
+                json!({"tokenFile": "/etc/shadow"}),
+                "users[0].user.tokenFile is refused (it names a file",
+            ),
+            (
+                server.clone(),
+                json!({"token": "t", "client-certificate": "/home/admin/.kube/cert"}),
+                "users[0].user.client-certificate",
+            ),
+            (
+                server.clone(),
+                json!({"token": "t", "client-key-data": "a2V5"}),
+                "users[0].user.client-key-data is refused (only a token authenticates)",
+            ),
+            (
+                server.clone(),
+                json!({"username": "admin", "password": "p"}),
+                "is refused (only a token authenticates)",
+            ),
+            (
+                server.clone(),
+                json!({"token": "t", "as": "system:admin"}),
+                "users[0].user.as is refused (it impersonates",
+            ),
+            (
+                json!({"server": "https://198.18.0.1:6443", "certificate-authority": "/etc/kubernetes/pki/ca.crt"}),
+                token.clone(),
+                "clusters[1].cluster.certificate-authority is refused (it names a file",
+            ),
+            (
+                json!({"server": "https://198.18.0.1:6443", "insecure-skip-tls-verify": true}),
+                token.clone(),
+                "clusters[1].cluster.insecure-skip-tls-verify is refused (it turns off TLS verification)",
+            ),
+            (
+                json!({"server": "https://198.18.0.1:6443", "proxy-url": "http://evil:3128"}),
+                token.clone(),
+                "clusters[1].cluster.proxy-url",
+            ),
+            (
+                json!({"server": "http://198.18.0.1:8080"}),
+                token.clone(),
+                "the server \"http://198.18.0.1:8080\" is not https: the token would travel in clear",
+            ),
+            (
+                json!({"server": "198.18.0.1:6443"}),
+                token.clone(),
+                "is not https",
+            ),
+            (server.clone(), json!({}), "the current user has no token"),
+        ];
+        for (cluster, user, want) in cases {
+            let err = remote_access(&kubeconfig(cluster.clone(), user.clone()))
+                .expect_err(&format!("{cluster} {user} must be refused"));
+            let msg = err.to_string();
+            assert!(msg.contains(want), "{cluster} {user}: {msg}");
+            if !matches!(err, CredentialsRefused::Broken(_)) {
+                assert!(
+                    msg.contains(
+                        "may hold only an https server, its certificate-authority-data and a token"
+                    ),
+                    "{msg}"
+                );
+            }
+        }
+        for (text, want) in [
+            ("{{{", ""),
+            (
+                "apiVersion: v1\nkind: Config\nclusters: []\n",
+                "no current-context",
+            ),
+            (
+                "current-context: east\ncontexts: [{name: west, context: {cluster: west, user: u}}]\n",
+                "contexts has no entry named \"east\"",
+            ),
+        ] {
+            let err = remote_access(text).unwrap_err();
+            assert!(
+                matches!(err, CredentialsRefused::Broken(_)),
+                "{text}: {err:?}"
+            );
+            assert!(err.to_string().contains(want), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -5,12 +5,11 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use kube::{
-    Api, Client,
-    api::ListParams,
-    config::{KubeConfigOptions, Kubeconfig},
+use kube::{Api, Client, api::ListParams};
+use tandem_api::multicluster::{
+    CLUSTER_NAME_LABEL, CREDENTIALS_KEY, CredentialsRefused, Link, MIRRORED_SERVICE_LABEL,
+    remote_access,
 };
-use tandem_api::multicluster::{CLUSTER_NAME_LABEL, CREDENTIALS_KEY, Link, MIRRORED_SERVICE_LABEL};
 use tandem_install::core::{TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY};
 
 use crate::{Category, CheckResult, Context, core};
@@ -154,9 +153,9 @@ async fn link_checks(
     });
 
     let what = format!("Link {name}: the gateway of {cluster} passes its probe");
-    out.push(match status.gateway {
-        Some(g) if g.alive => CheckResult::ok(&what),
-        Some(_) => CheckResult::fail(
+    out.push(match status.gateway.and_then(|g| g.alive) {
+        Some(true) => CheckResult::ok(&what),
+        Some(false) => CheckResult::fail(
             &what,
             format!("the probe of {} fails", link.spec.gateway_address),
             "is the gateway running and reachable on its probe port?",
@@ -185,9 +184,16 @@ async fn remote_client(ctx: &Context, link: &Link) -> Result<Client, String> {
         .ok_or_else(|| format!("Secret {ns}/{secret_name} has no key {CREDENTIALS_KEY}"))?;
     let text = String::from_utf8(bytes.0)
         .map_err(|_| format!("Secret {ns}/{secret_name}: the kubeconfig is not text"))?;
-    let kubeconfig = Kubeconfig::from_yaml(&text)
-        .map_err(|e| format!("Secret {ns}/{secret_name}: broken kubeconfig: {e}"))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    // Only an https server, CA data and a token: an exec plugin or a file
+    // path in a Link's Secret must never run or be read on this machine.
+    let access = remote_access(&text).map_err(|e| match e {
+        CredentialsRefused::Broken(why) => {
+            format!("Secret {ns}/{secret_name}: broken kubeconfig: {why}")
+        }
+        refused => format!("Secret {ns}/{secret_name}: the kubeconfig is refused: {refused}"),
+    })?;
+    let config = access
+        .client_config()
         .await
         .map_err(|e| format!("Secret {ns}/{secret_name}: {e}"))?;
     let client = Client::try_from(config).map_err(|e| e.to_string())?;

@@ -197,8 +197,14 @@ pub struct LinkOptions {
     pub target_control_plane_namespace: String,
 }
 
+/// The service mirror's ServiceAccount, Role, RoleBinding and Deployment.
 pub fn mirror_name(cluster: &str) -> String {
     format!("tandem-service-mirror-{cluster}")
+}
+
+/// The service mirror's ClusterRole and ClusterRoleBinding.
+pub fn mirror_cluster_role(cluster: &str, namespace: &str) -> String {
+    format!("{}-{namespace}", mirror_name(cluster))
 }
 
 pub fn credentials_secret(cluster: &str) -> String {
@@ -206,37 +212,30 @@ pub fn credentials_secret(cluster: &str) -> String {
 }
 
 /// What `link` prints for the local cluster, in apply order.
+///
+/// The service mirror runs as its own ServiceAccount, with the names it is
+/// given by `--own-name` and `--own-cluster-role`. When it starts it makes
+/// the Link the owner of its namespaced objects (ServiceAccount, Role,
+/// RoleBinding, Deployment), and its ClusterRoleBinding the owner of its
+/// ClusterRole. So [`unlink`] deletes only the Link and its Secret: the
+/// mirror keeps its rights while the Link's finalizer deletes the mirrors,
+/// then deletes its ClusterRoleBinding and lets the Link go, and the garbage
+/// collector takes the rest.
 pub fn link(o: &LinkOptions) -> Vec<Value> {
     let ns = o.namespace.as_str();
     let name = o.cluster_name.as_str();
     let mirror = mirror_name(name);
     let l = labels("service-mirror");
-    let cluster_role = format!("{mirror}-{ns}");
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let cluster_role = mirror_cluster_role(name, ns);
+    let named = |groups: &[&str], resources: &[&str], verbs: &[&str], names: &[&str]| {
+        let mut r = rule(groups, resources, verbs);
+        r["resourceNames"] = json!(names);
+        r
+    };
+    let [secret, link] = link_and_secret(o);
     vec![
-        json!({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": CREDENTIALS_SECRET_TYPE,
-            "metadata": { "name": credentials_secret(name), "namespace": ns, "labels": l },
-            "data": { CREDENTIALS_KEY: b64(&o.kubeconfig) },
-        }),
-        json!({
-            "apiVersion": "multicluster.tandem.io/v1alpha1",
-            "kind": "Link",
-            "metadata": { "name": name, "namespace": ns, "labels": l },
-            "spec": {
-                "targetClusterName": name,
-                "targetClusterDomain": o.target_cluster_domain,
-                "targetClusterNamespace": o.target_control_plane_namespace,
-                "clusterCredentialsSecret": credentials_secret(name),
-                "gatewayAddress": o.gateway_addresses.join(","),
-                "gatewayPort": o.gateway_port,
-                "gatewayIdentity": o.gateway_identity,
-                "probeSpec": { "path": o.probe_path, "port": o.probe_port, "period": o.probe_period, "timeout": "2s", "failureThreshold": 3 },
-                "selector": { "matchLabels": { EXPORT_LABEL: "true" } },
-            },
-        }),
+        secret,
+        link,
         json!({
             "apiVersion": "v1",
             "kind": "ServiceAccount",
@@ -252,7 +251,10 @@ pub fn link(o: &LinkOptions) -> Vec<Value> {
                 rule(&[""], &["services"], &["get", "list", "watch", "create", "update", "patch", "delete"]),
                 rule(&["discovery.k8s.io"], &["endpointslices"], &["get", "list", "watch", "create", "update", "patch", "delete"]),
                 rule(&[""], &["namespaces"], &["get", "list", "watch"]),
-                rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
+                // Its own ClusterRole goes with its ClusterRoleBinding,
+                // which it deletes once the Link's finalizer ran.
+                named(&["rbac.authorization.k8s.io"], &["clusterroles"], &["patch"], &[&cluster_role]),
+                named(&["rbac.authorization.k8s.io"], &["clusterrolebindings"], &["get", "delete"], &[&cluster_role]),
             ],
         }),
         binding(
@@ -268,10 +270,16 @@ pub fn link(o: &LinkOptions) -> Vec<Value> {
             "kind": "Role",
             "metadata": { "name": mirror, "namespace": ns, "labels": l },
             "rules": [
-                rule(&["multicluster.tandem.io"], &["links"], &["get", "list", "watch", "update", "patch"]),
-                rule(&["multicluster.tandem.io"], &["links/status"], &["get", "update", "patch"]),
-                rule(&["multicluster.tandem.io"], &["links/finalizers"], &["update"]),
-                { "apiGroups": [""], "resources": ["secrets"], "resourceNames": [credentials_secret(name)], "verbs": ["get", "watch"] },
+                named(&["multicluster.tandem.io"], &["links"], &["get", "list", "watch", "update", "patch"], &[name]),
+                named(&["multicluster.tandem.io"], &["links/status"], &["get", "update", "patch"], &[name]),
+                named(&["multicluster.tandem.io"], &["links/finalizers"], &["update"], &[name]),
+                named(&[""], &["secrets"], &["get", "watch"], &[&credentials_secret(name)]),
+                // Events about the Link (a mirror it must leave alone).
+                rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
+                // Its own objects, given to the Link as owner.
+                named(&[""], &["serviceaccounts"], &["patch"], &[&mirror]),
+                named(&["rbac.authorization.k8s.io"], &["roles", "rolebindings"], &["patch"], &[&mirror]),
+                named(&["apps"], &["deployments"], &["patch"], &[&mirror]),
             ],
         }),
         binding(
@@ -301,6 +309,8 @@ pub fn link(o: &LinkOptions) -> Vec<Value> {
                                 "multicluster", "mirror",
                                 "--link", name,
                                 "--namespace", ns,
+                                "--own-name", mirror,
+                                "--own-cluster-role", cluster_role,
                                 "--admin-addr", format!("0.0.0.0:{ADMIN_PORT}"),
                             ],
                             "ports": [{ "name": "admin-http", "containerPort": ADMIN_PORT }],
@@ -311,6 +321,61 @@ pub fn link(o: &LinkOptions) -> Vec<Value> {
                         }],
                     },
                 },
+            },
+        }),
+    ]
+}
+
+/// What `unlink` prints, for `kubectl delete -f -`: the Link and its
+/// credentials Secret only. The mirror's own objects must outlive the Link's
+/// finalizer, so they go after it (see [`link`]).
+pub fn unlink(cluster_name: &str, namespace: &str) -> Vec<Value> {
+    let o = LinkOptions {
+        cluster_name: cluster_name.into(),
+        namespace: namespace.into(),
+        image: ImageOptions::default(),
+        kubeconfig: String::new(),
+        gateway_addresses: vec![],
+        gateway_port: 0,
+        gateway_identity: String::new(),
+        probe_path: String::new(),
+        probe_port: 0,
+        probe_period: String::new(),
+        target_cluster_domain: String::new(),
+        target_control_plane_namespace: String::new(),
+    };
+    let [secret, link] = link_and_secret(&o);
+    crate::for_deletion(&[link, secret])
+}
+
+/// The credentials Secret and the Link.
+fn link_and_secret(o: &LinkOptions) -> [Value; 2] {
+    let ns = o.namespace.as_str();
+    let name = o.cluster_name.as_str();
+    let l = labels("service-mirror");
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    [
+        json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": CREDENTIALS_SECRET_TYPE,
+            "metadata": { "name": credentials_secret(name), "namespace": ns, "labels": l },
+            "data": { CREDENTIALS_KEY: b64(&o.kubeconfig) },
+        }),
+        json!({
+            "apiVersion": "multicluster.tandem.io/v1alpha1",
+            "kind": "Link",
+            "metadata": { "name": name, "namespace": ns, "labels": l },
+            "spec": {
+                "targetClusterName": name,
+                "targetClusterDomain": o.target_cluster_domain,
+                "targetClusterNamespace": o.target_control_plane_namespace,
+                "clusterCredentialsSecret": credentials_secret(name),
+                "gatewayAddress": o.gateway_addresses.join(","),
+                "gatewayPort": o.gateway_port,
+                "gatewayIdentity": o.gateway_identity,
+                "probeSpec": { "path": o.probe_path, "port": o.probe_port, "period": o.probe_period, "timeout": "2s", "failureThreshold": 3 },
+                "selector": { "matchLabels": { EXPORT_LABEL: "true" } },
             },
         }),
     ]
@@ -411,11 +476,63 @@ mod tests {
             objs[1]["spec"]["selector"]["matchLabels"][EXPORT_LABEL],
             "true"
         );
-        // The mirror reads only its own credentials.
+        // The mirror reads only its own credentials, and touches only its
+        // own Link (and its own objects).
         let role = &objs[5];
         assert_eq!(
             role["rules"][3]["resourceNames"],
             json!(["cluster-credentials-west"])
+        );
+        for r in role["rules"].as_array().unwrap() {
+            if r["apiGroups"] == json!(["multicluster.tandem.io"]) {
+                assert_eq!(r["resourceNames"], json!(["west"]), "{r}");
+            }
+            if r["apiGroups"] != json!(["events.k8s.io"]) {
+                assert!(r["resourceNames"].is_array(), "{r}");
+            }
+        }
+        // Events only where the Link is, never cluster-wide.
+        let cluster_role = &objs[3];
+        assert!(
+            !cluster_role["rules"].to_string().contains("events"),
+            "{cluster_role}"
+        );
+        // The mirror is told its own objects' names.
+        let args = objs[7]["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+        assert!(
+            args.contains(r#""--own-name","tandem-service-mirror-west""#)
+                && args.contains(
+                    r#""--own-cluster-role","tandem-service-mirror-west-tandem-multicluster""#
+                ),
+            "{args}"
+        );
+    }
+
+    #[test]
+    fn unlink_deletes_only_the_link_and_its_secret() {
+        let objs = unlink("west", "mc");
+        let got: Vec<(&str, &str, &str)> = objs
+            .iter()
+            .map(|o| {
+                (
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap(),
+                    o["metadata"]["namespace"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        // The Link first: its finalizer needs the mirror, which keeps its
+        // ServiceAccount, roles and Deployment until the Link is gone.
+        assert_eq!(
+            got,
+            [
+                ("Link", "west", "mc"),
+                ("Secret", "cluster-credentials-west", "mc")
+            ]
+        );
+        assert!(
+            objs.iter()
+                .all(|o| o.get("spec").is_none() && o.get("data").is_none())
         );
     }
 }

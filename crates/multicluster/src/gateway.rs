@@ -5,7 +5,8 @@
 //! With several IPs the gateway is alive while ANY of them passes its probe:
 //! the mirror's endpoints hold every IP, and a client's connection attempt
 //! to a dead one fails over to the others, so one dead IP must not take the
-//! whole cluster out of service.
+//! whole cluster out of service. Until the probes give a verdict the gateway
+//! is unknown, and the writer writes no readiness.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -20,14 +21,14 @@ use tokio::{sync::watch, time::Instant};
 use crate::{
     metrics::Metrics,
     mirror::ProbeConfig,
-    probe::{Latencies, ProbeError, ProbeState},
+    probe::{Latencies, Liveness, ProbeError, ProbeState},
 };
 
 /// How long one name lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the mirror's writer and status read.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct GatewayState {
     /// The addresses were looked up once: until then no endpoint is written.
     pub resolved: bool,
@@ -35,21 +36,37 @@ pub struct GatewayState {
     pub ips: Vec<IpAddr>,
     /// Names that did not resolve this time, with why.
     pub unresolved: Vec<String>,
-    pub alive: bool,
+    /// Alive while any address passes its probe; unknown until the probes
+    /// tell.
+    pub liveness: Liveness,
+    /// Each address's own verdict, sorted by IP (updated without waking
+    /// anyone).
+    pub addresses: Vec<AddressState>,
     /// Probe latency p50, p95, p99 in ms (updated without waking anyone).
     pub latency_ms: [Option<u64>; 3],
 }
 
-impl Default for GatewayState {
-    fn default() -> Self {
-        Self {
-            resolved: false,
-            ips: vec![],
-            unresolved: vec![],
-            alive: true,
-            latency_ms: [None; 3],
-        }
+impl GatewayState {
+    /// Whether the mirrors' endpoints would differ between the two: the
+    /// addresses or the liveness (not the latencies or per-address details).
+    pub fn same_endpoints(&self, other: &GatewayState) -> bool {
+        self.resolved == other.resolved && self.ips == other.ips && self.liveness == other.liveness
     }
+}
+
+/// One gateway address as its probes see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AddressState {
+    pub ip: IpAddr,
+    pub liveness: Liveness,
+    /// Why its last probe failed; `None` after a success.
+    pub last_error: Option<String>,
+}
+
+/// The probe state of one address, in the gateway task.
+struct Probed {
+    state: ProbeState,
+    last_error: Option<String>,
 }
 
 /// What the gateway task is given.
@@ -133,24 +150,30 @@ pub async fn run<P, F>(
 {
     let labels = Metrics::cluster(&cfg.cluster);
     let mut last_good = HashMap::new();
-    let mut states: BTreeMap<IpAddr, ProbeState> = BTreeMap::new();
+    let mut states: BTreeMap<IpAddr, Probed> = BTreeMap::new();
     let mut latencies = Latencies::default();
     let mut next_dns = Instant::now();
     let mut next_probe = Instant::now();
-    let mut was_alive = true;
-    metrics.gateway_alive.get_or_create(&labels).set(1);
+    let mut was = Liveness::Unknown;
     loop {
         if Instant::now() >= next_dns {
             let (ips, unresolved) = resolve(&cfg.addresses, &mut last_good, LOOKUP_TIMEOUT).await;
             for u in &unresolved {
                 tracing::warn!(cluster = %cfg.cluster, address = %u, "gateway address did not resolve");
             }
-            states.retain(|ip, _| ips.contains(ip));
+            states.retain(|ip, _| {
+                let keep = ips.contains(ip);
+                if !keep {
+                    metrics.forget_address(&cfg.cluster, *ip);
+                }
+                keep
+            });
             for ip in &ips {
-                // A new IP starts alive, like the gateway at start.
-                states
-                    .entry(*ip)
-                    .or_insert_with(|| ProbeState::new(cfg.probe.failure_threshold));
+                // A new IP is unknown until probed, like the gateway at start.
+                states.entry(*ip).or_insert_with(|| Probed {
+                    state: ProbeState::new(cfg.probe.failure_threshold),
+                    last_error: None,
+                });
             }
             tx.send_if_modified(|s| {
                 let changed = !s.resolved || s.ips != ips || s.unresolved != unresolved;
@@ -180,7 +203,7 @@ pub async fn run<P, F>(
             let results = futures::future::join_all(probes).await;
             for (addr, r) in results {
                 metrics.probe(&cfg.cluster, r.as_ref().ok().copied());
-                let Some(state) = states.get_mut(&addr.ip()) else {
+                let Some(p) = states.get_mut(&addr.ip()) else {
                     continue;
                 };
                 match &r {
@@ -189,40 +212,68 @@ pub async fn run<P, F>(
                         tracing::debug!(cluster = %cfg.cluster, %addr, error = %e, "gateway probe failed")
                     }
                 }
-                if state.record(r.is_ok()) {
+                p.last_error = r.as_ref().err().map(ToString::to_string);
+                if p.state.record(r.is_ok()) {
                     match &r {
                         Ok(_) => {
-                            tracing::info!(cluster = %cfg.cluster, %addr, "gateway address passes its probe again")
+                            tracing::info!(cluster = %cfg.cluster, %addr, "gateway address passes its probe")
                         }
                         Err(e) => tracing::warn!(
                             cluster = %cfg.cluster,
                             %addr,
                             error = %e,
-                            failures = state.consecutive_failures(),
+                            failures = p.state.consecutive_failures(),
                             "gateway address failed its probe; dead"
                         ),
                     }
                 }
-            }
-            // No address at all leaves the state as it was: nothing to
-            // point endpoints at anyway.
-            let alive = states.is_empty() && was_alive || states.values().any(ProbeState::alive);
-            if alive != was_alive {
-                if alive {
-                    tracing::info!(cluster = %cfg.cluster, "gateway alive");
-                } else {
-                    tracing::warn!(cluster = %cfg.cluster, "gateway dead: no address passes its probe");
+                if let Some(alive) = p.state.liveness().known() {
+                    metrics.address_alive(&cfg.cluster, addr.ip(), alive);
                 }
-                was_alive = alive;
             }
-            metrics
-                .gateway_alive
-                .get_or_create(&labels)
-                .set(i64::from(alive));
+            // No address at all leaves the verdict as it was: nothing to
+            // point endpoints at anyway.
+            let liveness = if states.is_empty() {
+                was
+            } else {
+                Liveness::any_alive(states.values().map(|p| p.state.liveness()))
+            };
+            if liveness != was {
+                match liveness {
+                    Liveness::Alive => tracing::info!(cluster = %cfg.cluster, "gateway alive"),
+                    Liveness::Dead => {
+                        tracing::warn!(cluster = %cfg.cluster, "gateway dead: no address passes its probe")
+                    }
+                    Liveness::Unknown => {
+                        tracing::info!(cluster = %cfg.cluster, "gateway not probed enough yet")
+                    }
+                }
+                was = liveness;
+            }
+            match liveness.known() {
+                Some(alive) => {
+                    metrics
+                        .gateway_alive
+                        .get_or_create(&labels)
+                        .set(i64::from(alive));
+                }
+                None => {
+                    metrics.gateway_alive.remove(&labels);
+                }
+            }
             let latency_ms = [50, 95, 99].map(|p| latencies.percentile_ms(p));
+            let addresses: Vec<AddressState> = states
+                .iter()
+                .map(|(ip, p)| AddressState {
+                    ip: *ip,
+                    liveness: p.state.liveness(),
+                    last_error: p.last_error.clone(),
+                })
+                .collect();
             tx.send_if_modified(|s| {
-                let changed = s.alive != alive;
-                s.alive = alive;
+                let changed = s.liveness != liveness;
+                s.liveness = liveness;
+                s.addresses = addresses;
                 s.latency_ms = latency_ms;
                 changed
             });
@@ -305,7 +356,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn optimistic_start_threshold_and_recovery() {
+    async fn unknown_until_the_probes_tell_then_threshold_and_recovery() {
         // Probes at 0, ~1000 (+10%), ~2000 (+20%), ~3000 (+30%), ...
         let script = HashMap::from([(
             ip("127.20.0.1"),
@@ -314,7 +365,19 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = watch::channel(GatewayState::default());
         let start = Instant::now();
-        assert!(rx.borrow().alive, "alive before any probe");
+        assert_eq!(rx.borrow().liveness, Liveness::Unknown, "before any probe");
+        // Every verdict published, in order.
+        let mut changes = rx.clone();
+        let seen = tokio::spawn(async move {
+            let mut seen = vec![changes.borrow_and_update().liveness];
+            while changes.changed().await.is_ok() {
+                let l = changes.borrow_and_update().liveness;
+                if seen.last() != Some(&l) {
+                    seen.push(l);
+                }
+            }
+            seen
+        });
         let task = tokio::spawn(run(
             cfg(&["127.20.0.1"], 1000, 2),
             metrics(),
@@ -322,26 +385,55 @@ mod tests {
             scripted(script, calls.clone()),
         ));
         at(start, 500).await;
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert!(rx.borrow().alive, "one failure is under the threshold");
+        assert_eq!(rx.borrow().liveness, Liveness::Unknown);
         assert!(rx.borrow().resolved);
         assert_eq!(rx.borrow().ips, vec![ip("127.20.0.1")]);
+        assert_eq!(
+            rx.borrow().addresses,
+            [AddressState {
+                ip: ip("127.20.0.1"),
+                liveness: Liveness::Unknown,
+                last_error: Some("answered 500, not 200".into()),
+            }],
+            "each address's result is kept"
+        );
         at(start, 1150).await;
-        assert!(!rx.borrow().alive, "dead at the second consecutive failure");
+        assert_eq!(
+            rx.borrow().liveness,
+            Liveness::Dead,
+            "dead at the second consecutive failure"
+        );
         at(start, 2900).await;
-        assert!(!rx.borrow().alive, "a timeout is a failure");
+        assert_eq!(
+            rx.borrow().liveness,
+            Liveness::Dead,
+            "a timeout is a failure"
+        );
         // The timeout ended the third probe at ~2500..2710, so the fourth
         // comes at ~3500..3811.
         at(start, 3900).await;
-        assert!(rx.borrow().alive, "one success revives it");
+        assert_eq!(
+            rx.borrow().liveness,
+            Liveness::Alive,
+            "one success revives it"
+        );
+        assert_eq!(rx.borrow().addresses[0].last_error, None);
         at(start, 5000).await;
         assert_eq!(calls.load(Ordering::SeqCst), 5);
-        assert!(
-            rx.borrow().alive,
+        assert_eq!(
+            rx.borrow().liveness,
+            Liveness::Alive,
             "one failure after a success is not enough"
         );
         assert_eq!(rx.borrow().latency_ms, [Some(2); 3]);
         task.abort();
+        let _ = task.await;
+        let seen = seen.await.unwrap();
+        assert_eq!(
+            seen,
+            [Liveness::Unknown, Liveness::Dead, Liveness::Alive],
+            "a gateway that fails from the start is never taken for alive"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -360,10 +452,27 @@ mod tests {
             scripted(script, calls.clone()),
         ));
         at(start, 1500).await;
-        assert!(rx.borrow().alive);
+        assert_eq!(rx.borrow().liveness, Liveness::Alive);
         assert_eq!(rx.borrow().ips, vec![ip("127.20.0.1"), ip("127.20.0.2")]);
+        let per_ip: Vec<(IpAddr, Liveness)> = rx
+            .borrow()
+            .addresses
+            .iter()
+            .map(|a| (a.ip, a.liveness))
+            .collect();
+        assert_eq!(
+            per_ip,
+            [
+                (ip("127.20.0.1"), Liveness::Dead),
+                (ip("127.20.0.2"), Liveness::Alive)
+            ]
+        );
         at(start, 2500).await;
-        assert!(!rx.borrow().alive, "both addresses failed");
+        assert_eq!(
+            rx.borrow().liveness,
+            Liveness::Dead,
+            "both addresses failed"
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 6);
         task.abort();
     }

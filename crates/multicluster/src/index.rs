@@ -58,6 +58,8 @@ pub struct Index {
     /// name changed).
     mirrors_by_remote: HashMap<Key, BTreeSet<Key>>,
     mirrors_listed: bool,
+    /// The uid of each of this Link's mirror slices, by their own key.
+    mirror_slices: HashMap<Key, String>,
 }
 
 impl Index {
@@ -255,6 +257,32 @@ impl Index {
             if set.is_empty() {
                 self.mirrors_by_remote.remove(&remote);
             }
+        }
+    }
+
+    // === local mirror slices ===
+
+    /// The uid of a mirror slice, if it is there.
+    pub fn mirror_slice_uid(&self, key: &Key) -> Option<&str> {
+        self.mirror_slices.get(key).map(String::as_str)
+    }
+
+    pub fn apply_mirror_slice(&mut self, slice: &EndpointSlice) {
+        if let (Some(key), Some(uid)) = (Key::of(&slice.metadata), slice.metadata.uid.clone()) {
+            self.mirror_slices.insert(key, uid);
+        }
+    }
+
+    pub fn delete_mirror_slice(&mut self, slice: &EndpointSlice) {
+        if let Some(key) = Key::of(&slice.metadata) {
+            self.mirror_slices.remove(&key);
+        }
+    }
+
+    pub fn reset_mirror_slices(&mut self, slices: &[EndpointSlice]) {
+        self.mirror_slices.clear();
+        for s in slices {
+            self.apply_mirror_slice(s);
         }
     }
 
@@ -458,6 +486,15 @@ mod tests {
         );
         idx.reset_mirrors(vec![]);
         assert!(idx.mirror_keys().is_empty());
+        let mut slice = mk_slice("ns", "emoji-west-gateway", "emoji-west", &[]);
+        slice.metadata.uid = Some("u-7".into());
+        idx.apply_mirror_slice(&slice);
+        assert_eq!(
+            idx.mirror_slice_uid(&key("ns", "emoji-west-gateway")),
+            Some("u-7")
+        );
+        idx.reset_mirror_slices(&[]);
+        assert_eq!(idx.mirror_slice_uid(&key("ns", "emoji-west-gateway")), None);
         assert!(idx.mirrors_of(&key("ns", "emoji")).is_empty());
         assert!(idx.all_keys().contains(&key("ns", "web")));
     }

@@ -6,7 +6,12 @@
 //! - [`index`] holds what the watches saw (synchronous, no client).
 //! - [`probe`] and [`gateway`] resolve and probe the gateway.
 //! - [`status`] decides the Link's status (pure).
-//! - [`remote`] builds the linked cluster's client from the credentials Secret.
+//! - [`record`] keeps what was written, and what a re-list shows gone.
+//! - [`remote`] builds the linked cluster's client from the credentials
+//!   Secret, accepting only an https server, CA data and a token.
+//! - [`own`] gives the mirror's own objects to its Link, so that they go
+//!   after the Link's finalizer ran.
+//! - [`call`] bounds each API call and keeps its HTTP code.
 //! - [`runtime`] wires watches, the writer, the finalizer and metrics:
 //!   [`run_mirror`] is what `tandem multicluster mirror` runs.
 //!
@@ -14,13 +19,18 @@
 //!
 //! - A mirror belongs to the Link whose `multicluster.tandem.io/link` label
 //!   (`<namespace>.<name>`) it carries, besides `mirror.linkerd.io/cluster-name`.
-//!   Only those are updated or deleted; a Service of the same name that is not
-//!   this Link's (a user's, another Link's) is left alone and reported.
+//!   Only those are updated or deleted: a new mirror is created (never
+//!   applied), so that a Service of the same name that is not this Link's (a
+//!   user's, another Link's) makes it fail and is left alone and reported;
+//!   a known one is written and deleted with its uid as a precondition.
+//! - A re-list of the local mirrors repairs what went meanwhile, and every
+//!   mirror is written again each `resync_period`.
 //! - Nothing is deleted while the linked cluster cannot be read: a remote
 //!   Service's absence counts only after a full list in the current session.
-//! - The gateway is alive while any of its IPs passes the probe; it starts
-//!   alive. Hostnames are looked up again every `dns_refresh`, and a failed
-//!   lookup keeps the last answer.
+//! - The gateway is alive while any of its IPs passes the probe, dead when
+//!   all fail it, and unknown until the probes tell: while it is unknown no
+//!   readiness is written. Hostnames are looked up again every
+//!   `dns_refresh`, and a failed lookup keeps the last answer.
 //! - An empty or invalid selector matches nothing (as in linkerd); a headless
 //!   remote Service is mirrored as a ClusterIP one.
 //! - A mirror's EndpointSlice is `<mirror>-gateway`; until the gateway has an
@@ -28,14 +38,18 @@
 
 #![forbid(unsafe_code)]
 
+pub mod call;
 pub mod gateway;
 pub mod index;
 pub mod metrics;
 pub mod mirror;
+pub mod own;
 pub mod probe;
+pub mod record;
 pub mod remote;
 pub mod runtime;
 pub mod status;
 
 pub use mirror::{LinkConfig, excluded, link_selector, mirror_name, mirror_service, mirror_slice};
+pub use own::OwnObjects;
 pub use runtime::{FIELD_MANAGER, MirrorSettings, run_mirror};

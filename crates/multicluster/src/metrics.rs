@@ -14,6 +14,12 @@ pub struct ClusterLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AddressLabels {
+    pub cluster: String,
+    pub address: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProbeLabels {
     pub cluster: String,
     pub successful: String,
@@ -22,6 +28,7 @@ pub struct ProbeLabels {
 #[derive(Clone)]
 pub struct Metrics {
     pub gateway_alive: Family<ClusterLabels, Gauge>,
+    pub gateway_address_alive: Family<AddressLabels, Gauge>,
     pub probe_latency: Family<ClusterLabels, Histogram, fn() -> Histogram>,
     pub probes: Family<ProbeLabels, Counter>,
     pub mirrored_services: Family<ClusterLabels, Gauge>,
@@ -41,6 +48,7 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self {
             gateway_alive: Family::default(),
+            gateway_address_alive: Family::default(),
             probe_latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             probes: Family::default(),
             mirrored_services: Family::default(),
@@ -52,6 +60,11 @@ impl Metrics {
             "gateway_alive",
             "1 while the linked cluster's gateway passes its probe",
             m.gateway_alive.clone(),
+        );
+        registry.register(
+            "gateway_address_alive",
+            "1 while this address of the linked cluster's gateway passes its probe, 0 once it is dead",
+            m.gateway_address_alive.clone(),
         );
         registry.register(
             "gateway_probe_latency_seconds",
@@ -92,6 +105,26 @@ impl Metrics {
         }
     }
 
+    /// One gateway address's verdict.
+    pub fn address_alive(&self, cluster: &str, address: std::net::IpAddr, alive: bool) {
+        self.gateway_address_alive
+            .get_or_create(&Self::address(cluster, address))
+            .set(i64::from(alive));
+    }
+
+    /// A gateway address that is no longer resolved.
+    pub fn forget_address(&self, cluster: &str, address: std::net::IpAddr) {
+        self.gateway_address_alive
+            .remove(&Self::address(cluster, address));
+    }
+
+    fn address(cluster: &str, address: std::net::IpAddr) -> AddressLabels {
+        AddressLabels {
+            cluster: cluster.to_string(),
+            address: address.to_string(),
+        }
+    }
+
     pub fn probe(&self, cluster: &str, latency: Option<std::time::Duration>) {
         self.probes
             .get_or_create(&ProbeLabels {
@@ -120,6 +153,9 @@ mod tests {
         m.gateway_alive
             .get_or_create(&Metrics::cluster("west"))
             .set(1);
+        m.address_alive("west", "127.20.0.1".parse().unwrap(), true);
+        m.address_alive("west", "127.20.0.2".parse().unwrap(), false);
+        m.forget_address("west", "127.20.0.2".parse().unwrap());
         m.mirrored_services
             .get_or_create(&Metrics::cluster("west"))
             .set(2);
@@ -132,6 +168,7 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for want in [
             r#"tandem_mirror_gateway_alive{cluster="west"} 1"#,
+            r#"tandem_mirror_gateway_address_alive{cluster="west",address="127.20.0.1"} 1"#,
             r#"tandem_mirror_gateway_probe_latency_seconds_count{cluster="west"} 1"#,
             r#"tandem_mirror_gateway_probes_total{cluster="west",successful="true"} 1"#,
             r#"tandem_mirror_gateway_probes_total{cluster="west",successful="false"} 1"#,
@@ -142,5 +179,6 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} missing in:\n{text}");
         }
+        assert!(!text.contains("127.20.0.2"), "a forgotten address goes");
     }
 }

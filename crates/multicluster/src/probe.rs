@@ -13,13 +13,55 @@ use tokio::{
 /// How many recent probe latencies the percentiles cover.
 pub const LATENCY_WINDOW: usize = 100;
 
-/// The breaker of one gateway address. It starts alive, so that a restarted
-/// mirror does not flip every mirror to not-ready before its first probe
-/// (linkerd2#8590); it is dead after `threshold` consecutive failures and
-/// alive again after one success.
+/// What the probes say of a gateway address, or of the whole gateway.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Liveness {
+    /// No verdict yet: no probe passed, and fewer than the threshold failed.
+    #[default]
+    Unknown,
+    Alive,
+    Dead,
+}
+
+impl Liveness {
+    /// `Some(alive)` once known.
+    pub fn known(self) -> Option<bool> {
+        match self {
+            Self::Unknown => None,
+            Self::Alive => Some(true),
+            Self::Dead => Some(false),
+        }
+    }
+
+    /// The gateway's: alive while any address is alive, dead when every
+    /// address is dead, unknown otherwise (no address, or some not probed
+    /// enough yet).
+    pub fn any_alive(addresses: impl IntoIterator<Item = Liveness>) -> Liveness {
+        let mut seen = false;
+        let mut unknown = false;
+        for l in addresses {
+            seen = true;
+            match l {
+                Self::Alive => return Self::Alive,
+                Self::Unknown => unknown = true,
+                Self::Dead => {}
+            }
+        }
+        if !seen || unknown {
+            Self::Unknown
+        } else {
+            Self::Dead
+        }
+    }
+}
+
+/// The breaker of one gateway address. It starts unknown: a restarted
+/// mirror neither flips every mirror to ready with a dead gateway nor to
+/// not-ready with a live one before it knows (linkerd2#8590). One success
+/// makes it alive; `threshold` consecutive failures make it dead.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeState {
-    alive: bool,
+    liveness: Liveness,
     failures: u32,
     threshold: u32,
 }
@@ -27,33 +69,33 @@ pub struct ProbeState {
 impl ProbeState {
     pub fn new(threshold: u32) -> Self {
         Self {
-            alive: true,
+            liveness: Liveness::Unknown,
             failures: 0,
             threshold: threshold.max(1),
         }
     }
 
-    pub fn alive(&self) -> bool {
-        self.alive
+    pub fn liveness(&self) -> Liveness {
+        self.liveness
     }
 
     pub fn consecutive_failures(&self) -> u32 {
         self.failures
     }
 
-    /// Records one probe; true when that changed alive.
+    /// Records one probe; true when that changed the liveness.
     pub fn record(&mut self, success: bool) -> bool {
-        let before = self.alive;
+        let before = self.liveness;
         if success {
             self.failures = 0;
-            self.alive = true;
+            self.liveness = Liveness::Alive;
         } else {
             self.failures = self.failures.saturating_add(1);
             if self.failures >= self.threshold {
-                self.alive = false;
+                self.liveness = Liveness::Dead;
             }
         }
-        before != self.alive
+        before != self.liveness
     }
 }
 
@@ -164,40 +206,65 @@ mod tests {
     use tokio::net::TcpListener;
 
     #[test]
-    fn the_breaker_starts_alive_trips_at_the_threshold_and_recovers_at_once() {
-        // (threshold, results, alive after each)
-        let cases: &[(u32, &[bool], &[bool])] = &[
+    fn the_breaker_starts_unknown_trips_at_the_threshold_and_recovers_at_once() {
+        use Liveness::{Alive as A, Dead as D, Unknown as U};
+        // (threshold, results, liveness after each)
+        let cases: &[(u32, &[bool], &[Liveness])] = &[
             (3, &[], &[]),
-            (3, &[false, false], &[true, true]),
-            (3, &[false, false, false], &[true, true, false]),
-            (3, &[false, false, true, false, false], &[true; 5]),
-            (
-                2,
-                &[false, false, false, true, false],
-                &[true, false, false, true, true],
-            ),
-            (1, &[false, true], &[false, true]),
+            // Failures under the threshold say nothing yet.
+            (3, &[false, false], &[U, U]),
+            (3, &[false, false, false], &[U, U, D]),
+            (3, &[true], &[A]),
+            (3, &[false, false, true, false, false], &[U, U, A, A, A]),
+            (3, &[true, false, false, false], &[A, A, A, D]),
+            (2, &[false, false, false, true, false], &[U, D, D, A, A]),
+            (1, &[false, true], &[D, A]),
             // A threshold of 0 behaves as 1.
-            (0, &[false], &[false]),
+            (0, &[false], &[D]),
         ];
-        for (threshold, results, alive) in cases {
+        for (threshold, results, want) in cases {
             let mut s = ProbeState::new(*threshold);
-            assert!(s.alive(), "optimistic start");
-            let seen: Vec<bool> = results
+            assert_eq!(s.liveness(), U, "a new address is unknown");
+            let seen: Vec<Liveness> = results
                 .iter()
                 .map(|r| {
                     s.record(*r);
-                    s.alive()
+                    s.liveness()
                 })
                 .collect();
-            assert_eq!(&seen, alive, "threshold {threshold}, results {results:?}");
+            assert_eq!(&seen, want, "threshold {threshold}, results {results:?}");
         }
         let mut s = ProbeState::new(2);
-        assert!(!s.record(false));
+        assert!(!s.record(false), "still unknown");
         assert!(s.record(false), "the change is reported");
         assert!(!s.record(false));
         assert!(s.record(true));
         assert_eq!(s.consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn the_gateway_is_alive_if_any_address_is_and_dead_only_if_all_are() {
+        use Liveness::{Alive as A, Dead as D, Unknown as U};
+        let cases: &[(&[Liveness], Liveness)] = &[
+            (&[], U),
+            (&[U], U),
+            (&[D], D),
+            (&[A], A),
+            (&[D, D], D),
+            (&[D, U], U),
+            (&[D, A], A),
+            (&[U, A], A),
+        ];
+        for (addresses, want) in cases {
+            assert_eq!(
+                Liveness::any_alive(addresses.iter().copied()),
+                *want,
+                "{addresses:?}"
+            );
+        }
+        assert_eq!(U.known(), None);
+        assert_eq!(A.known(), Some(true));
+        assert_eq!(D.known(), Some(false));
     }
 
     #[test]

@@ -2,11 +2,8 @@
 //! the errors of that cluster read in a condition.
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{
-    Api, Client,
-    config::{KubeConfigOptions, Kubeconfig},
-};
-use tandem_api::multicluster::CREDENTIALS_KEY;
+use kube::{Api, Client};
+use tandem_api::multicluster::{CREDENTIALS_KEY, CredentialsRefused, remote_access};
 
 /// Why the linked cluster's client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +26,15 @@ pub enum CredentialsError {
         namespace: String,
         name: String,
         why: String,
+    },
+    #[error(
+        "the credentials Secret {namespace}/{name} holds a kubeconfig that tandem refuses: {source}"
+    )]
+    Refused {
+        namespace: String,
+        name: String,
+        #[source]
+        source: CredentialsRefused,
     },
 }
 
@@ -77,7 +83,9 @@ pub async fn read_credentials(
     Ok((version, text))
 }
 
-/// A client for the cluster a kubeconfig describes (its current context).
+/// A client for the cluster a kubeconfig describes (its current context),
+/// from only its https server, CA data and token: anything else is refused
+/// before kube reads it (see [`tandem_api::multicluster::RemoteAccess`]).
 pub async fn client_from_kubeconfig(
     text: &str,
     namespace: &str,
@@ -88,10 +96,15 @@ pub async fn client_from_kubeconfig(
         name: name.to_string(),
         why,
     };
-    let kubeconfig = Kubeconfig::from_yaml(text).map_err(|e| broken(error_chain(&e)))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| broken(error_chain(&e)))?;
+    let access = remote_access(text).map_err(|source| match source {
+        CredentialsRefused::Broken(why) => broken(why),
+        source => CredentialsError::Refused {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            source,
+        },
+    })?;
+    let config = access.client_config().await.map_err(broken)?;
     Client::try_from(config).map_err(|e| broken(error_chain(&e)))
 }
 
@@ -147,7 +160,7 @@ mod tests {
             ("{{{ not yaml", "not yaml"),
             ("apiVersion: v1\nkind: Config\nclusters: []\n", "no context"),
             (
-                "apiVersion: v1\nkind: Config\ncurrent-context: west\ncontexts: [{name: west, context: {cluster: west, user: u}}]\nclusters: [{name: west, cluster: {server: 'not a url'}}]\nusers: [{name: u, user: {token: t}}]\n",
+                "apiVersion: v1\nkind: Config\ncurrent-context: west\ncontexts: [{name: west, context: {cluster: west, user: u}}]\nclusters: [{name: west, cluster: {server: 'https://a b'}}]\nusers: [{name: u, user: {token: t}}]\n",
                 "a server that is no URL",
             ),
             (
@@ -170,6 +183,27 @@ mod tests {
                 Ok(_) => panic!("{what}: a client was built"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn unsafe_kubeconfigs_are_refused_before_kube_reads_them() {
+        // An exec plugin that would leave a mark if it ran.
+        let marker = std::env::temp_dir().join(format!("tandem-exec-ran-{}", std::process::id()));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: west\ncontexts: [{{name: west, context: {{cluster: west, user: u}}}}]\nclusters: [{{name: west, cluster: {{server: 'https://127.0.0.1:1'}}}}]\nusers: [{{name: u, user: {{exec: {{apiVersion: client.authentication.k8s.io/v1, command: touch, args: ['{}']}}}}}}]\n",
+            marker.display()
+        );
+        let err = client_from_kubeconfig(&text, "ns", "creds")
+            .await
+            .err()
+            .expect("refused");
+        assert!(matches!(err, CredentialsError::Refused { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("the credentials Secret ns/creds holds a kubeconfig that tandem refuses: users[0].user.exec is refused"),
+            "{msg}"
+        );
+        assert!(!marker.exists(), "the exec plugin never ran");
     }
 
     #[test]

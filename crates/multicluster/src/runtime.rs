@@ -16,7 +16,6 @@
 use std::{
     collections::{BTreeSet, HashMap},
     net::SocketAddr,
-    sync::Arc,
     time::Duration,
 };
 
@@ -30,9 +29,10 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions},
     runtime::{
         WatchStreamExt,
+        events::{Event as KubeEvent, EventType, Recorder, Reporter},
         watcher::{self, Event},
     },
 };
@@ -49,6 +49,7 @@ use tokio::{
 use tracing::Instrument;
 
 use crate::{
+    call::{CALL_TIMEOUT, CallError, call},
     gateway::{self, GatewayConfig, GatewayState},
     index::{Index, Key},
     metrics::{self, Metrics},
@@ -56,6 +57,9 @@ use crate::{
         self, LINK_LABEL, LinkConfig, MANAGED_BY_LABEL, SERVICE_NAME_LABEL, link_label_value,
         mirror_name, mirror_service, mirror_slice, slice_name,
     },
+    own::{self, OwnObjects},
+    probe::Liveness,
+    record::{Record, Written},
     remote::{self, error_chain, status_code, unreachable_reason, watch_status_code},
     status::{self, Health, Outcome, Remote},
 };
@@ -75,6 +79,12 @@ pub struct MirrorSettings {
     pub dns_refresh: Duration,
     /// How often the Link's status is written when it changed.
     pub status_interval: Duration,
+    /// How often every mirror is written again, whatever the record of
+    /// what was written says.
+    pub resync_period: Duration,
+    /// The mirror's own objects, when it runs as `link` deploys it: they
+    /// go with the Link (see [`crate::own`]).
+    pub own: Option<OwnObjects>,
 }
 
 impl Default for MirrorSettings {
@@ -86,6 +96,8 @@ impl Default for MirrorSettings {
             create_namespaces: false,
             dns_refresh: Duration::from_secs(30),
             status_interval: Duration::from_secs(5),
+            resync_period: Duration::from_secs(300),
+            own: None,
         }
     }
 }
@@ -93,8 +105,6 @@ impl Default for MirrorSettings {
 /// The heartbeat is refreshed at least this often (`multicluster check`
 /// takes a mirror silent for 2 minutes as stopped).
 const HEARTBEAT: Duration = Duration::from_secs(20);
-/// Every API call is bounded.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// The credentials Secret is read again this often, to pick up a rotation.
 const CREDENTIALS_RECHECK: Duration = Duration::from_secs(30);
 /// The remote API server is asked this often even while the watches are
@@ -130,65 +140,6 @@ impl Drop for Task {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// Every local Service's name and its Link label, from a metadata-only watch:
-/// a new mirror's name can be checked for a foreign Service without a GET.
-#[derive(Default)]
-struct LocalNames {
-    synced: bool,
-    owners: HashMap<(String, String), Option<String>>,
-}
-
-/// What the local names say of one mirror name.
-enum NameOwner {
-    /// Not listed yet: ask the API server.
-    Unknown,
-    /// No Service has this name.
-    Free,
-    /// A Service has it, with this Link label (if any).
-    Taken(Option<String>),
-}
-
-fn spawn_local_names(local: Client, names: Arc<std::sync::Mutex<LocalNames>>) -> Task {
-    Task(tokio::spawn(async move {
-        // Metadata only: names and labels, never specs.
-        let api: Api<kube::core::PartialObjectMeta<Service>> = Api::all(local);
-        let mut stream = watcher::watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        let mut buffer = HashMap::new();
-        let key = |m: &kube::api::ObjectMeta| {
-            (
-                m.namespace.clone().unwrap_or_default(),
-                m.name.clone().unwrap_or_default(),
-            )
-        };
-        let owner =
-            |m: &kube::api::ObjectMeta| m.labels.as_ref().and_then(|l| l.get(LINK_LABEL)).cloned();
-        while let Some(event) = stream.next().await {
-            let Ok(mut n) = names.lock() else { return };
-            match event {
-                Ok(Event::Init) => buffer.clear(),
-                Ok(Event::InitApply(o)) => {
-                    buffer.insert(key(&o.metadata), owner(&o.metadata));
-                }
-                Ok(Event::InitDone) => {
-                    n.owners = std::mem::take(&mut buffer);
-                    n.synced = true;
-                }
-                Ok(Event::Apply(o)) => {
-                    n.owners.insert(key(&o.metadata), owner(&o.metadata));
-                }
-                Ok(Event::Delete(o)) => {
-                    n.owners.remove(&key(&o.metadata));
-                }
-                // The watch restarts by itself; until it relists, the table
-                // may be stale, so the writer asks the API server instead.
-                Err(_) => n.synced = false,
-            }
-        }
-    }))
 }
 
 /// Runs a watch, sending full lists at once and every event, until aborted.
@@ -293,12 +244,10 @@ pub async fn run_mirror(
     let settings = MirrorSettings {
         dns_refresh: settings.dns_refresh.max(Duration::from_secs(1)),
         status_interval: settings.status_interval.max(Duration::from_millis(100)),
+        resync_period: settings.resync_period.max(Duration::from_secs(1)),
         ..settings
     };
-    let local_names = Arc::new(std::sync::Mutex::new(LocalNames::default()));
-    tasks.push(spawn_local_names(local.clone(), local_names.clone()));
     let mut c = Controller::new(local, settings, metrics, readiness, tx, label);
-    c.local_names = local_names;
     let res = async {
         loop {
             let wake = c.next_wake();
@@ -364,22 +313,14 @@ struct GatewayTask {
     _task: Task,
 }
 
-/// What was last written for a remote Service, to write only changes.
-#[derive(Default)]
-struct Written {
-    service: Option<Service>,
-    uid: Option<String>,
-    slice: Option<EndpointSlice>,
-}
-
 struct Controller {
     local: Client,
-    local_names: Arc<std::sync::Mutex<LocalNames>>,
     settings: MirrorSettings,
     metrics: Metrics,
     readiness: tandem_admin::Readiness,
     tx: mpsc::UnboundedSender<Msg>,
     label: String,
+    recorder: Recorder,
 
     link: Option<Link>,
     link_listed: bool,
@@ -390,6 +331,9 @@ struct Controller {
     config_version: u64,
     finalizer_retry_at: Option<Instant>,
     finalize_retry_at: Option<Instant>,
+    /// The mirror's own objects were given to the Link (or there are none).
+    adopted: bool,
+    adopt_retry_at: Option<Instant>,
 
     session: Option<Session>,
     next_session: u64,
@@ -404,7 +348,8 @@ struct Controller {
     health_in_flight: bool,
 
     gateway: Option<GatewayTask>,
-    gateway_seen: (bool, Vec<std::net::IpAddr>, bool),
+    /// The gateway as the mirrors' endpoints last saw it.
+    gateway_seen: GatewayState,
 
     index: Index,
     /// Remote Services whose mirror may need a write.
@@ -412,7 +357,9 @@ struct Controller {
     /// Those whose readiness changed: written before the others, so that a
     /// flip never waits behind a full resync.
     urgent: BTreeSet<Key>,
-    written: HashMap<Key, Written>,
+    written: Record,
+    /// When every mirror is written again.
+    resync_at: Instant,
     outcomes: HashMap<Key, Outcome>,
     retries: HashMap<Key, (u32, Instant)>,
 
@@ -430,14 +377,23 @@ impl Controller {
         tx: mpsc::UnboundedSender<Msg>,
         label: String,
     ) -> Self {
+        let recorder = Recorder::new(
+            local.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: std::env::var("HOSTNAME").ok(),
+            },
+        );
         Self {
             local,
-            local_names: Default::default(),
+            resync_at: Instant::now() + settings.resync_period,
+            adopted: settings.own.is_none(),
             settings,
             metrics,
             readiness,
             tx,
             label,
+            recorder,
             link: None,
             link_listed: false,
             config: None,
@@ -445,6 +401,7 @@ impl Controller {
             config_version: 0,
             finalizer_retry_at: None,
             finalize_retry_at: None,
+            adopt_retry_at: None,
             session: None,
             next_session: 0,
             credentials: None,
@@ -456,11 +413,11 @@ impl Controller {
             health_check_at: None,
             health_in_flight: false,
             gateway: None,
-            gateway_seen: (false, vec![], true),
+            gateway_seen: GatewayState::default(),
             index: Index::new(),
             dirty: BTreeSet::new(),
             urgent: BTreeSet::new(),
-            written: HashMap::new(),
+            written: Record::default(),
             outcomes: HashMap::new(),
             retries: HashMap::new(),
             last_status: None,
@@ -505,6 +462,8 @@ impl Controller {
             self.health_check_at,
             self.finalizer_retry_at,
             self.finalize_retry_at,
+            (!self.adopted).then_some(self.adopt_retry_at).flatten(),
+            self.link.is_some().then_some(self.resync_at),
             self.retries.values().map(|(_, at)| *at).min(),
             self.link.is_some().then_some(self.status_at),
         ]
@@ -520,7 +479,20 @@ impl Controller {
             Msg::Link(ev) => self.handle_link(ev),
             Msg::Mirrors(ev) => {
                 let keys = match ev {
-                    WatchEv::Listed(list) => self.index.reset_mirrors(list),
+                    WatchEv::Listed(list) => {
+                        // What went or changed while the watch was down
+                        // comes with no event: compare with the record.
+                        let repair = self.written.relisted_services(&list);
+                        if !repair.is_empty() {
+                            tracing::info!(
+                                mirrors = repair.len(),
+                                "mirrors deleted or changed while the watch was down; writing them again"
+                            );
+                        }
+                        let mut keys = self.index.reset_mirrors(list);
+                        keys.extend(repair);
+                        keys
+                    }
                     WatchEv::Apply(s) => {
                         let drifted = |w: &Written| {
                             w.service
@@ -555,6 +527,7 @@ impl Controller {
             }
             Msg::MirrorSlices(ev) => match ev {
                 WatchEv::Delete(s) => {
+                    self.index.delete_mirror_slice(&s);
                     if let Some(k) = slice_remote_key(&s) {
                         if let Some(w) = self.written.get_mut(&k) {
                             w.slice = None;
@@ -566,6 +539,7 @@ impl Controller {
                     tracing::warn!(error = %message, "local mirror slice watch failed; retrying");
                 }
                 WatchEv::Apply(s) => {
+                    self.index.apply_mirror_slice(&s);
                     if let Some(k) = slice_remote_key(&s)
                         && let Some(w) = self.written.get_mut(&k)
                         && w.slice
@@ -576,7 +550,17 @@ impl Controller {
                         self.dirty.insert(k);
                     }
                 }
-                WatchEv::Listed(_) => {}
+                WatchEv::Listed(list) => {
+                    self.index.reset_mirror_slices(&list);
+                    let repair = self.written.relisted_slices(&list);
+                    if !repair.is_empty() {
+                        tracing::info!(
+                            slices = repair.len(),
+                            "mirror slices deleted or changed while the watch was down; writing them again"
+                        );
+                    }
+                    self.dirty.extend(repair);
+                }
             },
             Msg::RemoteServices(id, ev) => {
                 if !self.current(id) {
@@ -761,9 +745,8 @@ impl Controller {
     fn gateway_changed(&mut self) {
         let Some(g) = &mut self.gateway else { return };
         let s = g.rx.borrow_and_update().clone();
-        let seen = (s.resolved, s.ips.clone(), s.alive);
-        if seen != self.gateway_seen {
-            self.gateway_seen = seen;
+        if !s.same_endpoints(&self.gateway_seen) {
+            self.gateway_seen = s;
             let keys = self.index.service_keys();
             self.urgent.extend(keys);
             self.status_at = self
@@ -793,6 +776,16 @@ impl Controller {
         }
         if !self.has_finalizer() && self.finalizer_retry_at.is_none_or(|at| at <= now) {
             self.add_finalizer().await;
+        }
+        if !self.adopted && self.has_finalizer() && self.adopt_retry_at.is_none_or(|at| at <= now) {
+            self.adopt().await;
+        }
+        if self.resync_at <= now {
+            // Whatever the record says, every mirror is written again (a
+            // no-op for the API server when nothing changed).
+            self.resync_at = now + self.settings.resync_period;
+            self.written.clear();
+            self.dirty.extend(self.index.all_keys());
         }
         let cfg = match &self.config {
             Some(Ok(c)) => c.clone(),
@@ -877,7 +870,7 @@ impl Controller {
             rx,
             _task: Task(task),
         });
-        self.gateway_seen = (false, vec![], true);
+        self.gateway_seen = GatewayState::default();
     }
 
     async fn ensure_session(&mut self, cfg: &LinkConfig) {
@@ -1073,51 +1066,51 @@ impl Controller {
             }
         };
 
-        // Write the Service when it changed.
+        // Write the Service when it changed: a new mirror is created, so
+        // that an object of its name (a user's) makes the write fail and is
+        // left alone; a known one is applied with its uid as a precondition.
         let written_service = self.written.get(key).and_then(|w| w.service.as_ref());
         if written_service != Some(&desired) {
-            if self.index.mirror(&local).is_none() {
-                let known = match self.local_names.lock() {
-                    Ok(n) if n.synced => {
-                        match n.owners.get(&(local.namespace.clone(), local.name.clone())) {
-                            None => NameOwner::Free,
-                            Some(owner) => NameOwner::Taken(owner.clone()),
-                        }
-                    }
-                    _ => NameOwner::Unknown,
-                };
-                let checked = match known {
-                    NameOwner::Free => Ok(None),
-                    NameOwner::Taken(Some(l)) if l == self.label => Ok(None),
-                    NameOwner::Taken(_) => Ok(Some(format!(
-                        "a Service {local} exists and is not a mirror of this Link; it is left alone"
-                    ))),
-                    NameOwner::Unknown => self.not_ours(&local).await,
-                };
-                match checked {
-                    Ok(None) => {}
-                    Ok(Some(why)) => return self.failed(key, Outcome::Error(why), 30_000),
-                    Err(e) => return self.failed(key, Outcome::Error(e), 0),
-                }
-            }
-            match self.apply_service(&desired).await {
+            let uid = self
+                .index
+                .mirror(&local)
+                .and_then(|m| m.metadata.uid.clone())
+                .or_else(|| self.written.get(key).and_then(|w| w.uid.clone()));
+            let res = match uid {
+                Some(uid) => self.apply_service(&desired, &uid).await,
+                None => self.create_service(&desired).await,
+            };
+            match res {
                 Ok(applied) => {
-                    let w = self.written.entry(key.clone()).or_default();
+                    let w = self.written.entry(key.clone());
                     w.service = Some(desired.clone());
                     w.uid = applied.metadata.uid.clone();
                     tracing::info!("mirror service written");
                 }
-                Err(outcome) => return self.failed(key, outcome, 0),
+                Err(outcome @ Outcome::NameTaken(_)) => {
+                    if self.outcomes.get(key) != Some(&outcome) {
+                        self.publish_name_taken(&outcome).await;
+                    }
+                    self.written.remove(key);
+                    return self.failed(key, outcome, 30_000);
+                }
+                Err(outcome) => {
+                    self.written.remove(key);
+                    return self.failed(key, outcome, 0);
+                }
             }
         }
 
-        // Then its slice, once the gateway's addresses are known.
+        // Then its slice, once the gateway's addresses and liveness are
+        // known. No address or no verdict (yet): whatever endpoints there
+        // are stay, so that a restart writes no readiness it does not know.
         let gw = self.gateway.as_ref().map(|g| g.rx.borrow().clone());
-        // No address (yet): whatever endpoints there are stay.
-        if let Some(gw) = gw.filter(|g| g.resolved && !g.ips.is_empty()) {
+        if let Some(gw) =
+            gw.filter(|g| g.resolved && !g.ips.is_empty() && g.liveness != Liveness::Unknown)
+        {
             let mut owner = desired.clone();
             owner.metadata.uid = self.written.get(key).and_then(|w| w.uid.clone());
-            let ready = self.index.is_ready(key) && gw.alive;
+            let ready = self.index.is_ready(key) && gw.liveness == Liveness::Alive;
             let slice = mirror_slice(&owner, &link, &gw.ips, ready);
             let written_slice = self.written.get(key).and_then(|w| w.slice.as_ref());
             if written_slice != Some(&slice) {
@@ -1126,11 +1119,11 @@ impl Controller {
                         tracing::info!(
                             ready,
                             remote_ready = self.index.is_ready(key),
-                            gateway_alive = gw.alive,
+                            gateway_alive = gw.liveness == Liveness::Alive,
                             endpoints = slice.endpoints.len(),
                             "mirror endpoints written"
                         );
-                        self.written.entry(key.clone()).or_default().slice = Some(slice);
+                        self.written.entry(key.clone()).slice = Some(slice);
                     }
                     Err(outcome) => return self.failed(key, outcome, 0),
                 }
@@ -1140,40 +1133,54 @@ impl Controller {
         self.outcomes.insert(key.clone(), Outcome::Mirrored);
     }
 
-    /// Why a Service that is not in this Link's mirror index must not be
-    /// overwritten, if it exists: a user's own Service, or another Link's.
-    async fn not_ours(&self, local: &Key) -> Result<Option<String>, String> {
-        let api: Api<Service> = Api::namespaced(self.local.clone(), &local.namespace);
-        let got = tokio::time::timeout(CALL_TIMEOUT, api.get_opt(&local.name))
-            .await
-            .map_err(|_| "reading the local Service: timed out".to_string())?
-            .map_err(|e| format!("reading the local Service: {}", error_chain(&e)))?;
-        Ok(got.and_then(|svc| {
-            let labels = svc.metadata.labels.unwrap_or_default();
-            (labels.get(LINK_LABEL) != Some(&self.label)).then(|| {
-                format!(
-                    "a Service {local} exists and is not a mirror of this Link; it is left alone"
-                )
-            })
-        }))
-    }
-
-    async fn apply_service(&self, desired: &Service) -> Result<Service, Outcome> {
+    /// Creates a new mirror Service. An object of its name that is not this
+    /// Link's makes it fail: [`Outcome::NameTaken`].
+    async fn create_service(&self, desired: &Service) -> Result<Service, Outcome> {
         let ns = desired.metadata.namespace.clone().unwrap_or_default();
         let name = desired.metadata.name.clone().unwrap_or_default();
         let api: Api<Service> = Api::namespaced(self.local.clone(), &ns);
-        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
         let mut created_namespace = false;
         loop {
             self.metrics.writes.inc();
-            let res = tokio::time::timeout(
-                CALL_TIMEOUT,
-                api.patch(&name, &params, &Patch::Apply(desired)),
-            )
-            .await;
-            match res {
-                Ok(Ok(s)) => return Ok(s),
-                Ok(Err(e)) if status_code(&e) == Some(404) => {
+            let res = call("creating the mirror Service", api.create(&params, desired)).await;
+            let e = match res {
+                Ok(created) => {
+                    self.own_fields(&api, &created).await;
+                    return Ok(created);
+                }
+                Err(e) => e,
+            };
+            match e.code() {
+                Some(409) => {
+                    // Taken: ours (a watch that lags), or someone else's.
+                    let existing = call("reading the local Service", api.get_opt(&name))
+                        .await
+                        .map_err(|e| Outcome::Error(e.to_string()))?;
+                    let ours = existing.as_ref().and_then(|s| {
+                        let labels = s.metadata.labels.as_ref()?;
+                        (labels.get(LINK_LABEL) == Some(&self.label))
+                            .then_some(s.metadata.uid.clone()?)
+                    });
+                    return match (existing, ours) {
+                        (_, Some(uid)) => self.apply_service(desired, &uid).await,
+                        // Deleted meanwhile: the next pass creates it.
+                        (None, _) => Err(Outcome::Error(
+                            "the local Service of the mirror's name was just deleted; retrying"
+                                .into(),
+                        )),
+                        (Some(_), None) => {
+                            self.metrics.write_errors.inc();
+                            Err(Outcome::NameTaken(format!(
+                                "a Service {ns}/{name} exists and is not a mirror of this Link; it is left alone"
+                            )))
+                        }
+                    };
+                }
+                Some(404) => {
                     if self.settings.create_namespaces && !created_namespace {
                         created_namespace = true;
                         if let Err(e) = self.create_namespace(&ns).await {
@@ -1187,27 +1194,121 @@ impl Controller {
                         "the namespace {ns} does not exist in this cluster"
                     )));
                 }
-                Ok(Err(e)) if status_code(&e) == Some(422) => {
+                Some(422) => {
                     self.metrics.write_errors.inc();
-                    return Err(Outcome::Invalid(format!(
-                        "the mirror was refused: {}",
-                        error_chain(&e)
-                    )));
+                    return Err(Outcome::Invalid(format!("the mirror was refused: {e}")));
                 }
-                Ok(Err(e)) => {
+                _ => {
                     self.metrics.write_errors.inc();
-                    return Err(Outcome::Error(format!(
-                        "writing the mirror Service: {}",
-                        error_chain(&e)
-                    )));
-                }
-                Err(_) => {
-                    self.metrics.write_errors.inc();
-                    return Err(Outcome::Error(
-                        "writing the mirror Service: timed out".into(),
-                    ));
+                    return Err(Outcome::Error(e.to_string()));
                 }
             }
+        }
+    }
+
+    /// Makes the fields a create set this writer's server-side-apply fields,
+    /// so that a later apply that leaves one out removes it (fields of an
+    /// update would stay, owned by the create). Best effort: a failure
+    /// leaves only fields that a later remote change may not remove.
+    async fn own_fields(&self, api: &Api<Service>, created: &Service) {
+        let Some(uid) = &created.metadata.uid else {
+            return;
+        };
+        let mut fields = created.metadata.managed_fields.clone().unwrap_or_default();
+        let mut changed = false;
+        for f in &mut fields {
+            if f.manager.as_deref() == Some(FIELD_MANAGER)
+                && f.operation.as_deref() == Some("Update")
+            {
+                f.operation = Some("Apply".into());
+                changed = true;
+            }
+        }
+        if !changed {
+            return;
+        }
+        // The uid makes it a precondition: an object made again meanwhile
+        // refuses the patch (its uid cannot change).
+        let patch = serde_json::json!({
+            "metadata": { "uid": uid, "managedFields": fields },
+        });
+        let name = created.metadata.name.clone().unwrap_or_default();
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        self.metrics.writes.inc();
+        if let Err(e) = call(
+            "taking the created mirror's fields as applied",
+            api.patch(&name, &params, &Patch::Merge(&patch)),
+        )
+        .await
+        {
+            self.metrics.write_errors.inc();
+            tracing::warn!(error = %e, "the created mirror's fields stay owned by its create");
+        }
+    }
+
+    /// Applies a known mirror Service, exactly the object of `uid`: one
+    /// deleted and made again meanwhile (by anyone) is not written.
+    async fn apply_service(&self, desired: &Service, uid: &str) -> Result<Service, Outcome> {
+        let ns = desired.metadata.namespace.clone().unwrap_or_default();
+        let name = desired.metadata.name.clone().unwrap_or_default();
+        let api: Api<Service> = Api::namespaced(self.local.clone(), &ns);
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut exact = desired.clone();
+        exact.metadata.uid = Some(uid.to_string());
+        self.metrics.writes.inc();
+        let res = call(
+            "writing the mirror Service",
+            api.patch(&name, &params, &Patch::Apply(&exact)),
+        )
+        .await;
+        let e = match res {
+            Ok(s) => return Ok(s),
+            Err(e) => e,
+        };
+        self.metrics.write_errors.inc();
+        // Deleted (the API server answers 409: no object of that uid), or
+        // replaced by another object (422: a uid cannot change): looked at
+        // again on the next pass, when the watch has seen it.
+        let replaced = match e.code() {
+            Some(409) => true,
+            Some(422) => e.to_string().contains("metadata.uid"),
+            _ => false,
+        };
+        Err(match e.code() {
+            _ if replaced => Outcome::Error(format!(
+                "the mirror Service {ns}/{name} was deleted or replaced meanwhile; looking again: {e}"
+            )),
+            Some(404) => Outcome::MissingNamespace(format!(
+                "the namespace {ns} does not exist in this cluster"
+            )),
+            Some(422) => Outcome::Invalid(format!("the mirror was refused: {e}")),
+            _ => Outcome::Error(e.to_string()),
+        })
+    }
+
+    /// An Event on the Link: a mirror it must leave alone.
+    async fn publish_name_taken(&self, outcome: &Outcome) {
+        let (Some(link), Outcome::NameTaken(note)) = (&self.link, outcome) else {
+            return;
+        };
+        let event = KubeEvent {
+            type_: EventType::Warning,
+            reason: "MirrorNameTaken".into(),
+            note: Some(note.clone()),
+            action: "Mirror".into(),
+            secondary: None,
+        };
+        let reference = link.object_ref(&());
+        if let Err(e) = call(
+            "publishing an Event",
+            self.recorder.publish(&event, &reference),
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "publishing the Event failed");
         }
     }
 
@@ -1248,7 +1349,28 @@ impl Controller {
 
     /// Deletes a mirror Service and its slice; absent ones count as deleted.
     async fn delete_mirror(&mut self, key: &Key, local: &Key) {
-        match delete_pair(&self.local, &self.metrics, local).await {
+        // Exactly the objects the watches saw: never one of the same name
+        // made meanwhile by someone else.
+        let Some(uid) = self
+            .index
+            .mirror(local)
+            .and_then(|m| m.metadata.uid.clone())
+        else {
+            return;
+        };
+        let slice_uid = self
+            .index
+            .mirror_slice_uid(&Key::new(local.namespace.clone(), slice_name(&local.name)))
+            .map(str::to_string);
+        let res = delete_pair(
+            &self.local,
+            &self.metrics,
+            local,
+            Some(&uid),
+            slice_uid.as_deref(),
+        )
+        .await;
+        match res {
             Ok(()) => {
                 tracing::info!(mirror = %local, "mirror deleted");
                 if local.name == mirror_name(&key.name, self.cluster()) {
@@ -1279,7 +1401,10 @@ impl Controller {
         let previous = self.outcomes.get(key);
         if previous != Some(&outcome) {
             match &outcome {
-                Outcome::MissingNamespace(m) | Outcome::Invalid(m) | Outcome::Error(m) => {
+                Outcome::MissingNamespace(m)
+                | Outcome::Invalid(m)
+                | Outcome::NameTaken(m)
+                | Outcome::Error(m) => {
                     tracing::warn!(remote = %key, error = %m, retry_in_ms = after.as_millis() as u64, "mirror not written")
                 }
                 _ => {}
@@ -1313,6 +1438,24 @@ impl Controller {
         }
     }
 
+    /// Gives the mirror's own objects to the Link (see [`crate::own`]); a
+    /// failure is retried, and stops nothing else.
+    async fn adopt(&mut self) {
+        let (Some(own), Some(link)) = (&self.settings.own, &self.link) else {
+            return;
+        };
+        match own::adopt(&self.local, own, link).await {
+            Ok(()) => {
+                tracing::info!(name = %own.name, cluster_role = %own.cluster_role, "the mirror's own objects go with the Link");
+                self.adopted = true;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "giving the mirror's own objects to the Link failed; retrying");
+                self.adopt_retry_at = Some(Instant::now() + Duration::from_secs(30));
+            }
+        }
+    }
+
     /// A merge patch of the Link; the error has the HTTP status, if any.
     async fn patch_link(&self, patch: &serde_json::Value) -> Result<Link, (String, Option<u16>)> {
         let api: Api<Link> = Api::namespaced(self.local.clone(), &self.settings.link_namespace);
@@ -1332,15 +1475,21 @@ impl Controller {
         }
     }
 
-    /// The Link is being deleted: delete every mirror it owns, then let it go.
+    /// The Link is being deleted: delete every mirror it owns, give up the
+    /// mirror's cluster-wide rights (when it runs as `link` deploys it),
+    /// then let the Link go.
     async fn finalize(&mut self) {
         if !self.has_finalizer() {
             return;
         }
-        let res = delete_all_mirrors(&self.local, &self.metrics, &self.label).await;
+        if !self.adopted {
+            // Started after the Link's deletion: its own objects go with the
+            // Link all the same (a deleted owner's dependents are collected).
+            self.adopt().await;
+        }
+        let res = self.delete_everything().await;
         let res = match res {
-            Ok(n) => {
-                tracing::info!(deleted = n, "the Link is deleted; its mirrors are gone");
+            Ok(()) => {
                 let Some(link) = &self.link else { return };
                 let finalizers: Vec<String> = link
                     .metadata
@@ -1381,6 +1530,36 @@ impl Controller {
                 self.finalize_retry_at = Some(Instant::now() + Duration::from_secs(2));
             }
         }
+    }
+
+    /// The finalizer's work before the Link may go.
+    async fn delete_everything(&self) -> Result<(), String> {
+        match delete_all_mirrors(&self.local, &self.metrics, &self.label).await {
+            Ok(n) => tracing::info!(deleted = n, "the Link is deleted; its mirrors are gone"),
+            // The mirror's cluster-wide rights are gone: given up before a
+            // restart, or taken away. Nothing more can be deleted, and
+            // holding the Link would help no one.
+            Err(e) if e.code() == Some(403) && self.settings.own.is_some() => {
+                tracing::warn!(
+                    error = %e,
+                    label = %format!("{LINK_LABEL}={}", self.label),
+                    "the mirrors can no longer be listed; letting the Link go (delete what is left by its label)"
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        if let Some(own) = &self.settings.own {
+            match own::release(&self.local, own).await {
+                Ok(()) => {
+                    tracing::info!(cluster_role = %own.cluster_role, "the mirror's cluster-wide rights are given up")
+                }
+                // Already given up, and the role with them.
+                Err(e) if e.code() == Some(403) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Ok(())
     }
 
     // === status ===
@@ -1480,64 +1659,79 @@ fn slice_remote_key(s: &EndpointSlice) -> Option<Key> {
     Some(Key::new(s.metadata.namespace.clone()?, name))
 }
 
-/// Deletes a mirror Service and its slice; a missing one counts as deleted.
-async fn delete_pair(local: &Client, metrics: &Metrics, mirror: &Key) -> Result<(), String> {
-    let services: Api<Service> = Api::namespaced(local.clone(), &mirror.namespace);
-    let slices: Api<EndpointSlice> = Api::namespaced(local.clone(), &mirror.namespace);
-    metrics.writes.inc();
-    let r = tokio::time::timeout(
-        CALL_TIMEOUT,
-        slices.delete(&slice_name(&mirror.name), &DeleteParams::default()),
-    )
-    .await;
-    check_delete(r, metrics, "EndpointSlice")?;
-    metrics.writes.inc();
-    let r = tokio::time::timeout(
-        CALL_TIMEOUT,
-        services.delete(&mirror.name, &DeleteParams::default()),
-    )
-    .await;
-    check_delete(r, metrics, "Service")
+/// A delete of exactly the object of this uid: a Service of the same name
+/// made meanwhile by someone else is not touched.
+fn delete_params(uid: Option<&str>) -> DeleteParams {
+    DeleteParams {
+        preconditions: uid.map(|uid| Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    }
 }
 
-fn check_delete<T>(
-    r: Result<Result<T, kube::Error>, tokio::time::error::Elapsed>,
+/// Deletes one object of this uid; gone, or replaced by another (a failed
+/// uid precondition), counts as deleted: what is there now is not ours.
+async fn delete_exactly<K>(
+    api: &Api<K>,
     metrics: &Metrics,
-    what: &str,
-) -> Result<(), String> {
-    match r {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) if status_code(&e) == Some(404) => Ok(()),
-        Ok(Err(e)) => {
+    name: &str,
+    uid: Option<&str>,
+) -> Result<(), CallError>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    metrics.writes.inc();
+    let what = format!(
+        "deleting the mirror {} {name}",
+        K::kind(&Default::default())
+    );
+    match call(what, api.delete(name, &delete_params(uid))).await {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.code(), Some(404) | Some(409)) => Ok(()),
+        Err(e) => {
             metrics.write_errors.inc();
-            Err(format!("deleting the mirror {what}: {}", error_chain(&e)))
-        }
-        Err(_) => {
-            metrics.write_errors.inc();
-            Err(format!("deleting the mirror {what}: timed out"))
+            Err(e)
         }
     }
 }
 
+/// Deletes a mirror Service of this uid and its slice (of its uid, when
+/// known; else the garbage collector takes it with the Service, its owner).
+async fn delete_pair(
+    local: &Client,
+    metrics: &Metrics,
+    mirror: &Key,
+    service_uid: Option<&str>,
+    slice_uid: Option<&str>,
+) -> Result<(), CallError> {
+    if slice_uid.is_some() {
+        let slices: Api<EndpointSlice> = Api::namespaced(local.clone(), &mirror.namespace);
+        delete_exactly(&slices, metrics, &slice_name(&mirror.name), slice_uid).await?;
+    }
+    let services: Api<Service> = Api::namespaced(local.clone(), &mirror.namespace);
+    delete_exactly(&services, metrics, &mirror.name, service_uid).await
+}
+
 /// Deletes every mirror (and stray slice) that carries this Link's label,
-/// listed fresh from the API; returns how many mirrors.
+/// listed fresh from the API, each by its uid; returns how many mirrors.
 async fn delete_all_mirrors(
     local: &Client,
     metrics: &Metrics,
     label: &str,
-) -> Result<usize, String> {
+) -> Result<usize, CallError> {
     let services: Api<Service> = Api::all(local.clone());
     let lp = ListParams::default().labels(&format!(
         "{MIRRORED_SERVICE_LABEL}=true,{LINK_LABEL}={label}"
     ));
-    let list = tokio::time::timeout(CALL_TIMEOUT, services.list(&lp))
-        .await
-        .map_err(|_| "listing the mirrors: timed out".to_string())?
-        .map_err(|e| format!("listing the mirrors: {}", error_chain(&e)))?;
+    let list = call("listing the mirrors", services.list(&lp)).await?;
     let mut n = 0;
     for svc in &list.items {
         if let Some(k) = Key::of(&svc.metadata) {
-            delete_pair(local, metrics, &k).await?;
+            let api: Api<Service> = Api::namespaced(local.clone(), &k.namespace);
+            delete_exactly(&api, metrics, &k.name, svc.metadata.uid.as_deref()).await?;
             n += 1;
         }
     }
@@ -1545,18 +1739,11 @@ async fn delete_all_mirrors(
     let lp = ListParams::default().labels(&format!(
         "{MANAGED_BY_LABEL}={MIRROR_MANAGED_BY},{LINK_LABEL}={label}"
     ));
-    let list = tokio::time::timeout(CALL_TIMEOUT, slices.list(&lp))
-        .await
-        .map_err(|_| "listing the mirror slices: timed out".to_string())?
-        .map_err(|e| format!("listing the mirror slices: {}", error_chain(&e)))?;
+    let list = call("listing the mirror slices", slices.list(&lp)).await?;
     for s in &list.items {
         if let Some(k) = Key::of(&s.metadata) {
             let api: Api<EndpointSlice> = Api::namespaced(local.clone(), &k.namespace);
-            metrics.writes.inc();
-            let r =
-                tokio::time::timeout(CALL_TIMEOUT, api.delete(&k.name, &DeleteParams::default()))
-                    .await;
-            check_delete(r, metrics, "EndpointSlice")?;
+            delete_exactly(&api, metrics, &k.name, s.metadata.uid.as_deref()).await?;
         }
     }
     Ok(n)

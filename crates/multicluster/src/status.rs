@@ -6,7 +6,9 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use serde_json::Value;
-use tandem_api::multicluster::{GatewayStatus, LinkStatus, MirrorServiceStatus, RemoteRef};
+use tandem_api::multicluster::{
+    GatewayAddressStatus, GatewayStatus, LinkStatus, MirrorServiceStatus, RemoteRef,
+};
 
 use crate::{gateway::GatewayState, index::Key};
 
@@ -36,6 +38,9 @@ pub enum Outcome {
     Mirrored,
     Invalid(String),
     MissingNamespace(String),
+    /// A Service of the mirror's name exists and is not this Link's: it is
+    /// left alone.
+    NameTaken(String),
     Error(String),
 }
 
@@ -200,6 +205,7 @@ pub fn link_status(
                 ),
                 Outcome::Invalid(m) => ("False", "InvalidService", m.clone()),
                 Outcome::MissingNamespace(m) => ("False", "MissingNamespace", m.clone()),
+                Outcome::NameTaken(m) => ("False", "NameTaken", m.clone()),
                 Outcome::Error(m) => ("False", "Error", m.clone()),
             };
             MirrorServiceStatus {
@@ -216,8 +222,17 @@ pub fn link_status(
         mirror_services,
         mirrored_services: mirrored as u32,
         gateway: h.gateway.filter(|g| g.resolved).map(|g| GatewayStatus {
-            alive: g.alive,
+            alive: g.liveness.known(),
             addresses: g.ips.iter().map(|i| i.to_string()).collect(),
+            probes: g
+                .addresses
+                .iter()
+                .map(|a| GatewayAddressStatus {
+                    address: a.ip.to_string(),
+                    alive: a.liveness.known(),
+                    last_error: a.last_error.as_deref().map(|e| truncate(e, 256)),
+                })
+                .collect(),
             latency_ms_p50: g.latency_ms[0],
             latency_ms_p95: g.latency_ms[1],
             latency_ms_p99: g.latency_ms[2],
@@ -301,7 +316,8 @@ mod tests {
             resolved: true,
             ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
             unresolved: unresolved.iter().map(|u| u.to_string()).collect(),
-            alive: true,
+            liveness: crate::probe::Liveness::Alive,
+            addresses: vec![],
             latency_ms: [Some(1), Some(2), Some(3)],
         }
     }
@@ -459,7 +475,19 @@ mod tests {
     #[test]
     fn services_gateway_and_counts() {
         let up = Remote::Reachable;
-        let g = gw(&["127.20.0.1", "127.20.0.2"], &["gw.example: no answer"]);
+        let mut g = gw(&["127.20.0.1", "127.20.0.2"], &["gw.example: no answer"]);
+        g.addresses = vec![
+            crate::gateway::AddressState {
+                ip: "127.20.0.1".parse().unwrap(),
+                liveness: crate::probe::Liveness::Alive,
+                last_error: None,
+            },
+            crate::gateway::AddressState {
+                ip: "127.20.0.2".parse().unwrap(),
+                liveness: crate::probe::Liveness::Unknown,
+                last_error: Some("connecting: refused".into()),
+            },
+        ];
         let services = vec![
             (Key::new("ns", "emoji"), Outcome::Mirrored),
             (
@@ -472,6 +500,10 @@ mod tests {
             ),
             (Key::new("ns", "x"), Outcome::Error("timed out".into())),
             (Key::new("ns", "y"), Outcome::Pending),
+            (
+                Key::new("ns", "foo"),
+                Outcome::NameTaken("a Service ns/foo-west exists".into()),
+            ),
         ];
         let s = link_status(&healthy(&up, Some(&g)), &services, None, ts(0));
         assert_eq!(s.mirrored_services, 1);
@@ -493,11 +525,26 @@ mod tests {
                 ("False", "InvalidService"),
                 ("False", "Error"),
                 ("Unknown", "Pending"),
+                ("False", "NameTaken"),
             ]
         );
         assert_eq!(s.mirror_services[0].remote_ref.name, "emoji");
         let gs = s.gateway.as_ref().unwrap();
         assert_eq!(gs.addresses, ["127.20.0.1", "127.20.0.2"]);
+        assert_eq!(gs.alive, Some(true));
+        let probes: Vec<(&str, Option<bool>, Option<&str>)> = gs
+            .probes
+            .iter()
+            .map(|p| (p.address.as_str(), p.alive, p.last_error.as_deref()))
+            .collect();
+        assert_eq!(
+            probes,
+            [
+                ("127.20.0.1", Some(true), None),
+                ("127.20.0.2", None, Some("connecting: refused")),
+            ],
+            "each address's probe result is kept"
+        );
         assert_eq!(
             (gs.latency_ms_p50, gs.latency_ms_p95, gs.latency_ms_p99),
             (Some(1), Some(2), Some(3))
@@ -509,8 +556,20 @@ mod tests {
         );
         assert_eq!(
             cond(&s, READY).message,
-            "mirroring 1 of 5 services from cluster west"
+            "mirroring 1 of 6 services from cluster west"
         );
+    }
+
+    #[test]
+    fn an_unknown_gateway_is_written_as_null_so_that_an_old_verdict_goes() {
+        let up = Remote::Reachable;
+        let mut g = gw(&["127.20.0.1"], &[]);
+        g.liveness = crate::probe::Liveness::Unknown;
+        let s = link_status(&healthy(&up, Some(&g)), &[], None, ts(0));
+        assert_eq!(s.gateway.as_ref().unwrap().alive, None);
+        let p = status_patch(&s);
+        let gateway = p["status"]["gateway"].as_object().unwrap();
+        assert_eq!(gateway.get("alive"), Some(&Value::Null));
     }
 
     #[test]

@@ -32,8 +32,12 @@ pub struct IdentityArgs {
     check_period: Duration,
 }
 
+/// A period of a timer: zero would panic in `tokio::time::interval`.
 fn parse_period(s: &str) -> Result<Duration, String> {
-    tandem_core::failover::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+    match tandem_core::failover::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))? {
+        d if d.is_zero() => Err(format!("{s:?}: a period must be longer than zero")),
+        d => Ok(d),
+    }
 }
 
 struct Metrics {
@@ -111,5 +115,20 @@ fn check(args: &IdentityArgs, metrics: &Metrics, readiness: &Readiness) {
             readiness.set(false);
             tracing::error!(error = %format!("{e:#}"), "issuer is not usable");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_check_period_is_refused_not_panicked_on() {
+        assert!(
+            parse_period("0s")
+                .unwrap_err()
+                .contains("must be longer than zero")
+        );
+        assert_eq!(parse_period("60s"), Ok(Duration::from_secs(60)));
     }
 }

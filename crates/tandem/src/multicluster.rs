@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::{Api, api::ListParams};
 use serde::Serialize;
-use tandem_api::multicluster::Link;
+use tandem_api::multicluster::{Link, MIRRORED_SERVICE_LABEL};
 use tandem_install::multicluster::{self as mc, InstallOptions, LinkOptions};
 
 use crate::{install::ImageArgs, kube_client::ClusterArgs, output::Format};
@@ -21,7 +21,9 @@ pub enum MulticlusterCommand {
     /// Print the objects that let ANOTHER cluster mirror this one (--context
     /// names this, the target cluster): apply them to the other cluster.
     Link(LinkArgs),
-    /// Print a Link's objects for `kubectl delete -f -` (in the cluster that has the Link).
+    /// Print a Link and its credentials for `kubectl delete -f -` (in the
+    /// cluster that has the Link): its service mirror deletes the mirrors,
+    /// then its own objects go.
     Unlink(UnlinkArgs),
     /// Check the Links, their credentials, shared trust anchors, mirrors and gateways.
     Check(CheckArgs),
@@ -112,6 +114,19 @@ pub struct MirrorArgs {
     /// Create a mirror's namespace when it is missing (instead of reporting it).
     #[arg(long)]
     create_namespaces: bool,
+    /// The name of the mirror's own ServiceAccount, Role, RoleBinding and
+    /// Deployment in the Link's namespace (what `link` deploys): they are
+    /// given the Link as owner, so that they go once the Link is gone.
+    #[arg(long, value_name = "NAME", requires = "own_cluster_role")]
+    own_name: Option<String>,
+    /// The name of the mirror's own ClusterRole and ClusterRoleBinding: the
+    /// mirror deletes them once the Link's finalizer has deleted the mirrors.
+    #[arg(long, value_name = "NAME", requires = "own_name")]
+    own_cluster_role: Option<String>,
+    /// How often every mirror is written again even when nothing seems to
+    /// have changed (a repair of what the watches could not see).
+    #[arg(long, default_value = "5m", value_parser = parse_period)]
+    resync_period: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +138,14 @@ pub struct GatewayArgs {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     tandem_core::failover::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// A period of a timer: not zero.
+fn parse_period(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?}: a period must be longer than zero")),
+        d => Ok(d),
+    }
 }
 
 pub async fn run(cluster: &ClusterArgs, cmd: MulticlusterCommand) -> Result<ExitCode> {
@@ -137,24 +160,10 @@ pub async fn run(cluster: &ClusterArgs, cmd: MulticlusterCommand) -> Result<Exit
         }
         MulticlusterCommand::Link(a) => link(cluster, a).await,
         MulticlusterCommand::Unlink(a) => {
-            let objects = mc::link(&LinkOptions {
-                cluster_name: a.cluster_name,
-                namespace: a.namespace,
-                image: Default::default(),
-                kubeconfig: String::new(),
-                gateway_addresses: vec![],
-                gateway_port: 0,
-                gateway_identity: String::new(),
-                probe_path: String::new(),
-                probe_port: 0,
-                probe_period: String::new(),
-                target_cluster_domain: String::new(),
-                target_control_plane_namespace: String::new(),
-            });
             eprintln!(
-                "note: deleting the Link deletes its mirror services too, while its service mirror runs to finish it"
+                "note: the Link's service mirror deletes its mirror services, then its own account, roles and Deployment go with the Link"
             );
-            crate::install::print_objects(&tandem_install::for_deletion(&objects))
+            crate::install::print_objects(&mc::unlink(&a.cluster_name, &a.namespace))
         }
         MulticlusterCommand::Check(a) => check(cluster, a).await,
         MulticlusterCommand::Gateways(a) => gateways(cluster, a).await,
@@ -195,12 +204,13 @@ async fn link(cluster: &ClusterArgs, a: LinkArgs) -> Result<ExitCode> {
             )
         })?;
 
-    // The CA the other cluster must trust, exactly as this kubeconfig holds it.
+    // The CAs the other cluster must trust: the whole bundle this
+    // kubeconfig holds.
     let ca_b64 = config
         .root_cert
-        .as_ref()
-        .and_then(|certs| certs.first())
-        .map(|der| pem_b64(der))
+        .as_deref()
+        .filter(|certs| !certs.is_empty())
+        .map(pem_bundle_b64)
         .context("the kubeconfig's cluster has no certificate-authority data to pass on")?;
     let server = a.api_server_address.clone().unwrap_or_else(|| {
         config
@@ -209,8 +219,7 @@ async fn link(cluster: &ClusterArgs, a: LinkArgs) -> Result<ExitCode> {
             .trim_end_matches('/')
             .to_string()
     });
-    let kubeconfig = mc::remote_kubeconfig(&a.cluster_name, &server, &ca_b64, &token);
-    let kubeconfig = tandem_api::yaml(&kubeconfig).map_err(anyhow::Error::msg)?;
+    let kubeconfig = remote_kubeconfig(&a.cluster_name, &server, &ca_b64, &token)?;
 
     // The gateway: its LoadBalancer addresses, ports and annotations.
     let services: Api<Service> = Api::namespaced(client, &a.namespace);
@@ -283,19 +292,35 @@ async fn link(cluster: &ClusterArgs, a: LinkArgs) -> Result<ExitCode> {
     crate::install::print_objects(&objects)
 }
 
-/// A DER certificate as the base64 of its PEM, as kubeconfig's `*-data` wants.
-fn pem_b64(der: &[u8]) -> String {
+/// The credentials kubeconfig `link` prints, checked by the same rule the
+/// service mirror and `multicluster check` apply to it: an http server is
+/// refused here, before the token is handed out.
+fn remote_kubeconfig(cluster: &str, server: &str, ca_b64: &str, token: &str) -> Result<String> {
+    let kubeconfig = mc::remote_kubeconfig(cluster, server, ca_b64, token);
+    let kubeconfig = tandem_api::yaml(&kubeconfig).map_err(anyhow::Error::msg)?;
+    if let Err(e) = tandem_api::multicluster::remote_access(&kubeconfig) {
+        bail!("refusing to link through the API server {server:?}: {e}");
+    }
+    Ok(kubeconfig)
+}
+
+/// DER certificates as the base64 of their PEM bundle, as kubeconfig's
+/// `*-data` wants.
+fn pem_bundle_b64(ders: &[Vec<u8>]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let body = b64.encode(der);
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap_or_default())
-        .collect();
-    let pem = format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        lines.join("\n")
-    );
+    let mut pem = String::new();
+    for der in ders {
+        let body = b64.encode(der);
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap_or_default())
+            .collect();
+        pem.push_str(&format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        ));
+    }
     b64.encode(pem)
 }
 
@@ -336,21 +361,36 @@ struct GatewayRow {
 
 async fn gateways(cluster: &ClusterArgs, a: GatewaysArgs) -> Result<ExitCode> {
     let client = cluster.client().await?;
-    let links: Api<Link> = Api::all(client);
+    let links: Api<Link> = Api::all(client.clone());
     let list = links
         .list(&ListParams::default())
         .await
         .context("listing Links (is `tandem multicluster install` applied?)")?;
+    // The mirrors that exist now, by Link: the status may be seconds old.
+    let services: Api<Service> = Api::all(client);
+    let mirrors = services
+        .list_metadata(&ListParams::default().labels(&format!("{MIRRORED_SERVICE_LABEL}=true")))
+        .await
+        .map(|l| mirrors_by_link(l.items.iter().map(|m| &m.metadata)));
+    if let Err(e) = &mirrors {
+        eprintln!(
+            "warning: cannot list the mirror services ({e}); NUM_SVC is from the Links' status"
+        );
+    }
     let rows: Vec<GatewayRow> = list
         .items
         .into_iter()
         .map(|l| {
+            let label = tandem_multicluster::mirror::link_label(&l);
             let status = l.status.unwrap_or_default();
             let gw = status.gateway;
             GatewayRow {
                 cluster: l.spec.target_cluster_name,
-                alive: gw.as_ref().map(|g| g.alive),
-                num_svc: status.mirrored_services,
+                alive: gw.as_ref().and_then(|g| g.alive),
+                num_svc: match &mirrors {
+                    Ok(m) => m.get(&label).copied().unwrap_or(0),
+                    Err(_) => status.mirrored_services,
+                },
                 latency_ms_p50: gw.as_ref().and_then(|g| g.latency_ms_p50),
                 latency_ms_p95: gw.as_ref().and_then(|g| g.latency_ms_p95),
                 latency_ms_p99: gw.as_ref().and_then(|g| g.latency_ms_p99),
@@ -397,6 +437,23 @@ async fn gateways(cluster: &ClusterArgs, a: GatewaysArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How many mirror Services each Link's label value has.
+fn mirrors_by_link<'a>(
+    mirrors: impl Iterator<Item = &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+) -> std::collections::HashMap<String, u32> {
+    let mut counts = std::collections::HashMap::new();
+    for m in mirrors {
+        if let Some(link) = m
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(tandem_multicluster::mirror::LINK_LABEL))
+        {
+            *counts.entry(link.clone()).or_default() += 1;
+        }
+    }
+    counts
+}
+
 async fn mirror(cluster: &ClusterArgs, a: MirrorArgs) -> Result<ExitCode> {
     let client = cluster.client().await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -413,6 +470,11 @@ async fn mirror(cluster: &ClusterArgs, a: MirrorArgs) -> Result<ExitCode> {
             create_namespaces: a.create_namespaces,
             dns_refresh: Duration::from_secs(30),
             status_interval: Duration::from_secs(5),
+            resync_period: a.resync_period,
+            own: a
+                .own_name
+                .zip(a.own_cluster_role)
+                .map(|(name, cluster_role)| tandem_multicluster::OwnObjects { name, cluster_role }),
         },
         stopped,
     )
@@ -434,4 +496,67 @@ pub async fn gateway(a: GatewayArgs) -> Result<ExitCode> {
         _ = crate::failover::shutdown_signal() => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_whole_ca_bundle_is_passed_on() {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let bundle = pem_bundle_b64(&[vec![1, 2, 3], vec![4, 5, 6]]);
+        let pem = String::from_utf8(b64.decode(bundle).unwrap()).unwrap();
+        assert_eq!(
+            pem.matches("-----BEGIN CERTIFICATE-----").count(),
+            2,
+            "{pem}"
+        );
+        assert!(pem.contains(&b64.encode([1, 2, 3])) && pem.contains(&b64.encode([4, 5, 6])));
+    }
+
+    #[test]
+    fn link_refuses_an_http_api_server() {
+        let err = remote_kubeconfig("west", "http://198.18.0.1:8080", "Q0E=", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("refusing to link through the API server \"http://198.18.0.1:8080\"")
+                && err.contains("the token would travel in clear"),
+            "{err}"
+        );
+        let ok = remote_kubeconfig("west", "https://198.18.0.1:6443", "Q0E=", "t").unwrap();
+        assert!(ok.contains("https://198.18.0.1:6443"), "{ok}");
+    }
+
+    #[test]
+    fn num_svc_counts_the_mirrors_that_exist_by_link() {
+        let meta =
+            |link: Option<&str>| k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                labels: link.map(|l| {
+                    [(
+                        tandem_multicluster::mirror::LINK_LABEL.to_string(),
+                        l.to_string(),
+                    )]
+                    .into()
+                }),
+                ..Default::default()
+            };
+        let all = [
+            meta(Some("mc.west")),
+            meta(Some("mc.west")),
+            meta(Some("mc.north")),
+            meta(None),
+        ];
+        let counts = mirrors_by_link(all.iter());
+        assert_eq!(counts.get("mc.west"), Some(&2));
+        assert_eq!(counts.get("mc.north"), Some(&1));
+        assert_eq!(counts.len(), 2);
+    }
+
+    #[test]
+    fn a_zero_period_is_refused() {
+        assert!(parse_period("0s").unwrap_err().contains("longer than zero"));
+        assert_eq!(parse_period("5m"), Ok(Duration::from_secs(300)));
+    }
 }

@@ -397,6 +397,7 @@ impl Mirror {
             create_namespaces,
             dns_refresh: Duration::from_secs(30),
             status_interval: Duration::from_millis(500),
+            ..MirrorSettings::default()
         };
         let task = tokio::spawn(run_mirror(east, settings, stopped));
         Self {
@@ -684,13 +685,14 @@ async fn a_mirror_follows_its_remote_service_and_gateway() {
         (ready == 0).then_some(()).ok_or(format!("{ready} ready"))
     })
     .await;
+    // A deadline, not a speed bound: bench/mirror.sh measures how fast.
     wait_ready(
         &east,
         n,
         "emoji-west",
         false,
-        Duration::from_secs(2),
-        "the mirror turns not-ready within 2s of west",
+        SETTLE,
+        "the mirror turns not-ready after west",
     )
     .await;
     let (addrs, _, _) = mirror_endpoints(&east, n, "emoji-west").await.unwrap();
@@ -759,8 +761,10 @@ async fn a_mirror_follows_its_remote_service_and_gateway() {
                         .any(|c| c.type_ == "Mirrored" && c.status == "True")
             });
             if s.mirrored_services == 1
-                && g.alive
+                && g.alive == Some(true)
                 && g.addresses == ["127.20.19.1"]
+                && g.probes.len() == 1
+                && g.probes[0].alive == Some(true)
                 && g.latency_ms_p50.is_some()
                 && reachable
                 && mirrored
@@ -1354,6 +1358,417 @@ async fn an_unreachable_remote_leaves_the_mirrors_alone() {
         false,
         SETTLE,
         "readiness flows again after the outage",
+    )
+    .await;
+
+    let links: Api<Link> = Api::namespaced(east.clone(), n);
+    links.delete(link, &DeleteParams::default()).await.unwrap();
+    wait_gone(&links, link, "the Link is deleted").await;
+    mirror.shutdown().await;
+}
+
+// === safety: tests on private testbeds (ports 12540-12749) ===
+
+/// The mirror slice's ready flags every `every`, for `how_long`: every
+/// distinct value seen (an absent slice is `None`).
+async fn sample_ready(
+    east: &Client,
+    ns: &str,
+    mirror: &str,
+    how_long: Duration,
+) -> Vec<Option<Vec<bool>>> {
+    let start = std::time::Instant::now();
+    let mut seen: Vec<Option<Vec<bool>>> = vec![];
+    while start.elapsed() < how_long {
+        let now = match mirror_endpoints(east, ns, mirror).await {
+            Ok((_, ready, _)) => Some(ready),
+            Err(_) => None,
+        };
+        if seen.last() != Some(&now) {
+            seen.push(now);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    seen
+}
+
+/// Waits until west's Service has a ready endpoint.
+async fn wait_remote_ready(west: &Client, ns: &str, svc: &str) {
+    let slices: Api<EndpointSlice> = Api::namespaced(west.clone(), ns);
+    eventually(
+        &format!("west's {svc} has a ready endpoint"),
+        SETTLE,
+        || async {
+            let list = slices
+                .list(
+                    &kube::api::ListParams::default()
+                        .labels(&format!("kubernetes.io/service-name={svc}")),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let ready = list
+                .items
+                .iter()
+                .flat_map(|s| &s.endpoints)
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+                .count();
+            (ready > 0).then_some(()).ok_or("none ready".to_string())
+        },
+    )
+    .await;
+}
+
+/// A mirror that starts (or restarts) while the gateway fails its probe
+/// never writes ready endpoints, though the remote Service is ready: the
+/// gateway is unknown until its probes tell, and nothing is written while
+/// it is unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_starting_with_a_dead_gateway_never_turns_ready() {
+    init_logs();
+    let tb = PrivateTestbed::start(tandem_bin(), &["east", "west"], 12540);
+    let env = &tb.env;
+    let ns = env.namespace("mirror-dead-gw", &["east", "west"]);
+    let n = ns.name.as_str();
+    let east = env.client("east").await;
+    let west = env.client("west").await;
+    install_crd(&east).await;
+    let (kubeconfig, _binding) = remote_kubeconfig(env, &west, n).await;
+    let probe = ProbeServer::start("127.20.19.5").await;
+    probe.answer(500);
+    let link = "dead-west";
+    create_link(
+        &east,
+        n,
+        link,
+        &kubeconfig,
+        "127.20.19.5",
+        probe.addr.port(),
+        n,
+        json!({}),
+    )
+    .await;
+    let _release = release_link(env, n, link);
+    export(&west, n, "emoji", n, 1).await;
+    wait_remote_ready(&west, n, "emoji").await;
+
+    // The first start: the slice appears not-ready once the gateway is
+    // known dead (2 failures of 500ms probes), and never ready before.
+    let mirror = Mirror::start(env, n, link).await;
+    let services: Api<Service> = Api::namespaced(east.clone(), n);
+    eventually("emoji-west appears in east", SETTLE, || async {
+        services
+            .get_opt("emoji-west")
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("not yet".to_string())
+    })
+    .await;
+    let seen = sample_ready(&east, n, "emoji-west", Duration::from_secs(5)).await;
+    assert!(
+        !seen.iter().flatten().flatten().any(|r| *r),
+        "the mirror's endpoints were ready with a dead gateway: {seen:?}"
+    );
+    assert_eq!(
+        seen.last(),
+        Some(&Some(vec![false])),
+        "written not-ready once the gateway is known dead: {seen:?}"
+    );
+
+    // A restart with the gateway still dead: still never ready.
+    mirror.shutdown().await;
+    let mirror = Mirror::start(env, n, link).await;
+    let seen = sample_ready(&east, n, "emoji-west", Duration::from_secs(5)).await;
+    assert_eq!(
+        seen,
+        [Some(vec![false])],
+        "a restarted mirror turned its endpoints ready with a dead gateway"
+    );
+    wait_condition(&east, n, link, "Ready", "True", "Mirroring", SETTLE).await;
+    let links: Api<Link> = Api::namespaced(east.clone(), n);
+    let gateway = links
+        .get(link)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .gateway
+        .unwrap();
+    assert_eq!(gateway.alive, Some(false), "{gateway:?}");
+    assert!(
+        gateway.probes[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("500")),
+        "each address's probe result is in the status: {gateway:?}"
+    );
+
+    // The gateway comes back: ready at once.
+    probe.answer(200);
+    wait_ready(&east, n, "emoji-west", true, SETTLE, "a live gateway again").await;
+    links.delete(link, &DeleteParams::default()).await.unwrap();
+    wait_gone(&links, link, "the Link is deleted").await;
+    mirror.shutdown().await;
+}
+
+/// A user's own Service that happens to be named like a mirror
+/// (`foo-west`), made before `foo` is exported from west, is left exactly as
+/// it is, also by the Link's finalizer; the Link's status and an Event say
+/// why. The other mirrors go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_service_named_like_a_mirror_is_left_alone() {
+    init_logs();
+    let tb = PrivateTestbed::start(tandem_bin(), &["east", "west"], 12640);
+    let env = &tb.env;
+    let ns = env.namespace("mirror-collision", &["east", "west"]);
+    let n = ns.name.as_str();
+    let east = env.client("east").await;
+    let west = env.client("west").await;
+    install_crd(&east).await;
+    let (kubeconfig, _binding) = remote_kubeconfig(env, &west, n).await;
+    let probe = ProbeServer::start("127.20.19.6").await;
+
+    // The user's Service, first.
+    let services: Api<Service> = Api::namespaced(east.clone(), n);
+    let mine: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "foo-west", "namespace": n, "labels": {"app": "mine"}, "annotations": {"owner": "me"}},
+        "spec": {"selector": {"app": "mine"}, "ports": [{"name": "mine", "port": 9999}]},
+    }))
+    .unwrap();
+    let mine = services
+        .create(&PostParams::default(), &mine)
+        .await
+        .expect("the user's Service");
+
+    let link = "collide-west";
+    create_link(
+        &east,
+        n,
+        link,
+        &kubeconfig,
+        "127.20.19.6",
+        probe.addr.port(),
+        n,
+        json!({}),
+    )
+    .await;
+    let _release = release_link(env, n, link);
+    let mirror = Mirror::start(env, n, link).await;
+    export(&west, n, "foo", n, 1).await;
+    export(&west, n, "bar", n, 1).await;
+
+    // The other mirror works; foo's is refused, and the status says why.
+    wait_ready(&east, n, "bar-west", true, SETTLE, "bar is mirrored").await;
+    let links: Api<Link> = Api::namespaced(east.clone(), n);
+    let message = eventually("the Link's status names the taken name", SETTLE, || async {
+        let l = links.get(link).await.map_err(|e| e.to_string())?;
+        let foo = l
+            .status
+            .as_ref()
+            .and_then(|s| {
+                s.mirror_services
+                    .iter()
+                    .find(|m| m.remote_ref.name == "foo")
+            })
+            .and_then(|m| m.conditions.first())
+            .ok_or("no condition for foo yet")?;
+        if foo.status == "False" && foo.reason == "NameTaken" {
+            Ok(foo.message.clone())
+        } else {
+            Err(format!("{} ({}): {}", foo.status, foo.reason, foo.message))
+        }
+    })
+    .await;
+    assert!(
+        message.contains(&format!(
+            "a Service {n}/foo-west exists and is not a mirror of this Link"
+        )),
+        "{message}"
+    );
+    // And an Event on the Link.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(east.clone(), n);
+    let note = eventually("an Event on the Link says why", SETTLE, || async {
+        let list = events
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .into_iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("MirrorNameTaken")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(link)
+            })
+            .and_then(|e| e.note)
+            .ok_or("no MirrorNameTaken Event".to_string())
+    })
+    .await;
+    assert!(note.contains("foo-west"), "{note}");
+
+    // Untouched: same object, same version, no mirror label, no slice.
+    let check_untouched = |what: &'static str| {
+        let services = services.clone();
+        let mine = mine.clone();
+        async move {
+            let now = services
+                .get("foo-west")
+                .await
+                .expect("the user's Service is there");
+            assert_eq!(now.metadata.uid, mine.metadata.uid, "{what}: replaced");
+            assert_eq!(
+                now.metadata.resource_version, mine.metadata.resource_version,
+                "{what}: the user's Service was written: {:?}",
+                now.metadata
+            );
+        }
+    };
+    check_untouched("while mirroring").await;
+    let slices: Api<EndpointSlice> = Api::namespaced(east.clone(), n);
+    assert!(slices.get_opt("foo-west-gateway").await.unwrap().is_none());
+
+    // The Link goes: its mirrors with it, the user's Service stays.
+    links.delete(link, &DeleteParams::default()).await.unwrap();
+    wait_gone(&links, link, "the Link is deleted").await;
+    assert!(services.get_opt("bar-west").await.unwrap().is_none());
+    check_untouched("after the Link's finalizer").await;
+    mirror.shutdown().await;
+}
+
+/// A request to etcd's JSON gateway: `POST /v3/<path>` with `body`.
+async fn etcd(port: u16, path: &str, body: &Value) -> Value {
+    let body = body.to_string();
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap_or_else(|e| panic!("connecting to etcd on {port}: {e}"));
+    conn.write_all(
+        format!(
+            "POST /v3/{path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    conn.read_to_string(&mut out).await.unwrap();
+    let (head, rest) = out.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "etcd {path}: {out}");
+    // The gateway may answer chunked: take the JSON object.
+    let start = rest.find('{').expect("a JSON body");
+    let end = rest.rfind('}').expect("a JSON body");
+    serde_json::from_str(&rest[start..=end]).unwrap_or_else(|e| panic!("etcd {path}: {e}: {rest}"))
+}
+
+/// A mirror slice deleted while the mirror's local watches were down comes
+/// back: the re-list shows it gone (there is no Delete event for it), and
+/// the mirror writes it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_slice_deleted_while_the_local_watch_was_down_comes_back() {
+    use base64::Engine;
+    init_logs();
+    const BASE: u16 = 12740;
+    let tb = PrivateTestbed::start(tandem_bin(), &["east", "west"], BASE);
+    let env = &tb.env;
+    let ns = env.namespace("mirror-repair", &["east", "west"]);
+    let n = ns.name.as_str();
+    let east = env.client("east").await;
+    let west = env.client("west").await;
+    install_crd(&east).await;
+    let (kubeconfig, _binding) = remote_kubeconfig(env, &west, n).await;
+    let probe = ProbeServer::start("127.20.19.7").await;
+    let link = "repair-west";
+    create_link(
+        &east,
+        n,
+        link,
+        &kubeconfig,
+        "127.20.19.7",
+        probe.addr.port(),
+        n,
+        json!({}),
+    )
+    .await;
+    let _release = release_link(env, n, link);
+    // No periodic resync during the test: only the re-list may repair.
+    let east_client = mirror_client(env, "east").await;
+    let (stop, stopped) = watch::channel(false);
+    let settings = MirrorSettings {
+        link_namespace: n.to_string(),
+        link_name: link.to_string(),
+        status_interval: Duration::from_millis(500),
+        resync_period: Duration::from_secs(3600),
+        ..MirrorSettings::default()
+    };
+    let mirror = Mirror {
+        stop,
+        task: Some(tokio::spawn(run_mirror(east_client, settings, stopped))),
+    };
+    export(&west, n, "emoji", n, 1).await;
+    wait_ready(&east, n, "emoji-west", true, SETTLE, "the mirror is ready").await;
+
+    // East's API server stops; the slice is deleted behind its back (in
+    // etcd), then it starts again, with the mirror's watches far behind.
+    let testbed = |verb: &str| {
+        let out = tandem_harness::run(
+            env.tandem()
+                .args([
+                    "testbed",
+                    verb,
+                    "kube-apiserver",
+                    "--cluster",
+                    "east",
+                    "--dir",
+                ])
+                .arg(&env.dir),
+        );
+        assert!(
+            out.status.success(),
+            "{verb} east's apiserver: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    testbed("stop");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let etcd_port = BASE + 1;
+    let keys = etcd(
+        etcd_port,
+        "kv/range",
+        &json!({"key": b64.encode("/registry/"), "range_end": b64.encode("/registry0"), "keys_only": true}),
+    )
+    .await;
+    let suffix = format!("/{n}/emoji-west-gateway");
+    let key = keys["kvs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|kv| kv["key"].as_str())
+        .filter_map(|k| String::from_utf8(b64.decode(k).ok()?).ok())
+        .find(|k| k.contains("endpointslices") && k.ends_with(&suffix))
+        .unwrap_or_else(|| panic!("the mirror slice in etcd: {keys}"));
+    let deleted = etcd(
+        etcd_port,
+        "kv/deleterange",
+        &json!({"key": b64.encode(&key)}),
+    )
+    .await;
+    assert_eq!(deleted["deleted"], "1", "{deleted}");
+    testbed("start");
+
+    let slices: Api<EndpointSlice> = Api::namespaced(east.clone(), n);
+    eventually("east's API server answers", SETTLE, || async {
+        slices
+            .list(&Default::default())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    wait_ready(
+        &east,
+        n,
+        "emoji-west",
+        true,
+        Duration::from_secs(90),
+        "the deleted mirror slice comes back after the re-list",
     )
     .await;
 

@@ -257,6 +257,22 @@ impl Testbed {
                 let status = tb.status().await;
                 if status.healthy() {
                     progress.step("the testbed is already running");
+                    if tb.config.nodes == Nodes::Real {
+                        // The images of this tandem, which may be newer than
+                        // the running testbed's.
+                        let tc = tb.toolchain();
+                        for l in tb.config.layouts() {
+                            let (layout, toolchain) = (l.clone(), tc.clone());
+                            let n = tokio::task::spawn_blocking(move || {
+                                node::load_images(&layout, &toolchain)
+                            })
+                            .await
+                            .map_err(|e| cluster_err(&l.name, format!("loading images: {e}")))??;
+                            if n > 0 {
+                                progress.step(&format!("{}: loaded {n} newer image(s)", l.name));
+                            }
+                        }
+                    }
                     return Ok((tb, UpOutcome::AlreadyRunning));
                 }
                 return Err(Error::StaleState {

@@ -53,6 +53,29 @@ pub fn list(ctr: &Path, address: &Path) -> Result<Vec<String>, Error> {
         .collect())
 }
 
+/// Each image reference in the `k8s.io` namespace with its manifest digest
+/// (`ctr -n k8s.io images ls`).
+pub fn digests(ctr: &Path, address: &Path) -> Result<Vec<(String, String)>, Error> {
+    let out = run(ctr, address, &[OsStr::new("images"), OsStr::new("ls")])?;
+    Ok(parse_digests(&out))
+}
+
+/// `REF TYPE DIGEST ...` rows, after the header.
+fn parse_digests(ls: &str) -> Vec<(String, String)> {
+    ls.lines()
+        .skip_while(|l| !l.starts_with("REF"))
+        .skip(1)
+        .filter_map(|l| {
+            let mut cols = l.split_whitespace();
+            let reference = cols.next()?;
+            let digest = cols.nth(1)?;
+            digest
+                .starts_with("sha256:")
+                .then(|| (reference.to_string(), digest.to_string()))
+        })
+        .collect()
+}
+
 /// The command line as a person would type it, for messages.
 fn command_line(ctr: &Path, address: &Path, args: &[&OsStr]) -> String {
     let mut line = format!(
@@ -98,4 +121,28 @@ fn run(ctr: &Path, address: &Path, args: &[&OsStr]) -> Result<String, Error> {
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_are_read_from_the_listing() {
+        let ls = "time=\"...\" level=warning msg=\"DEPRECATION\"\n\
+REF                          TYPE                                       DIGEST             SIZE     PLATFORMS   LABELS\n\
+ghcr.io/tandem-io/tandem:0.1.0 application/vnd.oci.image.manifest.v1+json sha256:fdb4 69.0 MiB linux/amd64 io.cri-containerd.image=managed\n\
+sha256:0123 application/vnd.oci.image.manifest.v1+json sha256:aaaa 1 MiB linux/amd64 -\n";
+        assert_eq!(
+            parse_digests(ls),
+            vec![
+                (
+                    "ghcr.io/tandem-io/tandem:0.1.0".to_string(),
+                    "sha256:fdb4".to_string()
+                ),
+                ("sha256:0123".to_string(), "sha256:aaaa".to_string()),
+            ]
+        );
+        assert!(parse_digests("").is_empty());
+    }
 }

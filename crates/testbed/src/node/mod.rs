@@ -364,14 +364,22 @@ pub fn testbed_images(tc: &crate::Toolchain) -> Result<Vec<crate::image::ImageSp
     ])
 }
 
-/// Builds (or finds) the testbed's image archives and imports them into the
-/// node's containerd; returns how many.
+/// Builds (or finds) the testbed's image archives and imports into the
+/// node's containerd those it does not hold as they are now (the tandem
+/// image changes with every build of tandem); returns how many it imported.
 pub fn load_images(l: &ClusterLayout, tc: &crate::Toolchain) -> Result<usize, Error> {
     let ctr = tc.artifact(crate::toolchain::CTR);
-    let specs = testbed_images(tc)?;
-    for spec in &specs {
-        let archive = crate::image::ensure_archive(spec)?;
-        crate::image::ctr::import(&ctr, &l.containerd_socket(), &archive.path)?;
+    let held = crate::image::ctr::digests(&ctr, &l.containerd_socket())?;
+    let mut imported = 0;
+    for spec in testbed_images(tc)? {
+        let archive = crate::image::ensure_archive(&spec)?;
+        let current = held
+            .iter()
+            .any(|(r, d)| *r == archive.id.reference && *d == archive.id.manifest);
+        if !current {
+            crate::image::ctr::import(&ctr, &l.containerd_socket(), &archive.path)?;
+            imported += 1;
+        }
     }
-    Ok(specs.len())
+    Ok(imported)
 }
