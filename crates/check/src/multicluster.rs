@@ -70,6 +70,16 @@ fn link_name(link: &Link) -> String {
     )
 }
 
+/// The Link's spec, judged by the very rule the service mirror runs with,
+/// so that `check` never calls valid a Link the mirror refuses.
+fn link_validity(link: &Link) -> CheckResult {
+    let what = format!("Link {} is valid", link_name(link));
+    match tandem_multicluster::LinkConfig::from_link(link) {
+        Ok(_) => CheckResult::ok(what),
+        Err(problems) => CheckResult::fail(what, problems, "fix the Link's spec, or link again"),
+    }
+}
+
 async fn link_checks(
     ctx: &Context,
     link: &Link,
@@ -79,30 +89,7 @@ async fn link_checks(
     let cluster = &link.spec.target_cluster_name;
     let mut out = vec![];
 
-    let mut problems = vec![];
-    if cluster.is_empty() {
-        problems.push("targetClusterName is empty".to_string());
-    }
-    if link.spec.gateway_address.trim().is_empty() {
-        problems.push("gatewayAddress is empty".to_string());
-    }
-    for (what, d) in [
-        ("probeSpec.period", &link.spec.probe_spec.period),
-        ("probeSpec.timeout", &link.spec.probe_spec.timeout),
-    ] {
-        if let Err(e) = tandem_core::failover::parse_duration(d) {
-            problems.push(format!("{what} {d:?}: {e}"));
-        }
-    }
-    out.push(if problems.is_empty() {
-        CheckResult::ok(format!("Link {name} is valid"))
-    } else {
-        CheckResult::fail(
-            format!("Link {name} is valid"),
-            problems.join("\n"),
-            "fix the Link's spec, or link again",
-        )
-    });
+    out.push(link_validity(link));
 
     let remote = remote_client(ctx, link).await;
     out.push(match &remote {
@@ -288,4 +275,65 @@ async fn orphan_mirrors(ctx: &Context, links: &[Link]) -> CheckResult {
 
 fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(edit: impl FnOnce(&mut serde_json::Value)) -> Link {
+        let mut v = serde_json::json!({
+            "apiVersion": "multicluster.tandem.io/v1alpha1",
+            "kind": "Link",
+            "metadata": { "name": "west", "namespace": "tandem-multicluster" },
+            "spec": {
+                "targetClusterName": "west",
+                "targetClusterDomain": "cluster.local",
+                "clusterCredentialsSecret": "cluster-credentials-west",
+                "gatewayAddress": "198.18.65.1",
+                "gatewayPort": 4143,
+                "gatewayIdentity": "tandem-gateway.tandem-multicluster.serviceaccount.identity.tandem.cluster.local",
+                "probeSpec": { "path": "/ready", "port": 4191, "period": "3s", "timeout": "1s", "failureThreshold": 3 },
+            },
+        });
+        edit(&mut v);
+        serde_json::from_value(v).expect("a Link")
+    }
+
+    #[test]
+    fn check_judges_a_link_as_the_mirror_does() {
+        assert_eq!(
+            link_validity(&link(|_| {})).outcome,
+            crate::Outcome::Success
+        );
+        // Each of these passed the old, shorter list in `check`, while the
+        // mirror refused the Link.
+        for (edit, needle) in [
+            (
+                Box::new(|v: &mut serde_json::Value| {
+                    v["spec"]["probeSpec"]["path"] = "ready".into()
+                }) as Box<dyn FnOnce(&mut serde_json::Value)>,
+                "probeSpec.path",
+            ),
+            (
+                Box::new(|v| v["spec"]["gatewayPort"] = 0.into()),
+                "gatewayPort is 0",
+            ),
+            (
+                Box::new(|v| v["spec"]["targetClusterName"] = "West_1".into()),
+                "not a DNS label",
+            ),
+            (
+                Box::new(|v| v["spec"]["probeSpec"]["period"] = "0s".into()),
+                "is zero",
+            ),
+        ] {
+            let r = link_validity(&link(edit));
+            assert_eq!(r.outcome, crate::Outcome::Error, "{needle}");
+            assert!(
+                r.error.as_deref().unwrap().contains(needle),
+                "{needle}: {r:?}"
+            );
+        }
+    }
 }
