@@ -20,7 +20,7 @@ pub const SPLIT_VERSION: &str = "v1alpha2";
 /// The failover controller's default selector is this label's presence.
 pub const CONTROLLED_BY_LABEL: &str = "failover.linkerd.io/controlled-by";
 pub const STATE_ANNOTATION: &str = "failover.tandem.io/state";
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+use tandem_api::endpoints::SERVICE_NAME_LABEL;
 const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 const MANAGED_BY: &str = "bench.tandem.io";
 

@@ -15,7 +15,7 @@ use tandem_core::failover::{Memory, ServiceRef, backend_refs};
 
 use crate::resource::{Entry, Key, Kind};
 
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+use tandem_api::endpoints::SERVICE_NAME_LABEL;
 
 #[derive(Debug)]
 pub struct Index {

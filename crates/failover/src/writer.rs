@@ -333,7 +333,7 @@ impl Writer {
         let event = KubeEvent {
             type_: EventType::Warning,
             reason: "InvalidSplit".into(),
-            note: Some(truncate(&why, 1000)),
+            note: Some(tandem_util::truncate(&why, 1000)),
             action: "Validate".into(),
             secondary: None,
         };
@@ -394,7 +394,7 @@ fn transition_event(
     Some(KubeEvent {
         type_,
         reason: reason.into(),
-        note: Some(truncate(&note, 1000)),
+        note: Some(tandem_util::truncate(&note, 1000)),
         action: "UpdateWeights".into(),
         secondary: None,
     })
@@ -410,17 +410,6 @@ fn object_ref(res: &Resource, entry: &Entry) -> ObjectReference {
         resource_version: entry.resource_version.clone(),
         field_path: None,
     }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 fn now_rfc3339() -> String {

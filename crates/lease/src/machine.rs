@@ -121,7 +121,7 @@ impl<S: Store> Machine<S> {
         match self.release().await {
             Ok(()) => Ok(()),
             Err(error) => {
-                warn!(error = %chain(&error), "releasing the lease failed; it will expire");
+                warn!(error = %tandem_util::error_chain(&error), "releasing the lease failed; it will expire");
                 Err(error)
             }
         }
@@ -161,7 +161,7 @@ impl<S: Store> Machine<S> {
                     }
                     Err(error) => {
                         // Retried until the deadline, when the check above steps down.
-                        warn!(error = %chain(&error), "renewing the lease failed; retrying");
+                        warn!(error = %tandem_util::error_chain(&error), "renewing the lease failed; retrying");
                         *next_renew = Instant::now() + self.params.renew_period;
                     }
                 }
@@ -178,7 +178,7 @@ impl<S: Store> Machine<S> {
         {
             Ok(current) => current,
             Err(error) => {
-                warn!(error = %chain(&error), "reading the lease failed; retrying");
+                warn!(error = %tandem_util::error_chain(&error), "reading the lease failed; retrying");
                 *state = self.follower_after(self.params.renew_period);
                 return Ok(());
             }
@@ -240,7 +240,7 @@ impl<S: Store> Machine<S> {
             }
             Err(error @ Error::NamespaceNotFound { .. }) => Err(error),
             Err(error) => {
-                warn!(error = %chain(&error), "taking the lease failed; retrying");
+                warn!(error = %tandem_util::error_chain(&error), "taking the lease failed; retrying");
                 Ok(self.follower_after(self.params.renew_period))
             }
         }
@@ -361,16 +361,4 @@ fn random_unit() -> f64 {
     let mut hasher = RandomState::new().build_hasher();
     hasher.write_u64(0);
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// An error and its sources, `: `-separated, for one log field.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        source = e.source();
-    }
-    out
 }

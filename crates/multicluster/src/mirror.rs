@@ -23,7 +23,7 @@ const MIRROR_PREFIX: &str = "mirror.linkerd.io/";
 pub const LINK_LABEL: &str = "multicluster.tandem.io/link";
 /// The owning Link as `namespace/name`, for people.
 pub const LINK_ANNOTATION: &str = "multicluster.tandem.io/link";
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub use tandem_api::endpoints::SERVICE_NAME_LABEL;
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 /// Copied to a mirror it would make `kubectl apply` diff against the other
 /// cluster's object; never copied.

@@ -108,20 +108,7 @@ pub async fn client_from_kubeconfig(
     Client::try_from(config).map_err(|e| broken(error_chain(&e)))
 }
 
-/// An error and its sources, each once: `a: b: c`.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
+pub use tandem_util::error_chain;
 
 /// The HTTP status of a kube error, if the server answered.
 pub fn status_code(e: &kube::Error) -> Option<u16> {

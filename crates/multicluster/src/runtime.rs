@@ -1751,8 +1751,7 @@ async fn delete_all_mirrors(
 
 /// 100ms, doubling, at most 30s.
 fn backoff(attempt: u32) -> Duration {
-    let ms = 100u64.saturating_mul(1 << attempt.saturating_sub(1).min(10));
-    Duration::from_millis(ms.min(30_000))
+    tandem_util::backoff(Duration::from_millis(100), attempt)
 }
 
 #[cfg(test)]

@@ -230,7 +230,10 @@ pub fn link_status(
                 .map(|a| GatewayAddressStatus {
                     address: a.ip.to_string(),
                     alive: a.liveness.known(),
-                    last_error: a.last_error.as_deref().map(|e| truncate(e, 256)),
+                    last_error: a
+                        .last_error
+                        .as_deref()
+                        .map(|e| tandem_util::truncate(e, 256)),
                 })
                 .collect(),
             latency_ms_p50: g.latency_ms[0],
@@ -261,7 +264,7 @@ fn condition(
         type_: type_.into(),
         status: status.into(),
         reason: reason.into(),
-        message: truncate(&message, 1024),
+        message: tandem_util::truncate(&message, 1024),
         observed_generation: generation,
         last_transition_time,
     }
@@ -290,17 +293,6 @@ pub fn rfc3339(t: Timestamp) -> String {
     Timestamp::from_second(t.as_second())
         .unwrap_or(t)
         .to_string()
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]

@@ -249,11 +249,3 @@ fn events_follow_transitions() {
         .is_none()
     );
 }
-
-#[test]
-fn long_notes_are_cut_on_a_char_boundary() {
-    let s = "é".repeat(600);
-    let t = truncate(&s, 1000);
-    assert!(t.len() <= 1000 + '…'.len_utf8());
-    assert!(t.ends_with('…'));
-}

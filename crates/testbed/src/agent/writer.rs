@@ -357,8 +357,7 @@ async fn call(f: impl Future<Output = Result<(), WriteError>>) -> Result<(), Wri
 
 /// 100ms, doubling, at most 30s.
 pub(crate) fn backoff(attempt: u32) -> Duration {
-    let ms = 100u64.saturating_mul(1 << attempt.saturating_sub(1).min(10));
-    Duration::from_millis(ms.min(30_000))
+    tandem_util::backoff(Duration::from_millis(100), attempt)
 }
 
 // === impl KubeSink ===
@@ -466,14 +465,4 @@ fn truncate_bytes(s: &str, max: usize) -> &str {
     s[..end].trim_end_matches(['.', '-'])
 }
 
-/// At most `max` bytes, cut on a character boundary.
-fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max.saturating_sub('…'.len_utf8());
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
+use tandem_util::truncate;
