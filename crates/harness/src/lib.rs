@@ -238,6 +238,42 @@ fn lock_held(dir: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// The workshop's certificates, made in `dir` with its own commands (with
+/// `tandem` for `step`): the trust anchor `root.crt`/`root.key` and, for
+/// each cluster, the issuer `<cluster>-issuer.crt`/`.key`.
+pub fn workshop_certificates(tandem: &Path, dir: &Path, clusters: &[&str]) {
+    run_ok(Command::new(tandem).current_dir(dir).args([
+        "certificate",
+        "create",
+        "root.linkerd.cluster.local",
+        "root.crt",
+        "root.key",
+        "--profile",
+        "root-ca",
+        "--no-password",
+        "--insecure",
+    ]));
+    for c in clusters {
+        run_ok(Command::new(tandem).current_dir(dir).args([
+            "certificate",
+            "create",
+            "identity.linkerd.cluster.local",
+            &format!("{c}-issuer.crt"),
+            &format!("{c}-issuer.key"),
+            "--profile",
+            "intermediate-ca",
+            "--ca",
+            "root.crt",
+            "--ca-key",
+            "root.key",
+            "--not-after",
+            "8760h",
+            "--no-password",
+            "--insecure",
+        ]));
+    }
+}
+
 /// Runs a command, panicking only if it cannot be started at all.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output()

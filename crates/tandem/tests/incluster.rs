@@ -13,42 +13,6 @@ fn tandem_bin() -> &'static Path {
 
 const CLUSTERS: [&str; 2] = ["east", "west"];
 
-/// The workshop's certificates: one trust anchor, an issuer per cluster.
-fn certificates(env: &Env, dir: &Path) {
-    let d = dir.display().to_string();
-    run_ok(env.tandem().current_dir(dir).args([
-        "certificate",
-        "create",
-        "root.linkerd.cluster.local",
-        "root.crt",
-        "root.key",
-        "--profile",
-        "root-ca",
-        "--no-password",
-        "--insecure",
-    ]));
-    for c in CLUSTERS {
-        run_ok(env.tandem().current_dir(dir).args([
-            "certificate",
-            "create",
-            "identity.linkerd.cluster.local",
-            &format!("{c}-issuer.crt"),
-            &format!("{c}-issuer.key"),
-            "--profile",
-            "intermediate-ca",
-            "--ca",
-            "root.crt",
-            "--ca-key",
-            "root.key",
-            "--not-after",
-            "8760h",
-            "--no-password",
-            "--insecure",
-        ]));
-    }
-    assert!(Path::new(&d).join("root.crt").exists());
-}
-
 fn rollout(env: &Env, cluster: &str, ns: &str, deploy: &str) {
     run_ok(env.kubectl(cluster).args([
         "-n",
@@ -157,7 +121,7 @@ async fn wait_weights(ns: &TestNamespace, want: &str) {
 async fn the_workshop_control_plane_runs_in_cluster_and_fails_over() {
     let env = Env::real(tandem_bin());
     let certs = tempfile::tempdir().unwrap();
-    certificates(&env, certs.path());
+    tandem_harness::workshop_certificates(tandem_bin(), certs.path(), &CLUSTERS);
     let file = |name: &str| certs.path().join(name).display().to_string();
 
     for c in CLUSTERS {

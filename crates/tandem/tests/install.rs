@@ -237,52 +237,7 @@ fn the_workshop_install_path_works_and_check_catches_real_faults() {
     w.kubectl(&["--context", "east", "apply", "-f", "-"], Some(SPLITS));
 
     // The workshop's certificate commands, verbatim.
-    w.tandem_ok(&[
-        "certificate",
-        "create",
-        "root.linkerd.cluster.local",
-        "root.crt",
-        "root.key",
-        "--profile",
-        "root-ca",
-        "--no-password",
-        "--insecure",
-    ]);
-    w.tandem_ok(&[
-        "certificate",
-        "create",
-        "identity.linkerd.cluster.local",
-        "east-issuer.crt",
-        "east-issuer.key",
-        "--profile",
-        "intermediate-ca",
-        "--ca",
-        "root.crt",
-        "--ca-key",
-        "root.key",
-        "--not-after",
-        "8760h",
-        "--no-password",
-        "--insecure",
-    ]);
-    w.tandem_ok(&[
-        "certificate",
-        "create",
-        "identity.linkerd.cluster.local",
-        "west-issuer.crt",
-        "west-issuer.key",
-        "--profile",
-        "intermediate-ca",
-        "--ca",
-        "root.crt",
-        "--ca-key",
-        "root.key",
-        "--not-after",
-        "8760h",
-        "--no-password",
-        "--insecure",
-    ]);
-
+    tandem_harness::workshop_certificates(tandem_bin(), w.dir.path(), &["east", "west"]);
     let (ok, out) = w.check(&["check", "--pre", "--context", "east"]);
     assert!(ok, "{out}");
     assert!(
