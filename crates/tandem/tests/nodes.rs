@@ -114,6 +114,8 @@ fn sh(env: &Env, ns: &TestNamespace, cluster: &str, pod: &str, script: &str) -> 
     (out.status.success(), text)
 }
 
+/// The addresses of a Service's ready endpoints. Read as JSON: a slice with
+/// no endpoints has none at all, which kubectl's jsonpath filters refuse.
 fn ready_addresses(ns: &TestNamespace, cluster: &str, svc: &str) -> Vec<String> {
     let out = ns.kubectl(
         cluster,
@@ -123,10 +125,21 @@ fn ready_addresses(ns: &TestNamespace, cluster: &str, svc: &str) -> Vec<String> 
             "-l",
             &format!("kubernetes.io/service-name={svc}"),
             "-o",
-            "jsonpath={range .items[*].endpoints[?(@.conditions.ready==true)]}{.addresses[0]} {end}",
+            "json",
         ],
     );
-    out.split_whitespace().map(str::to_string).collect()
+    let list: serde_json::Value = serde_json::from_str(&out).expect("kubectl prints JSON");
+    let mut addrs = vec![];
+    for slice in list["items"].as_array().into_iter().flatten() {
+        for ep in slice["endpoints"].as_array().into_iter().flatten() {
+            if ep["conditions"]["ready"] == true
+                && let Some(a) = ep["addresses"][0].as_str()
+            {
+                addrs.push(a.to_string());
+            }
+        }
+    }
+    addrs
 }
 
 #[tokio::test]
