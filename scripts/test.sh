@@ -15,6 +15,10 @@
 #   TANDEM_CACHE          cache root (default ~/.cache/tandem)
 #   CARGO_TARGET_DIR      cargo's target directory (default $TANDEM_CACHE/cargo-target)
 #   TANDEM_KEEP_TESTBED=1 leave the test testbed running afterwards
+#   TANDEM_TEST_TESTBED_DIR, TANDEM_TEST_REAL_TESTBED_DIR, TANDEM_TEST_BASE_PORT,
+#   TANDEM_TEST_REAL_BASE_PORT  where the two shared test testbeds live and
+#                         listen (defaults: under the cache, ports 27440 and 18440),
+#                         so that two checkouts can run tests at once
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 

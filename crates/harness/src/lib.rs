@@ -44,6 +44,17 @@ pub fn real_test_dir() -> PathBuf {
         .unwrap_or_else(|| tandem_testbed::toolchain::cache_root().join("test-testbed-real"))
 }
 
+/// A shared testbed's base port: `var` when set (so that two checkouts can
+/// run their tests at once, each on its own testbed), else `default`.
+fn base_port(var: &str, default: u16) -> u16 {
+    match std::env::var(var) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{var}={v:?} is not a port number")),
+        Err(_) => default,
+    }
+}
+
 /// Which shared testbed.
 #[derive(Clone, Copy, Debug)]
 struct Shared {
@@ -77,14 +88,22 @@ impl Env {
     /// `tandem` binary. Panics with the reason when it cannot: a test must
     /// not pass without it.
     pub fn shared(tandem: &Path) -> Env {
-        Self::get(&SHARED, tandem, FAKE, test_dir())
+        let which = Shared {
+            base_port: base_port("TANDEM_TEST_BASE_PORT", FAKE.base_port),
+            ..FAKE
+        };
+        Self::get(&SHARED, tandem, which, test_dir())
     }
 
     /// Starts (or reuses) the shared testbed of real nodes, where pods run.
     /// It needs root and the node prerequisites; without them the test
     /// fails and says what is missing.
     pub fn real(tandem: &Path) -> Env {
-        Self::get(&SHARED_REAL, tandem, REAL, real_test_dir())
+        let which = Shared {
+            base_port: base_port("TANDEM_TEST_REAL_BASE_PORT", REAL.base_port),
+            ..REAL
+        };
+        Self::get(&SHARED_REAL, tandem, which, real_test_dir())
     }
 
     fn get(
