@@ -35,7 +35,8 @@ pub const LINK_FINALIZER: &str = "multicluster.tandem.io/mirrors";
     printcolumn = r#"{"name":"Cluster","type":"string","jsonPath":".spec.targetClusterName"}"#,
     printcolumn = r#"{"name":"Gateway","type":"string","jsonPath":".spec.gatewayAddress"}"#,
     printcolumn = r#"{"name":"Alive","type":"string","jsonPath":".status.gateway.alive"}"#,
-    printcolumn = r#"{"name":"Mirrored","type":"integer","jsonPath":".status.mirroredServices"}"#
+    printcolumn = r#"{"name":"Mirrored","type":"integer","jsonPath":".status.mirroredServices"}"#,
+    printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.failedServices"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct LinkSpec {
@@ -129,7 +130,8 @@ fn default_failure_threshold() -> u32 {
     3
 }
 
-/// What the service mirror reports.
+/// What the service mirror reports: counts, and the failures only, so that
+/// the status stays small whatever the number of mirrored Services.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LinkStatus {
@@ -137,12 +139,22 @@ pub struct LinkStatus {
     /// with reasons and messages.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// One entry per remote Service that matches the selector.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mirror_services: Vec<MirrorServiceStatus>,
-    /// How many are mirrored now.
+    /// How many of the remote Services that match the selector are mirrored now.
     #[serde(default)]
     pub mirrored_services: u32,
+    /// How many cannot be mirrored now (see `failures`).
+    #[serde(default)]
+    pub failed_services: u32,
+    /// How many are not written yet.
+    #[serde(default)]
+    pub pending_services: u32,
+    /// The first failing Services, sorted by namespace and name (at most
+    /// [`MAX_LISTED_FAILURES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<MirrorFailure>,
+    /// Failing Services beyond those listed in `failures`.
+    #[serde(default)]
+    pub more_failures: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayStatus>,
     /// When the service mirror last wrote this status (RFC 3339): shows it runs.
@@ -150,18 +162,22 @@ pub struct LinkStatus {
     pub last_heartbeat_time: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// How many failing Services a Link's status lists by name.
+pub const MAX_LISTED_FAILURES: usize = 20;
+
+/// A remote Service that cannot be mirrored, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct MirrorServiceStatus {
-    /// The remote Service, as `namespace/name`.
+pub struct MirrorFailure {
+    /// The remote Service.
     pub remote_ref: RemoteRef,
-    /// `Mirrored`: True, or False with reason InvalidService, Error,
-    /// MissingNamespace or NameTaken (a Service of the mirror's name that is
-    /// not this Link's, left alone).
-    pub conditions: Vec<Condition>,
+    /// InvalidService, Error, MissingNamespace or NameTaken (a Service of
+    /// the mirror's name that is not this Link's, left alone).
+    pub reason: String,
+    pub message: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 pub struct RemoteRef {
     pub namespace: String,
     pub name: String,

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::{Api, Client, api::ListParams};
 use tandem_api::multicluster::{
-    CLUSTER_NAME_LABEL, CREDENTIALS_KEY, CredentialsRefused, Link, MIRRORED_SERVICE_LABEL,
-    remote_access,
+    CLUSTER_NAME_LABEL, CREDENTIALS_KEY, CredentialsRefused, Link, LinkStatus,
+    MIRRORED_SERVICE_LABEL, remote_access,
 };
 use tandem_install::core::{TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY};
 
@@ -139,6 +139,8 @@ async fn link_checks(
         .retryable(),
     });
 
+    out.push(mirror_failures(&name, &status));
+
     let what = format!("Link {name}: the gateway of {cluster} passes its probe");
     out.push(match status.gateway.and_then(|g| g.alive) {
         Some(true) => CheckResult::ok(&what),
@@ -153,6 +155,40 @@ async fn link_checks(
         }
     });
     out
+}
+
+/// The services the mirror cannot mirror, as its status summarises them: a
+/// warning (the other services are mirrored), naming the first few.
+fn mirror_failures(name: &str, status: &LinkStatus) -> CheckResult {
+    let what = format!("Link {name}: every exported service is mirrored");
+    if status.failed_services == 0 {
+        return CheckResult::ok(what);
+    }
+    let mut listed: Vec<String> = status
+        .failures
+        .iter()
+        .take(3)
+        .map(|f| {
+            format!(
+                "{}/{} ({}: {})",
+                f.remote_ref.namespace, f.remote_ref.name, f.reason, f.message
+            )
+        })
+        .collect();
+    let rest = (status.failed_services as usize).saturating_sub(listed.len());
+    if rest > 0 {
+        listed.push(format!("and {rest} more"));
+    }
+    CheckResult::warn(
+        what,
+        format!(
+            "{} of {} cannot be mirrored: {}",
+            status.failed_services,
+            status.failed_services + status.mirrored_services + status.pending_services,
+            listed.join("; ")
+        ),
+        format!("see `kubectl get link {name} -o yaml` (status.failures)"),
+    )
 }
 
 /// The Link's remote cluster client, from its credentials Secret.
@@ -298,6 +334,59 @@ mod tests {
         });
         edit(&mut v);
         serde_json::from_value(v).expect("a Link")
+    }
+
+    #[test]
+    fn failing_services_are_a_warning_that_names_the_first_ones() {
+        use tandem_api::multicluster::{MirrorFailure, RemoteRef};
+        let failure = |name: &str| MirrorFailure {
+            remote_ref: RemoteRef {
+                namespace: "ns".into(),
+                name: name.into(),
+            },
+            reason: "MissingNamespace".into(),
+            message: "the namespace ns does not exist".into(),
+        };
+        // (status, outcome, phrases the error must hold)
+        let cases = [
+            (
+                LinkStatus {
+                    mirrored_services: 4,
+                    ..Default::default()
+                },
+                crate::Outcome::Success,
+                vec![],
+            ),
+            (
+                LinkStatus {
+                    mirrored_services: 4,
+                    failed_services: 1,
+                    failures: vec![failure("a")],
+                    ..Default::default()
+                },
+                crate::Outcome::Warning,
+                vec!["1 of 5 cannot be mirrored", "ns/a (MissingNamespace"],
+            ),
+            (
+                LinkStatus {
+                    failed_services: 30,
+                    failures: (0..20).map(|i| failure(&format!("s{i}"))).collect(),
+                    more_failures: 10,
+                    ..Default::default()
+                },
+                crate::Outcome::Warning,
+                vec!["30 of 30", "ns/s0", "ns/s2", "and 27 more"],
+            ),
+        ];
+        for (status, outcome, phrases) in cases {
+            let r = mirror_failures("ns/west", &status);
+            assert_eq!(r.outcome, outcome, "{status:?}");
+            let error = r.error.unwrap_or_default();
+            for p in phrases {
+                assert!(error.contains(p), "{p}: {error}");
+            }
+            assert!(!error.contains("ns/s3"), "at most three are named: {error}");
+        }
     }
 
     #[test]

@@ -88,6 +88,11 @@ impl Index {
         self.services.get(key)
     }
 
+    /// The remote Services, in no order.
+    pub fn services(&self) -> impl Iterator<Item = &Key> {
+        self.services.keys()
+    }
+
     /// The remote Services, sorted.
     pub fn service_keys(&self) -> Vec<Key> {
         let mut keys: Vec<Key> = self.services.keys().cloned().collect();

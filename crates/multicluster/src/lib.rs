@@ -5,7 +5,9 @@
 //! - [`mirror`] decides what a mirror looks like (pure).
 //! - [`index`] holds what the watches saw (synchronous, no client).
 //! - [`probe`] and [`gateway`] resolve and probe the gateway.
-//! - [`status`] decides the Link's status (pure).
+//! - [`status`] decides the Link's status (pure): counts and the first
+//!   failures, so that it stays small.
+//! - [`status_writer`] writes it from its own task, with the heartbeat.
 //! - [`record`] keeps what was written, and what a re-list shows gone.
 //! - [`remote`] builds the linked cluster's client from the credentials
 //!   Secret, accepting only an https server, CA data and a token.
@@ -49,6 +51,7 @@ pub mod record;
 pub mod remote;
 pub mod runtime;
 pub mod status;
+pub mod status_writer;
 
 pub use mirror::{LinkConfig, excluded, link_selector, mirror_name, mirror_service, mirror_slice};
 pub use own::OwnObjects;

@@ -20,12 +20,9 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::{
-    api::{
-        core::v1::{Namespace, Service},
-        discovery::v1::EndpointSlice,
-    },
-    jiff::Timestamp,
+use k8s_openapi::api::{
+    core::v1::{Namespace, Service},
+    discovery::v1::EndpointSlice,
 };
 use kube::{
     Api, Client, Resource,
@@ -39,7 +36,8 @@ use kube::{
 use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
 use tandem_api::multicluster::{
-    CLUSTER_NAME_LABEL, LINK_FINALIZER, Link, LinkStatus, MIRROR_MANAGED_BY, MIRRORED_SERVICE_LABEL,
+    CLUSTER_NAME_LABEL, LINK_FINALIZER, Link, MAX_LISTED_FAILURES, MIRROR_MANAGED_BY,
+    MIRRORED_SERVICE_LABEL,
 };
 use tokio::{
     sync::{mpsc, watch},
@@ -61,7 +59,8 @@ use crate::{
     probe::Liveness,
     record::{Record, Written},
     remote::{self, error_chain, status_code, unreachable_reason, watch_status_code},
-    status::{self, Health, Outcome, Remote},
+    status::{self, Outcome, Remote},
+    status_writer::{self, Snapshot},
 };
 
 /// The field manager of every write.
@@ -102,9 +101,6 @@ impl Default for MirrorSettings {
     }
 }
 
-/// The heartbeat is refreshed at least this often (`multicluster check`
-/// takes a mirror silent for 2 minutes as stopped).
-const HEARTBEAT: Duration = Duration::from_secs(20);
 /// The credentials Secret is read again this often, to pick up a rotation.
 const CREDENTIALS_RECHECK: Duration = Duration::from_secs(30);
 /// The remote API server is asked this often even while the watches are
@@ -247,7 +243,16 @@ pub async fn run_mirror(
         resync_period: settings.resync_period.max(Duration::from_secs(1)),
         ..settings
     };
-    let mut c = Controller::new(local, settings, metrics, readiness, tx, label);
+    let (status_tx, status_rx) = watch::channel(None);
+    tasks.push(Task(tokio::spawn(
+        status_writer::run(
+            Api::namespaced(local.clone(), &settings.link_namespace),
+            settings.link_name.clone(),
+            status_rx,
+        )
+        .instrument(span.clone()),
+    )));
+    let mut c = Controller::new(local, settings, metrics, readiness, tx, label, status_tx);
     let res = async {
         loop {
             let wake = c.next_wake();
@@ -363,8 +368,8 @@ struct Controller {
     outcomes: HashMap<Key, Outcome>,
     retries: HashMap<Key, (u32, Instant)>,
 
-    last_status: Option<LinkStatus>,
-    last_heartbeat: Option<Instant>,
+    /// To the status writer's task.
+    status_tx: watch::Sender<Option<Snapshot>>,
     status_at: Instant,
 }
 
@@ -376,6 +381,7 @@ impl Controller {
         readiness: tandem_admin::Readiness,
         tx: mpsc::UnboundedSender<Msg>,
         label: String,
+        status_tx: watch::Sender<Option<Snapshot>>,
     ) -> Self {
         let recorder = Recorder::new(
             local.clone(),
@@ -420,8 +426,7 @@ impl Controller {
             written: Record::default(),
             outcomes: HashMap::new(),
             retries: HashMap::new(),
-            last_status: None,
-            last_heartbeat: None,
+            status_tx,
             status_at: Instant::now(),
         }
     }
@@ -688,7 +693,7 @@ impl Controller {
             self.gateway = None;
             self.credentials = None;
             self.remote = Remote::Unknown;
-            self.last_status = None;
+            self.status_tx.send_replace(None);
             self.readiness.set(false);
         }
     }
@@ -794,7 +799,7 @@ impl Controller {
                 self.session = None;
                 self.gateway = None;
                 self.readiness.set(false);
-                self.write_status_if_due().await;
+                self.publish_status_if_due();
                 return;
             }
         };
@@ -846,7 +851,7 @@ impl Controller {
                 }
             }
         }
-        self.write_status_if_due().await;
+        self.publish_status_if_due();
     }
 
     fn ensure_gateway(&mut self, cfg: &LinkConfig) {
@@ -1564,89 +1569,58 @@ impl Controller {
 
     // === status ===
 
-    async fn write_status_if_due(&mut self) {
+    /// Publishes what the status is decided from, when due, to the status
+    /// writer's task: summarising is one pass over the remote Services, at
+    /// most once per `status_interval`.
+    fn publish_status_if_due(&mut self) {
         let now = Instant::now();
         if now < self.status_at {
             return;
         }
         self.status_at = now + self.settings.status_interval;
-        let Some(link) = &self.link else { return };
-        let gw = self.gateway.as_ref().map(|g| g.rx.borrow().clone());
-        let services: Vec<(Key, Outcome)> = self
-            .index
-            .service_keys()
-            .into_iter()
-            .map(|k| {
-                let o = self.outcomes.get(&k).cloned().unwrap_or(Outcome::Pending);
-                (k, o)
-            })
-            .collect();
-        let spec_err = match &self.config {
-            Some(Err(e)) => Some(e.clone()),
-            _ => None,
+        let Some(link) = &self.link else {
+            self.status_tx.send_replace(None);
+            return;
         };
-        let creds_err = match &self.credentials {
-            Some(Err(e)) => Some(e.clone()),
-            _ => None,
-        };
-        let health = Health {
-            cluster: self.cluster(),
-            spec: spec_err.as_deref().map_or(Ok(()), Err),
-            credentials: self
-                .credentials
-                .as_ref()
-                .map(|_| creds_err.as_deref().map_or(Ok(()), Err)),
-            remote: &self.remote,
-            synced: self.index.synced(),
-            gateway: gw.as_ref(),
-            generation: link.metadata.generation,
-        };
-        let previous = self.last_status.as_ref().or(link.status.as_ref());
-        let status = status::link_status(&health, &services, previous, Timestamp::now());
+        let outcomes = &self.outcomes;
+        let services = status::summarize(
+            self.index
+                .services()
+                .map(|k| (k, outcomes.get(k).unwrap_or(&Outcome::Pending))),
+            MAX_LISTED_FAILURES,
+        );
         self.metrics
             .mirrored_services
             .get_or_create(&Metrics::cluster(self.cluster()))
-            .set(i64::from(status.mirrored_services));
-        let unchanged = self.last_status.as_ref() == Some(&status);
-        let fresh = self.last_heartbeat.is_some_and(|t| t.elapsed() < HEARTBEAT);
-        if unchanged && fresh {
-            return;
-        }
-        let mut stamped = status.clone();
-        stamped.last_heartbeat_time = Some(status::rfc3339(Timestamp::now()));
-        let api: Api<Link> = Api::namespaced(self.local.clone(), &self.settings.link_namespace);
-        let res = tokio::time::timeout(
-            CALL_TIMEOUT,
-            api.patch_status(
-                &self.settings.link_name,
-                &PatchParams::default(),
-                &Patch::Merge(status::status_patch(&stamped)),
-            ),
-        )
-        .await;
-        match res {
-            Ok(Ok(_)) => {
-                if !unchanged {
-                    let ready = status
-                        .conditions
-                        .iter()
-                        .find(|c| c.type_ == status::READY)
-                        .map(|c| format!("{} ({})", c.status, c.reason))
-                        .unwrap_or_default();
-                    tracing::debug!(%ready, mirrored = status.mirrored_services, "Link status written");
-                }
-                self.last_status = Some(status);
-                self.last_heartbeat = Some(Instant::now());
+            .set(i64::from(services.mirrored));
+        let snapshot = Snapshot {
+            cluster: self.cluster().to_string(),
+            spec_error: match &self.config {
+                Some(Err(e)) => Some(e.clone()),
+                _ => None,
+            },
+            credentials: self.credentials.clone(),
+            remote: self.remote.clone(),
+            synced: self.index.synced(),
+            gateway: self.gateway.as_ref().map(|g| g.rx.borrow().clone()),
+            generation: link.metadata.generation,
+            services,
+            previous: link.status.clone(),
+        };
+        // The Link's own status changes with each write: it is not what
+        // makes a new snapshot.
+        self.status_tx.send_if_modified(|old| {
+            let same = old.as_ref().is_some_and(|o| {
+                Snapshot {
+                    previous: snapshot.previous.clone(),
+                    ..o.clone()
+                } == snapshot
+            });
+            if !same {
+                *old = Some(snapshot);
             }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %error_chain(&e), "writing the Link status failed; retrying");
-                self.status_at = Instant::now() + Duration::from_secs(1);
-            }
-            Err(_) => {
-                tracing::warn!("writing the Link status timed out; retrying");
-                self.status_at = Instant::now() + Duration::from_secs(1);
-            }
-        }
+            !same
+        });
     }
 }
 

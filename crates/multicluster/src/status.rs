@@ -6,8 +6,10 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use serde_json::Value;
+use std::collections::BTreeMap;
+
 use tandem_api::multicluster::{
-    GatewayAddressStatus, GatewayStatus, LinkStatus, MirrorServiceStatus, RemoteRef,
+    GatewayAddressStatus, GatewayStatus, LinkStatus, MirrorFailure, RemoteRef,
 };
 
 use crate::{gateway::GatewayState, index::Key};
@@ -44,6 +46,74 @@ pub enum Outcome {
     Error(String),
 }
 
+impl Outcome {
+    /// The failure's reason and message; `None` unless it failed.
+    fn failure(&self) -> Option<(&'static str, &str)> {
+        match self {
+            Outcome::Pending | Outcome::Mirrored => None,
+            Outcome::Invalid(m) => Some(("InvalidService", m)),
+            Outcome::MissingNamespace(m) => Some(("MissingNamespace", m)),
+            Outcome::NameTaken(m) => Some(("NameTaken", m)),
+            Outcome::Error(m) => Some(("Error", m)),
+        }
+    }
+}
+
+/// The remote Services' outcomes, summarised: counts, and the first
+/// failures by key (bounded, so that the status stays small).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub mirrored: u32,
+    pub pending: u32,
+    pub failed: u32,
+    /// The first failures, sorted by key (see
+    /// [`tandem_api::multicluster::MAX_LISTED_FAILURES`]).
+    pub failures: Vec<MirrorFailure>,
+}
+
+impl Summary {
+    pub fn total(&self) -> u32 {
+        self.mirrored + self.pending + self.failed
+    }
+}
+
+/// Summarises the outcome of each remote Service (in any order) in one pass;
+/// only the first `limit` failures by key are kept.
+pub fn summarize<'a>(
+    services: impl IntoIterator<Item = (&'a Key, &'a Outcome)>,
+    limit: usize,
+) -> Summary {
+    let mut summary = Summary::default();
+    let mut first: BTreeMap<&Key, (&'static str, &str)> = BTreeMap::new();
+    for (key, outcome) in services {
+        match outcome.failure() {
+            None if *outcome == Outcome::Mirrored => summary.mirrored += 1,
+            None => summary.pending += 1,
+            Some(failure) => {
+                summary.failed += 1;
+                if first.len() < limit || first.last_key_value().is_some_and(|(k, _)| key < *k) {
+                    first.insert(key, failure);
+                    if first.len() > limit {
+                        first.pop_last();
+                    }
+                }
+            }
+        }
+    }
+    summary.failures = first
+        .into_iter()
+        .map(|(key, (reason, message))| MirrorFailure {
+            remote_ref: RemoteRef {
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+            },
+            reason: reason.into(),
+            message: tandem_util::truncate(message, 256),
+        })
+        .collect();
+    summary
+}
+
 /// Everything the status is decided from.
 #[derive(Clone, Debug)]
 pub struct Health<'a> {
@@ -63,7 +133,7 @@ pub struct Health<'a> {
 /// `previous` keeps the transition times of conditions that did not change.
 pub fn link_status(
     h: &Health<'_>,
-    services: &[(Key, Outcome)],
+    services: &Summary,
     previous: Option<&LinkStatus>,
     now: Timestamp,
 ) -> LinkStatus {
@@ -105,10 +175,6 @@ pub fn link_status(
         ),
     };
 
-    let mirrored = services
-        .iter()
-        .filter(|(_, o)| *o == Outcome::Mirrored)
-        .count();
     let gateway_ips = h
         .gateway
         .filter(|g| g.resolved)
@@ -146,8 +212,9 @@ pub fn link_status(
             "True",
             "Mirroring",
             format!(
-                "mirroring {mirrored} of {} services from cluster {cluster}",
-                services.len()
+                "mirroring {} of {} services from cluster {cluster}",
+                services.mirrored,
+                services.total()
             ),
         ),
     };
@@ -178,49 +245,15 @@ pub fn link_status(
         });
     }
 
-    let prev_services = previous
-        .map(|p| p.mirror_services.as_slice())
-        .unwrap_or_default();
-    let mirror_services = services
-        .iter()
-        .map(|(key, outcome)| {
-            let remote_ref = RemoteRef {
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
-            };
-            let prev = prev_services
-                .iter()
-                .find(|s| s.remote_ref == remote_ref)
-                .map(|s| s.conditions.as_slice())
-                .unwrap_or_default();
-            let (status, reason, message) = match outcome {
-                Outcome::Pending => ("Unknown", "Pending", "not written yet".to_string()),
-                Outcome::Mirrored => (
-                    "True",
-                    "Mirrored",
-                    format!(
-                        "mirrored as {}",
-                        crate::mirror::mirror_name(&key.name, cluster)
-                    ),
-                ),
-                Outcome::Invalid(m) => ("False", "InvalidService", m.clone()),
-                Outcome::MissingNamespace(m) => ("False", "MissingNamespace", m.clone()),
-                Outcome::NameTaken(m) => ("False", "NameTaken", m.clone()),
-                Outcome::Error(m) => ("False", "Error", m.clone()),
-            };
-            MirrorServiceStatus {
-                remote_ref,
-                conditions: vec![condition(
-                    MIRRORED, status, reason, message, None, prev, now,
-                )],
-            }
-        })
-        .collect();
-
     LinkStatus {
         conditions,
-        mirror_services,
-        mirrored_services: mirrored as u32,
+        mirrored_services: services.mirrored,
+        failed_services: services.failed,
+        pending_services: services.pending,
+        failures: services.failures.clone(),
+        more_failures: services
+            .failed
+            .saturating_sub(services.failures.len() as u32),
         gateway: h.gateway.filter(|g| g.resolved).map(|g| GatewayStatus {
             alive: g.liveness.known(),
             addresses: g.ips.iter().map(|i| i.to_string()).collect(),
@@ -276,8 +309,10 @@ fn condition(
 pub fn status_patch(status: &LinkStatus) -> Value {
     let mut v = serde_json::to_value(status).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut v {
+        // `mirrorServices` is what older versions wrote: cleared.
         for key in [
             "conditions",
+            "failures",
             "mirrorServices",
             "gateway",
             "lastHeartbeatTime",
@@ -298,6 +333,7 @@ pub fn rfc3339(t: Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tandem_api::multicluster::MAX_LISTED_FAILURES;
 
     fn ts(s: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + s).unwrap()
@@ -389,7 +425,7 @@ mod tests {
             ),
         ];
         for (h, ready, reachable) in cases {
-            let s = link_status(&h, &[], None, ts(0));
+            let s = link_status(&h, &Summary::default(), None, ts(0));
             let r = cond(&s, READY);
             assert_eq!((r.status.as_str(), r.reason.as_str()), ready, "{h:?}");
             let r = cond(&s, REMOTE_REACHABLE);
@@ -402,7 +438,7 @@ mod tests {
                 spec: Err(bad_period),
                 ..healthy(&up, Some(&g))
             },
-            &[],
+            &Summary::default(),
             None,
             ts(0),
         );
@@ -429,7 +465,7 @@ mod tests {
                 spec: Err(&err),
                 ..healthy(&Remote::Unknown, None)
             },
-            &[],
+            &Summary::default(),
             None,
             ts(0),
         );
@@ -449,14 +485,24 @@ mod tests {
     fn transition_times_move_only_with_the_status() {
         let up = Remote::Reachable;
         let g = gw(&["127.20.0.1"], &[]);
-        let first = link_status(&healthy(&up, Some(&g)), &[], None, ts(0));
-        let same = link_status(&healthy(&up, Some(&g)), &[], Some(&first), ts(60));
+        let first = link_status(&healthy(&up, Some(&g)), &Summary::default(), None, ts(0));
+        let same = link_status(
+            &healthy(&up, Some(&g)),
+            &Summary::default(),
+            Some(&first),
+            ts(60),
+        );
         assert_eq!(first, same, "nothing changed, nothing moves");
         let down = Remote::Unreachable {
             reason: "Unreachable".into(),
             message: "refused".into(),
         };
-        let later = link_status(&healthy(&down, Some(&g)), &[], Some(&same), ts(90));
+        let later = link_status(
+            &healthy(&down, Some(&g)),
+            &Summary::default(),
+            Some(&same),
+            ts(90),
+        );
         assert_eq!(cond(&later, READY).last_transition_time, Time(ts(90)));
         assert_eq!(
             cond(&later, GATEWAY_RESOLVED).last_transition_time,
@@ -480,7 +526,7 @@ mod tests {
                 last_error: Some("connecting: refused".into()),
             },
         ];
-        let services = vec![
+        let outcomes = [
             (Key::new("ns", "emoji"), Outcome::Mirrored),
             (
                 Key::new("ns", "web"),
@@ -497,30 +543,32 @@ mod tests {
                 Outcome::NameTaken("a Service ns/foo-west exists".into()),
             ),
         ];
+        let services = summarize(outcomes.iter().map(|(k, o)| (k, o)), MAX_LISTED_FAILURES);
         let s = link_status(&healthy(&up, Some(&g)), &services, None, ts(0));
-        assert_eq!(s.mirrored_services, 1);
-        let reasons: Vec<(&str, &str)> = s
-            .mirror_services
+        assert_eq!(
+            (
+                s.mirrored_services,
+                s.failed_services,
+                s.pending_services,
+                s.more_failures
+            ),
+            (1, 4, 1, 0)
+        );
+        let failures: Vec<(&str, &str)> = s
+            .failures
             .iter()
-            .map(|m| {
-                (
-                    m.conditions[0].status.as_str(),
-                    m.conditions[0].reason.as_str(),
-                )
-            })
+            .map(|f| (f.remote_ref.name.as_str(), f.reason.as_str()))
             .collect();
         assert_eq!(
-            reasons,
+            failures,
             [
-                ("True", "Mirrored"),
-                ("False", "MissingNamespace"),
-                ("False", "InvalidService"),
-                ("False", "Error"),
-                ("Unknown", "Pending"),
-                ("False", "NameTaken"),
-            ]
+                ("ext", "InvalidService"),
+                ("foo", "NameTaken"),
+                ("web", "MissingNamespace"),
+                ("x", "Error"),
+            ],
+            "the failures only, sorted"
         );
-        assert_eq!(s.mirror_services[0].remote_ref.name, "emoji");
         let gs = s.gateway.as_ref().unwrap();
         assert_eq!(gs.addresses, ["127.20.0.1", "127.20.0.2"]);
         assert_eq!(gs.alive, Some(true));
@@ -553,11 +601,104 @@ mod tests {
     }
 
     #[test]
+    fn the_summary_counts_everything_and_lists_the_first_failures() {
+        let err = |m: &str| Outcome::Error(m.into());
+        let k = |n: &str| Key::new("ns", n);
+        // (outcomes, limit, (mirrored, pending, failed), the listed failures)
+        type Case = (
+            Vec<(Key, Outcome)>,
+            usize,
+            (u32, u32, u32),
+            Vec<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            (vec![], 20, (0, 0, 0), vec![]),
+            (
+                vec![(k("a"), Outcome::Mirrored), (k("b"), Outcome::Pending)],
+                20,
+                (1, 1, 0),
+                vec![],
+            ),
+            // Sorted by key whatever the order they come in.
+            (
+                vec![
+                    (k("c"), err("x")),
+                    (k("a"), err("x")),
+                    (k("b"), Outcome::Mirrored),
+                ],
+                20,
+                (1, 0, 2),
+                vec!["a", "c"],
+            ),
+            // Bounded: the first ones by key, the rest only counted.
+            (
+                vec![
+                    (k("d"), err("x")),
+                    (k("b"), err("x")),
+                    (k("e"), err("x")),
+                    (k("a"), err("x")),
+                    (k("c"), err("x")),
+                ],
+                2,
+                (0, 0, 5),
+                vec!["a", "b"],
+            ),
+            (vec![(k("a"), err("x"))], 0, (0, 0, 1), vec![]),
+            // Another namespace sorts by namespace first.
+            (
+                vec![(Key::new("z", "a"), err("x")), (k("z"), err("x"))],
+                1,
+                (0, 0, 2),
+                vec!["z"],
+            ),
+        ];
+        for (outcomes, limit, counts, listed) in cases {
+            let s = summarize(outcomes.iter().map(|(k, o)| (k, o)), limit);
+            assert_eq!((s.mirrored, s.pending, s.failed), counts, "{outcomes:?}");
+            let names: Vec<&str> = s
+                .failures
+                .iter()
+                .map(|f| f.remote_ref.name.as_str())
+                .collect();
+            assert_eq!(names, listed, "{outcomes:?}");
+        }
+        // A long message is cut.
+        let long = Outcome::Error("e".repeat(5000));
+        let key = k("a");
+        let s = summarize([(&key, &long)], 20);
+        assert!(s.failures[0].message.len() <= 300);
+    }
+
+    #[test]
+    fn the_status_of_many_services_stays_small() {
+        let outcomes: Vec<(Key, Outcome)> = (0..10_000)
+            .map(|i| {
+                let o = if i % 3 == 0 {
+                    Outcome::Error("refused by the API server: a long reason ".repeat(10))
+                } else {
+                    Outcome::Mirrored
+                };
+                (Key::new("ns", format!("svc-{i:05}")), o)
+            })
+            .collect();
+        let summary = summarize(outcomes.iter().map(|(k, o)| (k, o)), MAX_LISTED_FAILURES);
+        let up = Remote::Reachable;
+        let g = gw(&["127.20.0.1"], &[]);
+        let s = link_status(&healthy(&up, Some(&g)), &summary, None, ts(0));
+        assert_eq!(s.failed_services, 3334);
+        assert_eq!(s.failures.len(), MAX_LISTED_FAILURES);
+        assert_eq!(s.more_failures, 3334 - MAX_LISTED_FAILURES as u32);
+        assert_eq!(s.failures[0].remote_ref.name, "svc-00000");
+        let bytes = serde_json::to_vec(&status_patch(&s)).unwrap().len();
+        assert!(bytes < 16 * 1024, "{bytes} bytes");
+    }
+
+    #[test]
     fn an_unknown_gateway_is_written_as_null_so_that_an_old_verdict_goes() {
         let up = Remote::Reachable;
         let mut g = gw(&["127.20.0.1"], &[]);
         g.liveness = crate::probe::Liveness::Unknown;
-        let s = link_status(&healthy(&up, Some(&g)), &[], None, ts(0));
+        let s = link_status(&healthy(&up, Some(&g)), &Summary::default(), None, ts(0));
         assert_eq!(s.gateway.as_ref().unwrap().alive, None);
         let p = status_patch(&s);
         let gateway = p["status"]["gateway"].as_object().unwrap();
@@ -567,7 +708,12 @@ mod tests {
     #[test]
     fn the_patch_clears_what_is_gone() {
         let p = status_patch(&LinkStatus::default());
-        assert_eq!(p["status"]["mirrorServices"], Value::Null);
+        assert_eq!(p["status"]["failures"], Value::Null);
+        assert_eq!(
+            p["status"]["mirrorServices"],
+            Value::Null,
+            "what older versions wrote goes"
+        );
         assert!(
             p["status"]
                 .as_object()

@@ -754,12 +754,11 @@ async fn a_mirror_follows_its_remote_service_and_gateway() {
                 .conditions
                 .iter()
                 .any(|c| c.type_ == "RemoteReachable" && c.status == "True");
-            let mirrored = s.mirror_services.iter().any(|m| {
-                m.remote_ref.name == "emoji"
-                    && m.conditions
-                        .iter()
-                        .any(|c| c.type_ == "Mirrored" && c.status == "True")
-            });
+            // Counts, and the failures only: none here.
+            let mirrored = s.failed_services == 0
+                && s.pending_services == 0
+                && s.failures.is_empty()
+                && s.more_failures == 0;
             if s.mirrored_services == 1
                 && g.alive == Some(true)
                 && g.addresses == ["127.20.19.1"]
@@ -1136,22 +1135,16 @@ async fn bad_links_get_conditions_while_a_good_one_keeps_working() {
     .await;
     wait_condition(&east, n, good, "Ready", "True", "Mirroring", SETTLE).await;
     let links: Api<Link> = Api::namespaced(east.clone(), n);
-    let service_reason = |l: &Link, namespace: &str| {
-        l.status.as_ref().and_then(|s| {
-            s.mirror_services
-                .iter()
-                .find(|m| m.remote_ref.namespace == namespace)
-                .and_then(|m| m.conditions.first())
-                .map(|c| c.reason.clone())
-        })
-    };
     eventually("the missing namespace is reported", SETTLE, || async {
         let l = links.get(good).await.map_err(|e| e.to_string())?;
-        match (
-            service_reason(&l, n).as_deref(),
-            service_reason(&l, w).as_deref(),
-        ) {
-            (Some("Mirrored"), Some("MissingNamespace")) => Ok(()),
+        let s = l.status.unwrap_or_default();
+        let failures: Vec<(&str, &str)> = s
+            .failures
+            .iter()
+            .map(|f| (f.remote_ref.namespace.as_str(), f.reason.as_str()))
+            .collect();
+        match (s.mirrored_services, s.failed_services, failures.as_slice()) {
+            (1, 1, [(ns, "MissingNamespace")]) if *ns == w => Ok(()),
             other => Err(format!("{other:?}")),
         }
     })
@@ -1177,8 +1170,13 @@ async fn bad_links_get_conditions_while_a_good_one_keeps_working() {
     .await;
     eventually("both are mirrored", SETTLE, || async {
         let l = links.get(good).await.map_err(|e| e.to_string())?;
-        let count = l.status.as_ref().map(|s| s.mirrored_services);
-        (count == Some(2)).then_some(()).ok_or(format!("{count:?}"))
+        let counts = l
+            .status
+            .as_ref()
+            .map(|s| (s.mirrored_services, s.failed_services, s.failures.len()));
+        (counts == Some((2, 0, 0)))
+            .then_some(())
+            .ok_or(format!("{counts:?}"))
     })
     .await;
 
@@ -1565,17 +1563,12 @@ async fn a_users_service_named_like_a_mirror_is_left_alone() {
         let foo = l
             .status
             .as_ref()
-            .and_then(|s| {
-                s.mirror_services
-                    .iter()
-                    .find(|m| m.remote_ref.name == "foo")
-            })
-            .and_then(|m| m.conditions.first())
-            .ok_or("no condition for foo yet")?;
-        if foo.status == "False" && foo.reason == "NameTaken" {
+            .and_then(|s| s.failures.iter().find(|f| f.remote_ref.name == "foo"))
+            .ok_or("no failure for foo yet")?;
+        if foo.reason == "NameTaken" {
             Ok(foo.message.clone())
         } else {
-            Err(format!("{} ({}): {}", foo.status, foo.reason, foo.message))
+            Err(format!("{}: {}", foo.reason, foo.message))
         }
     })
     .await;
