@@ -3,6 +3,11 @@
 //! Link's mirrors in the local cluster. Synchronous, no client: each change
 //! returns the remote Services it concerns, so that one remote EndpointSlice
 //! event touches only the mirror of its Service.
+//!
+//! Remote slices are never kept: each is folded as it arrives into a
+//! [`SliceReadiness`] (its Service, and whether it has a ready endpoint),
+//! and the index keeps, per remote Service, the names of its slices that
+//! have one.
 
 use std::collections::{BTreeSet, HashMap};
 use tandem_api::endpoints::ready_endpoints;
@@ -47,10 +52,9 @@ pub struct Index {
     /// last (re)started: only then is a Service's absence a deletion.
     services_authoritative: bool,
     services_listed: bool,
-    /// Ready endpoints of each remote slice, by (namespace, slice name).
-    slices: HashMap<Key, (Key, usize)>,
-    /// Ready endpoints of each remote Service, summed over its slices.
-    ready: HashMap<Key, usize>,
+    /// The slices of each remote Service that have a ready endpoint, by
+    /// name (a Service with none has no entry).
+    ready: HashMap<Key, BTreeSet<String>>,
     slices_listed: bool,
     /// This Link's mirrors in the local cluster, by their own key.
     mirrors: HashMap<Key, Service>,
@@ -103,7 +107,7 @@ impl Index {
     /// A remote Service is ready when one of its endpoints is ready and not
     /// terminating.
     pub fn is_ready(&self, key: &Key) -> bool {
-        self.ready.get(key).is_some_and(|n| *n > 0)
+        self.ready.get(key).is_some_and(|s| !s.is_empty())
     }
 
     pub fn mirror(&self, key: &Key) -> Option<&Service> {
@@ -131,6 +135,11 @@ impl Index {
         let mut keys: BTreeSet<Key> = self.services.keys().cloned().collect();
         keys.extend(self.mirrors_by_remote.keys().cloned());
         keys.into_iter().collect()
+    }
+
+    /// The remote Services the local mirrors were made from.
+    pub fn mirrored_remotes(&self) -> Vec<Key> {
+        self.mirrors_by_remote.keys().cloned().collect()
     }
 
     // === remote services ===
@@ -165,68 +174,60 @@ impl Index {
     // === remote endpoint slices ===
 
     /// Records a slice; returns its Service if that changed readiness.
-    pub fn apply_slice(&mut self, slice: &EndpointSlice) -> Vec<Key> {
-        let Some((id, svc)) = slice_service(slice) else {
-            return vec![];
-        };
-        let count = ready_endpoints(slice);
-        let before = self.is_ready(&svc);
-        if let Some((old_svc, old_count)) = self.slices.insert(id, (svc.clone(), count)) {
-            self.subtract(&old_svc, old_count);
+    pub fn apply_slice(&mut self, slice: &SliceReadiness) -> Vec<Key> {
+        let before = self.is_ready(&slice.service);
+        if slice.ready {
+            self.ready
+                .entry(slice.service.clone())
+                .or_default()
+                .insert(slice.name.clone());
+        } else {
+            self.forget_slice(slice);
         }
-        *self.ready.entry(svc.clone()).or_default() += count;
-        self.changed(svc, before)
+        self.changed(&slice.service, before)
     }
 
-    pub fn delete_slice(&mut self, slice: &EndpointSlice) -> Vec<Key> {
-        let Some((id, svc)) = slice_service(slice) else {
-            return vec![];
-        };
-        let before = self.is_ready(&svc);
-        if let Some((old_svc, old_count)) = self.slices.remove(&id) {
-            self.subtract(&old_svc, old_count);
-        }
-        self.changed(svc, before)
+    pub fn delete_slice(&mut self, slice: &SliceReadiness) -> Vec<Key> {
+        let before = self.is_ready(&slice.service);
+        self.forget_slice(slice);
+        self.changed(&slice.service, before)
     }
 
     /// Replaces every slice after a full list; returns the Services whose
     /// readiness changed meanwhile.
-    pub fn reset_slices(&mut self, slices: &[EndpointSlice]) -> Vec<Key> {
-        let before: HashMap<Key, bool> = self
-            .ready
-            .keys()
-            .map(|s| (s.clone(), self.is_ready(s)))
-            .collect();
-        self.slices.clear();
-        self.ready.clear();
-        for slice in slices {
-            if let Some((id, svc)) = slice_service(slice) {
-                let count = ready_endpoints(slice);
-                self.slices.insert(id, (svc.clone(), count));
-                *self.ready.entry(svc).or_default() += count;
-            }
+    pub fn reset_slices(&mut self, slices: &[SliceReadiness]) -> Vec<Key> {
+        let before = std::mem::take(&mut self.ready);
+        for slice in slices.iter().filter(|s| s.ready) {
+            self.ready
+                .entry(slice.service.clone())
+                .or_default()
+                .insert(slice.name.clone());
         }
         self.slices_listed = true;
-        let mut services: BTreeSet<Key> = before.keys().cloned().collect();
-        services.extend(self.ready.keys().cloned());
+        let mut services: BTreeSet<&Key> = before.keys().collect();
+        services.extend(self.ready.keys());
         services
             .into_iter()
-            .filter(|s| before.get(s).copied().unwrap_or(false) != self.is_ready(s))
+            .filter(|s| before.contains_key(*s) != self.is_ready(s))
+            .cloned()
             .collect()
     }
 
-    fn subtract(&mut self, svc: &Key, count: usize) {
-        if let Some(n) = self.ready.get_mut(svc) {
-            *n = n.saturating_sub(count);
+    fn forget_slice(&mut self, slice: &SliceReadiness) {
+        if let Some(names) = self.ready.get_mut(&slice.service) {
+            names.remove(&slice.name);
+            if names.is_empty() {
+                self.ready.remove(&slice.service);
+            }
         }
     }
 
-    fn changed(&mut self, svc: Key, before: bool) -> Vec<Key> {
-        let after = self.is_ready(&svc);
-        if self.ready.get(&svc) == Some(&0) && !self.slices.values().any(|(s, _)| *s == svc) {
-            self.ready.remove(&svc);
+    fn changed(&self, svc: &Key, before: bool) -> Vec<Key> {
+        if before == self.is_ready(svc) {
+            vec![]
+        } else {
+            vec![svc.clone()]
         }
-        if before == after { vec![] } else { vec![svc] }
     }
 
     // === local mirrors ===
@@ -316,17 +317,32 @@ pub fn remote_of_mirror(svc: &Service) -> Option<Key> {
     (!name.is_empty()).then(|| Key::new(key.namespace, name))
 }
 
-/// The slice's identity and its Service, from the service-name label.
-fn slice_service(slice: &EndpointSlice) -> Option<(Key, Key)> {
-    let id = Key::of(&slice.metadata)?;
-    let svc = slice
-        .metadata
-        .labels
-        .as_ref()?
-        .get(SERVICE_NAME_LABEL)?
-        .clone();
-    let svc = Key::new(id.namespace.clone(), svc);
-    Some((id, svc))
+/// What the index keeps of a remote EndpointSlice: its Service (from the
+/// service-name label) and whether it has a ready endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SliceReadiness {
+    pub service: Key,
+    /// The slice's name (in the Service's namespace).
+    pub name: String,
+    pub ready: bool,
+}
+
+impl SliceReadiness {
+    /// Folds a remote slice; `None` for one of no Service.
+    pub fn of(slice: &EndpointSlice) -> Option<Self> {
+        let id = Key::of(&slice.metadata)?;
+        let svc = slice
+            .metadata
+            .labels
+            .as_ref()?
+            .get(SERVICE_NAME_LABEL)?
+            .clone();
+        Some(Self {
+            service: Key::new(id.namespace, svc),
+            name: id.name,
+            ready: ready_endpoints(slice) > 0,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -368,6 +384,10 @@ mod tests {
         s
     }
 
+    fn folded(ns: &str, name: &str, svc: &str, ready: &[(Option<bool>, bool)]) -> SliceReadiness {
+        SliceReadiness::of(&mk_slice(ns, name, svc, ready)).unwrap()
+    }
+
     fn key(ns: &str, name: &str) -> Key {
         Key::new(ns, name)
     }
@@ -386,7 +406,7 @@ mod tests {
         ];
         for (endpoints, ready) in cases {
             let mut idx = Index::new();
-            idx.apply_slice(&mk_slice("ns", "s", "emoji", endpoints));
+            idx.apply_slice(&folded("ns", "s", "emoji", endpoints));
             assert_eq!(idx.is_ready(&key("ns", "emoji")), *ready, "{endpoints:?}");
         }
     }
@@ -397,38 +417,76 @@ mod tests {
         let up = [(Some(true), false)];
         let down = [(Some(false), false)];
         assert_eq!(
-            idx.apply_slice(&mk_slice("ns", "a", "emoji", &up)),
+            idx.apply_slice(&folded("ns", "a", "emoji", &up)),
             vec![key("ns", "emoji")]
         );
         // Still ready: nothing to write.
         assert!(
-            idx.apply_slice(&mk_slice("ns", "a", "emoji", &[up[0], up[0]]))
+            idx.apply_slice(&folded("ns", "a", "emoji", &[up[0], up[0]]))
                 .is_empty()
         );
         assert!(
-            idx.apply_slice(&mk_slice("ns", "b", "emoji", &down))
+            idx.apply_slice(&folded("ns", "b", "emoji", &down))
                 .is_empty()
         );
-        assert!(
-            idx.apply_slice(&mk_slice("ns", "c", "web", &down))
-                .is_empty()
-        );
+        assert!(idx.apply_slice(&folded("ns", "c", "web", &down)).is_empty());
         assert_eq!(
-            idx.delete_slice(&mk_slice("ns", "a", "emoji", &[])),
+            idx.delete_slice(&folded("ns", "a", "emoji", &[])),
             vec![key("ns", "emoji")]
         );
         assert!(!idx.is_ready(&key("ns", "emoji")));
     }
 
     #[test]
+    fn slices_are_folded_and_only_ready_ones_named() {
+        let up = [(Some(true), false)];
+        let down = [(Some(false), false)];
+        let mut no_service = mk_slice("ns", "x", "emoji", &up);
+        no_service.metadata.labels = None;
+        assert_eq!(SliceReadiness::of(&no_service), None);
+        assert_eq!(
+            SliceReadiness::of(&mk_slice("ns", "a", "emoji", &down)),
+            Some(SliceReadiness {
+                service: key("ns", "emoji"),
+                name: "a".into(),
+                ready: false,
+            })
+        );
+        let mut idx = Index::new();
+        for i in 0..1000 {
+            idx.apply_slice(&folded("ns", &format!("s{i}"), &format!("svc{i}"), &down));
+        }
+        assert!(
+            idx.ready.is_empty(),
+            "slices with no ready endpoint leave nothing"
+        );
+        // Two ready slices: the Service stays ready until both went.
+        idx.apply_slice(&folded("ns", "a", "emoji", &up));
+        idx.apply_slice(&folded("ns", "b", "emoji", &up));
+        assert!(
+            idx.apply_slice(&folded("ns", "a", "emoji", &down))
+                .is_empty()
+        );
+        assert!(idx.is_ready(&key("ns", "emoji")));
+        assert_eq!(
+            idx.delete_slice(&folded("ns", "b", "emoji", &up)),
+            vec![key("ns", "emoji")]
+        );
+        assert!(
+            idx.ready.is_empty(),
+            "nothing is left of a Service's slices"
+        );
+    }
+
+    #[test]
     fn a_relist_reports_what_changed_while_the_watch_was_down() {
         let mut idx = Index::new();
         let up = [(Some(true), false)];
-        idx.apply_slice(&mk_slice("ns", "e", "emoji", &up));
-        idx.apply_slice(&mk_slice("ns", "w", "web", &up));
+        idx.apply_slice(&folded("ns", "e", "emoji", &up));
+        idx.apply_slice(&folded("ns", "w", "web", &up));
         let changed = idx.reset_slices(&[
-            mk_slice("ns", "w", "web", &up),
-            mk_slice("ns", "v", "voting", &up),
+            folded("ns", "w", "web", &up),
+            folded("ns", "v", "voting", &up),
         ]);
         assert_eq!(changed, vec![key("ns", "emoji"), key("ns", "voting")]);
     }

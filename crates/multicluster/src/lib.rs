@@ -8,7 +8,13 @@
 //! - [`status`] decides the Link's status (pure): counts and the first
 //!   failures, so that it stays small.
 //! - [`status_writer`] writes it from its own task, with the heartbeat.
-//! - [`record`] keeps what was written, and what a re-list shows gone.
+//! - [`record`] keeps, per remote Service, what was written, how its mirror
+//!   stands and its failures in a row; and what a re-list shows gone.
+//! - [`state`] is the sync state: watch updates in, keys that need work
+//!   out, each key's writes decided as a [`writer::Job`].
+//! - [`writer`] runs a job with bounded calls (many at once, one per key).
+//! - [`session`] is the linked cluster's client, watches and health.
+//! - [`finalizer`] deletes a deleted Link's mirrors before it goes.
 //! - [`remote`] builds the linked cluster's client from the credentials
 //!   Secret, accepting only an https server, CA data and a token.
 //! - [`own`] gives the mirror's own objects to its Link, so that they go
@@ -41,6 +47,7 @@
 #![forbid(unsafe_code)]
 
 pub mod call;
+pub mod finalizer;
 pub mod gateway;
 pub mod index;
 pub mod metrics;
@@ -50,8 +57,11 @@ pub mod probe;
 pub mod record;
 pub mod remote;
 pub mod runtime;
+pub mod session;
+pub mod state;
 pub mod status;
 pub mod status_writer;
+pub mod writer;
 
 pub use mirror::{LinkConfig, excluded, link_selector, mirror_name, mirror_service, mirror_slice};
 pub use own::OwnObjects;

@@ -1,6 +1,7 @@
-//! What the mirror last wrote for each remote Service, so that it writes only
-//! changes, and how that record is corrected when the local objects are seen
-//! again: synchronous, no client.
+//! What the mirror keeps about each remote Service, in one map: what it last
+//! wrote (so that it writes only changes), how the mirror stands, and its
+//! failed writes in a row; and how that record is corrected when the local
+//! objects are seen again. Synchronous, no client.
 //!
 //! A watch that lists again (after an expired resourceVersion, an API server
 //! restart) delivers no Delete for what went meanwhile: the new list is
@@ -14,6 +15,7 @@ use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use crate::{
     index::Key,
     mirror::{service_drifted, slice_drifted},
+    status::Outcome,
 };
 
 /// What was written for one remote Service.
@@ -26,31 +28,76 @@ pub struct Written {
     pub slice: Option<EndpointSlice>,
 }
 
+/// Everything kept about one remote Service.
+#[derive(Clone, Debug, Default)]
+pub struct KeyState {
+    pub written: Written,
+    pub outcome: Outcome,
+    /// Failed passes in a row, for the backoff.
+    pub failures: u32,
+}
+
 /// The record, by remote Service.
 #[derive(Debug, Default)]
-pub struct Record(HashMap<Key, Written>);
+pub struct Record(HashMap<Key, KeyState>);
 
 impl Record {
+    /// What was written for `remote`, if anything is known.
     pub fn get(&self, remote: &Key) -> Option<&Written> {
-        self.0.get(remote)
+        self.0.get(remote).map(|s| &s.written)
     }
 
     pub fn get_mut(&mut self, remote: &Key) -> Option<&mut Written> {
-        self.0.get_mut(remote)
+        self.0.get_mut(remote).map(|s| &mut s.written)
     }
 
     pub fn entry(&mut self, remote: Key) -> &mut Written {
+        &mut self.state(remote).written
+    }
+
+    /// Everything kept about `remote`.
+    pub fn state(&mut self, remote: Key) -> &mut KeyState {
         self.0.entry(remote).or_default()
     }
 
+    /// How the mirror of `remote` stands.
+    pub fn outcome(&self, remote: &Key) -> &Outcome {
+        const PENDING: &Outcome = &Outcome::Pending;
+        self.0.get(remote).map_or(PENDING, |s| &s.outcome)
+    }
+
+    /// Forgets what was written for `remote`: it is written again.
     pub fn remove(&mut self, remote: &Key) {
+        if let Some(s) = self.0.get_mut(remote) {
+            s.written = Written::default();
+        }
+    }
+
+    /// Drops everything about `remote` (its Service is gone).
+    pub fn forget(&mut self, remote: &Key) {
         self.0.remove(remote);
     }
 
-    /// Forgets everything (a periodic resync, a new spec): every mirror is
-    /// written again on its next pass.
+    /// Forgets what was written (a periodic resync, a new spec): every
+    /// mirror is written again on its next pass.
     pub fn clear(&mut self) {
+        for s in self.0.values_mut() {
+            s.written = Written::default();
+        }
+    }
+
+    /// Drops everything (the Link went).
+    pub fn reset(&mut self) {
         self.0.clear();
+    }
+
+    /// How many remote Services are kept: for tests that nothing leaks.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// A full list of this Link's mirror Services: forgets those written
@@ -62,7 +109,8 @@ impl Record {
             .filter_map(|s| Some((Key::of(&s.metadata)?, s)))
             .collect();
         let mut repair = vec![];
-        for (remote, w) in &mut self.0 {
+        for (remote, state) in &mut self.0 {
+            let w = &mut state.written;
             let Some(desired) = &w.service else { continue };
             let Some(local) = Key::of(&desired.metadata) else {
                 continue;
@@ -95,7 +143,8 @@ impl Record {
             .filter_map(|s| Some((Key::of(&s.metadata)?, s)))
             .collect();
         let mut repair = vec![];
-        for (remote, w) in &mut self.0 {
+        for (remote, state) in &mut self.0 {
+            let w = &mut state.written;
             let Some(desired) = &w.slice else { continue };
             let Some(local) = Key::of(&desired.metadata) else {
                 continue;
@@ -213,9 +262,20 @@ mod tests {
         );
         assert!(r.get(&Key::new("ns", "a")).unwrap().slice.is_some());
         r.clear();
+        let a = r.get(&Key::new("ns", "a")).unwrap();
         assert!(
-            r.get(&Key::new("ns", "a")).is_none(),
-            "a resync forgets all"
+            a.service.is_none() && a.slice.is_none() && a.uid.is_none(),
+            "a resync forgets all that was written"
         );
+        r.state(Key::new("ns", "a")).outcome = Outcome::Mirrored;
+        r.clear();
+        assert_eq!(
+            r.outcome(&Key::new("ns", "a")),
+            &Outcome::Mirrored,
+            "and keeps how the mirrors stand"
+        );
+        r.forget(&Key::new("ns", "a"));
+        assert_eq!(r.outcome(&Key::new("ns", "a")), &Outcome::Pending);
+        assert_eq!(r.len(), 3);
     }
 }

@@ -118,16 +118,6 @@ pub fn status_code(e: &kube::Error) -> Option<u16> {
     }
 }
 
-/// The same, for a watcher's error.
-pub fn watch_status_code(e: &kube::runtime::watcher::Error) -> Option<u16> {
-    use kube::runtime::watcher::Error as W;
-    match e {
-        W::InitialListFailed(e) | W::WatchStartFailed(e) | W::WatchFailed(e) => status_code(e),
-        W::WatchError(s) => Some(s.code),
-        W::NoResourceVersion => None,
-    }
-}
-
 /// The condition reason for an error of the linked cluster.
 pub fn unreachable_reason(code: Option<u16>) -> &'static str {
     match code {

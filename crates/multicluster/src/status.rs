@@ -33,9 +33,10 @@ pub enum Remote {
 }
 
 /// How the mirror of one remote Service stands.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Outcome {
     /// Not written yet.
+    #[default]
     Pending,
     Mirrored,
     Invalid(String),
