@@ -6,6 +6,10 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod link;
+
+pub use link::{InvalidLink, LinkConfig, ProbeConfig};
+
 pub const GROUP: &str = "multicluster.tandem.io";
 pub const CRD_NAME: &str = "links.multicluster.tandem.io";
 

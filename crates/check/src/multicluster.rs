@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::{Api, Client, api::ListParams};
 use tandem_api::multicluster::{
-    CLUSTER_NAME_LABEL, CREDENTIALS_KEY, CredentialsRefused, Link, LinkStatus,
+    CLUSTER_NAME_LABEL, CREDENTIALS_KEY, CredentialsRefused, Link, LinkConfig, LinkStatus,
     MIRRORED_SERVICE_LABEL, remote_access,
 };
 use tandem_install::core::{TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY};
@@ -74,9 +74,13 @@ fn link_name(link: &Link) -> String {
 /// so that `check` never calls valid a Link the mirror refuses.
 fn link_validity(link: &Link) -> CheckResult {
     let what = format!("Link {} is valid", link_name(link));
-    match tandem_multicluster::LinkConfig::from_link(link) {
+    match LinkConfig::from_link(link) {
         Ok(_) => CheckResult::ok(what),
-        Err(problems) => CheckResult::fail(what, problems, "fix the Link's spec, or link again"),
+        Err(invalid) => CheckResult::fail(
+            what,
+            invalid.to_string(),
+            "fix the Link's spec, or link again",
+        ),
     }
 }
 

@@ -1,18 +1,18 @@
 //! What a mirror looks like: pure functions from a remote Service and a Link
-//! to the local Service and EndpointSlice, and the Link's spec checked into a
-//! typed [`LinkConfig`]. No client, no clock.
+//! to the local Service and EndpointSlice. No client, no clock. The Link's
+//! spec is checked by [`LinkConfig`], which `tandem-api` owns.
 
-use std::{collections::BTreeMap, net::IpAddr, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use k8s_openapi::{
     api::{
         core::v1::{Service, ServicePort, ServiceSpec},
         discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice},
     },
-    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
+    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
 use tandem_api::multicluster::{
-    CLUSTER_NAME_LABEL, EXPORT_LABEL, Link, MIRROR_MANAGED_BY, MIRRORED_SERVICE_LABEL,
+    CLUSTER_NAME_LABEL, Link, MIRROR_MANAGED_BY, MIRRORED_SERVICE_LABEL,
     REMOTE_GATEWAY_IDENTITY_ANNOTATION, REMOTE_SVC_FQ_NAME_ANNOTATION,
 };
 
@@ -28,8 +28,9 @@ pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 /// Copied to a mirror it would make `kubectl apply` diff against the other
 /// cluster's object; never copied.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-/// Service names are DNS-1035 labels.
-const MAX_NAME: usize = 63;
+pub use tandem_api::multicluster::link::{
+    InvalidLink, LinkConfig, MAX_NAME, ProbeConfig, link_selector,
+};
 
 /// `<svc>-<cluster>`.
 pub fn mirror_name(svc: &str, cluster: &str) -> String {
@@ -48,74 +49,6 @@ pub fn excluded(key: &str, patterns: &[String]) -> bool {
         Some(prefix) if prefix.ends_with('/') => key.starts_with(prefix),
         _ => key == p,
     })
-}
-
-/// The label selector of the remote Service watch: the Link's, or
-/// `mirror.linkerd.io/exported=true` when it has none. An empty selector
-/// matches nothing, as in linkerd, and so does an invalid one (which
-/// [`LinkConfig::from_link`] reports).
-pub fn link_selector(link: &Link) -> String {
-    match &link.spec.selector {
-        None => format!("{EXPORT_LABEL}=true"),
-        Some(s) => selector_string(s).unwrap_or_else(|_| nothing_selector()),
-    }
-}
-
-/// A selector no object matches.
-fn nothing_selector() -> String {
-    format!("{EXPORT_LABEL},!{EXPORT_LABEL}")
-}
-
-/// A LabelSelector in the string syntax of list and watch calls.
-fn selector_string(s: &LabelSelector) -> Result<String, String> {
-    let mut parts = vec![];
-    for (k, v) in s.match_labels.iter().flatten() {
-        parts.push(format!("{k}={v}"));
-    }
-    for e in s.match_expressions.iter().flatten() {
-        let values = e.values.clone().unwrap_or_default();
-        let need_values = |op: &str| {
-            if values.is_empty() {
-                Err(format!(
-                    "selector: operator {op} on {:?} needs values",
-                    e.key
-                ))
-            } else {
-                Ok(values.join(","))
-            }
-        };
-        let no_values = |op: &str| {
-            if values.is_empty() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "selector: operator {op} on {:?} takes no values",
-                    e.key
-                ))
-            }
-        };
-        match e.operator.as_str() {
-            "In" => parts.push(format!("{} in ({})", e.key, need_values("In")?)),
-            "NotIn" => parts.push(format!("{} notin ({})", e.key, need_values("NotIn")?)),
-            "Exists" => {
-                no_values("Exists")?;
-                parts.push(e.key.clone());
-            }
-            "DoesNotExist" => {
-                no_values("DoesNotExist")?;
-                parts.push(format!("!{}", e.key));
-            }
-            other => {
-                return Err(format!(
-                    "selector: unknown operator {other:?} (use In, NotIn, Exists or DoesNotExist)"
-                ));
-            }
-        }
-    }
-    if parts.is_empty() {
-        return Ok(nothing_selector());
-    }
-    Ok(parts.join(","))
 }
 
 /// The value of [`LINK_LABEL`] for the Link `namespace/name`:
@@ -149,123 +82,6 @@ pub fn link_label(link: &Link) -> String {
         link.metadata.namespace.as_deref().unwrap_or_default(),
         link.metadata.name.as_deref().unwrap_or_default(),
     )
-}
-
-/// The Link's spec, checked: what the service mirror runs with.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LinkConfig {
-    pub cluster: String,
-    pub domain: String,
-    pub credentials_secret: String,
-    /// The gateway's addresses as written: IPs and hostnames.
-    pub gateway_addresses: Vec<String>,
-    pub gateway_port: u16,
-    pub gateway_identity: String,
-    pub probe: ProbeConfig,
-    pub selector: String,
-    pub excluded_labels: Vec<String>,
-    pub excluded_annotations: Vec<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProbeConfig {
-    pub path: String,
-    pub port: u16,
-    pub period: Duration,
-    pub timeout: Duration,
-    pub failure_threshold: u32,
-}
-
-impl LinkConfig {
-    /// Checks a Link's spec; the error lists every problem, for the Link's
-    /// condition.
-    pub fn from_link(link: &Link) -> Result<Self, String> {
-        let s = &link.spec;
-        let mut errors = vec![];
-        if s.target_cluster_name.is_empty() {
-            errors.push("targetClusterName is empty".to_string());
-        } else if !is_dns_label(&s.target_cluster_name) {
-            errors.push(format!(
-                "targetClusterName {:?} is not a DNS label (lowercase letters, digits and '-')",
-                s.target_cluster_name
-            ));
-        }
-        if s.cluster_credentials_secret.is_empty() {
-            errors.push("clusterCredentialsSecret is empty".to_string());
-        }
-        let gateway_addresses: Vec<String> = s
-            .gateway_address
-            .split(',')
-            .map(|a| a.trim().to_string())
-            .filter(|a| !a.is_empty())
-            .collect();
-        if gateway_addresses.is_empty() {
-            errors.push("gatewayAddress is empty".to_string());
-        }
-        if s.gateway_port == 0 {
-            errors.push("gatewayPort is 0".to_string());
-        }
-        let p = &s.probe_spec;
-        if p.port == 0 {
-            errors.push("probeSpec.port is 0".to_string());
-        }
-        if !p.path.starts_with('/') {
-            errors.push(format!(
-                "probeSpec.path {:?} does not start with '/'",
-                p.path
-            ));
-        }
-        let mut duration = |field: &str, v: &str| match tandem_core::failover::parse_duration(v) {
-            Ok(d) if d.is_zero() => {
-                errors.push(format!("probeSpec.{field} {v:?} is zero"));
-                None
-            }
-            Ok(d) => Some(d),
-            Err(e) => {
-                errors.push(format!("probeSpec.{field} {v:?}: {e}"));
-                None
-            }
-        };
-        let period = duration("period", &p.period);
-        let timeout = duration("timeout", &p.timeout);
-        if p.failure_threshold == 0 {
-            errors.push("probeSpec.failureThreshold is 0".to_string());
-        }
-        let selector = match &s.selector {
-            None => Ok(link_selector(link)),
-            Some(sel) => selector_string(sel),
-        };
-        let selector = selector.map_err(|e| errors.push(e)).ok();
-        match (period, timeout, selector) {
-            (Some(period), Some(timeout), Some(selector)) if errors.is_empty() => Ok(Self {
-                cluster: s.target_cluster_name.clone(),
-                domain: s.target_cluster_domain.clone(),
-                credentials_secret: s.cluster_credentials_secret.clone(),
-                gateway_addresses,
-                gateway_port: s.gateway_port,
-                gateway_identity: s.gateway_identity.clone(),
-                probe: ProbeConfig {
-                    path: p.path.clone(),
-                    port: p.port,
-                    period,
-                    timeout,
-                    failure_threshold: p.failure_threshold,
-                },
-                selector,
-                excluded_labels: s.excluded_labels.clone(),
-                excluded_annotations: s.excluded_annotations.clone(),
-            }),
-            _ => Err(errors.join("; ")),
-        }
-    }
-}
-
-fn is_dns_label(s: &str) -> bool {
-    s.len() <= MAX_NAME
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 /// The labels and annotations to copy: all but `mirror.linkerd.io/*` and

@@ -188,7 +188,11 @@ impl Controller {
         self.link.link = link;
         if spec != self.link.spec {
             self.link.spec = spec;
-            self.link.config = self.link.link.as_ref().map(LinkConfig::from_link);
+            self.link.config = self
+                .link
+                .link
+                .as_ref()
+                .map(|l| LinkConfig::from_link(l).map_err(|e| e.to_string()));
             if let Some(Err(e)) = &self.link.config {
                 tracing::warn!(error = %e, "the Link's spec is invalid; mirrors are left as they are");
             }
