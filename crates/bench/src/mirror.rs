@@ -86,8 +86,8 @@ const PROBES: &str = "tandem_mirror_gateway_probes_total";
 const GATEWAY_ALIVE: &str = "tandem_mirror_gateway_alive";
 const MIRRORED: &str = "tandem_mirror_mirrored_services";
 const CLI_TIMEOUT: Duration = Duration::from_secs(120);
-const MIRRORING_TARGET: Duration = Duration::from_secs(10);
-const FLIP_TARGET_MS: f64 = 500.0;
+const MIRRORING_TARGET: Duration = Duration::from_secs(3);
+const FLIP_TARGET_MS: f64 = 50.0;
 /// A flip this slow is reported as it happens.
 const SLOW_FLIP: Duration = Duration::from_millis(50);
 
@@ -363,10 +363,15 @@ pub async fn run(mut args: Args) -> Result<()> {
         after_mirroring.describe()
     ));
 
-    // === flips ===
+    // === flips, with the Link's status written meanwhile ===
+    let status_writes = StatusWrites::watch(&local, args.cluster());
     let before = mirror.metrics().await?;
     let flips = flip(&p, &slices, &mut watch, &mut mirror, &args).await?;
     let after = mirror.metrics().await?;
+    let status_writes = status_writes.count();
+    p.say(format_args!(
+        "the Link's status was written {status_writes} time(s) during the flips (heartbeat included)"
+    ));
     let flip_writes =
         stats::series_total(&after, WRITES, &[]) - stats::series_total(&before, WRITES, &[]);
     let flip_write_errors = stats::series_total(&after, WRITE_ERRORS, &[])
@@ -400,6 +405,7 @@ pub async fn run(mut args: Args) -> Result<()> {
         flips,
         flip_writes,
         flip_write_errors,
+        status_writes,
         watch_errors,
         mirrored_gauge,
         after_mirroring,
@@ -958,6 +964,45 @@ impl Drop for SliceWatch {
 
 // === flips ===
 
+/// Counts the Link's status writes (each stamps a new heartbeat time) while
+/// it lives, so that the flips are known to be measured with the status
+/// writer running.
+struct StatusWrites {
+    count: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl StatusWrites {
+    fn watch(local: &Client, cluster: &str) -> Self {
+        let links: Api<DynamicObject> =
+            Api::namespaced_with(local.clone(), MC_NAMESPACE, &link_api());
+        let config = watcher::Config::default().fields(&format!("metadata.name={cluster}"));
+        let count = Arc::new(AtomicUsize::new(0));
+        let counted = count.clone();
+        let task = tokio::spawn(async move {
+            let mut events = watcher::watcher(links, config).default_backoff().boxed();
+            let mut last: Option<Value> = None;
+            while let Some(event) = events.next().await {
+                let (Ok(Event::Apply(l)) | Ok(Event::InitApply(l))) = event else {
+                    continue;
+                };
+                let beat = l.data["status"]["lastHeartbeatTime"].clone();
+                if last.as_ref().is_some_and(|b| *b != beat) {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }
+                last = Some(beat);
+            }
+        });
+        Self { count, task }
+    }
+
+    /// How many writes were seen; the watch stops.
+    fn count(self) -> usize {
+        self.task.abort();
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
 /// Each flip: from the remote patch sent, and acknowledged, to the mirror
 /// slice's flip seen.
 #[derive(Debug, Default)]
@@ -1161,6 +1206,8 @@ struct Report<'a> {
     flips: Flips,
     flip_writes: f64,
     flip_write_errors: f64,
+    /// The Link's status writes seen during the flips.
+    status_writes: usize,
     watch_errors: usize,
     mirrored_gauge: f64,
     after_mirroring: Memory,
@@ -1176,8 +1223,10 @@ impl Report<'_> {
         Summary::of(samples).map_or(Value::Null, |s| s.to_json())
     }
 
+    /// The p99 target, measured while the status was written (else the
+    /// measure does not count).
     fn flips_met(&self) -> Option<bool> {
-        Summary::of(&self.flips.from_ack).map(|s| s.p99 < FLIP_TARGET_MS)
+        Summary::of(&self.flips.from_ack).map(|s| s.p99 < FLIP_TARGET_MS && self.status_writes > 0)
     }
 
     fn to_json(&self) -> Value {
@@ -1223,6 +1272,7 @@ impl Report<'_> {
                 "to_ready": Self::summary(&self.flips.ready),
                 "mirror_writes": self.flip_writes,
                 "mirror_write_errors": self.flip_write_errors,
+                "link_status_writes": self.status_writes,
                 "watch_errors": self.watch_errors,
             },
             "rss": {
@@ -1232,7 +1282,7 @@ impl Report<'_> {
             "mirrored_services_gauge": self.mirrored_gauge,
             "targets": {
                 "mirroring_under_10s": m.met(),
-                "readiness_p99_under_500ms": self.flips_met(),
+                "readiness_p99_under_50ms_with_status_writes": self.flips_met(),
             },
         })
     }
@@ -1304,8 +1354,12 @@ impl Report<'_> {
                 fmt(Summary::of(&self.flips.patch))
             ),
             format!(
-                "  mirror writes during the flips: {} ({} errors); flips seen before the patch answer: {}; watch errors: {}",
-                self.flip_writes, self.flip_write_errors, self.flips.before_ack, self.watch_errors
+                "  mirror writes during the flips: {} ({} errors); Link status writes meanwhile: {}; flips seen before the patch answer: {}; watch errors: {}",
+                self.flip_writes,
+                self.flip_write_errors,
+                self.status_writes,
+                self.flips.before_ack,
+                self.watch_errors
             ),
             format!(
                 "RSS:       after mirroring: {}",
@@ -1316,7 +1370,7 @@ impl Report<'_> {
                 self.after_flips.describe()
             ),
             format!(
-                "targets:   {n} mirrored in < 10 s: {} ({:.2} s); readiness p99 < 500 ms: {}",
+                "targets:   {n} mirrored in < 3 s: {} ({:.2} s); readiness p99 < 50 ms with the status written meanwhile: {}",
                 yes(Some(m.met())),
                 m.since_first_label().as_secs_f64(),
                 yes(self.flips_met())
