@@ -232,6 +232,16 @@ pub async fn run(mut args: Args) -> Result<()> {
     // === the remote services, not exported yet ===
     create_namespace(&local, ns).await?;
     create_namespace(&remote, ns).await?;
+    // A testbed cluster's own service range is a /24: too small for 1,000
+    // Services and as many mirrors.
+    for (client, context) in [
+        (&local, &args.local_context),
+        (&remote, &args.remote_context),
+    ] {
+        widen_service_range(client)
+            .await
+            .with_context(|| format!("widening the service range of {context}"))?;
+    }
     let services: Api<Service> = Api::namespaced(remote.clone(), ns);
     let slices: Api<EndpointSlice> = Api::namespaced(remote.clone(), ns);
     let n = args.services;
@@ -651,6 +661,54 @@ async fn kube_url(kubeconfig: &Path, context: &str) -> Result<String> {
         .to_string()
         .trim_end_matches('/')
         .to_string())
+}
+
+/// An extra service range for the benchmark's Services.
+const BENCH_SERVICE_CIDR: &str = "198.19.160.0/20";
+
+/// Adds [`BENCH_SERVICE_CIDR`] as a ServiceCIDR and waits until it is ready.
+async fn widen_service_range(client: &Client) -> Result<()> {
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "networking.k8s.io",
+        "v1",
+        "ServiceCIDR",
+    ));
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let object = json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "ServiceCIDR",
+        "metadata": {"name": "tandem-bench"},
+        "spec": {"cidrs": [BENCH_SERVICE_CIDR]},
+    });
+    timeout(
+        REQUEST_TIMEOUT,
+        api.patch(
+            "tandem-bench",
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(&object),
+        ),
+    )
+    .await
+    .context("timed out")??;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = timeout(REQUEST_TIMEOUT, api.get("tandem-bench"))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|o| o.data["status"]["conditions"].as_array().cloned())
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("the ServiceCIDR {BENCH_SERVICE_CIDR} is not ready after 30 s");
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn link_api() -> ApiResource {

@@ -296,10 +296,10 @@ impl State {
         if report.forget {
             self.record.remove(&key);
         }
-        if let Some((desired, uid)) = report.service {
+        if let Some(written) = report.service {
             let w = self.record.entry(key.clone());
-            w.service = Some(desired);
-            w.uid = uid;
+            w.service = Some(written.desired);
+            w.uid = written.uid;
         }
         if let Some(slice) = report.slice {
             self.record.entry(key.clone()).slice = Some(slice);

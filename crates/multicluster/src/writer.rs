@@ -96,11 +96,17 @@ pub struct MirrorWork {
     pub previous: Outcome,
 }
 
+/// A mirror Service written: as desired, and the uid of what was written.
+#[derive(Debug)]
+pub struct ServiceWritten {
+    pub desired: Service,
+    pub uid: Option<String>,
+}
+
 /// What a job did.
 #[derive(Debug)]
 pub struct Report {
-    /// The Service written, and its uid.
-    pub service: Option<(Service, Option<String>)>,
+    pub service: Option<ServiceWritten>,
     pub slice: Option<EndpointSlice>,
     /// What was written for it is void (a failed write, a deleted mirror).
     pub forget: bool,
@@ -189,7 +195,10 @@ impl Writer {
             match res {
                 Ok(applied) => {
                     uid = applied.metadata.uid.clone();
-                    report.service = Some((m.desired.clone(), uid.clone()));
+                    report.service = Some(ServiceWritten {
+                        desired: m.desired.clone(),
+                        uid: uid.clone(),
+                    });
                     tracing::info!("mirror service written");
                 }
                 Err(outcome) => {

@@ -123,27 +123,25 @@ impl Controller {
 
     fn handle_remote(&mut self, m: SessionMsg, now: Instant) {
         let cluster = self.cluster().to_string();
-        let (watch, failed) = match &m {
-            SessionMsg::Services(Update::Failed(e)) => (RemoteWatch::Services, Some(e.clone())),
-            SessionMsg::Slices(Update::Failed(e)) => (RemoteWatch::Slices, Some(e.clone())),
-            SessionMsg::Services(_) => (RemoteWatch::Services, None),
-            SessionMsg::Slices(_) => (RemoteWatch::Slices, None),
-            SessionMsg::Health(_) => (RemoteWatch::Services, None),
-        };
-        match m {
+        let (watch, failed) = match m {
             SessionMsg::Health(res) => {
                 let remote = self.health.checked(res, &cluster, now);
-                self.set_remote(remote);
-                return;
+                return self.set_remote(remote);
             }
             SessionMsg::Services(u) => {
                 if let Update::Listed(list) = &u {
                     tracing::info!(%cluster, services = list.len(), "remote services listed");
                 }
-                self.state.remote_services(u, now)
+                let failed = failure(&u);
+                self.state.remote_services(u, now);
+                (RemoteWatch::Services, failed)
             }
-            SessionMsg::Slices(u) => self.state.remote_slices(u, now),
-        }
+            SessionMsg::Slices(u) => {
+                let failed = failure(&u);
+                self.state.remote_slices(u, now);
+                (RemoteWatch::Slices, failed)
+            }
+        };
         let remote = match failed {
             Some(e) => self.health.watch_failed(watch, e, &cluster, now),
             None => self.health.watch_ok(watch),
@@ -249,6 +247,14 @@ impl Controller {
 
     fn status_soon(&mut self) {
         self.status_at = self.status_at.min(Instant::now() + STATUS_SOON);
+    }
+}
+
+/// A watch's failure, if it is one.
+fn failure<T>(u: &Update<T>) -> Option<tandem_runtime::watch::WatchError> {
+    match u {
+        Update::Failed(e) => Some(e.clone()),
+        _ => None,
     }
 }
 

@@ -84,7 +84,10 @@ fn wrote(job: &Job, uid: &str) -> Report {
     owner.metadata.uid = Some(uid.into());
     let e = m.endpoints.as_ref().unwrap();
     Report {
-        service: Some((m.desired.clone(), Some(uid.into()))),
+        service: Some(crate::writer::ServiceWritten {
+            desired: m.desired.clone(),
+            uid: Some(uid.into()),
+        }),
         slice: Some(mirror_slice(
             &owner,
             &m.link,
