@@ -1339,7 +1339,7 @@ impl Report<'_> {
             },
             "mirrored_services_gauge": self.mirrored_gauge,
             "targets": {
-                "mirroring_under_10s": m.met(),
+                "mirroring_under_3s": m.met(),
                 "readiness_p99_under_50ms_with_status_writes": self.flips_met(),
             },
         })

@@ -58,7 +58,7 @@ use crate::{
 pub const FIELD_MANAGER: &str = "tandem-service-mirror";
 
 /// How many mirrors are written at once.
-pub const WRITE_CONCURRENCY: usize = 16;
+pub const WRITE_CONCURRENCY: usize = 32;
 
 /// How a service mirror runs.
 #[derive(Clone, Debug)]

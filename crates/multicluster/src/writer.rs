@@ -184,6 +184,7 @@ impl Writer {
     async fn mirror(&self, m: MirrorWork) -> Report {
         let mut report = Report::new(End::Mirrored);
         let mut uid = m.written_uid.clone();
+        let mut written = None;
         // A new mirror is created, so that an object of its name (a
         // user's) makes the write fail and is left alone; a known one is
         // applied with its uid as a precondition.
@@ -200,6 +201,7 @@ impl Writer {
                         uid: uid.clone(),
                     });
                     tracing::info!("mirror service written");
+                    written = Some(applied);
                 }
                 Err(outcome) => {
                     if let Outcome::NameTaken(note) = &outcome
@@ -217,33 +219,45 @@ impl Writer {
                 }
             }
         }
-        // Then its slice, once the gateway's addresses and liveness are
-        // known: until then whatever endpoints there are stay.
-        if let Some(e) = &m.endpoints {
+        // Then its slice (it needs the Service's uid), once the gateway's
+        // addresses and liveness are known: until then whatever endpoints
+        // there are stay. A created Service's fields are taken as applied
+        // meanwhile.
+        let own = async {
+            if let Some(created) = &written {
+                self.own_fields(created).await;
+            }
+        };
+        let slice = async {
+            let e = m.endpoints.as_ref()?;
             let mut owner = m.desired.clone();
             owner.metadata.uid = uid;
             let ready = e.remote_ready && e.alive;
             let slice = mirror_slice(&owner, &m.link, &e.ips, ready);
-            if m.written_slice.as_ref() != Some(&slice) {
-                match self.apply_slice(&slice).await {
-                    Ok(()) => {
-                        tracing::info!(
-                            ready,
-                            remote_ready = e.remote_ready,
-                            gateway_alive = e.alive,
-                            endpoints = slice.endpoints.len(),
-                            "mirror endpoints written"
-                        );
-                        report.slice = Some(slice);
-                    }
-                    Err(outcome) => {
-                        report.end = End::Failed {
-                            outcome,
-                            at_least: Duration::ZERO,
-                        };
-                    }
+            if m.written_slice.as_ref() == Some(&slice) {
+                return None;
+            }
+            let res = self.apply_slice(&slice).await;
+            if res.is_ok() {
+                tracing::info!(
+                    ready,
+                    remote_ready = e.remote_ready,
+                    gateway_alive = e.alive,
+                    endpoints = slice.endpoints.len(),
+                    "mirror endpoints written"
+                );
+            }
+            Some(res.map(|()| slice))
+        };
+        match tokio::join!(slice, own).0 {
+            Some(Ok(slice)) => report.slice = Some(slice),
+            Some(Err(outcome)) => {
+                report.end = End::Failed {
+                    outcome,
+                    at_least: Duration::ZERO,
                 }
             }
+            None => {}
         }
         report
     }
@@ -262,10 +276,7 @@ impl Writer {
         loop {
             self.metrics.writes.inc();
             let e = match call("creating the mirror Service", api.create(&params, desired)).await {
-                Ok(created) => {
-                    self.own_fields(&api, &created).await;
-                    return Ok(created);
-                }
+                Ok(created) => return Ok(created),
                 Err(e) => e,
             };
             if e.code() == Some(409) {
@@ -326,10 +337,11 @@ impl Writer {
     /// so that a later apply that leaves one out removes it (fields of an
     /// update would stay, owned by the create). Best effort: a failure
     /// leaves only fields that a later remote change may not remove.
-    async fn own_fields(&self, api: &Api<Service>, created: &Service) {
-        let Some(uid) = &created.metadata.uid else {
+    async fn own_fields(&self, created: &Service) {
+        let (Some(uid), Some(ns)) = (&created.metadata.uid, &created.metadata.namespace) else {
             return;
         };
+        let api: Api<Service> = Api::namespaced(self.local.clone(), ns);
         let mut fields = created.metadata.managed_fields.clone().unwrap_or_default();
         let mut changed = false;
         for f in &mut fields {
