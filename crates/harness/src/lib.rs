@@ -9,6 +9,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod mirror;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
