@@ -80,6 +80,22 @@ pub(super) const PAUSE_BUILD: CBuild = CBuild {
     version_line: "TAG ?= ",
 };
 
+/// What most units share: a Go build of Kubernetes' kind, without cgo, with
+/// Kubernetes' tags and version stamp, and no bundle, copies, C or patch.
+const GO_UNIT: Module = Module {
+    dir: "",
+    group: Group::ControlPlane,
+    files: &[],
+    builds: &[],
+    bundle: None,
+    copies: &[],
+    c_builds: &[],
+    tags: KUBE_TAGS,
+    env: NO_CGO,
+    stamp: Stamp::Kubernetes,
+    patch: None,
+};
+
 pub(super) const MODULES: &[Module] = &[
     Module {
         dir: "kube",
@@ -93,13 +109,8 @@ pub(super) const MODULES: &[Module] = &[
             ),
             ("k8s.io/kubernetes/cmd/kube-scheduler", "kube-scheduler"),
         ],
-        bundle: None,
-        copies: &[],
-        c_builds: &[],
-        tags: KUBE_TAGS,
-        env: NO_CGO,
-        stamp: Stamp::Kubernetes,
         patch: Some(&ENDPOINT_IP_PATCH),
+        ..GO_UNIT
     },
     Module {
         dir: "etcd",
@@ -110,13 +121,7 @@ pub(super) const MODULES: &[Module] = &[
             ("main.go", include_str!("../../../../tools/etcd/main.go")),
         ],
         builds: &[(".", "etcd")],
-        bundle: None,
-        copies: &[],
-        c_builds: &[],
-        tags: KUBE_TAGS,
-        env: NO_CGO,
-        stamp: Stamp::Kubernetes,
-        patch: None,
+        ..GO_UNIT
     },
     Module {
         dir: "kwok",
@@ -127,13 +132,7 @@ pub(super) const MODULES: &[Module] = &[
             ("tools.go", include_str!("../../../../tools/kwok/tools.go")),
         ],
         builds: &[("sigs.k8s.io/kwok/cmd/kwok", "kwok")],
-        bundle: None,
-        copies: &[],
-        c_builds: &[],
-        tags: KUBE_TAGS,
-        env: NO_CGO,
-        stamp: Stamp::Kubernetes,
-        patch: None,
+        ..GO_UNIT
     },
     Module {
         dir: "helm",
@@ -143,13 +142,7 @@ pub(super) const MODULES: &[Module] = &[
             ("go.sum", include_str!("../../../../tools/helm/go.sum")),
         ],
         builds: &[("helm.sh/helm/v3/cmd/helm", HELM)],
-        bundle: None,
-        copies: &[],
-        c_builds: &[],
-        tags: KUBE_TAGS,
-        env: NO_CGO,
-        stamp: Stamp::Kubernetes,
-        patch: None,
+        ..GO_UNIT
     },
     Module {
         dir: "gateway-api",
@@ -165,17 +158,13 @@ pub(super) const MODULES: &[Module] = &[
             ),
         ],
         builds: &[],
-        bundle: None,
         copies: &[(
             "sigs.k8s.io/gateway-api",
             "config/crd/standard",
             GATEWAY_API_CRDS,
         )],
-        c_builds: &[],
         tags: "",
-        env: NO_CGO,
-        stamp: Stamp::Kubernetes,
-        patch: None,
+        ..GO_UNIT
     },
     // The node group. kubelet and kube-proxy come from the control plane's
     // Kubernetes release (a test checks that), in a module of their own so
@@ -195,13 +184,7 @@ pub(super) const MODULES: &[Module] = &[
             ("k8s.io/kubernetes/cmd/kubelet", KUBELET),
             ("k8s.io/kubernetes/cmd/kube-proxy", KUBE_PROXY),
         ],
-        bundle: None,
-        copies: &[],
-        c_builds: &[],
-        tags: KUBE_TAGS,
-        env: NO_CGO,
-        stamp: Stamp::Kubernetes,
-        patch: None,
+        ..GO_UNIT
     },
     Module {
         dir: "containerd",
@@ -231,18 +214,14 @@ pub(super) const MODULES: &[Module] = &[
             ),
             ("github.com/containerd/containerd/v2/cmd/ctr", CTR),
         ],
-        bundle: None,
-        copies: &[],
-        c_builds: &[],
         // BUILDING.md: only btrfs needs cgo; devmapper and zfs are not
         // wanted. urfave_cli_no_docs is upstream's default (Makefile).
         tags: "no_btrfs,no_devmapper,no_zfs,urfave_cli_no_docs",
-        env: NO_CGO,
         stamp: Stamp::Var {
             module: "github.com/containerd/containerd/v2",
             var: "github.com/containerd/containerd/v2/version.Version",
         },
-        patch: None,
+        ..GO_UNIT
     },
     Module {
         dir: "cni",
@@ -271,15 +250,12 @@ pub(super) const MODULES: &[Module] = &[
             ),
         ],
         bundle: Some(CNI_BIN),
-        copies: &[],
-        c_builds: &[],
         tags: "",
-        env: NO_CGO,
         stamp: Stamp::Var {
             module: "github.com/containernetworking/plugins",
             var: "github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion",
         },
-        patch: None,
+        ..GO_UNIT
     },
     Module {
         dir: "coredns",
@@ -290,17 +266,13 @@ pub(super) const MODULES: &[Module] = &[
             ("main.go", include_str!("../../../../tools/coredns/main.go")),
         ],
         builds: &[(".", COREDNS)],
-        bundle: None,
-        copies: &[],
-        c_builds: &[],
         tags: "",
-        env: NO_CGO,
         // Upstream stamps `git describe`, which is the tag for a release.
         stamp: Stamp::Var {
             module: "github.com/coredns/coredns",
             var: "github.com/coredns/coredns/coremain.GitCommit",
         },
-        patch: None,
+        ..GO_UNIT
     },
     // pause is C. Its source comes from the kubelet's module, through a
     // copy of that module's requirements.
@@ -309,13 +281,10 @@ pub(super) const MODULES: &[Module] = &[
         group: Group::Node,
         files: &[("go.mod", KUBELET_GO_MOD), ("go.sum", KUBELET_GO_SUM)],
         builds: &[],
-        bundle: None,
-        copies: &[],
         c_builds: &[PAUSE_BUILD],
         tags: "",
         env: &[],
-        stamp: Stamp::Kubernetes,
-        patch: None,
+        ..GO_UNIT
     },
 ];
 
