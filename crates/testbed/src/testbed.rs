@@ -12,7 +12,6 @@ use k8s_openapi::api::core::v1::{Node, ServiceAccount};
 use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
 };
 use serde::{Deserialize, Serialize};
 
@@ -725,12 +724,8 @@ fn cluster_err(cluster: &str, e: impl std::fmt::Display) -> Error {
 
 /// The admin's client configuration for `cluster` (or the current context).
 async fn admin_config(kubeconfig: &Path, cluster: &str) -> Result<kube::Config, Error> {
-    let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| cluster_err(cluster, e))?;
-    let opts = KubeConfigOptions {
-        context: (!cluster.is_empty()).then(|| cluster.to_string()),
-        ..Default::default()
-    };
-    let mut config = kube::Config::from_custom_kubeconfig(kc, &opts)
+    let context = (!cluster.is_empty()).then_some(cluster);
+    let mut config = tandem_util::client::config_from_file(kubeconfig, context)
         .await
         .map_err(|e| cluster_err(cluster, e))?;
     config.connect_timeout = Some(Duration::from_secs(2));
