@@ -9,6 +9,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod certificate;
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
