@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod certificate;
+pub mod cli;
 
 use std::{
     path::{Path, PathBuf},
