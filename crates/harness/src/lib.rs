@@ -13,6 +13,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod certificate;
+pub mod cli;
 mod env;
 pub mod http;
 mod kubectl;

@@ -6,10 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kube::{
-    Client,
-    config::{KubeConfigOptions, Kubeconfig},
-};
+use kube::Client;
 
 use super::{
     Testbed,
@@ -95,12 +92,8 @@ pub(super) fn cluster_err(cluster: &str, e: impl std::fmt::Display) -> Error {
 
 /// The admin's client configuration for `cluster` (or the current context).
 pub(super) async fn admin_config(kubeconfig: &Path, cluster: &str) -> Result<kube::Config, Error> {
-    let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| cluster_err(cluster, e))?;
-    let opts = KubeConfigOptions {
-        context: (!cluster.is_empty()).then(|| cluster.to_string()),
-        ..Default::default()
-    };
-    let mut config = kube::Config::from_custom_kubeconfig(kc, &opts)
+    let context = (!cluster.is_empty()).then_some(cluster);
+    let mut config = tandem_util::client::config_from_file(kubeconfig, context)
         .await
         .map_err(|e| cluster_err(cluster, e))?;
     config.connect_timeout = Some(Duration::from_secs(2));

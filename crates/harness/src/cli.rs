@@ -1,0 +1,115 @@
+//! Running the `tandem` binary as a user types it: in a directory of the
+//! test's, with a testbed's kubeconfig, its manifests piped into kubectl.
+
+use std::{
+    io::Write,
+    path::PathBuf,
+    process::{Command, Output, Stdio},
+};
+
+use crate::run;
+
+/// `tandem` and `kubectl` in `dir`, with `kubeconfig`.
+pub struct Cli {
+    /// The binary under test (`env!("CARGO_BIN_EXE_tandem")`).
+    pub tandem: PathBuf,
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+impl Cli {
+    pub fn new(
+        tandem: impl Into<PathBuf>,
+        dir: impl Into<PathBuf>,
+        kubeconfig: impl Into<PathBuf>,
+    ) -> Self {
+        Cli {
+            tandem: tandem.into(),
+            dir: dir.into(),
+            kubeconfig: kubeconfig.into(),
+        }
+    }
+
+    /// `tandem ARGS`, whatever its outcome.
+    pub fn tandem(&self, args: &[&str]) -> Output {
+        run(Command::new(&self.tandem)
+            .args(args)
+            .current_dir(&self.dir)
+            .env("KUBECONFIG", &self.kubeconfig))
+    }
+
+    /// `tandem ARGS`, which must succeed: its stdout.
+    #[track_caller]
+    pub fn tandem_ok(&self, args: &[&str]) -> String {
+        let out = self.tandem(args);
+        assert!(
+            out.status.success(),
+            "tandem {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `kubectl ARGS` with `stdin`, which must succeed: its stdout.
+    #[track_caller]
+    pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let mut child = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .current_dir(&self.dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs");
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        drop(pipe);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `tandem ARGS | kubectl KUBECTL_ARGS -f -`, as the workshop types it.
+    #[track_caller]
+    pub fn pipe(&self, args: &[&str], kubectl_args: &[&str]) -> String {
+        let manifest = self.tandem_ok(args);
+        let mut k = kubectl_args.to_vec();
+        k.extend(["-f", "-"]);
+        self.kubectl(&k, Some(&manifest))
+    }
+
+    /// `tandem certificate create ARGS --no-password --insecure`.
+    pub fn cert(&self, args: &[&str]) {
+        let mut all = vec!["certificate", "create"];
+        all.extend(args);
+        all.extend(["--no-password", "--insecure"]);
+        self.tandem_ok(&all);
+    }
+
+    /// `tandem install` of the core into `namespace` of context `ctx`, with
+    /// `root` as trust anchors and `issuer`.crt/.key as the issuer.
+    pub fn install_core(&self, ctx: &str, namespace: &str, root: &str, issuer: &str) {
+        let crt = format!("{issuer}.crt");
+        let key = format!("{issuer}.key");
+        self.pipe(
+            &[
+                "install",
+                "--namespace",
+                namespace,
+                "--identity-trust-anchors-file",
+                root,
+                "--identity-issuer-certificate-file",
+                &crt,
+                "--identity-issuer-key-file",
+                &key,
+            ],
+            &["--context", ctx, "apply"],
+        );
+    }
+}
