@@ -119,36 +119,10 @@ impl CertDir {
         self.run("openssl", args)
     }
 
-    /// The workshop's two commands, exactly.
+    /// The workshop's two commands, exactly: `root.crt`/`.key` and the
+    /// issuer `east-issuer.crt`/`.key`.
     pub fn workshop(&self) {
-        self.tandem(&[
-            "create",
-            "root.linkerd.cluster.local",
-            "root.crt",
-            "root.key",
-            "--profile",
-            "root-ca",
-            "--no-password",
-            "--insecure",
-        ])
-        .success();
-        self.tandem(&[
-            "create",
-            "identity.linkerd.cluster.local",
-            "east-issuer.crt",
-            "east-issuer.key",
-            "--profile",
-            "intermediate-ca",
-            "--ca",
-            "root.crt",
-            "--ca-key",
-            "root.key",
-            "--not-after",
-            "8760h",
-            "--no-password",
-            "--insecure",
-        ])
-        .success();
+        crate::workshop_certificates(&self.tandem, self.tmp.path(), &["east"]);
     }
 
     pub fn leaf(&self, name: &str, ca: &str, extra: &[&str]) -> Run {

@@ -30,6 +30,14 @@ impl Cli {
         }
     }
 
+    /// For commands that need no cluster: KUBECONFIG names a file that does
+    /// not exist, so that no cluster is reached by mistake.
+    pub fn offline(tandem: impl Into<PathBuf>, dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        let kubeconfig = dir.join("no-such-kubeconfig");
+        Cli::new(tandem, dir, kubeconfig)
+    }
+
     /// `tandem ARGS`, whatever its outcome.
     pub fn tandem(&self, args: &[&str]) -> Output {
         run(Command::new(&self.tandem)
@@ -49,6 +57,20 @@ impl Cli {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `tandem ARGS` (`check`, mostly): whether it passed, and its stdout
+    /// then its stderr.
+    pub fn outcome(&self, args: &[&str]) -> (bool, String) {
+        let out = self.tandem(args);
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     }
 
     /// `kubectl ARGS` with `stdin`, which must succeed: its stdout.
@@ -112,4 +134,46 @@ impl Cli {
             &["--context", ctx, "apply"],
         );
     }
+
+    /// Puts `crt` and `key` (files in `dir`) into the issuer Secret of the
+    /// core in context `ctx`, as an operator might by mistake.
+    #[track_caller]
+    pub fn set_issuer(&self, ctx: &str, crt: &str, key: &str) {
+        let b64 = |f: &str| {
+            let bytes = std::fs::read(self.dir.join(f))
+                .unwrap_or_else(|e| panic!("{f} in {}: {e}", self.dir.display()));
+            base64_encode(&bytes)
+        };
+        let patch = serde_json::json!({"data": {"crt.pem": b64(crt), "key.pem": b64(key)}});
+        self.kubectl(
+            &[
+                "--context",
+                ctx,
+                "-n",
+                "tandem",
+                "patch",
+                "secret",
+                "tandem-identity-issuer",
+                "--type",
+                "merge",
+                "-p",
+                &patch.to_string(),
+            ],
+            None,
+        );
+    }
+}
+
+/// With coreutils' `base64`, so that a test uses nothing of tandem's.
+fn base64_encode(bytes: &[u8]) -> String {
+    let mut child = Command::new("base64")
+        .arg("-w0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("base64 runs");
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "base64 failed");
+    String::from_utf8(out.stdout).unwrap()
 }

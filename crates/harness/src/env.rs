@@ -277,4 +277,42 @@ impl Env {
             env: self.clone(),
         }
     }
+
+    /// Writes to `path` a kubeconfig of context `cluster` that acts as the
+    /// ServiceAccount `namespace/account` (with a token of an hour): what a
+    /// user or a component with only that account's rights would use.
+    pub fn service_account_kubeconfig(
+        &self,
+        cluster: &str,
+        namespace: &str,
+        account: &str,
+        path: &Path,
+    ) {
+        let token = run_ok(self.kubectl(cluster).args([
+            "-n",
+            namespace,
+            "create",
+            "token",
+            account,
+            "--duration=1h",
+        ]));
+        let server = run_ok(self.kubectl(cluster).args([
+            "config",
+            "view",
+            "--minify",
+            "--raw",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server} {.clusters[0].cluster.certificate-authority-data}",
+        ]));
+        let (server, ca) = server.split_once(' ').expect("server and CA");
+        let config = serde_json::json!({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": cluster, "cluster": {"server": server, "certificate-authority-data": ca}}],
+            "users": [{"name": account, "user": {"token": token.trim()}}],
+            "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": account}}],
+            "current-context": cluster,
+        });
+        std::fs::write(path, config.to_string())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
 }
