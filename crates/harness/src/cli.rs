@@ -114,6 +114,16 @@ impl Cli {
         self.tandem_ok(&all);
     }
 
+    /// `tandem certificate create ARGS --ca CA.crt --ca-key CA.key
+    /// --no-password --insecure`: a certificate signed by the CA whose files
+    /// are `CA`.crt and `CA`.key.
+    pub fn cert_signed(&self, ca: &str, args: &[&str]) {
+        let (crt, key) = (format!("{ca}.crt"), format!("{ca}.key"));
+        let mut all = args.to_vec();
+        all.extend(["--ca", &crt, "--ca-key", &key]);
+        self.cert(&all);
+    }
+
     /// `tandem install` of the core into `namespace` of context `ctx`, with
     /// `root` as trust anchors and `issuer`.crt/.key as the issuer.
     pub fn install_core(&self, ctx: &str, namespace: &str, root: &str, issuer: &str) {

@@ -10,35 +10,27 @@ use std::{
 /// `tandem` for `step`): the trust anchor `root.crt`/`root.key` and, for
 /// each cluster, the issuer `<cluster>-issuer.crt`/`.key`.
 pub fn workshop_certificates(tandem: &Path, dir: &Path, clusters: &[&str]) {
-    run_ok(Command::new(tandem).current_dir(dir).args([
-        "certificate",
-        "create",
+    let cli = crate::cli::Cli::offline(tandem, dir);
+    cli.cert(&[
         "root.linkerd.cluster.local",
         "root.crt",
         "root.key",
         "--profile",
         "root-ca",
-        "--no-password",
-        "--insecure",
-    ]));
+    ]);
     for c in clusters {
-        run_ok(Command::new(tandem).current_dir(dir).args([
-            "certificate",
-            "create",
-            "identity.linkerd.cluster.local",
-            &format!("{c}-issuer.crt"),
-            &format!("{c}-issuer.key"),
-            "--profile",
-            "intermediate-ca",
-            "--ca",
-            "root.crt",
-            "--ca-key",
-            "root.key",
-            "--not-after",
-            "8760h",
-            "--no-password",
-            "--insecure",
-        ]));
+        cli.cert_signed(
+            "root",
+            &[
+                "identity.linkerd.cluster.local",
+                &format!("{c}-issuer.crt"),
+                &format!("{c}-issuer.key"),
+                "--profile",
+                "intermediate-ca",
+                "--not-after",
+                "8760h",
+            ],
+        );
     }
 }
 

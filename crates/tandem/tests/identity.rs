@@ -59,17 +59,16 @@ fn identity_is_ready_only_with_a_valid_issuer() {
     let cli = Cli::offline(env!("CARGO_BIN_EXE_tandem"), d);
     cli.cert(&["root", "root.crt", "root.key", "--profile", "root-ca"]);
     cli.cert(&["other", "other.crt", "other.key", "--profile", "root-ca"]);
-    cli.cert(&[
-        "issuer",
-        "crt.pem",
-        "key.pem",
-        "--profile",
-        "intermediate-ca",
-        "--ca",
-        "root.crt",
-        "--ca-key",
-        "root.key",
-    ]);
+    cli.cert_signed(
+        "root",
+        &[
+            "issuer",
+            "crt.pem",
+            "key.pem",
+            "--profile",
+            "intermediate-ca",
+        ],
+    );
     let issuer_dir = d.join("issuer");
     std::fs::create_dir(&issuer_dir).unwrap();
     for f in ["crt.pem", "key.pem"] {

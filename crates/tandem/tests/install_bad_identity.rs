@@ -15,29 +15,21 @@ fn install_refuses_bad_identity_inputs_and_prints_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cli = Cli::offline(tandem_bin(), dir.path());
     cli.cert(&["root", "root.crt", "root.key", "--profile", "root-ca"]);
-    cli.cert(&[
-        "issuer",
-        "issuer.crt",
-        "issuer.key",
-        "--profile",
-        "intermediate-ca",
-        "--ca",
-        "root.crt",
-        "--ca-key",
-        "root.key",
-    ]);
+    cli.cert_signed(
+        "root",
+        &[
+            "issuer",
+            "issuer.crt",
+            "issuer.key",
+            "--profile",
+            "intermediate-ca",
+        ],
+    );
     cli.cert(&["other", "other.crt", "other.key", "--profile", "root-ca"]);
-    cli.cert(&[
-        "leaf.example",
-        "leaf.crt",
-        "leaf.key",
-        "--profile",
-        "leaf",
-        "--ca",
-        "issuer.crt",
-        "--ca-key",
-        "issuer.key",
-    ]);
+    cli.cert_signed(
+        "issuer",
+        &["leaf.example", "leaf.crt", "leaf.key", "--profile", "leaf"],
+    );
 
     for (anchors, cert, key, want) in [
         ("other.crt", "issuer.crt", "issuer.key", "anchor"),

@@ -242,17 +242,16 @@ fn check_catches_faults_on_east(w: &Cli) {
         "--profile",
         "root-ca",
     ]);
-    w.cert(&[
-        "identity.linkerd.cluster.local",
-        "stray.crt",
-        "stray.key",
-        "--profile",
-        "intermediate-ca",
-        "--ca",
-        "other.crt",
-        "--ca-key",
-        "other.key",
-    ]);
+    w.cert_signed(
+        "other",
+        &[
+            "identity.linkerd.cluster.local",
+            "stray.crt",
+            "stray.key",
+            "--profile",
+            "intermediate-ca",
+        ],
+    );
     w.set_issuer("east", "stray.crt", "stray.key");
     let (ok, out) = check_east(w);
     assert!(!ok, "{out}");
@@ -262,19 +261,18 @@ fn check_catches_faults_on_east(w: &Cli) {
     );
 
     // Fault: an issuer that expires in 30 days is a warning, not a failure.
-    w.cert(&[
-        "identity.linkerd.cluster.local",
-        "short.crt",
-        "short.key",
-        "--profile",
-        "intermediate-ca",
-        "--ca",
-        "root.crt",
-        "--ca-key",
-        "root.key",
-        "--not-after",
-        "720h",
-    ]);
+    w.cert_signed(
+        "root",
+        &[
+            "identity.linkerd.cluster.local",
+            "short.crt",
+            "short.key",
+            "--profile",
+            "intermediate-ca",
+            "--not-after",
+            "720h",
+        ],
+    );
     w.set_issuer("east", "short.crt", "short.key");
     let (ok, out) = check_east(w);
     assert!(ok, "a warning does not fail check:\n{out}");
