@@ -8,30 +8,10 @@ use std::{
     process::{Command, Stdio},
 };
 
-use tandem_harness::{Env, cli::Cli, run, run_ok};
+use tandem_harness::{Env, Process, cli::Cli, run, run_ok};
 
 fn tandem_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_tandem"))
-}
-
-/// A process this test started; killed (by its own pid) when dropped, its
-/// log printed if the test failed.
-struct Child {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "===== the service mirror's log =====\n{}",
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
 }
 
 /// Polls `check` every 200ms until it returns true, or fails after `secs`.
@@ -150,49 +130,13 @@ fn unlink_with_a_running_mirror_lets_the_link_and_its_mirrors_go() {
         .iter()
         .position(|a| a == "--admin-addr")
         .expect("--admin-addr");
-    args[admin + 1] = format!("127.0.0.1:{}", tandem_harness::free_port());
-    let token = run_ok(env.kubectl("east").args([
-        "-n",
-        &mc.name,
-        "create",
-        "token",
-        &mirror,
-        "--duration=1h",
-    ]));
-    let server = run_ok(env.kubectl("east").args([
-        "config",
-        "view",
-        "--minify",
-        "--raw",
-        "-o",
-        "jsonpath={.clusters[0].cluster.server} {.clusters[0].cluster.certificate-authority-data}",
-    ]));
-    let (server, ca) = server.split_once(' ').expect("server and CA");
+    let admin_port = tandem_harness::free_port();
+    args[admin + 1] = format!("127.0.0.1:{admin_port}");
     let kubeconfig = dir.path().join("mirror.kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        serde_json::json!({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "east", "cluster": {"server": server, "certificate-authority-data": ca}}],
-            "users": [{"name": "mirror", "user": {"token": token.trim()}}],
-            "contexts": [{"name": "east", "context": {"cluster": "east", "user": "mirror"}}],
-            "current-context": "east",
-        })
-        .to_string(),
-    )
-    .unwrap();
-    let log = dir.path().join("mirror.log");
-    let _mirror = Child {
-        child: Command::new(tandem_bin())
-            .args(&args)
-            .env("KUBECONFIG", &kubeconfig)
-            .env("TANDEM_LOG", "tandem_multicluster=info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("the mirror starts"),
-        log,
-    };
+    env.service_account_kubeconfig("east", &mc.name, &mirror, &kubeconfig);
+    let mut cmd = Command::new(tandem_bin());
+    cmd.args(&args).env("KUBECONFIG", &kubeconfig);
+    let _mirror = Process::spawn("service mirror", cmd, admin_port);
 
     // An exported Service in west is mirrored in east, by the mirror's own rights.
     app.apply(
