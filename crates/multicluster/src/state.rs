@@ -184,9 +184,11 @@ impl State {
         self.queue = Queue::new();
         self.deferred.clear();
     }
+}
 
-    // === the writer's side ===
+// === the writer's side ===
 
+impl State {
     /// The next key to work on that has no job running (`busy`); those that
     /// have one are taken aside until it ends.
     pub fn take(&mut self, now: Instant, busy: impl Fn(&Key) -> bool) -> Option<Key> {

@@ -261,7 +261,11 @@ impl Writer {
         }
         report
     }
+}
 
+// === the API calls of a job ===
+
+impl Writer {
     /// Creates a new mirror Service. An object of its name that is not this
     /// Link's makes it fail: [`Outcome::NameTaken`].
     async fn create_service(&self, desired: &Service) -> Result<Service, Outcome> {
