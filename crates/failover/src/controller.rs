@@ -31,7 +31,7 @@ use tokio::{
 
 use crate::{
     discovery::{self, Wait},
-    index::Index,
+    index::{Index, Slice},
     metrics::Metrics,
     progress::{Progress, STALL_AFTER},
     resource::{self, Key, Kind, Resource},
@@ -340,7 +340,7 @@ async fn watch_slices(client: Client, shared: Arc<Shared>) {
                 continue;
             }
             Ok(Event::InitApply(s)) => {
-                buffer.push(s);
+                buffer.push(Slice::fold(s));
                 continue;
             }
             Ok(Event::InitDone) => {
@@ -351,8 +351,8 @@ async fn watch_slices(client: Client, shared: Arc<Shared>) {
                 tracing::info!("endpoint slices synced");
                 keys
             }
-            Ok(Event::Apply(s)) => shared.index().apply_slice(&s),
-            Ok(Event::Delete(s)) => shared.index().delete_slice(&s),
+            Ok(Event::Apply(s)) => shared.index().apply_slice(&Slice::fold(s)),
+            Ok(Event::Delete(s)) => shared.index().delete_slice(&Slice::fold(s)),
             Err(e) => {
                 tracing::warn!(error = %e, "endpoint slice watch failed; retrying");
                 continue;

@@ -15,7 +15,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 use tandem_core::failover::{
-    BackendSpec, LAST_TRANSITION_TIME_ANNOTATION, STATE_ANNOTATION, Split, State,
+    BackendSpec, DECISION_ANNOTATIONS, LAST_TRANSITION_TIME_ANNOTATION, STATE_ANNOTATION, Split,
+    State,
 };
 
 /// What kind of object a split is.
@@ -88,10 +89,13 @@ pub struct Entry {
     pub key: Key,
     pub uid: Option<String>,
     pub resource_version: Option<String>,
-    /// The `failover.*` annotations only.
-    pub annotations: BTreeMap<String, String>,
+    /// The state annotation the controller last wrote, if any.
+    pub state: Option<String>,
+    /// When the state last changed, as the controller wrote it.
+    pub last_transition_time: Option<String>,
     /// One split per group of weights: a TrafficSplit has one, an HTTPRoute
-    /// one per rule that has backends.
+    /// one per rule that has backends. Each keeps only the annotations the
+    /// rules read (none, on most splits: an empty map costs nothing).
     pub groups: Vec<Split>,
     /// An HTTPRoute's `spec.rules` as read: a merge patch replaces the list
     /// whole, so everything but the weights is written back as it was.
@@ -102,21 +106,14 @@ pub struct Entry {
     pub unreadable: Option<String>,
 }
 
-/// Annotations the controller reads or writes all start with this.
-const ANNOTATION_PREFIX: &str = "failover.";
-
 impl Entry {
     pub fn resource_version(&self) -> Option<&str> {
         self.resource_version.as_deref()
     }
 
-    pub fn annotations(&self) -> BTreeMap<String, String> {
-        self.annotations.clone()
-    }
-
     /// The state the controller last wrote, if any.
     pub fn recorded_state(&self) -> Option<&str> {
-        self.annotations.get(STATE_ANNOTATION).map(String::as_str)
+        self.state.as_deref()
     }
 }
 
@@ -131,14 +128,14 @@ pub fn read(res: &Resource, object: DynamicObject) -> Entry {
         namespace: namespace.clone(),
         name: name.clone(),
     };
-    let annotations: BTreeMap<String, String> = object
-        .metadata
-        .annotations
+    let mut all = object.metadata.annotations.unwrap_or_default();
+    let state = all.remove(STATE_ANNOTATION);
+    let last_transition_time = all.remove(LAST_TRANSITION_TIME_ANNOTATION);
+    let annotations: BTreeMap<String, String> = DECISION_ANNOTATIONS
         .iter()
-        .flatten()
-        .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .filter_map(|k| all.remove_entry(*k))
         .collect();
+    drop(all);
     let groups = match res.kind {
         Kind::TrafficSplit => read_traffic_split(&object.data).map(|g| vec![(0, g)]),
         Kind::HttpRoute => read_http_route(&object.data),
@@ -173,7 +170,8 @@ pub fn read(res: &Resource, object: DynamicObject) -> Entry {
         key,
         uid: object.metadata.uid,
         resource_version: object.metadata.resource_version,
-        annotations,
+        state,
+        last_transition_time,
         groups,
         rules,
         group_rules,
@@ -562,6 +560,45 @@ mod tests {
             ),
         );
         assert!(e.unreadable.unwrap().contains("not a Service"));
+    }
+
+    /// Only what the rules read is kept per group, and the controller's own
+    /// annotations once per object: most splits keep no map at all.
+    #[test]
+    fn only_the_annotations_in_use_are_kept() {
+        let res = Resource::traffic_split("v1alpha2");
+        let mut o = obj(
+            &res,
+            json!({"spec": {"backends": [{"service": "a", "weight": 1}, {"service": "b", "weight": 0}]}}),
+        );
+        o.metadata.annotations = Some(BTreeMap::from([
+            (STATE_ANNOTATION.to_string(), "failover".to_string()),
+            (LAST_TRANSITION_TIME_ANNOTATION.to_string(), "t".to_string()),
+            (
+                "failover.tandem.io/failback-delay".to_string(),
+                "5s".to_string(),
+            ),
+            (
+                "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                "{}".to_string(),
+            ),
+            ("failover.example.com/other".to_string(), "x".to_string()),
+        ]));
+        let e = read(&res, o);
+        assert_eq!(e.recorded_state(), Some("failover"));
+        assert_eq!(e.last_transition_time.as_deref(), Some("t"));
+        let kept: Vec<&str> = e.groups[0].annotations.keys().map(String::as_str).collect();
+        assert_eq!(kept, ["failover.tandem.io/failback-delay"]);
+
+        let plain = read(
+            &res,
+            obj(
+                &res,
+                json!({"spec": {"backends": [{"service": "a", "weight": 1}]}}),
+            ),
+        );
+        assert!(plain.groups[0].annotations.is_empty());
+        assert_eq!(plain.recorded_state(), None);
     }
 
     #[test]

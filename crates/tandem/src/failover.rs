@@ -9,7 +9,6 @@ use kube::{
     api::{DynamicObject, ListParams},
 };
 use serde::Serialize;
-use tandem_core::failover::{LAST_TRANSITION_TIME_ANNOTATION, STATE_ANNOTATION};
 use tandem_failover::resource::{self, Resource};
 use tandem_lease::LeaseParams;
 
@@ -180,7 +179,6 @@ pub async fn status(cluster: &ClusterArgs, args: StatusArgs) -> Result<ExitCode>
             .with_context(|| format!("listing {}s", res.kind.as_str()))?;
         for obj in list.items {
             let entry = resource::read(&res, obj);
-            let annotations = entry.annotations();
             let backends: Vec<(String, u32)> = entry
                 .groups
                 .iter()
@@ -190,9 +188,9 @@ pub async fn status(cluster: &ClusterArgs, args: StatusArgs) -> Result<ExitCode>
                 kind: res.kind.as_str(),
                 namespace: entry.key.namespace.clone(),
                 name: entry.key.name.clone(),
-                state: annotations
-                    .get(STATE_ANNOTATION)
-                    .cloned()
+                state: entry
+                    .state
+                    .clone()
                     .unwrap_or_else(|| match &entry.unreadable {
                         Some(_) => "invalid".into(),
                         None => "unknown".into(),
@@ -203,7 +201,7 @@ pub async fn status(cluster: &ClusterArgs, args: StatusArgs) -> Result<ExitCode>
                     .map(|(s, _)| s.clone())
                     .collect(),
                 backends,
-                last_transition_time: annotations.get(LAST_TRANSITION_TIME_ANNOTATION).cloned(),
+                last_transition_time: entry.last_transition_time.clone(),
             });
         }
     }

@@ -15,6 +15,7 @@ use tandem_core::failover::STATE_ANNOTATION;
 use super::*;
 use crate::{
     call::CALL_TIMEOUT,
+    index::Slice,
     metrics::Metrics,
     mock::{self, Reply},
     resource::Kind,
@@ -68,8 +69,8 @@ fn writer(client: Client) -> (Writer, Arc<Shared>, Key) {
     shared.add_resource(res.clone());
     let key = {
         let mut index = shared.index();
-        index.apply_slice(&slice("p"));
-        index.apply_slice(&slice("f"));
+        index.apply_slice(&Slice::fold(slice("p")));
+        index.apply_slice(&Slice::fold(slice("f")));
         let obj: DynamicObject = serde_json::from_value(split("42", [0, 1])).unwrap();
         index.apply_split(resource::read(&res, obj))
     };
