@@ -248,7 +248,7 @@ impl Noise {
                 for n in 0usize.. {
                     tick.tick().await;
                     let k = 2 * (n % pairs) + 1;
-                    let moved = (n / pairs) % 2 == 0;
+                    let moved = (n / pairs).is_multiple_of(2);
                     let (api, sent, errors) = (slices.clone(), sent.clone(), errors.clone());
                     // Not awaited here: the rate holds even when a patch is slow.
                     tokio::spawn(async move {
