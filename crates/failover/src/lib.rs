@@ -16,7 +16,7 @@ pub mod controller;
 pub mod discovery;
 pub mod index;
 pub mod metrics;
-pub mod progress;
+pub use tandem_runtime::progress;
 pub mod resource;
 mod writer;
 

@@ -8,13 +8,8 @@ use std::collections::{BTreeSet, HashSet};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod};
-use kube::{
-    Api, Client, Resource, ResourceExt,
-    runtime::{
-        WatchStreamExt,
-        watcher::{self, Event},
-    },
-};
+use kube::{Api, Client, Resource, ResourceExt, runtime::watcher};
+use tandem_runtime::watch::Update;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
@@ -169,26 +164,17 @@ pub(crate) async fn watch_pods(
     metrics: Metrics,
 ) {
     let api: Api<Pod> = Api::all(client);
-    let mut stream = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut updates = std::pin::pin!(tandem_runtime::watch::stream(
+        api,
+        watcher::Config::default()
+    ));
     let mut hinted = Hinted::default();
-    let mut buffer = vec![];
     let span = tracing::info_span!("images");
-    while let Some(event) = stream.next().instrument(span.clone()).await {
+    while let Some(update) = updates.next().instrument(span.clone()).await {
         let found: Vec<(Pod, Hint)> = {
             let _span = span.enter();
-            match event {
-                Ok(Event::Init) => {
-                    buffer.clear();
-                    continue;
-                }
-                Ok(Event::InitApply(p)) => {
-                    buffer.push(p);
-                    continue;
-                }
-                Ok(Event::InitDone) => {
-                    let pods = std::mem::take(&mut buffer);
+            match update {
+                Update::Listed(pods) => {
                     let found = hinted
                         .reset(&pods)
                         .into_iter()
@@ -198,15 +184,15 @@ pub(crate) async fn watch_pods(
                     tracing::info!(pods = pods.len(), "pods synced");
                     found
                 }
-                Ok(Event::Apply(p)) => {
+                Update::Apply(p) => {
                     let hints = hinted.apply(&p);
                     hints.into_iter().map(|h| (p.clone(), h)).collect()
                 }
-                Ok(Event::Delete(p)) => {
+                Update::Delete(p) => {
                     hinted.delete(&p);
                     continue;
                 }
-                Err(e) => {
+                Update::Failed(e) => {
                     tracing::warn!(error = %e, "pod watch failed; retrying");
                     continue;
                 }

@@ -10,13 +10,8 @@ use std::collections::BTreeMap;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, ObjectReference, Service};
-use kube::{
-    Api, Client, Resource,
-    runtime::{
-        WatchStreamExt,
-        watcher::{self, Event},
-    },
-};
+use kube::{Api, Client, Resource, runtime::watcher};
+use tandem_runtime::watch::Update;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
@@ -301,26 +296,18 @@ pub(crate) async fn watch_services(
     metrics: Metrics,
 ) {
     let api: Api<Service> = Api::all(client);
-    let mut stream = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut updates = std::pin::pin!(tandem_runtime::watch::stream(
+        api,
+        watcher::Config::default()
+    ));
     let mut state = LbState::new(pool);
-    let mut buffer = vec![];
     let span = tracing::info_span!("lb", %pool);
-    while let Some(event) = stream.next().instrument(span.clone()).await {
+    while let Some(update) = updates.next().instrument(span.clone()).await {
         let commands = {
             let _span = span.enter();
-            match event {
-                Ok(Event::Init) => {
-                    buffer.clear();
-                    continue;
-                }
-                Ok(Event::InitApply(s)) => {
-                    buffer.push(s);
-                    continue;
-                }
-                Ok(Event::InitDone) => {
-                    let (commands, conflicts) = state.reset(&buffer);
+            match update {
+                Update::Listed(services) => {
+                    let (commands, conflicts) = state.reset(&services);
                     for c in &conflicts {
                         tracing::warn!(
                             ip = %c.ip,
@@ -331,17 +318,16 @@ pub(crate) async fn watch_services(
                         metrics.conflicts.inc();
                     }
                     tracing::info!(
-                        services = buffer.len(),
+                        services = services.len(),
                         assigned = state.assigned(),
                         "services synced"
                     );
-                    buffer.clear();
                     synced.send_replace(true);
                     commands
                 }
-                Ok(Event::Apply(s)) => state.apply(&s),
-                Ok(Event::Delete(s)) => state.delete(&s),
-                Err(e) => {
+                Update::Apply(s) => state.apply(&s),
+                Update::Delete(s) => state.delete(&s),
+                Update::Failed(e) => {
                     tracing::warn!(error = %e, "service watch failed; retrying");
                     continue;
                 }

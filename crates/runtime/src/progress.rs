@@ -1,6 +1,6 @@
 //! Whether the single writer makes progress, for `/live`.
 //!
-//! Every API call is bounded ([`crate::call`]), so the writer should always
+//! Every API call is bounded ([`tandem_util::call`]), so the writer should always
 //! move on. If it ever doesn't (a bug, a call left unbounded), its replica
 //! keeps renewing the Lease while writing nothing, and no standby can take
 //! over. So `/live` fails once work has waited longer than a bound with
@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 /// How long work may wait with no progress before `/live` fails: several
 /// times the longest a decision with its calls can take (a write and an
-/// event, each bounded by [`crate::call::CALL_TIMEOUT`]).
+/// event, each bounded by [`tandem_util::call::CALL_TIMEOUT`]).
 pub const STALL_AFTER: Duration = Duration::from_secs(60);
 
 /// The writer's progress clock. Pure: time comes in as `now`.
