@@ -42,8 +42,6 @@ struct Slot {
 pub struct SplitState {
     /// Failback-damping memory, one per group.
     pub memory: Vec<Memory>,
-    /// Consecutive failed writes (conflicts included), for backoff.
-    pub failures: u32,
     /// The resourceVersion an invalid split was last reported at.
     pub reported_invalid: Option<String>,
 }
@@ -456,7 +454,6 @@ mod tests {
             memory: vec![Memory {
                 primary_ready_since: Some(std::time::Duration::from_secs(3)),
             }],
-            failures: 2,
             reported_invalid: Some("7".into()),
         };
         let mut idx = Index::new("cluster.local");

@@ -1,8 +1,18 @@
 //! The single writer: decides each queued split and writes what changed,
 //! only while this replica leads. Every API call it makes is bounded
 //! ([`call`]), and it reports its progress for `/live`.
+//!
+//! Its work is a [`Queue`] with two priorities, so that flips go ahead of
+//! state-only writes. A split is [`Priority::Urgent`] when its decided
+//! weights differ from the written ones (the split is judged when it is
+//! queued, and again when it is taken), and [`Priority::Normal`] otherwise:
+//! recording the state annotation, a resync, a repair. New triggers are
+//! taken in after each write, so that a flip arriving while the writer works
+//! through a backlog (the state of every split after a restart) is written
+//! next; and state-only writes are paced ([`STATE_WRITE_GAP`]), so that
+//! such a backlog never takes the API server's whole attention.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
@@ -12,14 +22,16 @@ use kube::{
 };
 use tandem_core::failover::{self, Decision, Invalid, State};
 use tandem_lease::Leadership;
+use tandem_runtime::queue::{Priority, Queue, Work};
 use tokio::{
     sync::{mpsc, watch},
     time::Instant,
 };
+use tracing::Instrument;
 
 use crate::{
     FIELD_MANAGER,
-    call::{self, CallError, call},
+    call::{CallError, call},
     controller::{Shared, Trigger},
     resource::{self, Entry, Key, Resource},
 };
@@ -28,20 +40,35 @@ use crate::{
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// The first retry after a conflict, which a fresh read usually resolves.
 const FIRST_CONFLICT_RETRY: Duration = Duration::from_millis(10);
+/// The least time between two state-only writes (at most 200 a second):
+/// recording the state of 10,000 splits after a restart takes under a
+/// minute, and leaves the API server time for everything else.
+pub(crate) const STATE_WRITE_GAP: Duration = Duration::from_millis(5);
 
 pub(crate) struct Writer {
     client: Client,
     shared: Arc<Shared>,
     recorder: Recorder,
     start: Instant,
+    /// The splits to decide, and the failures of each in a row.
+    pub(crate) queue: Queue<Key>,
+    /// No state-only write before this.
+    paced_until: Option<Instant>,
 }
 
 /// What one decision pass concluded for a split.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Nothing,
-    Retry { after: Duration },
-    Damped { after: Duration },
+    /// Written, with no new weights: the next state-only write waits.
+    WroteState,
+    /// The write failed; the split is queued again after this.
+    Retry {
+        after: Duration,
+    },
+    Damped {
+        after: Duration,
+    },
 }
 
 impl Writer {
@@ -58,6 +85,8 @@ impl Writer {
             shared,
             recorder,
             start: Instant::now(),
+            queue: Queue::new(),
+            paced_until: None,
         }
     }
 
@@ -69,25 +98,25 @@ impl Writer {
         resync_period: Duration,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), &'static str> {
-        let mut pending: HashMap<Key, Instant> = HashMap::new();
         let mut resync = tokio::time::interval(resync_period);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_leader = false;
         loop {
+            let due = self.queue.next_due();
+            let paced = self.paced_until.filter(|_| !self.queue.is_empty());
             tokio::select! {
                 t = triggers.recv() => match t {
-                    Some(t) => add(&mut pending, t),
+                    Some(t) => self.push(t),
                     None => return Err("the work queue closed"),
                 },
-                _ = resync.tick() => self.enqueue_all(&mut pending),
+                _ = resync.tick() => self.push_all(),
                 _ = self.shared.wake.notified() => {}
                 res = leadership.changed() => if res.is_err() {
                     return Err("leader election stopped");
                 },
                 _ = shutdown.wait_for(|s| *s) => return Ok(()),
-            }
-            while let Ok(t) = triggers.try_recv() {
-                add(&mut pending, t);
+                _ = sleep_until(due), if due.is_some() => {}
+                _ = sleep_until(paced), if paced.is_some() => {}
             }
             let synced = self.shared.synced();
             readiness.set(synced);
@@ -95,52 +124,121 @@ impl Writer {
             self.shared.metrics.leader.set(i64::from(leader));
             if leader && !was_leader {
                 tracing::info!("leading: deciding every split from the current state");
-                self.enqueue_all(&mut pending);
+                self.push_all();
             }
             was_leader = leader;
             if !leader {
                 // A follower keeps its index warm but never writes.
-                pending.clear();
+                self.queue = Queue::new();
+                while triggers.try_recv().is_ok() {}
                 self.shared.progress().idle();
                 continue;
             }
             if !synced {
                 // Deciding before readiness is known would see every backend down.
+                while let Ok(t) = triggers.try_recv() {
+                    self.push(t);
+                }
                 self.shared.progress().idle();
                 continue;
             }
-            if !pending.is_empty() {
-                self.shared.progress().pending(Instant::now());
-            }
-            for (key, at) in std::mem::take(&mut pending) {
-                if !leadership.borrow().is_leader() {
+            // One split at a time, taking in new triggers before each: a
+            // flip that arrives meanwhile is the next one written.
+            loop {
+                while let Ok(t) = triggers.try_recv() {
+                    self.push(t);
+                }
+                if !leadership.borrow().is_leader() || *shutdown.borrow() {
                     break;
                 }
-                match self.reconcile(&key, at).await {
-                    Outcome::Nothing => {}
-                    Outcome::Retry { after } | Outcome::Damped { after } => {
-                        let queue = self.shared.queue.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(after).await;
-                            let _ = queue.send(Trigger { key, at });
-                        });
-                    }
+                let now = Instant::now();
+                let Some(work) = self.queue.pop(now) else {
+                    break;
+                };
+                self.shared.progress().pending(now);
+                let Some(priority) = self.priority(&work.key) else {
+                    self.queue.forget(&work.key);
+                    continue;
+                };
+                if priority == Priority::Normal && self.paced_until.is_some_and(|t| t > now) {
+                    // Its turn comes after the gap, unless a flip comes first.
+                    self.queue.push(work.key, Priority::Normal, work.since);
+                    break;
                 }
+                self.work(work).await;
                 self.shared.progress().progressed(Instant::now());
             }
-            self.shared.progress().idle();
+            if self.queue.is_empty() {
+                self.shared.progress().idle();
+            }
         }
     }
 
-    fn enqueue_all(&self, pending: &mut HashMap<Key, Instant>) {
+    /// Decides one split taken from the queue, and schedules what follows.
+    async fn work(&mut self, work: Work<Key>) {
+        let Work { key, since, .. } = work;
+        match self.reconcile(&key, since).await {
+            Outcome::Nothing => {}
+            Outcome::WroteState => {
+                self.paced_until = Some(Instant::now() + STATE_WRITE_GAP);
+            }
+            // Queued again by `reconcile`.
+            Outcome::Retry { .. } => {}
+            Outcome::Damped { after } => {
+                let queue = self.shared.queue.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    let _ = queue.send(Trigger { key, at: since });
+                });
+            }
+        }
+    }
+
+    /// Queues a triggered split with its priority; a split that is gone is
+    /// forgotten, with everything the queue kept about it.
+    fn push(&mut self, t: Trigger) {
+        match self.priority(&t.key) {
+            Some(p) => self.queue.push(t.key, p, t.at),
+            None => self.queue.forget(&t.key),
+        }
+    }
+
+    fn push_all(&mut self) {
         let now = Instant::now();
-        for key in self.shared.index().keys() {
-            pending.entry(key).or_insert(now);
+        let keys = self.shared.index().keys();
+        for key in keys {
+            self.push(Trigger { key, at: now });
         }
     }
 
-    /// Decides one split and writes what changed.
+    /// How urgent deciding `key` is now: [`Priority::Urgent`] when its
+    /// decided weights differ from the written ones. `None` once the split
+    /// is gone.
+    pub(crate) fn priority(&self, key: &Key) -> Option<Priority> {
+        let index = self.shared.index();
+        let entry = index.get(key)?;
+        let memory = index.state(key).map(|s| s.memory.as_slice()).unwrap_or(&[]);
+        let now = self.start.elapsed();
+        let moves = entry.unreadable.is_none()
+            && entry.groups.iter().enumerate().any(|(i, g)| {
+                let m = memory.get(i).copied().unwrap_or_default();
+                failover::decide(g, index.cluster_domain(), &|s| index.is_ready(s), &m, now)
+                    .is_ok_and(|d| d.changed)
+            });
+        Some(if moves {
+            Priority::Urgent
+        } else {
+            Priority::Normal
+        })
+    }
+
+    /// Decides one split and writes what changed, in a span of its own.
     pub(crate) async fn reconcile(&mut self, key: &Key, at: Instant) -> Outcome {
+        let span = tracing::info_span!("reconcile", split = %key);
+        self.decide_and_write(key, at).instrument(span).await
+    }
+
+    async fn decide_and_write(&mut self, key: &Key, at: Instant) -> Outcome {
         let now = self.start.elapsed();
         let (entry, decisions) = {
             let index = self.shared.index();
@@ -162,7 +260,6 @@ impl Writer {
                 .collect();
             (entry, decisions)
         };
-        let _span = tracing::info_span!("reconcile", split = %key).entered();
 
         let decisions = match (&entry.unreadable, decisions) {
             (Some(why), _) => return self.report_invalid(&entry, why.clone()).await,
@@ -216,13 +313,8 @@ impl Writer {
                     .collect();
                 let entry = resource::read(&res, obj);
                 let reference = object_ref(&res, &entry);
-                {
-                    let mut index = self.shared.index();
-                    index.apply_split(entry);
-                    if let Some(s) = index.state_mut(key) {
-                        s.failures = 0;
-                    }
-                }
+                self.shared.index().apply_split(entry);
+                self.queue.done(key);
                 if weights_changed {
                     self.shared
                         .metrics
@@ -248,7 +340,11 @@ impl Writer {
                 {
                     self.publish(&event, &reference).await;
                 }
-                damped.map_or(Outcome::Nothing, |after| Outcome::Damped { after })
+                match damped {
+                    Some(after) => Outcome::Damped { after },
+                    None if !weights_changed => Outcome::WroteState,
+                    None => Outcome::Nothing,
+                }
             }
             Err(e) if e.code() == Some(409) => {
                 // The object changed since it was read: read it again, decide again.
@@ -264,6 +360,7 @@ impl Writer {
             }
             Err(e) if e.code() == Some(404) => {
                 self.shared.index().delete_split(key);
+                self.queue.forget(key);
                 Outcome::Nothing
             }
             Err(e) => Outcome::Retry {
@@ -272,20 +369,12 @@ impl Writer {
         }
     }
 
-    /// Counts a failed write and says when to retry it: it is never dropped.
+    /// Counts a failed write and queues it again after a backoff that
+    /// doubles with each failure in a row: it is never dropped.
     fn failed(&mut self, key: &Key, error: &CallError, first: Duration) -> Duration {
         self.shared.metrics.write_error(key, error.reason());
-        let attempt = {
-            let mut index = self.shared.index();
-            match index.state_mut(key) {
-                Some(s) => {
-                    s.failures = s.failures.saturating_add(1);
-                    s.failures
-                }
-                None => 1,
-            }
-        };
-        let after = call::backoff(first, attempt);
+        let after = self.queue.retry_later(key.clone(), Instant::now(), first);
+        let attempt = self.queue.failures(key);
         let log = |msg| {
             tracing::warn!(
                 %error,
@@ -345,10 +434,10 @@ impl Writer {
     }
 }
 
-fn add(pending: &mut HashMap<Key, Instant>, t: Trigger) {
-    let at = pending.entry(t.key).or_insert(t.at);
-    if t.at < *at {
-        *at = t.at;
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
