@@ -3,9 +3,9 @@
 //! ([`call`]), and it reports its progress for `/live`.
 //!
 //! Its work is a [`Queue`] with two priorities, so that flips go ahead of
-//! state-only writes. A split is [`Priority::Urgent`] when its decided
+//! state-only writes. A split is [`Priority::Urgent`](tandem_runtime::queue::Priority::Urgent) when its decided
 //! weights differ from the written ones (the split is judged when it is
-//! queued, and again when it is taken), and [`Priority::Normal`] otherwise:
+//! queued, and again when it is taken), and [`Priority::Normal`](tandem_runtime::queue::Priority::Normal) otherwise:
 //! recording the state annotation, a resync, a repair. New triggers are
 //! taken in after each write, so that a flip arriving while the writer works
 //! through a backlog (the state of every split after a restart) is written
@@ -21,18 +21,14 @@ use kube::{
     runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter},
 };
 use tandem_core::failover::{self, Decision, Invalid, State};
-use tandem_lease::Leadership;
-use tandem_runtime::queue::{Priority, Queue, Work};
-use tokio::{
-    sync::{mpsc, watch},
-    time::Instant,
-};
+use tandem_runtime::queue::Queue;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::{
     FIELD_MANAGER,
     call::{CallError, call},
-    controller::{Shared, Trigger},
+    controller::Shared,
     resource::{self, Entry, Key, Resource},
 };
 
@@ -88,148 +84,6 @@ impl Writer {
             queue: Queue::new(),
             paced_until: None,
         }
-    }
-
-    pub(crate) async fn run(
-        mut self,
-        mut triggers: mpsc::UnboundedReceiver<Trigger>,
-        mut leadership: watch::Receiver<Leadership>,
-        readiness: tandem_admin::Readiness,
-        resync_period: Duration,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> Result<(), &'static str> {
-        let mut resync = tokio::time::interval(resync_period);
-        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut was_leader = false;
-        loop {
-            let due = self.queue.next_due();
-            let paced = self.paced_until.filter(|_| !self.queue.is_empty());
-            tokio::select! {
-                t = triggers.recv() => match t {
-                    Some(t) => self.push(t),
-                    None => return Err("the work queue closed"),
-                },
-                _ = resync.tick() => self.push_all(),
-                _ = self.shared.wake.notified() => {}
-                res = leadership.changed() => if res.is_err() {
-                    return Err("leader election stopped");
-                },
-                _ = shutdown.wait_for(|s| *s) => return Ok(()),
-                _ = sleep_until(due), if due.is_some() => {}
-                _ = sleep_until(paced), if paced.is_some() => {}
-            }
-            let synced = self.shared.synced();
-            readiness.set(synced);
-            let leader = leadership.borrow().is_leader();
-            self.shared.metrics.leader.set(i64::from(leader));
-            if leader && !was_leader {
-                tracing::info!("leading: deciding every split from the current state");
-                self.push_all();
-            }
-            was_leader = leader;
-            if !leader {
-                // A follower keeps its index warm but never writes.
-                self.queue = Queue::new();
-                while triggers.try_recv().is_ok() {}
-                self.shared.progress().idle();
-                continue;
-            }
-            if !synced {
-                // Deciding before readiness is known would see every backend down.
-                while let Ok(t) = triggers.try_recv() {
-                    self.push(t);
-                }
-                self.shared.progress().idle();
-                continue;
-            }
-            // One split at a time, taking in new triggers before each: a
-            // flip that arrives meanwhile is the next one written.
-            loop {
-                while let Ok(t) = triggers.try_recv() {
-                    self.push(t);
-                }
-                if !leadership.borrow().is_leader() || *shutdown.borrow() {
-                    break;
-                }
-                let now = Instant::now();
-                let Some(work) = self.queue.pop(now) else {
-                    break;
-                };
-                self.shared.progress().pending(now);
-                let Some(priority) = self.priority(&work.key) else {
-                    self.queue.forget(&work.key);
-                    continue;
-                };
-                if priority == Priority::Normal && self.paced_until.is_some_and(|t| t > now) {
-                    // Its turn comes after the gap, unless a flip comes first.
-                    self.queue.push(work.key, Priority::Normal, work.since);
-                    break;
-                }
-                self.work(work).await;
-                self.shared.progress().progressed(Instant::now());
-            }
-            if self.queue.is_empty() {
-                self.shared.progress().idle();
-            }
-        }
-    }
-
-    /// Decides one split taken from the queue, and schedules what follows.
-    async fn work(&mut self, work: Work<Key>) {
-        let Work { key, since, .. } = work;
-        match self.reconcile(&key, since).await {
-            Outcome::Nothing => {}
-            Outcome::WroteState => {
-                self.paced_until = Some(Instant::now() + STATE_WRITE_GAP);
-            }
-            // Queued again by `reconcile`.
-            Outcome::Retry { .. } => {}
-            Outcome::Damped { after } => {
-                let queue = self.shared.queue.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
-                    let _ = queue.send(Trigger { key, at: since });
-                });
-            }
-        }
-    }
-
-    /// Queues a triggered split with its priority; a split that is gone is
-    /// forgotten, with everything the queue kept about it.
-    fn push(&mut self, t: Trigger) {
-        match self.priority(&t.key) {
-            Some(p) => self.queue.push(t.key, p, t.at),
-            None => self.queue.forget(&t.key),
-        }
-    }
-
-    fn push_all(&mut self) {
-        let now = Instant::now();
-        let keys = self.shared.index().keys();
-        for key in keys {
-            self.push(Trigger { key, at: now });
-        }
-    }
-
-    /// How urgent deciding `key` is now: [`Priority::Urgent`] when its
-    /// decided weights differ from the written ones. `None` once the split
-    /// is gone.
-    pub(crate) fn priority(&self, key: &Key) -> Option<Priority> {
-        let index = self.shared.index();
-        let entry = index.get(key)?;
-        let memory = index.state(key).map(|s| s.memory.as_slice()).unwrap_or(&[]);
-        let now = self.start.elapsed();
-        let moves = entry.unreadable.is_none()
-            && entry.groups.iter().enumerate().any(|(i, g)| {
-                let m = memory.get(i).copied().unwrap_or_default();
-                failover::decide(g, index.cluster_domain(), &|s| index.is_ready(s), &m, now)
-                    .is_ok_and(|d| d.changed)
-            });
-        Some(if moves {
-            Priority::Urgent
-        } else {
-            Priority::Normal
-        })
     }
 
     /// Decides one split and writes what changed, in a span of its own.
@@ -434,13 +288,6 @@ impl Writer {
     }
 }
 
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 /// The worst state among an object's groups.
 fn combined_state(decisions: &[Decision]) -> State {
     if decisions.iter().any(|d| d.state == State::NoReadyBackends) {
@@ -509,5 +356,6 @@ fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+mod schedule;
 #[cfg(test)]
 mod tests;

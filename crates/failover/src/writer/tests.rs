@@ -12,9 +12,14 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tandem_core::failover::STATE_ANNOTATION;
 
+use tandem_lease::Leadership;
+use tandem_runtime::queue::Priority;
+use tokio::sync::{mpsc, watch};
+
 use super::*;
 use crate::{
     call::CALL_TIMEOUT,
+    controller::Trigger,
     index::Slice,
     metrics::Metrics,
     mock::{self, Reply},
