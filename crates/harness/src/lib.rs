@@ -6,8 +6,11 @@
 //!   names; on failure its objects are dumped, and it is always deleted.
 //! - If the testbed cannot start, the test fails and says why: nothing is
 //!   skipped.
+//! - [`failover`] holds the fixtures of the failover controller's tests.
 
 #![forbid(unsafe_code)]
+
+pub mod failover;
 
 use std::{
     path::{Path, PathBuf},

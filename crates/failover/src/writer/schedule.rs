@@ -28,7 +28,10 @@ impl Writer {
         let mut was_leader = false;
         loop {
             let due = self.queue.next_due();
-            let paced = self.paced_until.filter(|_| !self.queue.is_empty());
+            // Only a gap still to come: one past would wake the loop at once.
+            let paced = self
+                .paced_until
+                .filter(|t| *t > Instant::now() && !self.queue.is_empty());
             tokio::select! {
                 t = triggers.recv() => match t {
                     Some(t) => self.push(t),
