@@ -63,6 +63,9 @@ pub fn service(ns: &str, k: usize) -> Service {
             ..Default::default()
         },
         spec: Some(ServiceSpec {
+            // Headless: thousands of Services would not fit the testbed's
+            // service range, and the controller reads only their slices.
+            cluster_ip: Some("None".into()),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
                 port: 80,
