@@ -171,7 +171,7 @@ pub async fn run(mut args: Args) -> Result<()> {
     create_all(&p, "Services", 0..n_services, |k| {
         let api = services.clone();
         async move {
-            api.create(&post(), &objects::service(ns, k))
+            api.create(&post(), &objects::headless_service(ns, k))
                 .await
                 .map(drop)
         }

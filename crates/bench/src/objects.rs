@@ -63,9 +63,6 @@ pub fn service(ns: &str, k: usize) -> Service {
             ..Default::default()
         },
         spec: Some(ServiceSpec {
-            // Headless: thousands of Services would not fit the testbed's
-            // service range, and the controller reads only their slices.
-            cluster_ip: Some("None".into()),
             ports: Some(vec![ServicePort {
                 name: Some("http".into()),
                 port: 80,
@@ -76,6 +73,16 @@ pub fn service(ns: &str, k: usize) -> Service {
         }),
         ..Default::default()
     }
+}
+
+/// [`service`], headless: thousands of Services do not fit the testbed's
+/// service range, and the failover controller reads only their slices.
+pub fn headless_service(ns: &str, k: usize) -> Service {
+    let mut svc = service(ns, k);
+    if let Some(spec) = svc.spec.as_mut() {
+        spec.cluster_ip = Some("None".into());
+    }
+    svc
 }
 
 pub fn endpoint_slice(ns: &str, k: usize) -> EndpointSlice {

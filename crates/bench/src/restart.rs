@@ -108,7 +108,7 @@ pub async fn run(
     create_all(p, "solo Services", base..base + 2 * SOLO, |k| {
         let api = services.clone();
         async move {
-            api.create(&post(), &objects::service(ns, k))
+            api.create(&post(), &objects::headless_service(ns, k))
                 .await
                 .map(drop)
         }
