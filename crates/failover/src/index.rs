@@ -20,7 +20,8 @@ use tandem_api::endpoints::SERVICE_NAME_LABEL;
 #[derive(Debug)]
 pub struct Index {
     cluster_domain: String,
-    splits: HashMap<Key, Slot>,
+    /// Boxed: the table stays small (a pointer a slot) as it grows.
+    splits: HashMap<Key, Box<Slot>>,
     /// Ready endpoints of each slice, by (namespace, slice name).
     slices: HashMap<(String, String), (ServiceRef, usize)>,
     /// Each Service's slices and ready endpoints, summed over its slices.
@@ -118,7 +119,8 @@ impl Index {
             Some(slot) => slot.entry = entry,
             None => {
                 let state = SplitState::default();
-                self.splits.insert(key.clone(), Slot { entry, state });
+                self.splits
+                    .insert(key.clone(), Box::new(Slot { entry, state }));
             }
         }
         key

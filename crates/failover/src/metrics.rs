@@ -109,8 +109,8 @@ impl Metrics {
         self.transitions
             .get_or_create(&TransitionLabels {
                 kind: key.kind.as_str(),
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
+                namespace: key.namespace.to_string(),
+                name: key.name.to_string(),
                 to: to.as_str(),
             })
             .inc();
@@ -129,8 +129,8 @@ impl Metrics {
 fn labels(key: &Key, state: State) -> SplitLabels {
     SplitLabels {
         kind: key.kind.as_str(),
-        namespace: key.namespace.clone(),
-        name: key.name.clone(),
+        namespace: key.namespace.to_string(),
+        name: key.name.to_string(),
         state: state.as_str(),
     }
 }

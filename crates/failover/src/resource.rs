@@ -9,7 +9,7 @@
 //!   (a ref without a weight weighs 1, as the Gateway API says). A rule with
 //!   no backendRefs (a redirect, say) is skipped.
 
-use std::{collections::BTreeMap, fmt};
+use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
@@ -67,12 +67,13 @@ impl Resource {
     }
 }
 
-/// A split's identity in the index and the queue.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+/// A split's identity in the index and the queue. Shared strings: the
+/// index keeps a key per backend of each split, and clones cost nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
     pub kind: Kind,
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
 }
 
 impl fmt::Display for Key {
@@ -125,8 +126,8 @@ pub fn read(res: &Resource, object: DynamicObject) -> Entry {
     let name = object.metadata.name.clone().unwrap_or_default();
     let key = Key {
         kind: res.kind,
-        namespace: namespace.clone(),
-        name: name.clone(),
+        namespace: namespace.as_str().into(),
+        name: name.as_str().into(),
     };
     let mut all = object.metadata.annotations.unwrap_or_default();
     let state = all.remove(STATE_ANNOTATION);

@@ -340,8 +340,8 @@ fn object_ref(res: &Resource, entry: &Entry) -> ObjectReference {
     ObjectReference {
         api_version: Some(res.api.api_version.clone()),
         kind: Some(res.api.kind.clone()),
-        name: Some(entry.key.name.clone()),
-        namespace: Some(entry.key.namespace.clone()),
+        name: Some(entry.key.name.to_string()),
+        namespace: Some(entry.key.namespace.to_string()),
         uid: entry.uid.clone(),
         resource_version: entry.resource_version.clone(),
         field_path: None,

@@ -186,8 +186,8 @@ pub async fn status(cluster: &ClusterArgs, args: StatusArgs) -> Result<ExitCode>
                 .collect();
             rows.push(Row {
                 kind: res.kind.as_str(),
-                namespace: entry.key.namespace.clone(),
-                name: entry.key.name.clone(),
+                namespace: entry.key.namespace.to_string(),
+                name: entry.key.name.to_string(),
                 state: entry
                     .state
                     .clone()
