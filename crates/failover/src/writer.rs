@@ -22,13 +22,13 @@ use kube::{
 };
 use tandem_core::failover::{self, Decision, Invalid, State};
 use tandem_runtime::queue::Queue;
-use tokio::time::Instant;
+use tokio::{sync::mpsc, time::Instant};
 use tracing::Instrument;
 
 use crate::{
     FIELD_MANAGER,
     call::{CallError, call},
-    controller::Shared,
+    controller::{Shared, Trigger},
     resource::{self, Entry, Key, Resource},
 };
 
@@ -50,6 +50,10 @@ pub(crate) struct Writer {
     pub(crate) queue: Queue<Key>,
     /// No state-only write before this.
     paced_until: Option<Instant>,
+    /// The triggers, while [`Writer::run`] runs.
+    triggers: Option<mpsc::UnboundedReceiver<Trigger>>,
+    /// Triggers taken in while a state-only write was in flight.
+    stash: Vec<Trigger>,
 }
 
 /// What one decision pass concluded for a split.
@@ -58,6 +62,8 @@ pub(crate) enum Outcome {
     Nothing,
     /// Written, with no new weights: the next state-only write waits.
     WroteState,
+    /// A state-only write given up for a flip that came meanwhile.
+    Yielded,
     /// The write failed; the split is queued again after this.
     Retry {
         after: Duration,
@@ -83,6 +89,8 @@ impl Writer {
             start: Instant::now(),
             queue: Queue::new(),
             paced_until: None,
+            triggers: None,
+            stash: Vec::new(),
         }
     }
 
@@ -154,11 +162,29 @@ impl Writer {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
-        let written = call(
-            "patch",
-            api.patch(&key.name, &params, &Patch::Merge(&patch)),
-        )
-        .await;
+        let patch = Patch::Merge(&patch);
+        let patching = call("patch", api.patch(&key.name, &params, &patch));
+        let written = if weights_changed {
+            patching.await
+        } else {
+            // A flip never waits for a state-only write: this one is given
+            // up (if the server applied it, the next try sees a conflict
+            // and reads again) and comes back after the flip.
+            let urgent = schedule::urgent_arrives(
+                &self.shared,
+                self.start,
+                &mut self.triggers,
+                &mut self.stash,
+            );
+            tokio::select! {
+                biased;
+                written = patching => written,
+                () = urgent => {
+                    tracing::debug!("a flip came: the state-only write yields");
+                    return Outcome::Yielded;
+                }
+            }
+        };
         match written {
             Ok(obj) => {
                 let active: Vec<String> = decisions

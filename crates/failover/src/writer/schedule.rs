@@ -12,12 +12,15 @@ use tokio::{
 };
 
 use super::{Outcome, STATE_WRITE_GAP, Writer};
-use crate::{controller::Trigger, resource::Key};
+use crate::{
+    controller::{Shared, Trigger},
+    resource::Key,
+};
 
 impl Writer {
     pub(crate) async fn run(
         mut self,
-        mut triggers: mpsc::UnboundedReceiver<Trigger>,
+        triggers: mpsc::UnboundedReceiver<Trigger>,
         mut leadership: watch::Receiver<Leadership>,
         readiness: tandem_admin::Readiness,
         resync_period: Duration,
@@ -26,6 +29,7 @@ impl Writer {
         let mut resync = tokio::time::interval(resync_period);
         resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut was_leader = false;
+        self.triggers = Some(triggers);
         loop {
             let due = self.queue.next_due();
             // Only a gap still to come: one past would wake the loop at once.
@@ -33,7 +37,7 @@ impl Writer {
                 .paced_until
                 .filter(|t| *t > Instant::now() && !self.queue.is_empty());
             tokio::select! {
-                t = triggers.recv() => match t {
+                t = recv(&mut self.triggers) => match t {
                     Some(t) => self.push(t),
                     None => return Err("the work queue closed"),
                 },
@@ -58,24 +62,21 @@ impl Writer {
             if !leader {
                 // A follower keeps its index warm but never writes.
                 self.queue = Queue::new();
-                while triggers.try_recv().is_ok() {}
+                self.stash.clear();
+                while try_recv(&mut self.triggers).is_some() {}
                 self.shared.progress().idle();
                 continue;
             }
             if !synced {
                 // Deciding before readiness is known would see every backend down.
-                while let Ok(t) = triggers.try_recv() {
-                    self.push(t);
-                }
+                self.take_in();
                 self.shared.progress().idle();
                 continue;
             }
             // One split at a time, taking in new triggers before each: a
             // flip that arrives meanwhile is the next one written.
             loop {
-                while let Ok(t) = triggers.try_recv() {
-                    self.push(t);
-                }
+                self.take_in();
                 if !leadership.borrow().is_leader() || *shutdown.borrow() {
                     break;
                 }
@@ -112,6 +113,8 @@ impl Writer {
             }
             // Queued again by `reconcile`.
             Outcome::Retry { .. } => {}
+            // A flip came while it was written: its turn comes again.
+            Outcome::Yielded => self.queue.push(key, Priority::Normal, since),
             Outcome::Damped { after } => {
                 let queue = self.shared.queue.clone();
                 tokio::spawn(async move {
@@ -119,6 +122,17 @@ impl Writer {
                     let _ = queue.send(Trigger { key, at: since });
                 });
             }
+        }
+    }
+
+    /// Queues the triggers that came meanwhile: those a yielding write saw
+    /// first, then the channel's.
+    fn take_in(&mut self) {
+        for t in std::mem::take(&mut self.stash) {
+            self.push(t);
+        }
+        while let Some(t) = try_recv(&mut self.triggers) {
+            self.push(t);
         }
     }
 
@@ -143,21 +157,7 @@ impl Writer {
     /// decided weights differ from the written ones. `None` once the split
     /// is gone.
     pub(crate) fn priority(&self, key: &Key) -> Option<Priority> {
-        let index = self.shared.index();
-        let entry = index.get(key)?;
-        let memory = index.state(key).map(|s| s.memory.as_slice()).unwrap_or(&[]);
-        let now = self.start.elapsed();
-        let moves = entry.unreadable.is_none()
-            && entry.groups.iter().enumerate().any(|(i, g)| {
-                let m = memory.get(i).copied().unwrap_or_default();
-                failover::decide(g, index.cluster_domain(), &|s| index.is_ready(s), &m, now)
-                    .is_ok_and(|d| d.changed)
-            });
-        Some(if moves {
-            Priority::Urgent
-        } else {
-            Priority::Normal
-        })
+        priority(&self.shared, self.start, key)
     }
 }
 
@@ -166,4 +166,54 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// How urgent deciding `key` is now: [`Priority::Urgent`] when its decided
+/// weights differ from the written ones. `None` once the split is gone.
+pub(super) fn priority(shared: &Shared, start: Instant, key: &Key) -> Option<Priority> {
+    let index = shared.index();
+    let entry = index.get(key)?;
+    let memory = index.state(key).map(|s| s.memory.as_slice()).unwrap_or(&[]);
+    let now = start.elapsed();
+    let moves = entry.unreadable.is_none()
+        && entry.groups.iter().enumerate().any(|(i, g)| {
+            let m = memory.get(i).copied().unwrap_or_default();
+            failover::decide(g, index.cluster_domain(), &|s| index.is_ready(s), &m, now)
+                .is_ok_and(|d| d.changed)
+        });
+    Some(if moves {
+        Priority::Urgent
+    } else {
+        Priority::Normal
+    })
+}
+
+/// Resolves when a trigger for a split that must move arrives; every
+/// trigger taken meanwhile goes to `stash`. Never, without a channel.
+pub(super) async fn urgent_arrives(
+    shared: &Shared,
+    start: Instant,
+    triggers: &mut Option<mpsc::UnboundedReceiver<Trigger>>,
+    stash: &mut Vec<Trigger>,
+) {
+    while let Some(t) = recv(triggers).await {
+        let urgent = priority(shared, start, &t.key) == Some(Priority::Urgent);
+        stash.push(t);
+        if urgent {
+            return;
+        }
+    }
+    // The channel closed: the run loop says so.
+    std::future::pending().await
+}
+
+async fn recv(triggers: &mut Option<mpsc::UnboundedReceiver<Trigger>>) -> Option<Trigger> {
+    match triggers {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn try_recv(triggers: &mut Option<mpsc::UnboundedReceiver<Trigger>>) -> Option<Trigger> {
+    triggers.as_mut()?.try_recv().ok()
 }

@@ -449,3 +449,76 @@ async fn a_deleted_split_leaves_nothing_in_the_queue() {
     });
     assert_eq!(w.queue.tracked(), 0, "the queue forgets a deleted split");
 }
+
+/// A flip never waits for a state-only write in flight, even one the API
+/// server holds until the call's deadline: that write yields and comes
+/// back after the flip.
+#[tokio::test(start_paused = true)]
+async fn a_state_only_write_in_flight_yields_to_a_flip() {
+    let patches = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = patches.clone();
+    let client = mock::client(move |method, path, body| {
+        let name = path.rsplit('/').next().unwrap_or_default().to_string();
+        if method != Method::PATCH {
+            return Reply::json(201, json!({}));
+        }
+        seen.lock().unwrap().push(name.clone());
+        if name != "flip" {
+            return Reply::Hang;
+        }
+        let state = body.unwrap_or_default()["metadata"]["annotations"][STATE_ANNOTATION]
+            .as_str()
+            .map(String::from);
+        Reply::json(200, split_on("flip", "q", "g", [0, 1], state.as_deref()))
+    });
+    let (w, shared, on_fallback) = writer(client);
+    shared.index().delete_split(&on_fallback);
+    shared.index().apply_slice(&Slice::fold(slice("q")));
+    shared.index().apply_slice(&Slice::fold(slice("g")));
+    let flip = apply(&shared, split_on("flip", "q", "g", [1, 0], Some("primary")));
+    let slow = apply(&shared, split_on("slow", "p", "f", [1, 0], None));
+    shared.mark_synced();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (_leader, leadership) = watch::channel(Leadership::Leader {
+        since: Instant::now(),
+    });
+    let (_admin, readiness) = tandem_admin::Admin::new(Registry::default());
+    let (_stop, shutdown) = watch::channel(false);
+    let run = tokio::spawn(w.run(
+        rx,
+        leadership,
+        readiness,
+        Duration::from_secs(3600),
+        shutdown,
+    ));
+    tx.send(Trigger {
+        key: slow,
+        at: Instant::now(),
+    })
+    .unwrap();
+    while patches.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    shared.index().apply_slice(&unready("q"));
+    let flipped_at = Instant::now();
+    tx.send(Trigger {
+        key: flip,
+        at: flipped_at,
+    })
+    .unwrap();
+    while !patches.lock().unwrap().iter().any(|n| n == "flip") {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(
+        flipped_at.elapsed() < Duration::from_millis(10),
+        "the flip waited {:?} for a hanging state-only write",
+        flipped_at.elapsed()
+    );
+    // The state-only write comes back after the flip.
+    while patches.lock().unwrap().len() < 3 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    run.abort();
+    assert_eq!(*patches.lock().unwrap(), ["slow", "flip", "slow"]);
+}
