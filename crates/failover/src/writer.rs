@@ -12,7 +12,7 @@
 //! next; and state-only writes are paced ([`STATE_WRITE_GAP`]), so that
 //! such a backlog never takes the API server's whole attention.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
@@ -54,6 +54,8 @@ pub(crate) struct Writer {
     triggers: Option<mpsc::UnboundedReceiver<Trigger>>,
     /// Triggers taken in while a state-only write was in flight.
     stash: Vec<Trigger>,
+    /// When each queued split became urgent, for the reaction metric.
+    urgent_at: HashMap<Key, Instant>,
 }
 
 /// What one decision pass concluded for a split.
@@ -91,6 +93,7 @@ impl Writer {
             paced_until: None,
             triggers: None,
             stash: Vec::new(),
+            urgent_at: HashMap::new(),
         }
     }
 

@@ -62,6 +62,7 @@ impl Writer {
             if !leader {
                 // A follower keeps its index warm but never writes.
                 self.queue = Queue::new();
+                self.urgent_at.clear();
                 self.stash.clear();
                 while try_recv(&mut self.triggers).is_some() {}
                 self.shared.progress().idle();
@@ -106,7 +107,10 @@ impl Writer {
     /// Decides one split taken from the queue, and schedules what follows.
     async fn work(&mut self, work: Work<Key>) {
         let Work { key, since, .. } = work;
-        match self.reconcile(&key, since).await {
+        // The reaction is timed from what made the split urgent, not from
+        // a routine push that queued it earlier.
+        let at = self.urgent_at.remove(&key).unwrap_or(since);
+        match self.reconcile(&key, at).await {
             Outcome::Nothing => {}
             Outcome::WroteState => {
                 self.paced_until = Some(Instant::now() + STATE_WRITE_GAP);
@@ -140,8 +144,16 @@ impl Writer {
     /// forgotten, with everything the queue kept about it.
     pub(super) fn push(&mut self, t: Trigger) {
         match self.priority(&t.key) {
-            Some(p) => self.queue.push(t.key, p, t.at),
-            None => self.queue.forget(&t.key),
+            Some(p) => {
+                if p == Priority::Urgent {
+                    self.urgent_at.entry(t.key.clone()).or_insert(t.at);
+                }
+                self.queue.push(t.key, p, t.at)
+            }
+            None => {
+                self.urgent_at.remove(&t.key);
+                self.queue.forget(&t.key)
+            }
         }
     }
 
