@@ -32,10 +32,9 @@ impl Writer {
         self.triggers = Some(triggers);
         loop {
             let due = self.queue.next_due();
-            // Only a gap still to come: one past would wake the loop at once.
-            let paced = self
-                .paced_until
-                .filter(|t| *t > Instant::now() && !self.queue.is_empty());
+            // A gap already past wakes the loop at once: the time between
+            // the break below and here may well exceed the gap.
+            let paced = self.paced_until.filter(|_| !self.queue.is_empty());
             tokio::select! {
                 t = recv(&mut self.triggers) => match t {
                     Some(t) => self.push(t),
@@ -90,10 +89,15 @@ impl Writer {
                     self.queue.forget(&work.key);
                     continue;
                 };
-                if priority == Priority::Normal && self.paced_until.is_some_and(|t| t > now) {
-                    // Its turn comes after the gap, unless a flip comes first.
-                    self.queue.push(work.key, Priority::Normal, work.since);
-                    break;
+                match self.paced_until {
+                    Some(t) if t > now && priority == Priority::Normal => {
+                        // Its turn comes after the gap, unless a flip comes first.
+                        self.queue.push(work.key, Priority::Normal, work.since);
+                        break;
+                    }
+                    // Passed: no wake-up for it any more.
+                    Some(t) if t <= now => self.paced_until = None,
+                    _ => {}
                 }
                 self.work(work).await;
                 self.shared.progress().progressed(Instant::now());
