@@ -1,7 +1,7 @@
 //! `tandem-bench failover`: the failover controller's reaction time and memory.
 //!
 //! 1. Applies the TrafficSplit CRD (`tandem smi install | kubectl apply -f -`).
-//! 2. Creates `2 × splits` Services without selectors, one EndpointSlice each
+//! 2. Creates `2 × splits` headless Services without selectors, one EndpointSlice each
 //!    (written by the benchmark alone), and `splits` TrafficSplits.
 //! 3. Starts `tandem failover run` and waits until it has recorded the state
 //!    `primary` on every split.
@@ -11,6 +11,8 @@
 //!    read before and after.
 //! 5. Reads the controller's RSS, then adds splits up to `rss_splits` (sharing
 //!    the services) and reads it again.
+//! 6. Restarts the controller with every split's state to record again and
+//!    times flips in its first `restart_secs` ([`crate::restart`]).
 
 use std::{
     collections::HashMap,
