@@ -3,9 +3,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod duration;
 pub mod endpoints;
 pub mod multicluster;
 pub mod smi;
+
+pub use duration::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 

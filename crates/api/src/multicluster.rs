@@ -381,29 +381,6 @@ impl RemoteAccess {
         }))
         .map_err(|e| e.to_string())
     }
-
-    /// kube's client configuration for these credentials.
-    pub async fn client_config(&self) -> Result<kube::Config, String> {
-        let kubeconfig = self.kubeconfig()?;
-        kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await
-        .map_err(|e| {
-            let mut out = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                let text = s.to_string();
-                if !out.contains(&text) {
-                    out.push_str(": ");
-                    out.push_str(&text);
-                }
-                source = s.source();
-            }
-            out
-        })
-    }
 }
 
 /// The Link CRD.

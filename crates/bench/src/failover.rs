@@ -36,7 +36,6 @@ use k8s_openapi::api::{
 use kube::{
     Api, Client,
     api::{DynamicObject, ObjectMeta, Patch, PatchParams, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
     runtime::{
         WatchStreamExt,
         watcher::{self, Event},
@@ -336,16 +335,7 @@ pub async fn run(mut args: Args) -> Result<()> {
 // === setup ===
 
 pub(crate) async fn client(kubeconfig: &Path, context: &str) -> Result<Client> {
-    let kc = Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
-    let options = KubeConfigOptions {
-        context: Some(context.into()),
-        ..Default::default()
-    };
-    let config = kube::Config::from_custom_kubeconfig(kc, &options)
-        .await
-        .with_context(|| format!("using context {context:?} of {}", kubeconfig.display()))?;
-    Client::try_from(config).context("building the Kubernetes client")
+    Ok(tandem_util::client::from_file(kubeconfig, Some(context)).await?)
 }
 
 pub(crate) fn post() -> PostParams {

@@ -631,15 +631,7 @@ async fn wait_token(remote: &Client, context: &str) -> Result<()> {
 
 /// The API server URL of a context, as the kubeconfig has it.
 async fn kube_url(kubeconfig: &Path, context: &str) -> Result<String> {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("reading kubeconfig {}", kubeconfig.display()))?;
-    let options = kube::config::KubeConfigOptions {
-        context: Some(context.into()),
-        ..Default::default()
-    };
-    let config = kube::Config::from_custom_kubeconfig(kc, &options)
-        .await
-        .with_context(|| format!("using context {context:?} of {}", kubeconfig.display()))?;
+    let config = tandem_util::client::config_from_file(kubeconfig, Some(context)).await?;
     Ok(config
         .cluster_url
         .to_string()

@@ -4,13 +4,11 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::{Api, Client, api::ListParams};
-use tandem_api::multicluster::{
-    CLUSTER_NAME_LABEL, CREDENTIALS_KEY, CredentialsRefused, Link, MIRRORED_SERVICE_LABEL,
-    remote_access,
-};
+use tandem_api::multicluster::{CLUSTER_NAME_LABEL, Link, MIRRORED_SERVICE_LABEL};
 use tandem_install::core::{TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY};
+use tandem_multicluster::remote;
 
 use crate::{Category, CheckResult, Context, core};
 
@@ -155,35 +153,17 @@ async fn link_checks(
     out
 }
 
-/// The Link's remote cluster client, from its credentials Secret.
+/// The Link's remote cluster client, from its credentials Secret, made as the
+/// service mirror makes it.
 async fn remote_client(ctx: &Context, link: &Link) -> Result<Client, String> {
     let ns = link.metadata.namespace.clone().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let secret_name = &link.spec.cluster_credentials_secret;
-    let secret = secrets
-        .get_opt(secret_name)
+    let (_, text) = remote::read_credentials(&ctx.client, &ns, secret_name)
         .await
-        .map_err(|e| format!("Secret {ns}/{secret_name}: {e}"))?
-        .ok_or_else(|| format!("Secret {ns}/{secret_name} is missing"))?;
-    let bytes = secret
-        .data
-        .and_then(|mut d| d.remove(CREDENTIALS_KEY))
-        .ok_or_else(|| format!("Secret {ns}/{secret_name} has no key {CREDENTIALS_KEY}"))?;
-    let text = String::from_utf8(bytes.0)
-        .map_err(|_| format!("Secret {ns}/{secret_name}: the kubeconfig is not text"))?;
-    // Only an https server, CA data and a token: an exec plugin or a file
-    // path in a Link's Secret must never run or be read on this machine.
-    let access = remote_access(&text).map_err(|e| match e {
-        CredentialsRefused::Broken(why) => {
-            format!("Secret {ns}/{secret_name}: broken kubeconfig: {why}")
-        }
-        refused => format!("Secret {ns}/{secret_name}: the kubeconfig is refused: {refused}"),
-    })?;
-    let config = access
-        .client_config()
+        .map_err(|e| e.to_string())?;
+    let client = remote::client_from_kubeconfig(&text, &ns, secret_name)
         .await
-        .map_err(|e| format!("Secret {ns}/{secret_name}: {e}"))?;
-    let client = Client::try_from(config).map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?;
     // A list the remote-access account may do: proves the token is accepted.
     let services: Api<Service> = Api::all(client.clone());
     services

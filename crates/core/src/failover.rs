@@ -37,15 +37,12 @@
 //! names, duplicates, primary, priority, failback delay. So a bad priority is reported
 //! while all is well, not discovered in the middle of an outage.
 
-mod duration;
 mod name;
 #[cfg(test)]
 mod tests;
 
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, fmt, time::Duration};
-
-pub use self::duration::parse_duration;
 
 /// Names the preferred backend (linkerd-failover's annotation). Default: the first one.
 pub const PRIMARY_SERVICE_ANNOTATION: &str = "failover.linkerd.io/primary-service";
@@ -153,7 +150,10 @@ pub enum Invalid {
     BadPriority { value: String, reason: String },
 
     #[error("annotation failover.tandem.io/failback-delay {value:?} is invalid: {reason}")]
-    BadFailbackDelay { value: String, reason: String },
+    BadFailbackDelay {
+        value: String,
+        reason: crate::duration::Reason,
+    },
 }
 
 // === impl ServiceRef ===
@@ -404,10 +404,13 @@ fn priority_order(
 fn failback_delay(split: &Split) -> Result<Duration, Invalid> {
     match split.annotations.get(FAILBACK_DELAY_ANNOTATION) {
         None => Ok(Duration::ZERO),
-        Some(value) => parse_duration(value.trim()).map_err(|reason| Invalid::BadFailbackDelay {
-            value: value.clone(),
-            reason,
-        }),
+        Some(value) => match value.trim().parse::<crate::duration::Duration>() {
+            Ok(d) => Ok(d.into()),
+            Err(e) => Err(Invalid::BadFailbackDelay {
+                value: value.clone(),
+                reason: e.reason().clone(),
+            }),
+        },
     }
 }
 

@@ -5,4 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod duration;
 pub mod failover;
+
+pub use duration::Duration;

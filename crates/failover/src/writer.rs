@@ -151,7 +151,7 @@ impl Writer {
             return Outcome::Nothing;
         };
         let weights: Vec<Vec<u32>> = decisions.iter().map(|d| d.weights.clone()).collect();
-        let transition_time = state_changed.then(now_rfc3339);
+        let transition_time = state_changed.then(tandem_util::time::now_rfc3339);
         let patch = resource::patch(
             &res,
             &entry,
@@ -375,14 +375,6 @@ fn object_ref(res: &Resource, entry: &Entry) -> ObjectReference {
         resource_version: entry.resource_version.clone(),
         field_path: None,
     }
-}
-
-fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
-    now.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 mod schedule;

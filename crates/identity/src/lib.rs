@@ -32,7 +32,7 @@ pub use create::{CaInput, CreateRequest, Created, Curve, KeyType, Profile, creat
 pub use error::Error;
 pub use inspect::{CertInfo, inspect, inspect_bundle};
 pub use key::{decrypt_key, encrypt_key};
-pub use time_spec::{TimeSpec, parse_duration, parse_time_spec};
+pub use time_spec::{TimeSpec, parse_time_spec};
 pub use verify::{ChainReport, IssuerSummary, validate_issuer, verify_chain, verify_chain_report};
 
 /// The `time` crate this API uses, for callers without their own.

@@ -215,14 +215,14 @@ impl LinkConfig {
                 p.path
             ));
         }
-        let mut duration = |field: &str, v: &str| match tandem_core::failover::parse_duration(v) {
+        let mut duration = |field: &str, v: &str| match v.parse::<tandem_api::Duration>() {
             Ok(d) if d.is_zero() => {
                 errors.push(format!("probeSpec.{field} {v:?} is zero"));
                 None
             }
-            Ok(d) => Some(d),
+            Ok(d) => Some(d.into()),
             Err(e) => {
-                errors.push(format!("probeSpec.{field} {v:?}: {e}"));
+                errors.push(format!("probeSpec.{field} {v:?}: {}", e.reason()));
                 None
             }
         };

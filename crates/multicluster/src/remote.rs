@@ -3,7 +3,8 @@
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client};
-use tandem_api::multicluster::{CREDENTIALS_KEY, CredentialsRefused, remote_access};
+use tandem_api::multicluster::{CREDENTIALS_KEY, CredentialsRefused};
+use tandem_util::client::{self, ClientError};
 
 /// Why the linked cluster's client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -83,29 +84,33 @@ pub async fn read_credentials(
     Ok((version, text))
 }
 
-/// A client for the cluster a kubeconfig describes (its current context),
-/// from only its https server, CA data and token: anything else is refused
-/// before kube reads it (see [`tandem_api::multicluster::RemoteAccess`]).
+/// A client for the cluster the kubeconfig of Secret `namespace/name`
+/// describes (see [`tandem_util::client::from_link_kubeconfig`]).
 pub async fn client_from_kubeconfig(
     text: &str,
     namespace: &str,
     name: &str,
 ) -> Result<Client, CredentialsError> {
-    let broken = |why: String| CredentialsError::Kubeconfig {
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-        why,
-    };
-    let access = remote_access(text).map_err(|source| match source {
-        CredentialsRefused::Broken(why) => broken(why),
-        source => CredentialsError::Refused {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            source,
-        },
-    })?;
-    let config = access.client_config().await.map_err(broken)?;
-    Client::try_from(config).map_err(|e| broken(error_chain(&e)))
+    let (namespace, name) = (namespace.to_string(), name.to_string());
+    client::from_link_kubeconfig(text)
+        .await
+        .map_err(|e| match e {
+            ClientError::Refused(source) => CredentialsError::Refused {
+                namespace,
+                name,
+                source,
+            },
+            ClientError::Broken(why) => CredentialsError::Kubeconfig {
+                namespace,
+                name,
+                why,
+            },
+            other => CredentialsError::Kubeconfig {
+                namespace,
+                name,
+                why: error_chain(&other),
+            },
+        })
 }
 
 pub use tandem_util::error_chain;

@@ -288,12 +288,7 @@ pub fn status_patch(status: &LinkStatus) -> Value {
     serde_json::json!({ "status": v })
 }
 
-/// RFC 3339, whole seconds.
-pub fn rfc3339(t: Timestamp) -> String {
-    Timestamp::from_second(t.as_second())
-        .unwrap_or(t)
-        .to_string()
-}
+pub use tandem_util::time::rfc3339;
 
 #[cfg(test)]
 mod tests {

@@ -98,13 +98,13 @@ pub struct CreateArgs {
 
     /// Start of validity: a duration from now (-5m, 1h30m) or an RFC 3339
     /// time (2030-01-01T00:00:00Z). Default: now.
-    #[arg(long, value_name = "TIME|DURATION", value_parser = parse_time_spec, allow_hyphen_values = true)]
+    #[arg(long, value_name = "TIME|DURATION", allow_hyphen_values = true)]
     not_before: Option<identity::TimeSpec>,
     /// End of validity: a duration from now (8760h, 30m, 90s, 1h30m) or an
     /// RFC 3339 time. Default: 10 years for CAs, 24 hours for leaves, cut to
     /// the signing CA's expiry. A value beyond the signing CA's expiry is
     /// refused: a certificate may not outlive its issuer.
-    #[arg(long, value_name = "TIME|DURATION", value_parser = parse_time_spec, allow_hyphen_values = true)]
+    #[arg(long, value_name = "TIME|DURATION", allow_hyphen_values = true)]
     not_after: Option<identity::TimeSpec>,
 
     /// The key type.
@@ -169,10 +169,6 @@ pub struct VerifyArgs {
     /// The trusted root certificates (PEM bundle).
     #[arg(long, value_name = "FILE")]
     roots: PathBuf,
-}
-
-fn parse_time_spec(s: &str) -> Result<identity::TimeSpec, String> {
-    identity::parse_time_spec(s).map_err(|e| e.to_string())
 }
 
 /// Runs a `tandem certificate` command.

@@ -20,12 +20,8 @@ pub struct CheckArgs {
     output: Format,
     /// How long to keep retrying checks that time may fix (replicas still
     /// starting) before reporting them failed: 0s, 30s, 5m.
-    #[arg(long, default_value = "60s", value_parser = parse_wait)]
-    wait: std::time::Duration,
-}
-
-fn parse_wait(s: &str) -> Result<std::time::Duration, String> {
-    tandem_core::failover::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
+    #[arg(long, default_value = "60s")]
+    wait: tandem_api::Duration,
 }
 
 /// Exits non-zero when any check fails; warnings do not fail it.
@@ -34,7 +30,7 @@ pub async fn run(cluster: &ClusterArgs, args: CheckArgs) -> Result<ExitCode> {
         pre: args.pre,
         namespace: args.namespace,
     };
-    let deadline = std::time::Instant::now() + args.wait;
+    let deadline = std::time::Instant::now() + args.wait.as_std();
     let mut waiting = false;
     let report = loop {
         let client = cluster.client().await.map_err(|e| format!("{e:#}"));
@@ -44,8 +40,8 @@ pub async fn run(cluster: &ClusterArgs, args: CheckArgs) -> Result<ExitCode> {
         }
         if !waiting {
             eprintln!(
-                "waiting for the control plane to become available (up to {}s)...",
-                args.wait.as_secs()
+                "waiting for the control plane to become available (up to {})...",
+                args.wait
             );
             waiting = true;
         }

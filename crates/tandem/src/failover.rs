@@ -9,6 +9,7 @@ use kube::{
     api::{DynamicObject, ListParams},
 };
 use serde::Serialize;
+use tandem_api::Duration as GoDuration;
 use tandem_failover::resource::{self, Resource};
 use tandem_lease::LeaseParams;
 
@@ -30,8 +31,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
     /// How often to decide every split again, repairing drift (above zero).
-    #[arg(long, default_value = "60s", value_parser = parse_period)]
-    resync_period: Duration,
+    #[arg(long, default_value = "60s", value_parser = GoDuration::parse_period)]
+    resync_period: GoDuration,
     /// The namespace of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = tandem_install::failover::DEFAULT_NAMESPACE)]
     lease_namespace: String,
@@ -42,23 +43,11 @@ pub struct RunArgs {
     #[arg(long)]
     no_leader_election: bool,
     /// How long a leader's Lease lasts without renewal; a standby takes over after it.
-    #[arg(long, default_value = "15s", value_parser = parse_duration)]
-    lease_duration: Duration,
+    #[arg(long, default_value = "15s")]
+    lease_duration: GoDuration,
     /// How often the leader renews the Lease.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    renew_period: Duration,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    tandem_core::failover::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
-}
-
-/// A duration above zero: a period of zero would mean a busy loop.
-fn parse_period(s: &str) -> Result<Duration, String> {
-    match parse_duration(s)? {
-        d if d.is_zero() => Err(format!("{s:?}: must be above zero")),
-        d => Ok(d),
-    }
+    #[arg(long, default_value = "2s")]
+    renew_period: GoDuration,
 }
 
 pub async fn run(cluster: &ClusterArgs, args: RunArgs) -> Result<ExitCode> {
@@ -70,8 +59,8 @@ pub async fn run(cluster: &ClusterArgs, args: RunArgs) -> Result<ExitCode> {
         format!("{host}-{}", std::process::id())
     });
     let lease = (!args.no_leader_election).then(|| LeaseParams {
-        lease_duration: args.lease_duration,
-        renew_period: args.renew_period,
+        lease_duration: args.lease_duration.into(),
+        renew_period: args.renew_period.into(),
         field_manager: tandem_failover::FIELD_MANAGER.into(),
         ..LeaseParams::new(
             &args.lease_namespace,
@@ -82,7 +71,7 @@ pub async fn run(cluster: &ClusterArgs, args: RunArgs) -> Result<ExitCode> {
     let settings = tandem_failover::Settings {
         selector: args.selector,
         cluster_domain: args.cluster_domain,
-        resync_period: args.resync_period,
+        resync_period: args.resync_period.into(),
         admin_addr: Some(args.admin_addr),
         lease,
         instance: identity.clone(),
@@ -260,9 +249,14 @@ mod tests {
     #[test]
     fn a_zero_resync_period_is_refused_at_parsing() {
         let err = Cli::try_parse_from(["failover", "--resync-period", "0s"]).unwrap_err();
-        assert!(err.to_string().contains("must be above zero"), "{err}");
+        assert!(
+            err.to_string().contains("must be longer than zero"),
+            "{err}"
+        );
         let ok = Cli::try_parse_from(["failover", "--resync-period", "30s"]).unwrap();
-        assert_eq!(ok.run.resync_period, Duration::from_secs(30));
+        assert_eq!(ok.run.resync_period, GoDuration::from_secs(30));
+        let err = Cli::try_parse_from(["failover", "--lease-duration", "15"]).unwrap_err();
+        assert!(err.to_string().contains("a number has no unit"), "{err}");
     }
 
     #[test]

@@ -5,12 +5,13 @@
 //! the issuer is valid and signed by an anchor, and `/metrics` carries the
 //! issuer's expiry. Issuing workload certificates comes with the data plane.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use prometheus_client::{metrics::gauge::Gauge, registry::Registry};
 use tandem_admin::{Admin, Readiness};
+use tandem_api::Duration;
 
 #[derive(Debug, Args)]
 pub struct IdentityArgs {
@@ -28,16 +29,9 @@ pub struct IdentityArgs {
     admin_addr: SocketAddr,
     /// How often to re-read and re-check the certificates (they are mounted
     /// files, so a rotated Secret is picked up).
-    #[arg(long, default_value = "60s", value_parser = parse_period)]
+    /// Above zero: zero would panic in `tokio::time::interval`.
+    #[arg(long, default_value = "60s", value_parser = Duration::parse_period)]
     check_period: Duration,
-}
-
-/// A period of a timer: zero would panic in `tokio::time::interval`.
-fn parse_period(s: &str) -> Result<Duration, String> {
-    match tandem_core::failover::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))? {
-        d if d.is_zero() => Err(format!("{s:?}: a period must be longer than zero")),
-        d => Ok(d),
-    }
 }
 
 struct Metrics {
@@ -64,7 +58,7 @@ pub async fn run(args: IdentityArgs) -> Result<ExitCode> {
     let (admin, readiness) = Admin::new(registry);
     let mut server = tokio::spawn(admin.serve(args.admin_addr));
 
-    let mut tick = tokio::time::interval(args.check_period);
+    let mut tick = tokio::time::interval(args.check_period.into());
     loop {
         tokio::select! {
             _ = tick.tick() => check(&args, &metrics, &readiness),
@@ -120,15 +114,33 @@ fn check(args: &IdentityArgs, metrics: &Metrics, readiness: &Readiness) {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: IdentityArgs,
+    }
+
+    fn parse(period: &str) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from([
+            "identity",
+            "--trust-anchors-file=ca.crt",
+            "--issuer-dir=issuer",
+            "--check-period",
+            period,
+        ])
+    }
 
     #[test]
     fn a_zero_check_period_is_refused_not_panicked_on() {
-        assert!(
-            parse_period("0s")
-                .unwrap_err()
-                .contains("must be longer than zero")
-        );
-        assert_eq!(parse_period("60s"), Ok(Duration::from_secs(60)));
+        let err = parse("0s").unwrap_err().to_string();
+        assert!(err.contains("must be longer than zero"), "{err}");
+        let err = parse("1x").unwrap_err().to_string();
+        assert!(err.contains(r#"invalid duration "1x""#), "{err}");
+        let ok = parse("60s").unwrap();
+        assert_eq!(ok.args.check_period, Duration::from_secs(60));
     }
 }

@@ -4,10 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use kube::{
-    Client,
-    config::{KubeConfigOptions, Kubeconfig},
-};
+use kube::{Client, config::Kubeconfig};
 
 /// Which cluster to talk to: the global `--kubeconfig` and `--context`.
 #[derive(Clone, Debug, Default, Args)]
@@ -32,26 +29,17 @@ impl ClusterArgs {
                     "no kubeconfig ($KUBECONFIG, ~/.kube/config) and not in a cluster; pass --kubeconfig and --context",
                 );
             }
-            (Some(path), _) => Kubeconfig::read_from(path)
-                .with_context(|| format!("reading kubeconfig {}", path.display()))?,
+            (Some(path), context) => {
+                return Ok(tandem_util::client::config_from_file(path, context.as_deref()).await?);
+            }
             (None, Some(_)) => Kubeconfig::read().context(
                 "reading the kubeconfig ($KUBECONFIG or ~/.kube/config); pass --kubeconfig",
             )?,
         };
-        let options = KubeConfigOptions {
-            context: self.context.clone(),
-            ..Default::default()
-        };
-        kube::Config::from_custom_kubeconfig(kubeconfig, &options)
-            .await
-            .with_context(|| match &self.context {
-                Some(c) => format!("using context {c:?} of the kubeconfig"),
-                None => "using the current context of the kubeconfig".to_string(),
-            })
+        Ok(tandem_util::client::config(kubeconfig, self.context.as_deref()).await?)
     }
 
     pub async fn client(&self) -> Result<Client> {
-        let config = self.config().await?;
-        Client::try_from(config).context("building the Kubernetes client")
+        Ok(tandem_util::client::client(self.config().await?)?)
     }
 }

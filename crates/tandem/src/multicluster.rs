@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kube::{Api, api::ListParams};
 use serde::Serialize;
+use tandem_api::Duration as GoDuration;
 use tandem_api::multicluster::{Link, MIRRORED_SERVICE_LABEL};
 use tandem_install::multicluster::{self as mc, InstallOptions, LinkOptions};
 
@@ -90,8 +91,8 @@ pub struct CheckArgs {
     #[arg(short, long, value_enum, default_value_t = Format::Table)]
     output: Format,
     /// How long to keep retrying checks that time may fix (a mirror starting).
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    wait: Duration,
+    #[arg(long, default_value = "30s")]
+    wait: GoDuration,
 }
 
 #[derive(Debug, Args)]
@@ -125,8 +126,8 @@ pub struct MirrorArgs {
     own_cluster_role: Option<String>,
     /// How often every mirror is written again even when nothing seems to
     /// have changed (a repair of what the watches could not see).
-    #[arg(long, default_value = "5m", value_parser = parse_period)]
-    resync_period: Duration,
+    #[arg(long, default_value = "5m", value_parser = GoDuration::parse_period)]
+    resync_period: GoDuration,
 }
 
 #[derive(Debug, Args)]
@@ -134,18 +135,6 @@ pub struct GatewayArgs {
     /// Where to serve the probe (/ready) and /live.
     #[arg(long, default_value = "0.0.0.0:4191")]
     admin_addr: SocketAddr,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    tandem_core::failover::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))
-}
-
-/// A period of a timer: not zero.
-fn parse_period(s: &str) -> Result<Duration, String> {
-    match parse_duration(s)? {
-        d if d.is_zero() => Err(format!("{s:?}: a period must be longer than zero")),
-        d => Ok(d),
-    }
 }
 
 pub async fn run(cluster: &ClusterArgs, cmd: MulticlusterCommand) -> Result<ExitCode> {
@@ -329,7 +318,7 @@ async fn check(cluster: &ClusterArgs, a: CheckArgs) -> Result<ExitCode> {
         pre: false,
         namespace: a.namespace,
     };
-    let deadline = std::time::Instant::now() + a.wait;
+    let deadline = std::time::Instant::now() + a.wait.as_std();
     let report = loop {
         let client = cluster.client().await.map_err(|e| format!("{e:#}"));
         let report = tandem_check::run_multicluster(client, options.clone()).await;
@@ -470,7 +459,7 @@ async fn mirror(cluster: &ClusterArgs, a: MirrorArgs) -> Result<ExitCode> {
             create_namespaces: a.create_namespaces,
             dns_refresh: Duration::from_secs(30),
             status_interval: Duration::from_secs(5),
-            resync_period: a.resync_period,
+            resync_period: a.resync_period.into(),
             own: a
                 .own_name
                 .zip(a.own_cluster_role)
@@ -556,7 +545,18 @@ mod tests {
 
     #[test]
     fn a_zero_period_is_refused() {
-        assert!(parse_period("0s").unwrap_err().contains("longer than zero"));
-        assert_eq!(parse_period("5m"), Ok(Duration::from_secs(300)));
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            mirror: MirrorArgs,
+        }
+        let parse = |period: &str| {
+            Cli::try_parse_from(["mirror", "--link=west", "--resync-period", period])
+        };
+        let err = parse("0s").unwrap_err().to_string();
+        assert!(err.contains("longer than zero"), "{err}");
+        let ok = parse("5m").unwrap();
+        assert_eq!(ok.mirror.resync_period, GoDuration::from_secs(300));
     }
 }

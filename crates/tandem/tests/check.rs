@@ -4,7 +4,7 @@
 
 use std::{path::Path, process::Command};
 
-use tandem_harness::{Env, run, run_ok};
+use tandem_harness::{Env, run};
 
 fn tandem_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_tandem"))
@@ -53,33 +53,9 @@ subjects:
             ns = ns.name
         ),
     );
-    let token = ns.kubectl("east", &["create", "token", "viewer", "--duration=10m"]);
-    let server = run_ok(env.kubectl("east").args([
-        "config",
-        "view",
-        "--minify",
-        "--raw",
-        "-o",
-        "jsonpath={.clusters[0].cluster.server}",
-    ]));
-    let ca = run_ok(env.kubectl("east").args([
-        "config",
-        "view",
-        "--minify",
-        "--raw",
-        "-o",
-        "jsonpath={.clusters[0].cluster.certificate-authority-data}",
-    ]));
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("viewer.kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: east\n  cluster: {{server: \"{server}\", certificate-authority-data: \"{ca}\"}}\nusers:\n- name: viewer\n  user: {{token: \"{}\"}}\ncontexts:\n- name: east\n  context: {{cluster: east, user: viewer}}\ncurrent-context: east\n",
-            token.trim()
-        ),
-    )
-    .unwrap();
+    env.service_account_kubeconfig("east", &ns.name, "viewer", &kubeconfig);
 
     let out = run(Command::new(tandem_bin())
         .args(["check", "-o", "json", "--kubeconfig"])

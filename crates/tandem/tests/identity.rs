@@ -7,26 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tandem_harness::{free_port, http_get as get};
+use tandem_harness::{cli::Cli, free_port, http_get as get};
 
 fn tandem() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tandem"))
-}
-
-fn create(dir: &Path, args: &[&str]) {
-    let out = tandem()
-        .arg("certificate")
-        .arg("create")
-        .args(args)
-        .args(["--no-password", "--insecure"])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 struct Running(Child);
@@ -72,23 +56,17 @@ fn wait_ready(port: u16, want: u16) {
 fn identity_is_ready_only_with_a_valid_issuer() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    create(d, &["root", "root.crt", "root.key", "--profile", "root-ca"]);
-    create(
-        d,
-        &["other", "other.crt", "other.key", "--profile", "root-ca"],
-    );
-    create(
-        d,
+    let cli = Cli::offline(env!("CARGO_BIN_EXE_tandem"), d);
+    cli.cert(&["root", "root.crt", "root.key", "--profile", "root-ca"]);
+    cli.cert(&["other", "other.crt", "other.key", "--profile", "root-ca"]);
+    cli.cert_signed(
+        "root",
         &[
             "issuer",
             "crt.pem",
             "key.pem",
             "--profile",
             "intermediate-ca",
-            "--ca",
-            "root.crt",
-            "--ca-key",
-            "root.key",
         ],
     );
     let issuer_dir = d.join("issuer");

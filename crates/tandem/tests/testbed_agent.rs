@@ -5,13 +5,7 @@
 //! namespace and would hand addresses to other tests' Services; the agent
 //! only talks to the API, so kwok's node is enough.
 
-use std::{
-    collections::BTreeMap,
-    net::Ipv4Addr,
-    path::Path,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path, process::Command, time::Duration};
 
 use k8s_openapi::api::{
     core::v1::{Container, Pod, PodSpec, Service, ServicePort, ServiceSpec},
@@ -21,7 +15,7 @@ use kube::{
     Api, Client,
     api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
-use tandem_harness::{Env, PrivateTestbed, eventually, free_port, http_get};
+use tandem_harness::{Env, PrivateTestbed, Process, eventually, free_port};
 
 /// Ports of this file's private testbed (one cluster: 19440-19449).
 const BASE_PORT: u16 = 19440;
@@ -34,77 +28,32 @@ fn tandem_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_tandem"))
 }
 
-/// A `tandem testbed agent` process: its log goes to a file, printed if the
-/// test fails; it is killed, by pid, when dropped.
-struct Agent {
-    child: Child,
-    log: tempfile::NamedTempFile,
-    port: u16,
-}
+/// A `tandem testbed agent` process, started with the harness's launcher:
+/// its log is printed if the test fails; it is killed, by pid, when dropped.
+struct Agent(Process);
 
 impl Agent {
     /// Starts the agent and waits until /healthz answers 200.
     fn start(env: &Env) -> Agent {
-        let log = tempfile::NamedTempFile::new().expect("a log file");
         let port = free_port();
-        let child = Command::new(tandem_bin())
-            .args(["testbed", "agent", "--kubeconfig"])
+        let mut cmd = Command::new(tandem_bin());
+        cmd.args(["testbed", "agent", "--kubeconfig"])
             .arg(&env.kubeconfig)
             .args(["--context", CLUSTER, "--lb-pool", POOL, "--health-port"])
-            .arg(port.to_string())
-            .env("TANDEM_LOG", "info,kube_client::client::builder=off")
-            .stdin(Stdio::null())
-            .stdout(log.reopen().expect("log"))
-            .stderr(log.reopen().expect("log"))
-            .spawn()
-            .expect("the agent starts");
-        let mut agent = Agent { child, log, port };
-        agent.wait_healthy(Duration::from_secs(60));
-        agent
-    }
-
-    fn wait_healthy(&mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the agent exited ({status}):\n{}", self.log_text());
-            }
-            if http_get(self.port, "/healthz").is_some_and(|(s, _)| s == 200) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!(
-            "the agent's /healthz not 200 within {}s:\n{}",
-            timeout.as_secs(),
-            self.log_text()
-        );
+            .arg(port.to_string());
+        let mut agent = Process::spawn("the testbed agent", cmd, port);
+        agent.wait_http_ok("/healthz", Duration::from_secs(60));
+        Agent(agent)
     }
 
     /// The value of the metric line that starts with `name ` (no labels).
     fn metric(&self, name: &str) -> Option<f64> {
-        let (_, body) = http_get(self.port, "/metrics")?;
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+        self.0.metric(&format!("{name} "))
     }
 
     /// SIGKILL, as a crash would end it.
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!("===== log of the testbed agent =====\n{}", self.log_text());
-        }
+        self.0.kill();
     }
 }
 

@@ -13,6 +13,7 @@ mod config;
 mod error;
 pub mod image;
 pub mod kubeconfig;
+mod layout;
 pub mod node;
 pub mod pki;
 pub mod process;

@@ -1,10 +1,13 @@
-//! Small helpers every controller of tandem shares, each with one home:
-//! bounded API calls with one typed error ([`call`]), retry backoff, text cut
-//! to an API field's limit, and an error with its causes on one line.
+//! Small helpers tandem's crates share, each with one home: bounded API calls
+//! with one typed error ([`call`]), kube clients from kubeconfigs ([`client`]),
+//! times as Kubernetes writes them ([`time`]), retry backoff, text cut to an
+//! API field's limit, and an error with its causes on one line.
 
 #![forbid(unsafe_code)]
 
 pub mod call;
+pub mod client;
+pub mod time;
 
 use std::time::Duration;
 
