@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Benchmarks the failover controller (release build) on a private one-cluster
 # testbed: reaction time to readiness flips with 1,000 TrafficSplits and 2,000
-# Services, and the controller's RSS with 1,000 and 10,000 TrafficSplits.
+# Services, the controller's RSS with 1,000 and 10,000 TrafficSplits, and the
+# reaction in the first 60 s after a restart with 10,000 splits to record,
+# under 100 unrelated endpoint changes a second (--restart-secs 0 skips it).
 # The testbed (ports 25440-25445, a fresh temporary directory) is always
 # stopped and deleted at the end. Progress goes to stderr, the summary to
 # stdout, its last line as JSON. See BENCHMARKS.md.
 #
-#   bench/failover.sh [--flips N] [--splits N] [--rss-splits N] [--gap-ms N] [--json FILE]
+#   bench/failover.sh [--flips N] [--splits N] [--rss-splits N] [--gap-ms N]
+#                     [--restart-secs N] [--noise-per-sec N] [--json FILE]
 #
 # Environment: CARGO_TARGET_DIR (default ./target), BENCH_BASE_PORT (default 25440).
 set -euo pipefail
@@ -15,7 +18,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 args=()
 while (($#)); do
   case $1 in
-    --flips | --splits | --rss-splits | --gap-ms | --json)
+    --flips | --splits | --rss-splits | --gap-ms | --restart-secs | --noise-per-sec | --json)
       if (($# < 2)); then
         echo "error: $1 needs a value" >&2
         exit 2
@@ -24,7 +27,7 @@ while (($#)); do
       shift 2
       ;;
     -h | --help)
-      sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)

@@ -1,7 +1,7 @@
 //! `tandem-bench failover`: the failover controller's reaction time and memory.
 //!
 //! 1. Applies the TrafficSplit CRD (`tandem smi install | kubectl apply -f -`).
-//! 2. Creates `2 × splits` Services without selectors, one EndpointSlice each
+//! 2. Creates `2 × splits` headless Services without selectors, one EndpointSlice each
 //!    (written by the benchmark alone), and `splits` TrafficSplits.
 //! 3. Starts `tandem failover run` and waits until it has recorded the state
 //!    `primary` on every split.
@@ -11,6 +11,8 @@
 //!    read before and after.
 //! 5. Reads the controller's RSS, then adds splits up to `rss_splits` (sharing
 //!    the services) and reads it again.
+//! 6. Restarts the controller with every split's state to record again and
+//!    times flips in its first `restart_secs` ([`crate::restart`]).
 
 use std::{
     collections::HashMap,
@@ -45,6 +47,7 @@ use tokio::{io::AsyncWriteExt, process::Command, sync::mpsc, task::JoinHandle, t
 use crate::{
     controller::Controller,
     objects::{self, CONTROLLED_BY_LABEL},
+    restart,
     stats::{self, Histogram, Summary},
 };
 
@@ -54,8 +57,8 @@ pub(crate) const SETTLE: Duration = Duration::from_secs(5);
 pub(crate) const FIELD_MANAGER: &str = "tandem-bench";
 const REACTION_HISTOGRAM: &str = "tandem_failover_reaction_seconds";
 const WRITE_ERRORS: &str = "tandem_failover_write_errors_total";
-const REACTION_TARGET_MS: f64 = 100.0;
-const RSS_TARGET_KIB: u64 = 64 * 1024;
+pub(crate) const REACTION_TARGET_MS: f64 = 100.0;
+const RSS_TARGET_KIB: u64 = 40 * 1024;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -90,6 +93,13 @@ pub struct Args {
     /// share the Services); 0 skips it.
     #[arg(long, default_value_t = 10_000)]
     rss_splits: usize,
+    /// Then restart the controller with every split's state to record again
+    /// and time flips during this many seconds from its start; 0 skips it.
+    #[arg(long, default_value_t = 60)]
+    restart_secs: u64,
+    /// Unrelated endpoint changes per second during the restart.
+    #[arg(long, default_value_t = 100)]
+    noise_per_sec: u32,
     /// Also write the JSON summary to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -162,7 +172,7 @@ pub async fn run(mut args: Args) -> Result<()> {
     create_all(&p, "Services", 0..n_services, |k| {
         let api = services.clone();
         async move {
-            api.create(&post(), &objects::service(ns, k))
+            api.create(&post(), &objects::headless_service(ns, k))
                 .await
                 .map(drop)
         }
@@ -266,6 +276,30 @@ pub async fn run(mut args: Args) -> Result<()> {
     } else {
         None
     };
+    let restart = if args.restart_secs > 0 {
+        ctl.stop().await?;
+        let mut restart_log = log.clone().into_os_string();
+        restart_log.push(".restart");
+        let setup = restart::Setup {
+            p: &p,
+            tandem: &args.tandem,
+            kubeconfig: &args.kubeconfig,
+            context: &args.context,
+            log: Path::new(&restart_log),
+            ns,
+            pairs: args.splits,
+            splits: args.rss_splits.max(args.splits),
+            secs: args.restart_secs,
+            noise_per_sec: args.noise_per_sec,
+            gap: Duration::from_millis(args.gap_ms),
+            limit: Duration::from_secs(args.flip_timeout_secs),
+        };
+        let (outcome, restarted) = restart::run(setup, client.clone(), &mut watch).await?;
+        ctl = restarted;
+        Some(outcome)
+    } else {
+        None
+    };
     let watch_errors = watch.errors();
     drop(watch);
     ctl.stop().await?;
@@ -285,6 +319,7 @@ pub async fn run(mut args: Args) -> Result<()> {
         watch_errors,
         small,
         large,
+        restart,
     };
     let json = report.to_json();
     print!("{}", report.text());
@@ -469,7 +504,7 @@ struct Change {
 
 /// A watch on the benchmark's TrafficSplits: the state of each, and while
 /// forwarding, every change on a channel, time-stamped on arrival.
-struct SplitWatch {
+pub(crate) struct SplitWatch {
     seen: Arc<Mutex<HashMap<String, Seen>>>,
     changes: mpsc::UnboundedReceiver<Change>,
     forward: Arc<AtomicBool>,
@@ -545,7 +580,7 @@ impl SplitWatch {
     }
 
     /// Waits until `n` splits carry the state annotation `primary`.
-    async fn wait_primary(
+    pub(crate) async fn wait_primary(
         &mut self,
         p: &Progress,
         ctl: &mut Controller,
@@ -573,11 +608,16 @@ impl SplitWatch {
         }
     }
 
-    fn drain(&mut self) {
+    pub(crate) fn drain(&mut self) {
         while self.changes.try_recv().is_ok() {}
     }
 
-    fn stop_forwarding(&mut self) {
+    pub(crate) fn start_forwarding(&mut self) {
+        self.drain();
+        self.forward.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stop_forwarding(&mut self) {
         self.forward.store(false, Ordering::Relaxed);
         self.drain();
     }
@@ -602,14 +642,14 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Each flip: how long from the patch sent, and from it acknowledged, to the
 /// new weights seen.
 #[derive(Debug, Default)]
-struct Flips {
-    from_ack: Vec<Duration>,
-    from_send: Vec<Duration>,
-    patch: Vec<Duration>,
-    failover: Vec<Duration>,
-    failback: Vec<Duration>,
+pub(crate) struct Flips {
+    pub(crate) from_ack: Vec<Duration>,
+    pub(crate) from_send: Vec<Duration>,
+    pub(crate) patch: Vec<Duration>,
+    pub(crate) failover: Vec<Duration>,
+    pub(crate) failback: Vec<Duration>,
     /// Weights seen before the patch was acknowledged.
-    before_ack: usize,
+    pub(crate) before_ack: usize,
 }
 
 async fn flip(
@@ -620,10 +660,6 @@ async fn flip(
     args: &Args,
 ) -> Result<Flips> {
     let limit = Duration::from_secs(args.flip_timeout_secs);
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    };
     let mut out = Flips::default();
     p.say(format_args!(
         "flipping: {} flips over {} splits, one at a time, {} ms apart",
@@ -635,51 +671,20 @@ async fn flip(
         let j = (f / 2) % args.splits;
         let down = f % 2 == 0;
         let k = objects::primary_of(j, args.splits);
-        let split = objects::split_name(j);
-        let want: [u64; 2] = if down { [0, 1] } else { [1, 0] };
-        let what = if down { "failover" } else { "failback" };
-        watch.drain();
-        let sent = Instant::now();
-        let deadline = sent + limit;
-        tokio::time::timeout_at(
-            deadline,
-            slices.patch(
-                &objects::service_name(k),
-                &params,
-                &Patch::Merge(objects::readiness_patch(k, !down)),
-            ),
+        let t = flip_one(
+            slices,
+            watch,
+            ctl,
+            FlipOf {
+                f,
+                service: k,
+                split: &objects::split_name(j),
+                down,
+            },
+            limit,
         )
-        .await
-        .map_err(|_| anyhow!("flip {f}: patching EndpointSlice svc-{k} took over {limit:?}"))?
-        .with_context(|| format!("flip {f}: patching EndpointSlice svc-{k}"))?;
-        let acked = Instant::now();
-        let seen = loop {
-            let change = tokio::time::timeout_at(deadline, watch.changes.recv())
-                .await
-                .map_err(|_| {
-                    let running = ctl.check_running().err();
-                    anyhow!(
-                        "flip {f} ({what} of {split}) was not seen within {limit:?}{}",
-                        running.map(|e| format!(": {e}")).unwrap_or_default()
-                    )
-                })?
-                .ok_or_else(|| anyhow!("the TrafficSplit watch ended"))?;
-            if change.name == split && change.weights == want {
-                break change.at;
-            }
-        };
-        let from_ack = seen.saturating_duration_since(acked);
-        if seen < acked {
-            out.before_ack += 1;
-        }
-        out.from_ack.push(from_ack);
-        out.from_send.push(seen.saturating_duration_since(sent));
-        out.patch.push(acked - sent);
-        if down {
-            out.failover.push(from_ack);
-        } else {
-            out.failback.push(from_ack);
-        }
+        .await?;
+        out.record(&t, down);
         if ((f + 1) % 50 == 0 || f + 1 == args.flips)
             && let Some(s) = Summary::of(&out.from_ack)
         {
@@ -694,6 +699,99 @@ async fn flip(
         tokio::time::sleep(Duration::from_millis(args.gap_ms)).await;
     }
     Ok(out)
+}
+
+/// One flip: which one, which Service's endpoint, which split must follow.
+pub(crate) struct FlipOf<'a> {
+    pub(crate) f: usize,
+    pub(crate) service: usize,
+    pub(crate) split: &'a str,
+    /// A failover (the primary goes unready), or a failback.
+    pub(crate) down: bool,
+}
+
+/// How long one flip took.
+pub(crate) struct FlipTime {
+    /// From the slice patch acknowledged to the new weights seen.
+    pub(crate) from_ack: Duration,
+    pub(crate) from_send: Duration,
+    pub(crate) patch: Duration,
+    pub(crate) before_ack: bool,
+}
+
+impl Flips {
+    pub(crate) fn record(&mut self, t: &FlipTime, down: bool) {
+        if t.before_ack {
+            self.before_ack += 1;
+        }
+        self.from_ack.push(t.from_ack);
+        self.from_send.push(t.from_send);
+        self.patch.push(t.patch);
+        if down {
+            self.failover.push(t.from_ack);
+        } else {
+            self.failback.push(t.from_ack);
+        }
+    }
+}
+
+/// Patches a Service's endpoint unready (or ready again) and waits until the
+/// split's weights follow, as the split watch sees them.
+pub(crate) async fn flip_one(
+    slices: &Api<EndpointSlice>,
+    watch: &mut SplitWatch,
+    ctl: &mut Controller,
+    of: FlipOf<'_>,
+    limit: Duration,
+) -> Result<FlipTime> {
+    let FlipOf {
+        f,
+        service: k,
+        split,
+        down,
+    } = of;
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    let want: [u64; 2] = if down { [0, 1] } else { [1, 0] };
+    let what = if down { "failover" } else { "failback" };
+    watch.drain();
+    let sent = Instant::now();
+    let deadline = sent + limit;
+    tokio::time::timeout_at(
+        deadline,
+        slices.patch(
+            &objects::service_name(k),
+            &params,
+            &Patch::Merge(objects::readiness_patch(k, !down)),
+        ),
+    )
+    .await
+    .map_err(|_| anyhow!("flip {f}: patching EndpointSlice svc-{k} took over {limit:?}"))?
+    .with_context(|| format!("flip {f}: patching EndpointSlice svc-{k}"))?;
+    let acked = Instant::now();
+    let seen = loop {
+        let change = tokio::time::timeout_at(deadline, watch.changes.recv())
+            .await
+            .map_err(|_| {
+                let running = ctl.check_running().err();
+                anyhow!(
+                    "flip {f} ({what} of {split}) was not seen within {limit:?}{}",
+                    running.map(|e| format!(": {e}")).unwrap_or_default()
+                )
+            })?
+            .ok_or_else(|| anyhow!("the TrafficSplit watch ended"))?;
+        if change.name == split && change.weights == want {
+            break change.at;
+        }
+    };
+    Ok(FlipTime {
+        from_ack: seen.saturating_duration_since(acked),
+        from_send: seen.saturating_duration_since(sent),
+        patch: acked - sent,
+        before_ack: seen < acked,
+    })
 }
 
 // === memory and machine ===
@@ -812,13 +910,14 @@ struct Report<'a> {
     watch_errors: usize,
     small: Memory,
     large: Option<Memory>,
+    restart: Option<restart::Outcome>,
+}
+
+pub(crate) fn summary(samples: &[Duration]) -> Value {
+    Summary::of(samples).map_or(Value::Null, |s| s.to_json())
 }
 
 impl Report<'_> {
-    fn summary(samples: &[Duration]) -> Value {
-        Summary::of(samples).map_or(Value::Null, |s| s.to_json())
-    }
-
     fn reaction_met(&self) -> Option<bool> {
         Summary::of(&self.flips.from_ack).map(|s| s.p99 < REACTION_TARGET_MS)
     }
@@ -853,11 +952,11 @@ impl Report<'_> {
                 "count": self.flips.from_ack.len(),
                 "gap_ms": self.args.gap_ms,
                 "seen_before_patch_ack": self.flips.before_ack,
-                "end_to_end": Self::summary(&self.flips.from_ack),
-                "end_to_end_from_patch_sent": Self::summary(&self.flips.from_send),
-                "patch_round_trip": Self::summary(&self.flips.patch),
-                "failover": Self::summary(&self.flips.failover),
-                "failback": Self::summary(&self.flips.failback),
+                "end_to_end": summary(&self.flips.from_ack),
+                "end_to_end_from_patch_sent": summary(&self.flips.from_send),
+                "patch_round_trip": summary(&self.flips.patch),
+                "failover": summary(&self.flips.failover),
+                "failback": summary(&self.flips.failback),
                 "controller_reaction_seconds": self.internal.to_json_ms(),
                 "controller_write_errors": self.write_errors,
                 "watch_errors": self.watch_errors,
@@ -866,9 +965,11 @@ impl Report<'_> {
                 "with_flip_splits": self.small.to_json(),
                 "with_rss_splits": self.large.as_ref().map(Memory::to_json),
             },
+            "restart": self.restart.as_ref().map(restart::Outcome::to_json),
             "targets": {
                 "reaction_p99_under_100ms": self.reaction_met(),
-                "rss_under_64mib": self.rss_met(),
+                "restart_reaction_p99_under_100ms": self.restart.as_ref().and_then(restart::Outcome::reaction_met),
+                "rss_under_40mib": self.rss_met(),
             },
         })
     }
@@ -981,19 +1082,28 @@ impl Report<'_> {
         if let Some(m) = &self.large {
             line(&mut t, format!("RSS:      {}", m.describe()));
         }
+        if let Some(r) = &self.restart {
+            for l in r.text(&fmt) {
+                line(&mut t, l);
+            }
+        }
         let rss_target = match &self.large {
             Some(m) => format!(
-                "RSS with {} splits < 64 MiB: {}",
+                "RSS with {} splits < 40 MiB: {}",
                 m.splits,
                 yes(self.rss_met())
             ),
-            None => "RSS < 64 MiB: not measured (--rss-splits 0)".into(),
+            None => "RSS < 40 MiB: not measured (--rss-splits 0)".into(),
         };
         line(
             &mut t,
             format!(
-                "targets:  reaction p99 < 100 ms: {}; {rss_target}",
+                "targets:  reaction p99 < 100 ms: {}; after a restart: {}; {rss_target}",
                 yes(self.reaction_met()),
+                yes(self
+                    .restart
+                    .as_ref()
+                    .and_then(restart::Outcome::reaction_met)),
             ),
         );
         t

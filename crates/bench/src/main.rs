@@ -12,6 +12,7 @@ mod controller;
 mod failover;
 mod mirror;
 mod objects;
+mod restart;
 mod stats;
 
 /// Benchmarks of tandem on a running testbed cluster.

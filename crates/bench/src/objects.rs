@@ -20,6 +20,7 @@ pub const SPLIT_VERSION: &str = "v1alpha2";
 /// The failover controller's default selector is this label's presence.
 pub const CONTROLLED_BY_LABEL: &str = "failover.linkerd.io/controlled-by";
 pub const STATE_ANNOTATION: &str = "failover.tandem.io/state";
+pub const LAST_TRANSITION_TIME_ANNOTATION: &str = "failover.tandem.io/last-transition-time";
 use tandem_api::endpoints::SERVICE_NAME_LABEL;
 const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
 const MANAGED_BY: &str = "bench.tandem.io";
@@ -74,6 +75,16 @@ pub fn service(ns: &str, k: usize) -> Service {
     }
 }
 
+/// [`service`], headless: thousands of Services do not fit the testbed's
+/// service range, and the failover controller reads only their slices.
+pub fn headless_service(ns: &str, k: usize) -> Service {
+    let mut svc = service(ns, k);
+    if let Some(spec) = svc.spec.as_mut() {
+        spec.cluster_ip = Some("None".into());
+    }
+    svc
+}
+
 pub fn endpoint_slice(ns: &str, k: usize) -> EndpointSlice {
     EndpointSlice {
         metadata: ObjectMeta {
@@ -114,10 +125,27 @@ pub fn readiness_patch(k: usize, ready: bool) -> Value {
     json!({ "endpoints": endpoints(k, ready) })
 }
 
+/// The merge patch that moves service `k`'s one endpoint to another address
+/// (`moved`) or back, ready all along: an endpoint change that changes no
+/// Service's readiness.
+pub fn move_patch(k: usize, moved: bool) -> Value {
+    let mut endpoints = endpoints(k, true);
+    if moved {
+        endpoints[0].addresses = vec![format!("127.21.{}.{}", k / 250, k % 250 + 1)];
+    }
+    json!({ "endpoints": endpoints })
+}
+
 pub fn traffic_split(ns: &str, j: usize, pairs: usize) -> DynamicObject {
-    let primary = service_name(primary_of(j, pairs));
-    let fallback = service_name(primary_of(j, pairs) + 1);
-    let mut obj = DynamicObject::new(&split_name(j), &traffic_split_api())
+    let k = primary_of(j, pairs);
+    split_between(ns, &split_name(j), k, k + 1)
+}
+
+/// Split `name` from service `primary` to service `fallback`.
+pub fn split_between(ns: &str, name: &str, primary: usize, fallback: usize) -> DynamicObject {
+    let primary = service_name(primary);
+    let fallback = service_name(fallback);
+    let mut obj = DynamicObject::new(name, &traffic_split_api())
         .within(ns)
         .data(json!({
             "spec": {
@@ -186,6 +214,19 @@ mod tests {
         let labels = slice.metadata.labels.unwrap();
         assert_eq!(labels[SERVICE_NAME_LABEL], "svc-5");
         assert_eq!(slice.endpoints[0].addresses, ["127.20.0.6"]);
+    }
+
+    #[test]
+    fn the_move_patch_keeps_the_endpoint_ready_on_another_address() {
+        let p = move_patch(5, true);
+        assert_eq!(p["endpoints"][0]["conditions"]["ready"], true);
+        assert_eq!(p["endpoints"][0]["addresses"][0], "127.21.0.6");
+        assert_eq!(
+            move_patch(5, false)["endpoints"][0]["addresses"][0],
+            "127.20.0.6"
+        );
+        let solo = split_between("bench", "restart-0", 2000, 2001);
+        assert_eq!(solo.data["spec"]["backends"][1]["service"], "svc-2001");
     }
 
     #[test]

@@ -54,6 +54,14 @@ pub const FAILBACK_DELAY_ANNOTATION: &str = "failover.tandem.io/failback-delay";
 pub const STATE_ANNOTATION: &str = "failover.tandem.io/state";
 /// Written by the controller: when [`STATE_ANNOTATION`] last changed (RFC 3339).
 pub const LAST_TRANSITION_TIME_ANNOTATION: &str = "failover.tandem.io/last-transition-time";
+/// The annotations [`decide`] reads: a reader of splits may keep only these
+/// in [`Split::annotations`] (the controller's own state annotations are no
+/// input to the rules).
+pub const DECISION_ANNOTATIONS: [&str; 3] = [
+    PRIMARY_SERVICE_ANNOTATION,
+    PRIORITY_ANNOTATION,
+    FAILBACK_DELAY_ANNOTATION,
+];
 /// Marks the splits the failover controller may rewrite (linkerd-failover's label).
 pub const CONTROLLED_BY_LABEL: &str = "failover.linkerd.io/controlled-by";
 
@@ -71,6 +79,7 @@ pub struct Split {
     pub name: String,
     /// In spec order.
     pub backends: Vec<BackendSpec>,
+    /// Those of [`DECISION_ANNOTATIONS`] the split has (others are ignored).
     pub annotations: BTreeMap<String, String>,
 }
 

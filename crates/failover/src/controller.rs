@@ -14,24 +14,18 @@ use std::{
 
 use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::{
-    Api, Client,
-    api::DynamicObject,
-    runtime::{
-        WatchStreamExt,
-        watcher::{self, Event},
-    },
-};
+use kube::{Api, Client, api::DynamicObject, runtime::watcher};
 use prometheus_client::registry::Registry;
 use tandem_lease::{Elector, Leadership, LeaseParams};
+use tandem_runtime::watch::{self, Update};
 use tokio::{
-    sync::{mpsc, watch},
+    sync::{mpsc, watch as channel},
     time::Instant,
 };
 
 use crate::{
     discovery::{self, Wait},
-    index::Index,
+    index::{Index, Slice},
     metrics::Metrics,
     progress::{Progress, STALL_AFTER},
     resource::{self, Key, Kind, Resource},
@@ -132,6 +126,13 @@ impl Shared {
         }
     }
 
+    /// Both watches have listed (tests drive the writer without watches).
+    #[cfg(test)]
+    pub(crate) fn mark_synced(&self) {
+        self.slices_synced.store(true, Ordering::Release);
+        self.splits_synced.store(true, Ordering::Release);
+    }
+
     pub(crate) fn synced(&self) -> bool {
         self.slices_synced.load(Ordering::Acquire) && self.splits_synced.load(Ordering::Acquire)
     }
@@ -153,7 +154,7 @@ impl Shared {
 pub async fn run(
     client: Client,
     settings: Settings,
-    shutdown: watch::Receiver<bool>,
+    shutdown: channel::Receiver<bool>,
 ) -> anyhow::Result<()> {
     settings.validate().map_err(anyhow::Error::msg)?;
     let mut registry = Registry::with_prefix("tandem_failover");
@@ -186,7 +187,7 @@ pub async fn run(
             (None, rx, Some(election))
         }
         None => {
-            let (tx, rx) = watch::channel(Leadership::Leader {
+            let (tx, rx) = channel::channel(Leadership::Leader {
                 since: Instant::now(),
             });
             (Some(tx), rx, None)
@@ -226,7 +227,7 @@ fn election_error(e: tandem_lease::Error) -> anyhow::Error {
 /// The handle is taken once the election has ended.
 async fn election_failed(
     election: &mut Option<tokio::task::JoinHandle<Result<(), tandem_lease::Error>>>,
-    shutdown: &watch::Receiver<bool>,
+    shutdown: &channel::Receiver<bool>,
 ) -> tandem_lease::Error {
     if let Some(handle) = election.as_mut() {
         let ended = handle.await;
@@ -248,9 +249,9 @@ async fn control(
     settings: Settings,
     shared: Arc<Shared>,
     triggers: mpsc::UnboundedReceiver<Trigger>,
-    leadership: watch::Receiver<Leadership>,
+    leadership: channel::Receiver<Leadership>,
     readiness: tandem_admin::Readiness,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: channel::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let wait = Wait {
         recheck: Duration::from_secs(5),
@@ -307,7 +308,7 @@ async fn control_http_routes(
     shared: Arc<Shared>,
     selector: String,
     recheck: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: channel::Receiver<bool>,
 ) {
     let wait = Wait {
         recheck,
@@ -328,33 +329,24 @@ async fn control_http_routes(
 
 async fn watch_slices(client: Client, shared: Arc<Shared>) {
     let api: Api<EndpointSlice> = Api::all(client);
-    let mut stream = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    let mut buffer = vec![];
-    while let Some(event) = stream.next().await {
+    // Each slice is folded as it arrives: a list buffers no whole slices.
+    let updates = watch::folded(api, watcher::Config::default(), Slice::fold);
+    let mut updates = std::pin::pin!(updates);
+    while let Some(update) = updates.next().await {
         let at = Instant::now();
-        let keys = match event {
-            Ok(Event::Init) => {
-                buffer.clear();
-                continue;
-            }
-            Ok(Event::InitApply(s)) => {
-                buffer.push(s);
-                continue;
-            }
-            Ok(Event::InitDone) => {
-                let keys = shared.index().reset_slices(&buffer);
-                buffer.clear();
+        let keys = match update {
+            Update::Listed(slices) => {
+                let keys = shared.index().reset_slices(&slices);
+                drop(slices);
                 shared.slices_synced.store(true, Ordering::Release);
                 shared.wake.notify_one();
                 tracing::info!("endpoint slices synced");
                 keys
             }
-            Ok(Event::Apply(s)) => shared.index().apply_slice(&s),
-            Ok(Event::Delete(s)) => shared.index().delete_slice(&s),
-            Err(e) => {
-                tracing::warn!(error = %e, "endpoint slice watch failed; retrying");
+            Update::Apply(s) => shared.index().apply_slice(&s),
+            Update::Delete(s) => shared.index().delete_slice(&s),
+            Update::Failed(e) => {
+                tracing::warn!(error = %e, code = e.code, "endpoint slice watch failed; retrying");
                 continue;
             }
         };
@@ -370,57 +362,53 @@ async fn watch_splits(
     gates_sync: bool,
 ) {
     let api: Api<DynamicObject> = Api::all_with(client, &res.api);
-    let mut stream = watcher::watcher(api, watcher::Config::default().labels(&selector))
-        .default_backoff()
-        .boxed();
-    let mut buffer = vec![];
-    while let Some(event) = stream.next().await {
+    let config = watcher::Config::default().labels(&selector);
+    let kind = res.kind;
+    let updates = watch::folded(api, config, move |o| resource::read(&res, o));
+    let mut updates = std::pin::pin!(updates);
+    while let Some(update) = updates.next().await {
         let at = Instant::now();
-        let keys = match event {
-            Ok(Event::Init) => {
-                buffer.clear();
-                continue;
-            }
-            Ok(Event::InitApply(o)) => {
-                buffer.push(resource::read(&res, o));
-                continue;
-            }
-            Ok(Event::InitDone) => {
+        let keys = match update {
+            Update::Listed(entries) => {
                 let mut index = shared.index();
-                let relisted = index.reset_splits(res.kind, std::mem::take(&mut buffer));
+                let relisted = index.reset_splits(kind, entries);
                 shared.metrics.watched_splits.set(index.len() as i64);
                 drop(index);
                 for key in &relisted.removed {
                     shared.metrics.forget(key);
                 }
-                let keys = relisted.listed;
                 if gates_sync {
                     shared.splits_synced.store(true, Ordering::Release);
                     shared.wake.notify_one();
                 }
                 tracing::info!(
-                    kind = res.kind.as_str(),
-                    count = keys.len(),
+                    kind = kind.as_str(),
+                    count = relisted.listed.len(),
                     "splits synced"
                 );
+                // The removed ones too: the writer forgets them.
+                let mut keys = relisted.listed;
+                keys.extend(relisted.removed);
                 keys
             }
-            Ok(Event::Apply(o)) => {
+            Update::Apply(entry) => {
                 let mut index = shared.index();
-                let key = index.apply_split(resource::read(&res, o));
+                let key = index.apply_split(entry);
                 shared.metrics.watched_splits.set(index.len() as i64);
                 vec![key]
             }
-            Ok(Event::Delete(o)) => {
-                let key = resource::read(&res, o).key;
+            Update::Delete(entry) => {
+                let key = entry.key;
                 let mut index = shared.index();
                 index.delete_split(&key);
                 shared.metrics.watched_splits.set(index.len() as i64);
+                drop(index);
                 shared.metrics.forget(&key);
-                continue;
+                // So that the writer forgets it.
+                vec![key]
             }
-            Err(e) => {
-                tracing::warn!(kind = res.kind.as_str(), error = %e, "split watch failed; retrying");
+            Update::Failed(e) => {
+                tracing::warn!(kind = kind.as_str(), error = %e, code = e.code, "split watch failed; retrying");
                 continue;
             }
         };

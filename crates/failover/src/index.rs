@@ -20,7 +20,8 @@ use tandem_api::endpoints::SERVICE_NAME_LABEL;
 #[derive(Debug)]
 pub struct Index {
     cluster_domain: String,
-    splits: HashMap<Key, Slot>,
+    /// Boxed: the table stays small (a pointer a slot) as it grows.
+    splits: HashMap<Key, Box<Slot>>,
     /// Ready endpoints of each slice, by (namespace, slice name).
     slices: HashMap<(String, String), (ServiceRef, usize)>,
     /// Each Service's slices and ready endpoints, summed over its slices.
@@ -42,8 +43,6 @@ struct Slot {
 pub struct SplitState {
     /// Failback-damping memory, one per group.
     pub memory: Vec<Memory>,
-    /// Consecutive failed writes (conflicts included), for backoff.
-    pub failures: u32,
     /// The resourceVersion an invalid split was last reported at.
     pub reported_invalid: Option<String>,
 }
@@ -120,7 +119,8 @@ impl Index {
             Some(slot) => slot.entry = entry,
             None => {
                 let state = SplitState::default();
-                self.splits.insert(key.clone(), Slot { entry, state });
+                self.splits
+                    .insert(key.clone(), Box::new(Slot { entry, state }));
             }
         }
         key
@@ -169,11 +169,11 @@ impl Index {
     // === endpoint slices ===
 
     /// Records a slice; returns the splits whose backend changed readiness.
-    pub fn apply_slice(&mut self, slice: &EndpointSlice) -> Vec<Key> {
-        let Some((id, svc)) = slice_service(slice) else {
+    pub fn apply_slice(&mut self, slice: &Slice) -> Vec<Key> {
+        let Some((id, svc)) = slice.identity() else {
             return vec![];
         };
-        let count = ready_endpoints(slice);
+        let count = slice.ready;
         let before = self.is_ready(&svc);
         if let Some((old_svc, old_count)) = self.slices.insert(id, (svc.clone(), count)) {
             self.subtract(&old_svc, old_count);
@@ -182,8 +182,8 @@ impl Index {
         self.changed(&svc, before)
     }
 
-    pub fn delete_slice(&mut self, slice: &EndpointSlice) -> Vec<Key> {
-        let Some((id, svc)) = slice_service(slice) else {
+    pub fn delete_slice(&mut self, slice: &Slice) -> Vec<Key> {
+        let Some((id, svc)) = slice.identity() else {
             return vec![];
         };
         let before = self.is_ready(&svc);
@@ -195,7 +195,7 @@ impl Index {
 
     /// Replaces every slice after a (re)list; returns the splits whose
     /// backends changed readiness meanwhile.
-    pub fn reset_slices(&mut self, slices: &[EndpointSlice]) -> Vec<Key> {
+    pub fn reset_slices(&mut self, slices: &[Slice]) -> Vec<Key> {
         let before: HashMap<ServiceRef, bool> = self
             .ready
             .keys()
@@ -204,8 +204,8 @@ impl Index {
         self.slices.clear();
         self.ready.clear();
         for slice in slices {
-            if let Some((id, svc)) = slice_service(slice) {
-                let count = ready_endpoints(slice);
+            if let Some((id, svc)) = slice.identity() {
+                let count = slice.ready;
                 if let Some((old_svc, old_count)) = self.slices.insert(id, (svc.clone(), count)) {
                     self.subtract(&old_svc, old_count);
                 }
@@ -259,17 +259,47 @@ struct Readiness {
     endpoints: usize,
 }
 
-/// The slice's identity and its Service, from the service-name label.
-fn slice_service(slice: &EndpointSlice) -> Option<((String, String), ServiceRef)> {
-    let ns = slice.metadata.namespace.clone()?;
-    let name = slice.metadata.name.clone()?;
-    let svc = slice
-        .metadata
-        .labels
-        .as_ref()?
-        .get(SERVICE_NAME_LABEL)?
-        .clone();
-    Some(((ns.clone(), name), ServiceRef::new(ns, svc)))
+/// An EndpointSlice folded, as it arrives, to what the index keeps of it:
+/// its name, its Service (the service-name label) and how many of its
+/// endpoints are ready. Whole slices are never buffered.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Slice {
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    /// `None` without the service-name label: such a slice is ignored.
+    pub service: Option<String>,
+    /// Ready endpoints that are not terminating.
+    pub ready: usize,
+}
+
+impl Slice {
+    pub fn fold(slice: EndpointSlice) -> Self {
+        Self::from(&slice)
+    }
+
+    /// The slice's identity and its Service.
+    fn identity(&self) -> Option<((String, String), ServiceRef)> {
+        let ns = self.namespace.clone()?;
+        let name = self.name.clone()?;
+        let svc = self.service.clone()?;
+        Some(((ns.clone(), name), ServiceRef::new(ns, svc)))
+    }
+}
+
+impl From<&EndpointSlice> for Slice {
+    fn from(slice: &EndpointSlice) -> Self {
+        let meta = &slice.metadata;
+        Self {
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone(),
+            service: meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .cloned(),
+            ready: ready_endpoints(slice),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -292,7 +322,11 @@ mod tests {
         read(&res, obj)
     }
 
-    fn mk_slice(ns: &str, name: &str, svc: &str, ready: &[Option<bool>]) -> EndpointSlice {
+    fn mk_slice(ns: &str, name: &str, svc: &str, ready: &[Option<bool>]) -> Slice {
+        Slice::fold(mk_endpoint_slice(ns, name, svc, ready))
+    }
+
+    fn mk_endpoint_slice(ns: &str, name: &str, svc: &str, ready: &[Option<bool>]) -> EndpointSlice {
         let mut s = EndpointSlice::default();
         s.metadata.namespace = Some(ns.into());
         s.metadata.name = Some(name.into());
@@ -353,9 +387,9 @@ mod tests {
     #[test]
     fn terminating_and_unready_endpoints_do_not_count() {
         let mut idx = Index::new("cluster.local");
-        let mut s = mk_slice("ns", "s", "emoji", &[Some(true)]);
+        let mut s = mk_endpoint_slice("ns", "s", "emoji", &[Some(true)]);
         s.endpoints[0].conditions.as_mut().unwrap().terminating = Some(true);
-        idx.apply_slice(&s);
+        idx.apply_slice(&Slice::fold(s));
         assert!(!idx.is_ready(&svc("ns", "emoji")));
         idx.apply_slice(&mk_slice("ns", "s", "emoji", &[None]));
         assert!(
@@ -422,7 +456,6 @@ mod tests {
             memory: vec![Memory {
                 primary_ready_since: Some(std::time::Duration::from_secs(3)),
             }],
-            failures: 2,
             reported_invalid: Some("7".into()),
         };
         let mut idx = Index::new("cluster.local");
@@ -450,8 +483,10 @@ mod tests {
     #[test]
     fn slices_without_a_service_label_are_ignored() {
         let mut idx = Index::new("cluster.local");
-        let mut s = mk_slice("ns", "s", "emoji", &[Some(true)]);
+        let mut s = mk_endpoint_slice("ns", "s", "emoji", &[Some(true)]);
         s.metadata.labels = None;
+        let s = Slice::fold(s);
+        assert_eq!(s.service, None);
         assert!(idx.apply_slice(&s).is_empty());
         assert!(!idx.is_ready(&svc("ns", "emoji")));
     }

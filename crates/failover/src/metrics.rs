@@ -11,23 +11,24 @@ use crate::resource::Key;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SplitLabels {
-    pub kind: String,
+    // Static strings: no allocation per series for what every series repeats.
+    pub kind: &'static str,
     pub namespace: String,
     pub name: String,
-    pub state: String,
+    pub state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TransitionLabels {
-    pub kind: String,
+    pub kind: &'static str,
     pub namespace: String,
     pub name: String,
-    pub to: String,
+    pub to: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
-    pub kind: String,
+    pub kind: &'static str,
     pub reason: String,
 }
 
@@ -107,10 +108,10 @@ impl Metrics {
     pub fn transition(&self, key: &Key, to: State) {
         self.transitions
             .get_or_create(&TransitionLabels {
-                kind: key.kind.as_str().into(),
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
-                to: to.as_str().into(),
+                kind: key.kind.as_str(),
+                namespace: key.namespace.to_string(),
+                name: key.name.to_string(),
+                to: to.as_str(),
             })
             .inc();
     }
@@ -118,7 +119,7 @@ impl Metrics {
     pub fn write_error(&self, key: &Key, reason: &str) {
         self.write_errors
             .get_or_create(&ErrorLabels {
-                kind: key.kind.as_str().into(),
+                kind: key.kind.as_str(),
                 reason: reason.into(),
             })
             .inc();
@@ -127,9 +128,9 @@ impl Metrics {
 
 fn labels(key: &Key, state: State) -> SplitLabels {
     SplitLabels {
-        kind: key.kind.as_str().into(),
-        namespace: key.namespace.clone(),
-        name: key.name.clone(),
-        state: state.as_str().into(),
+        kind: key.kind.as_str(),
+        namespace: key.namespace.to_string(),
+        name: key.name.to_string(),
+        state: state.as_str(),
     }
 }

@@ -9,13 +9,14 @@
 //!   (a ref without a weight weighs 1, as the Gateway API says). A rule with
 //!   no backendRefs (a redirect, say) is skipped.
 
-use std::{collections::BTreeMap, fmt};
+use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::{Value, json};
 use tandem_core::failover::{
-    BackendSpec, LAST_TRANSITION_TIME_ANNOTATION, STATE_ANNOTATION, Split, State,
+    BackendSpec, DECISION_ANNOTATIONS, LAST_TRANSITION_TIME_ANNOTATION, STATE_ANNOTATION, Split,
+    State,
 };
 
 /// What kind of object a split is.
@@ -66,12 +67,13 @@ impl Resource {
     }
 }
 
-/// A split's identity in the index and the queue.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+/// A split's identity in the index and the queue. Shared strings: the
+/// index keeps a key per backend of each split, and clones cost nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
     pub kind: Kind,
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
 }
 
 impl fmt::Display for Key {
@@ -88,10 +90,13 @@ pub struct Entry {
     pub key: Key,
     pub uid: Option<String>,
     pub resource_version: Option<String>,
-    /// The `failover.*` annotations only.
-    pub annotations: BTreeMap<String, String>,
+    /// The state annotation the controller last wrote, if any.
+    pub state: Option<String>,
+    /// When the state last changed, as the controller wrote it.
+    pub last_transition_time: Option<String>,
     /// One split per group of weights: a TrafficSplit has one, an HTTPRoute
-    /// one per rule that has backends.
+    /// one per rule that has backends. Each keeps only the annotations the
+    /// rules read (none, on most splits: an empty map costs nothing).
     pub groups: Vec<Split>,
     /// An HTTPRoute's `spec.rules` as read: a merge patch replaces the list
     /// whole, so everything but the weights is written back as it was.
@@ -102,21 +107,14 @@ pub struct Entry {
     pub unreadable: Option<String>,
 }
 
-/// Annotations the controller reads or writes all start with this.
-const ANNOTATION_PREFIX: &str = "failover.";
-
 impl Entry {
     pub fn resource_version(&self) -> Option<&str> {
         self.resource_version.as_deref()
     }
 
-    pub fn annotations(&self) -> BTreeMap<String, String> {
-        self.annotations.clone()
-    }
-
     /// The state the controller last wrote, if any.
     pub fn recorded_state(&self) -> Option<&str> {
-        self.annotations.get(STATE_ANNOTATION).map(String::as_str)
+        self.state.as_deref()
     }
 }
 
@@ -128,17 +126,17 @@ pub fn read(res: &Resource, object: DynamicObject) -> Entry {
     let name = object.metadata.name.clone().unwrap_or_default();
     let key = Key {
         kind: res.kind,
-        namespace: namespace.clone(),
-        name: name.clone(),
+        namespace: namespace.as_str().into(),
+        name: name.as_str().into(),
     };
-    let annotations: BTreeMap<String, String> = object
-        .metadata
-        .annotations
+    let mut all = object.metadata.annotations.unwrap_or_default();
+    let state = all.remove(STATE_ANNOTATION);
+    let last_transition_time = all.remove(LAST_TRANSITION_TIME_ANNOTATION);
+    let annotations: BTreeMap<String, String> = DECISION_ANNOTATIONS
         .iter()
-        .flatten()
-        .filter(|(k, _)| k.starts_with(ANNOTATION_PREFIX))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .filter_map(|k| all.remove_entry(*k))
         .collect();
+    drop(all);
     let groups = match res.kind {
         Kind::TrafficSplit => read_traffic_split(&object.data).map(|g| vec![(0, g)]),
         Kind::HttpRoute => read_http_route(&object.data),
@@ -173,7 +171,8 @@ pub fn read(res: &Resource, object: DynamicObject) -> Entry {
         key,
         uid: object.metadata.uid,
         resource_version: object.metadata.resource_version,
-        annotations,
+        state,
+        last_transition_time,
         groups,
         rules,
         group_rules,
@@ -344,247 +343,4 @@ fn http_route_spec(entry: &Entry, weights: &[Vec<u32>]) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn obj(res: &Resource, data: Value) -> DynamicObject {
-        let mut o = DynamicObject::new("s", &res.api).within("ns").data(data);
-        o.metadata.resource_version = Some("42".into());
-        o
-    }
-
-    #[test]
-    fn the_workshop_split_reads_under_both_versions() {
-        for (version, weights) in [
-            ("v1alpha2", json!([1, 0])),
-            ("v1alpha1", json!(["1", "0"])),
-            ("v1alpha1", json!([1, "0m"])),
-        ] {
-            let res = Resource::traffic_split(version);
-            let e = read(
-                &res,
-                obj(
-                    &res,
-                    json!({"spec": {"service": "emoji-svc", "backends": [
-                        {"service": "emoji-svc", "weight": weights[0]},
-                        {"service": "emoji-svc-west", "weight": weights[1]},
-                    ]}}),
-                ),
-            );
-            assert_eq!(e.unreadable, None, "{version}");
-            let ws: Vec<u32> = e.groups[0].backends.iter().map(|b| b.weight).collect();
-            assert_eq!(ws, [1, 0], "{version} {weights}");
-        }
-    }
-
-    /// v1alpha1 is the storage version and `conversion: None`, so a split
-    /// written as v1alpha1 with quantities reads as quantities through
-    /// v1alpha2 too: every version takes int-or-string weights.
-    #[test]
-    fn quantity_weights_read_under_every_version() {
-        for version in ["v1alpha2", "v1alpha1"] {
-            for (weights, want) in [
-                (json!(["500m", "500m"]), [500, 500]),
-                (json!(["1", "0"]), [1, 0]),
-                (json!([1, "0m"]), [1, 0]),
-                (json!(["1000m", 0]), [1, 0]),
-                (json!(["2", "250m"]), [2, 250]),
-                (json!([3, 0]), [3, 0]),
-            ] {
-                let res = Resource::traffic_split(version);
-                let e = read(
-                    &res,
-                    obj(
-                        &res,
-                        json!({"spec": {"service": "p", "backends": [
-                            {"service": "p", "weight": weights[0]},
-                            {"service": "f", "weight": weights[1]},
-                        ]}}),
-                    ),
-                );
-                assert_eq!(e.unreadable, None, "{version} {weights}");
-                let ws: Vec<u32> = e.groups[0].backends.iter().map(|b| b.weight).collect();
-                assert_eq!(ws, want, "{version} {weights}");
-
-                // Written back as integers: what v1alpha2 requires, and a
-                // valid quantity for v1alpha1.
-                let p = patch(&res, &e, Some(&[vec![0, 1]]), State::Failover, None);
-                assert_eq!(
-                    p["spec"]["backends"],
-                    json!([{"service": "p", "weight": 0}, {"service": "f", "weight": 1}]),
-                    "{version} {weights}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn malformed_specs_are_unreadable_not_errors() {
-        let res = Resource::traffic_split("v1alpha2");
-        for data in [
-            json!({"spec": {}}),
-            json!({"spec": {"backends": [{"weight": 1}]}}),
-            json!({"spec": {"backends": [{"service": "a", "weight": "x"}]}}),
-            json!({"spec": {"backends": [{"service": "a", "weight": -1}]}}),
-        ] {
-            let e = read(&res, obj(&res, data.clone()));
-            assert!(e.unreadable.is_some(), "{data}");
-            assert!(e.groups.is_empty());
-        }
-    }
-
-    #[test]
-    fn http_routes_split_per_rule_with_default_weights() {
-        let res = Resource::http_route("v1");
-        let e = read(
-            &res,
-            obj(
-                &res,
-                json!({"spec": {"rules": [
-                    {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                     "backendRefs": [{"name": "a", "port": 80}, {"name": "b", "namespace": "other", "port": 80, "weight": 0}]},
-                    {"backendRefs": [{"name": "c", "port": 80, "weight": 5}]},
-                ]}}),
-            ),
-        );
-        assert_eq!(e.groups.len(), 2);
-        let g0: Vec<(&str, u32)> = e.groups[0]
-            .backends
-            .iter()
-            .map(|b| (b.service.as_str(), b.weight))
-            .collect();
-        assert_eq!(g0, [("a", 1), ("b.other", 0)]);
-
-        let p = patch(
-            &res,
-            &e,
-            Some(&[vec![0, 1], vec![1]]),
-            State::Failover,
-            Some("t"),
-        );
-        assert_eq!(p["metadata"]["resourceVersion"], "42");
-        assert_eq!(p["spec"]["rules"][0]["backendRefs"][1]["weight"], 1);
-        assert_eq!(p["spec"]["rules"][0]["backendRefs"][0]["weight"], 0);
-        assert_eq!(
-            p["spec"]["rules"][0]["matches"][0]["path"]["value"], "/",
-            "the rest of each rule is kept"
-        );
-        assert_eq!(p["metadata"]["annotations"][STATE_ANNOTATION], "failover");
-    }
-
-    /// A rule with no backendRefs (a redirect, say) sends no traffic to
-    /// fail over: it is skipped, and the route's other rules are controlled;
-    /// weights are written back to the rules they were read from.
-    #[test]
-    fn http_route_rules_without_backends_are_skipped() {
-        let redirect = json!({"filters": [{"type": "RequestRedirect",
-            "requestRedirect": {"scheme": "https", "statusCode": 301}}]});
-        let empty = json!({"matches": [{"path": {"type": "PathPrefix", "value": "/old"}}],
-            "backendRefs": []});
-        let ab = json!({"backendRefs": [{"name": "a", "port": 80}, {"name": "b", "port": 80, "weight": 0}]});
-        let c = json!({"backendRefs": [{"name": "c", "port": 80, "weight": 3}]});
-        // (rules, the rules that are groups, the weights to write, each rule's weights after)
-        type Case = (
-            Vec<Value>,
-            Vec<Vec<(&'static str, u32)>>,
-            Vec<Vec<u32>>,
-            Vec<Value>,
-        );
-        let cases: Vec<Case> = vec![
-            (
-                vec![redirect.clone(), ab.clone()],
-                vec![vec![("a", 1), ("b", 0)]],
-                vec![vec![0, 1]],
-                vec![Value::Null, json!([0, 1])],
-            ),
-            (
-                vec![ab.clone(), empty.clone(), c.clone()],
-                vec![vec![("a", 1), ("b", 0)], vec![("c", 3)]],
-                vec![vec![0, 1], vec![1]],
-                vec![json!([0, 1]), json!([]), json!([1])],
-            ),
-            (
-                vec![redirect.clone(), empty.clone()],
-                vec![],
-                vec![],
-                vec![Value::Null, json!([])],
-            ),
-        ];
-        let res = Resource::http_route("v1");
-        for (rules, want, write, after) in cases {
-            let e = read(&res, obj(&res, json!({"spec": {"rules": rules}})));
-            assert_eq!(e.unreadable, None, "{rules:?}");
-            let groups: Vec<Vec<(&str, u32)>> = e
-                .groups
-                .iter()
-                .map(|g| {
-                    g.backends
-                        .iter()
-                        .map(|b| (b.service.as_str(), b.weight))
-                        .collect()
-                })
-                .collect();
-            assert_eq!(groups, want, "{rules:?}");
-
-            let p = patch(&res, &e, Some(&write), State::Failover, None);
-            let written = p["spec"]["rules"].as_array().unwrap();
-            assert_eq!(written.len(), rules.len(), "every rule is written back");
-            for (i, (rule, want)) in written.iter().zip(&after).enumerate() {
-                let weights: Value = match rule.get("backendRefs") {
-                    None => Value::Null,
-                    Some(refs) => refs
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|b| b["weight"].clone())
-                        .collect(),
-                };
-                assert_eq!(&weights, want, "rule {i} of {rules:?}");
-                let mut rest = rule.clone();
-                let mut orig = rules[i].clone();
-                if let (Some(r), Some(o)) = (rest.as_object_mut(), orig.as_object_mut()) {
-                    r.remove("backendRefs");
-                    o.remove("backendRefs");
-                }
-                assert_eq!(rest, orig, "the rest of rule {i} is kept");
-            }
-        }
-    }
-
-    #[test]
-    fn non_service_backend_refs_are_unreadable() {
-        let res = Resource::http_route("v1");
-        let e = read(
-            &res,
-            obj(
-                &res,
-                json!({"spec": {"rules": [{"backendRefs": [{"kind": "Bucket", "group": "s3", "name": "x"}]}]}}),
-            ),
-        );
-        assert!(e.unreadable.unwrap().contains("not a Service"));
-    }
-
-    #[test]
-    fn a_state_only_patch_leaves_the_spec_alone() {
-        let res = Resource::traffic_split("v1alpha2");
-        let e = read(
-            &res,
-            obj(
-                &res,
-                json!({"spec": {"service": "a", "backends": [{"service": "a", "weight": 1}]}}),
-            ),
-        );
-        let p = patch(
-            &res,
-            &e,
-            None,
-            State::NoReadyBackends,
-            Some("2026-01-01T00:00:00Z"),
-        );
-        assert!(p.get("spec").is_none());
-        assert_eq!(
-            p["metadata"]["annotations"][LAST_TRANSITION_TIME_ANNOTATION],
-            "2026-01-01T00:00:00Z"
-        );
-    }
-}
+mod tests;

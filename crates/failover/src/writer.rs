@@ -1,6 +1,16 @@
 //! The single writer: decides each queued split and writes what changed,
 //! only while this replica leads. Every API call it makes is bounded
 //! ([`call`]), and it reports its progress for `/live`.
+//!
+//! Its work is a [`Queue`] with two priorities, so that flips go ahead of
+//! state-only writes. A split is [`Priority::Urgent`](tandem_runtime::queue::Priority::Urgent) when its decided
+//! weights differ from the written ones (the split is judged when it is
+//! queued, and again when it is taken), and [`Priority::Normal`](tandem_runtime::queue::Priority::Normal) otherwise:
+//! recording the state annotation, a resync, a repair. New triggers are
+//! taken in after each write, so that a flip arriving while the writer works
+//! through a backlog (the state of every split after a restart) is written
+//! next; and state-only writes are paced ([`STATE_WRITE_GAP`]), so that
+//! such a backlog never takes the API server's whole attention.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -11,15 +21,13 @@ use kube::{
     runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter},
 };
 use tandem_core::failover::{self, Decision, Invalid, State};
-use tandem_lease::Leadership;
-use tokio::{
-    sync::{mpsc, watch},
-    time::Instant,
-};
+use tandem_runtime::queue::Queue;
+use tokio::{sync::mpsc, time::Instant};
+use tracing::Instrument;
 
 use crate::{
     FIELD_MANAGER,
-    call::{self, CallError, call},
+    call::{CallError, call},
     controller::{Shared, Trigger},
     resource::{self, Entry, Key, Resource},
 };
@@ -28,20 +36,43 @@ use crate::{
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// The first retry after a conflict, which a fresh read usually resolves.
 const FIRST_CONFLICT_RETRY: Duration = Duration::from_millis(10);
+/// The least time between two state-only writes (at most 200 a second):
+/// recording the state of 10,000 splits after a restart takes under a
+/// minute, and leaves the API server time for everything else.
+pub(crate) const STATE_WRITE_GAP: Duration = Duration::from_millis(5);
 
 pub(crate) struct Writer {
     client: Client,
     shared: Arc<Shared>,
     recorder: Recorder,
     start: Instant,
+    /// The splits to decide, and the failures of each in a row.
+    pub(crate) queue: Queue<Key>,
+    /// No state-only write before this.
+    paced_until: Option<Instant>,
+    /// The triggers, while [`Writer::run`] runs.
+    triggers: Option<mpsc::UnboundedReceiver<Trigger>>,
+    /// Triggers taken in while a state-only write was in flight.
+    stash: Vec<Trigger>,
+    /// When each queued split became urgent, for the reaction metric.
+    urgent_at: HashMap<Key, Instant>,
 }
 
 /// What one decision pass concluded for a split.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Nothing,
-    Retry { after: Duration },
-    Damped { after: Duration },
+    /// Written, with no new weights: the next state-only write waits.
+    WroteState,
+    /// A state-only write given up for a flip that came meanwhile.
+    Yielded,
+    /// The write failed; the split is queued again after this.
+    Retry {
+        after: Duration,
+    },
+    Damped {
+        after: Duration,
+    },
 }
 
 impl Writer {
@@ -58,89 +89,21 @@ impl Writer {
             shared,
             recorder,
             start: Instant::now(),
+            queue: Queue::new(),
+            paced_until: None,
+            triggers: None,
+            stash: Vec::new(),
+            urgent_at: HashMap::new(),
         }
     }
 
-    pub(crate) async fn run(
-        mut self,
-        mut triggers: mpsc::UnboundedReceiver<Trigger>,
-        mut leadership: watch::Receiver<Leadership>,
-        readiness: tandem_admin::Readiness,
-        resync_period: Duration,
-        mut shutdown: watch::Receiver<bool>,
-    ) -> Result<(), &'static str> {
-        let mut pending: HashMap<Key, Instant> = HashMap::new();
-        let mut resync = tokio::time::interval(resync_period);
-        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut was_leader = false;
-        loop {
-            tokio::select! {
-                t = triggers.recv() => match t {
-                    Some(t) => add(&mut pending, t),
-                    None => return Err("the work queue closed"),
-                },
-                _ = resync.tick() => self.enqueue_all(&mut pending),
-                _ = self.shared.wake.notified() => {}
-                res = leadership.changed() => if res.is_err() {
-                    return Err("leader election stopped");
-                },
-                _ = shutdown.wait_for(|s| *s) => return Ok(()),
-            }
-            while let Ok(t) = triggers.try_recv() {
-                add(&mut pending, t);
-            }
-            let synced = self.shared.synced();
-            readiness.set(synced);
-            let leader = leadership.borrow().is_leader();
-            self.shared.metrics.leader.set(i64::from(leader));
-            if leader && !was_leader {
-                tracing::info!("leading: deciding every split from the current state");
-                self.enqueue_all(&mut pending);
-            }
-            was_leader = leader;
-            if !leader {
-                // A follower keeps its index warm but never writes.
-                pending.clear();
-                self.shared.progress().idle();
-                continue;
-            }
-            if !synced {
-                // Deciding before readiness is known would see every backend down.
-                self.shared.progress().idle();
-                continue;
-            }
-            if !pending.is_empty() {
-                self.shared.progress().pending(Instant::now());
-            }
-            for (key, at) in std::mem::take(&mut pending) {
-                if !leadership.borrow().is_leader() {
-                    break;
-                }
-                match self.reconcile(&key, at).await {
-                    Outcome::Nothing => {}
-                    Outcome::Retry { after } | Outcome::Damped { after } => {
-                        let queue = self.shared.queue.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(after).await;
-                            let _ = queue.send(Trigger { key, at });
-                        });
-                    }
-                }
-                self.shared.progress().progressed(Instant::now());
-            }
-            self.shared.progress().idle();
-        }
-    }
-
-    fn enqueue_all(&self, pending: &mut HashMap<Key, Instant>) {
-        let now = Instant::now();
-        for key in self.shared.index().keys() {
-            pending.entry(key).or_insert(now);
-        }
-    }
-
-    /// Decides one split and writes what changed.
+    /// Decides one split and writes what changed, in a span of its own.
     pub(crate) async fn reconcile(&mut self, key: &Key, at: Instant) -> Outcome {
+        let span = tracing::info_span!("reconcile", split = %key);
+        self.decide_and_write(key, at).instrument(span).await
+    }
+
+    async fn decide_and_write(&mut self, key: &Key, at: Instant) -> Outcome {
         let now = self.start.elapsed();
         let (entry, decisions) = {
             let index = self.shared.index();
@@ -162,7 +125,6 @@ impl Writer {
                 .collect();
             (entry, decisions)
         };
-        let _span = tracing::info_span!("reconcile", split = %key).entered();
 
         let decisions = match (&entry.unreadable, decisions) {
             (Some(why), _) => return self.report_invalid(&entry, why.clone()).await,
@@ -203,11 +165,29 @@ impl Writer {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
-        let written = call(
-            "patch",
-            api.patch(&key.name, &params, &Patch::Merge(&patch)),
-        )
-        .await;
+        let patch = Patch::Merge(&patch);
+        let patching = call("patch", api.patch(&key.name, &params, &patch));
+        let written = if weights_changed {
+            patching.await
+        } else {
+            // A flip never waits for a state-only write: this one is given
+            // up (if the server applied it, the next try sees a conflict
+            // and reads again) and comes back after the flip.
+            let urgent = schedule::urgent_arrives(
+                &self.shared,
+                self.start,
+                &mut self.triggers,
+                &mut self.stash,
+            );
+            tokio::select! {
+                biased;
+                written = patching => written,
+                () = urgent => {
+                    tracing::debug!("a flip came: the state-only write yields");
+                    return Outcome::Yielded;
+                }
+            }
+        };
         match written {
             Ok(obj) => {
                 let active: Vec<String> = decisions
@@ -216,13 +196,8 @@ impl Writer {
                     .collect();
                 let entry = resource::read(&res, obj);
                 let reference = object_ref(&res, &entry);
-                {
-                    let mut index = self.shared.index();
-                    index.apply_split(entry);
-                    if let Some(s) = index.state_mut(key) {
-                        s.failures = 0;
-                    }
-                }
+                self.shared.index().apply_split(entry);
+                self.queue.done(key);
                 if weights_changed {
                     self.shared
                         .metrics
@@ -248,7 +223,11 @@ impl Writer {
                 {
                     self.publish(&event, &reference).await;
                 }
-                damped.map_or(Outcome::Nothing, |after| Outcome::Damped { after })
+                match damped {
+                    Some(after) => Outcome::Damped { after },
+                    None if !weights_changed => Outcome::WroteState,
+                    None => Outcome::Nothing,
+                }
             }
             Err(e) if e.code() == Some(409) => {
                 // The object changed since it was read: read it again, decide again.
@@ -264,6 +243,7 @@ impl Writer {
             }
             Err(e) if e.code() == Some(404) => {
                 self.shared.index().delete_split(key);
+                self.queue.forget(key);
                 Outcome::Nothing
             }
             Err(e) => Outcome::Retry {
@@ -272,20 +252,12 @@ impl Writer {
         }
     }
 
-    /// Counts a failed write and says when to retry it: it is never dropped.
+    /// Counts a failed write and queues it again after a backoff that
+    /// doubles with each failure in a row: it is never dropped.
     fn failed(&mut self, key: &Key, error: &CallError, first: Duration) -> Duration {
         self.shared.metrics.write_error(key, error.reason());
-        let attempt = {
-            let mut index = self.shared.index();
-            match index.state_mut(key) {
-                Some(s) => {
-                    s.failures = s.failures.saturating_add(1);
-                    s.failures
-                }
-                None => 1,
-            }
-        };
-        let after = call::backoff(first, attempt);
+        let after = self.queue.retry_later(key.clone(), Instant::now(), first);
+        let attempt = self.queue.failures(key);
         let log = |msg| {
             tracing::warn!(
                 %error,
@@ -345,13 +317,6 @@ impl Writer {
     }
 }
 
-fn add(pending: &mut HashMap<Key, Instant>, t: Trigger) {
-    let at = pending.entry(t.key).or_insert(t.at);
-    if t.at < *at {
-        *at = t.at;
-    }
-}
-
 /// The worst state among an object's groups.
 fn combined_state(decisions: &[Decision]) -> State {
     if decisions.iter().any(|d| d.state == State::NoReadyBackends) {
@@ -404,13 +369,14 @@ fn object_ref(res: &Resource, entry: &Entry) -> ObjectReference {
     ObjectReference {
         api_version: Some(res.api.api_version.clone()),
         kind: Some(res.api.kind.clone()),
-        name: Some(entry.key.name.clone()),
-        namespace: Some(entry.key.namespace.clone()),
+        name: Some(entry.key.name.to_string()),
+        namespace: Some(entry.key.namespace.to_string()),
         uid: entry.uid.clone(),
         resource_version: entry.resource_version.clone(),
         field_path: None,
     }
 }
 
+mod schedule;
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@
 //!   names; on failure its objects are dumped, and it is always deleted.
 //! - If the testbed cannot start, the test fails and says why: nothing is
 //!   skipped.
-
+//! - [`failover`] holds the fixtures of the failover controller's tests.
 //! - [`Process`] runs a `tandem` under test; [`launch`] and [`http`] are the
 //!   one process launcher and the one HTTP client that the tests and the
 //!   benchmarks share.
@@ -16,6 +16,7 @@
 pub mod certificate;
 pub mod cli;
 mod env;
+pub mod failover;
 pub mod http;
 mod kubectl;
 pub mod launch;

@@ -10,7 +10,6 @@ use kube::{
 };
 use serde::Serialize;
 use tandem_api::Duration as GoDuration;
-use tandem_core::failover::{LAST_TRANSITION_TIME_ANNOTATION, STATE_ANNOTATION};
 use tandem_failover::resource::{self, Resource};
 use tandem_lease::LeaseParams;
 
@@ -169,7 +168,6 @@ pub async fn status(cluster: &ClusterArgs, args: StatusArgs) -> Result<ExitCode>
             .with_context(|| format!("listing {}s", res.kind.as_str()))?;
         for obj in list.items {
             let entry = resource::read(&res, obj);
-            let annotations = entry.annotations();
             let backends: Vec<(String, u32)> = entry
                 .groups
                 .iter()
@@ -177,11 +175,11 @@ pub async fn status(cluster: &ClusterArgs, args: StatusArgs) -> Result<ExitCode>
                 .collect();
             rows.push(Row {
                 kind: res.kind.as_str(),
-                namespace: entry.key.namespace.clone(),
-                name: entry.key.name.clone(),
-                state: annotations
-                    .get(STATE_ANNOTATION)
-                    .cloned()
+                namespace: entry.key.namespace.to_string(),
+                name: entry.key.name.to_string(),
+                state: entry
+                    .state
+                    .clone()
                     .unwrap_or_else(|| match &entry.unreadable {
                         Some(_) => "invalid".into(),
                         None => "unknown".into(),
@@ -192,7 +190,7 @@ pub async fn status(cluster: &ClusterArgs, args: StatusArgs) -> Result<ExitCode>
                     .map(|(s, _)| s.clone())
                     .collect(),
                 backends,
-                last_transition_time: annotations.get(LAST_TRANSITION_TIME_ANNOTATION).cloned(),
+                last_transition_time: entry.last_transition_time.clone(),
             });
         }
     }

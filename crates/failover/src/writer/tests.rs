@@ -12,9 +12,15 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tandem_core::failover::STATE_ANNOTATION;
 
+use tandem_lease::Leadership;
+use tandem_runtime::queue::Priority;
+use tokio::sync::{mpsc, watch};
+
 use super::*;
 use crate::{
     call::CALL_TIMEOUT,
+    controller::Trigger,
+    index::Slice,
     metrics::Metrics,
     mock::{self, Reply},
     resource::Kind,
@@ -68,8 +74,8 @@ fn writer(client: Client) -> (Writer, Arc<Shared>, Key) {
     shared.add_resource(res.clone());
     let key = {
         let mut index = shared.index();
-        index.apply_slice(&slice("p"));
-        index.apply_slice(&slice("f"));
+        index.apply_slice(&Slice::fold(slice("p")));
+        index.apply_slice(&Slice::fold(slice("f")));
         let obj: DynamicObject = serde_json::from_value(split("42", [0, 1])).unwrap();
         index.apply_split(resource::read(&res, obj))
     };
@@ -151,7 +157,7 @@ async fn a_patch_that_never_answers_is_retried_with_backoff() {
             Reply::json(404, status(404, "NotFound"))
         }
     });
-    let (mut w, shared, key) = writer(client);
+    let (mut w, _, key) = writer(client);
     for want in [100, 200, 400] {
         assert_eq!(
             reconcile_bounded(&mut w, &key).await,
@@ -160,7 +166,7 @@ async fn a_patch_that_never_answers_is_retried_with_backoff() {
             }
         );
     }
-    assert_eq!(shared.index().state(&key).unwrap().failures, 3);
+    assert_eq!(w.queue.failures(&key), 3);
 }
 
 #[tokio::test(start_paused = true)]
@@ -198,7 +204,7 @@ async fn conflicts_back_off_and_a_write_resets_the_backoff() {
 
     conflict.store(false, Ordering::SeqCst);
     assert_eq!(reconcile_bounded(&mut w, &key).await, Outcome::Nothing);
-    assert_eq!(shared.index().state(&key).unwrap().failures, 0);
+    assert_eq!(w.queue.failures(&key), 0);
 
     // Someone moves it back to the fallback; the next conflict starts over.
     let obj: DynamicObject = serde_json::from_value(split("45", [0, 1])).unwrap();
@@ -248,4 +254,271 @@ fn events_follow_transitions() {
         )
         .is_none()
     );
+}
+
+// === priorities ===
+
+/// A TrafficSplit `name` from `p` to `f` with these weights and, if any,
+/// the state recorded.
+fn split_on(name: &str, p: &str, f: &str, weights: [u32; 2], state: Option<&str>) -> Value {
+    let mut obj = json!({
+        "apiVersion": "split.smi-spec.io/v1alpha2",
+        "kind": "TrafficSplit",
+        "metadata": {"name": name, "namespace": "ns", "uid": name, "resourceVersion": "1"},
+        "spec": {"service": p, "backends": [
+            {"service": p, "weight": weights[0]},
+            {"service": f, "weight": weights[1]},
+        ]},
+    });
+    if let Some(state) = state {
+        obj["metadata"]["annotations"] = json!({STATE_ANNOTATION: state});
+    }
+    obj
+}
+
+fn apply(shared: &Shared, obj: Value) -> Key {
+    let res = shared.resource(Kind::TrafficSplit).unwrap();
+    let obj: DynamicObject = serde_json::from_value(obj).unwrap();
+    shared.index().apply_split(resource::read(&res, obj))
+}
+
+fn unready(svc: &str) -> Slice {
+    let mut s = Slice::fold(slice(svc));
+    s.ready = 0;
+    s
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_split_is_urgent_when_its_weights_must_move() {
+    let client = mock::client(|_, _, _| Reply::json(404, status(404, "NotFound")));
+    let (w, shared, on_fallback) = writer(client);
+    shared.index().apply_slice(&Slice::fold(slice("q")));
+    let recorded = apply(&shared, split_on("a", "p", "f", [1, 0], Some("primary")));
+    let unrecorded = apply(&shared, split_on("b", "p", "f", [1, 0], None));
+    let primary_down = apply(&shared, split_on("c", "down", "q", [1, 0], Some("primary")));
+    let all_down = apply(&shared, split_on("d", "x", "y", [1, 0], Some("primary")));
+    let invalid = apply(&shared, split_on("e", "p", "p", [1, 0], None));
+    let gone = Key {
+        name: "gone".into(),
+        ..recorded.clone()
+    };
+    let cases = [
+        (&on_fallback, Some(Priority::Urgent), "primary back"),
+        (&primary_down, Some(Priority::Urgent), "primary down"),
+        (&recorded, Some(Priority::Normal), "nothing to do"),
+        (&unrecorded, Some(Priority::Normal), "state only"),
+        (
+            &all_down,
+            Some(Priority::Normal),
+            "no backend ready: weights stay",
+        ),
+        (
+            &invalid,
+            Some(Priority::Normal),
+            "invalid: reported, never written",
+        ),
+        (&gone, None, "gone"),
+    ];
+    for (key, want, what) in cases {
+        assert_eq!(w.priority(key), want, "{what}");
+    }
+}
+
+/// The restart case: every split's state to record, and a flip while the
+/// writer works through them. The flip is the next write, and the
+/// state-only writes keep their gap.
+#[tokio::test(start_paused = true)]
+async fn a_flip_goes_ahead_of_a_backlog_of_state_writes() {
+    const BACKLOG: usize = 40;
+    let patches = Arc::new(Mutex::new(Vec::<(String, Instant)>::new()));
+    let seen = patches.clone();
+    let client = mock::client(move |method, path, body| {
+        let name = path.rsplit('/').next().unwrap_or_default().to_string();
+        if method != Method::PATCH {
+            return Reply::json(201, json!({}));
+        }
+        seen.lock().unwrap().push((name.clone(), Instant::now()));
+        let body = body.unwrap_or_default();
+        let state = body["metadata"]["annotations"][STATE_ANNOTATION].as_str();
+        let obj = if name == "flip" {
+            split_on("flip", "q", "g", [0, 1], state)
+        } else {
+            split_on(&name, "p", "f", [1, 0], state)
+        };
+        Reply::json(200, obj)
+    });
+    let (w, shared, on_fallback) = writer(client);
+    shared.index().delete_split(&on_fallback);
+    shared.index().apply_slice(&Slice::fold(slice("q")));
+    shared.index().apply_slice(&Slice::fold(slice("g")));
+    let flip = apply(&shared, split_on("flip", "q", "g", [1, 0], Some("primary")));
+    for i in 0..BACKLOG {
+        apply(
+            &shared,
+            split_on(&format!("s{i:02}"), "p", "f", [1, 0], None),
+        );
+    }
+    shared.mark_synced();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (_leader, leadership) = watch::channel(Leadership::Leader {
+        since: Instant::now(),
+    });
+    let (_admin, readiness) = tandem_admin::Admin::new(Registry::default());
+    let (_stop, shutdown) = watch::channel(false);
+    let run = tokio::spawn(w.run(
+        rx,
+        leadership,
+        readiness,
+        Duration::from_secs(3600),
+        shutdown,
+    ));
+    // Everything is queued at start, as after a restart.
+    for key in shared.index().keys() {
+        tx.send(Trigger {
+            key,
+            at: Instant::now(),
+        })
+        .unwrap();
+    }
+    while patches.lock().unwrap().len() < 10 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    // The flip: q goes unready in the middle of the backlog.
+    let before = patches.lock().unwrap().len();
+    let keys = shared.index().apply_slice(&unready("q"));
+    assert_eq!(keys, vec![flip.clone()]);
+    let flipped_at = Instant::now();
+    tx.send(Trigger {
+        key: flip,
+        at: flipped_at,
+    })
+    .unwrap();
+    while patches.lock().unwrap().len() < BACKLOG + 1 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    run.abort();
+
+    let patches = patches.lock().unwrap();
+    let at = patches.iter().position(|(n, _)| n == "flip").unwrap();
+    assert!(
+        at <= before + 1,
+        "the flip was write {at}, with {before} written when it came"
+    );
+    assert!(
+        patches[at].1 - flipped_at < STATE_WRITE_GAP,
+        "the flip waited {:?}",
+        patches[at].1 - flipped_at
+    );
+    let state_only: Vec<Instant> = patches
+        .iter()
+        .filter(|(n, _)| n != "flip")
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(state_only.len(), BACKLOG, "every state recorded once");
+    for pair in state_only.windows(2) {
+        assert!(pair[1] - pair[0] >= STATE_WRITE_GAP, "{pair:?}");
+    }
+}
+
+/// The queue keeps nothing of a split once it is gone: its failures go
+/// with it when its deletion is pushed.
+#[tokio::test(start_paused = true)]
+async fn a_deleted_split_leaves_nothing_in_the_queue() {
+    let client = mock::client(|method, path, _| {
+        if is_patch(method, path) {
+            Reply::json(500, status(500, "InternalError"))
+        } else {
+            Reply::json(404, status(404, "NotFound"))
+        }
+    });
+    let (mut w, shared, key) = writer(client);
+    assert!(matches!(
+        reconcile_bounded(&mut w, &key).await,
+        Outcome::Retry { .. }
+    ));
+    w.push(Trigger {
+        key: key.clone(),
+        at: Instant::now(),
+    });
+    assert_eq!(w.queue.tracked(), 1);
+    shared.index().delete_split(&key);
+    w.push(Trigger {
+        key,
+        at: Instant::now(),
+    });
+    assert_eq!(w.queue.tracked(), 0, "the queue forgets a deleted split");
+}
+
+/// A flip never waits for a state-only write in flight, even one the API
+/// server holds until the call's deadline: that write yields and comes
+/// back after the flip.
+#[tokio::test(start_paused = true)]
+async fn a_state_only_write_in_flight_yields_to_a_flip() {
+    let patches = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = patches.clone();
+    let client = mock::client(move |method, path, body| {
+        let name = path.rsplit('/').next().unwrap_or_default().to_string();
+        if method != Method::PATCH {
+            return Reply::json(201, json!({}));
+        }
+        seen.lock().unwrap().push(name.clone());
+        if name != "flip" {
+            return Reply::Hang;
+        }
+        let state = body.unwrap_or_default()["metadata"]["annotations"][STATE_ANNOTATION]
+            .as_str()
+            .map(String::from);
+        Reply::json(200, split_on("flip", "q", "g", [0, 1], state.as_deref()))
+    });
+    let (w, shared, on_fallback) = writer(client);
+    shared.index().delete_split(&on_fallback);
+    shared.index().apply_slice(&Slice::fold(slice("q")));
+    shared.index().apply_slice(&Slice::fold(slice("g")));
+    let flip = apply(&shared, split_on("flip", "q", "g", [1, 0], Some("primary")));
+    let slow = apply(&shared, split_on("slow", "p", "f", [1, 0], None));
+    shared.mark_synced();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (_leader, leadership) = watch::channel(Leadership::Leader {
+        since: Instant::now(),
+    });
+    let (_admin, readiness) = tandem_admin::Admin::new(Registry::default());
+    let (_stop, shutdown) = watch::channel(false);
+    let run = tokio::spawn(w.run(
+        rx,
+        leadership,
+        readiness,
+        Duration::from_secs(3600),
+        shutdown,
+    ));
+    tx.send(Trigger {
+        key: slow,
+        at: Instant::now(),
+    })
+    .unwrap();
+    while patches.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    shared.index().apply_slice(&unready("q"));
+    let flipped_at = Instant::now();
+    tx.send(Trigger {
+        key: flip,
+        at: flipped_at,
+    })
+    .unwrap();
+    while !patches.lock().unwrap().iter().any(|n| n == "flip") {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(
+        flipped_at.elapsed() < Duration::from_millis(10),
+        "the flip waited {:?} for a hanging state-only write",
+        flipped_at.elapsed()
+    );
+    // The state-only write comes back after the flip.
+    while patches.lock().unwrap().len() < 3 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    run.abort();
+    assert_eq!(*patches.lock().unwrap(), ["slow", "flip", "slow"]);
 }
