@@ -433,6 +433,49 @@ impl Drop for Cleanup {
     }
 }
 
+/// East linked to west: the Link CRD in east, west's remote-access account
+/// and its kubeconfig, a probe server on `probe_ip` standing for west's
+/// gateway, and the Link `link` in `ns` selecting the test's run. What most
+/// mirror tests start from. Dropped, it lets the Link go and removes the
+/// account's binding in west.
+pub struct LinkedPair {
+    // Dropped in this order: the Link, the probe, then west's binding.
+    _release: Cleanup,
+    pub probe: ProbeServer,
+    pub kubeconfig: String,
+    _binding: Cleanup,
+}
+
+pub async fn link_pair(
+    env: &Env,
+    east: &Client,
+    west: &Client,
+    ns: &str,
+    link: &str,
+    probe_ip: &str,
+) -> LinkedPair {
+    install_crd(east).await;
+    let (kubeconfig, binding) = remote_kubeconfig(env, west, ns).await;
+    let probe = ProbeServer::start(probe_ip).await;
+    create_link(
+        east,
+        ns,
+        link,
+        &kubeconfig,
+        probe_ip,
+        probe.addr.port(),
+        ns,
+        json!({}),
+    )
+    .await;
+    LinkedPair {
+        _release: release_link(env, ns, link),
+        probe,
+        kubeconfig,
+        _binding: binding,
+    }
+}
+
 /// Lets a Link go even if its mirror no longer runs (a failed test).
 pub fn release_link(env: &Env, ns: &str, link: &str) -> Cleanup {
     Cleanup {

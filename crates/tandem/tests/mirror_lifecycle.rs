@@ -33,22 +33,8 @@ async fn a_mirror_follows_its_remote_service_and_gateway() {
     let n = ns.name.as_str();
     let east = env.client("east").await;
     let west = env.client("west").await;
-    install_crd(&east).await;
-    let (kubeconfig, _binding) = remote_kubeconfig(&env, &west, n).await;
-    let probe = ProbeServer::start("127.20.19.1").await;
     let link = "life-west";
-    create_link(
-        &east,
-        n,
-        link,
-        &kubeconfig,
-        "127.20.19.1",
-        probe.addr.port(),
-        n,
-        json!({}),
-    )
-    .await;
-    let _release = release_link(&env, n, link);
+    let pair = link_pair(&env, &east, &west, n, link, "127.20.19.1").await;
     let mirror = Mirror::start(&env, n, link).await;
 
     export(&west, n, "emoji", n, 1).await;
@@ -161,7 +147,7 @@ async fn a_mirror_follows_its_remote_service_and_gateway() {
     .await;
 
     // The gateway fails its probe: not-ready after the threshold; then back.
-    probe.answer(500);
+    pair.probe.answer(500);
     wait_ready(
         &east,
         n,
@@ -181,7 +167,7 @@ async fn a_mirror_follows_its_remote_service_and_gateway() {
         Duration::from_secs(10),
     )
     .await;
-    probe.answer(200);
+    pair.probe.answer(200);
     wait_ready(
         &east,
         n,
@@ -420,22 +406,8 @@ async fn a_mirror_slice_deleted_while_the_local_watch_was_down_comes_back() {
     let n = ns.name.as_str();
     let east = env.client("east").await;
     let west = env.client("west").await;
-    install_crd(&east).await;
-    let (kubeconfig, _binding) = remote_kubeconfig(env, &west, n).await;
-    let probe = ProbeServer::start("127.20.19.7").await;
     let link = "repair-west";
-    create_link(
-        &east,
-        n,
-        link,
-        &kubeconfig,
-        "127.20.19.7",
-        probe.addr.port(),
-        n,
-        json!({}),
-    )
-    .await;
-    let _release = release_link(env, n, link);
+    let _pair = link_pair(env, &east, &west, n, link, "127.20.19.7").await;
     // No periodic resync during the test: only the re-list may repair.
     let east_client = mirror_client(env, "east").await;
     let (stop, stopped) = watch::channel(false);

@@ -307,22 +307,8 @@ async fn an_unreachable_remote_leaves_the_mirrors_alone() {
     let n = ns.name.as_str();
     let east = env.client("east").await;
     let west = env.client("west").await;
-    install_crd(&east).await;
-    let (kubeconfig, _binding) = remote_kubeconfig(env, &west, n).await;
-    let probe = ProbeServer::start("127.20.19.4").await;
     let link = "outage-west";
-    create_link(
-        &east,
-        n,
-        link,
-        &kubeconfig,
-        "127.20.19.4",
-        probe.addr.port(),
-        n,
-        json!({}),
-    )
-    .await;
-    let _release = release_link(env, n, link);
+    let _pair = link_pair(env, &east, &west, n, link, "127.20.19.4").await;
     let mirror = Mirror::start(env, n, link).await;
     export(&west, n, "emoji", n, 1).await;
     wait_ready(&east, n, "emoji-west", true, SETTLE, "the mirror is ready").await;
