@@ -53,6 +53,7 @@ pub mod index;
 pub mod metrics;
 pub mod mirror;
 pub mod own;
+pub mod ownership;
 pub mod probe;
 pub mod record;
 pub mod remote;

@@ -23,6 +23,7 @@ use crate::{
     index::Key,
     metrics::Metrics,
     mirror::{LINK_LABEL, mirror_slice, slice_name},
+    ownership,
     runtime::FIELD_MANAGER,
     status::Outcome,
 };
@@ -184,7 +185,6 @@ impl Writer {
     async fn mirror(&self, m: MirrorWork) -> Report {
         let mut report = Report::new(End::Mirrored);
         let mut uid = m.written_uid.clone();
-        let mut written = None;
         // A new mirror is created, so that an object of its name (a
         // user's) makes the write fail and is left alone; a known one is
         // applied with its uid as a precondition.
@@ -201,7 +201,6 @@ impl Writer {
                         uid: uid.clone(),
                     });
                     tracing::info!("mirror service written");
-                    written = Some(applied);
                 }
                 Err(outcome) => {
                     if let Outcome::NameTaken(note) = &outcome
@@ -221,13 +220,8 @@ impl Writer {
         }
         // Then its slice (it needs the Service's uid), once the gateway's
         // addresses and liveness are known: until then whatever endpoints
-        // there are stay. A created Service's fields are taken as applied
-        // meanwhile.
-        let own = async {
-            if let Some(created) = &written {
-                self.own_fields(created).await;
-            }
-        };
+        // there are stay. (A created Service's fields are taken as applied
+        // by its first apply: see [`crate::ownership`].)
         let slice = async {
             let e = m.endpoints.as_ref()?;
             let mut owner = m.desired.clone();
@@ -249,7 +243,7 @@ impl Writer {
             }
             Some(res.map(|()| slice))
         };
-        match tokio::join!(slice, own).0 {
+        match slice.await {
             Some(Ok(slice)) => report.slice = Some(slice),
             Some(Err(outcome)) => {
                 report.end = End::Failed {
@@ -337,47 +331,63 @@ impl Writer {
         }
     }
 
-    /// Makes the fields a create set this writer's server-side-apply fields,
-    /// so that a later apply that leaves one out removes it (fields of an
-    /// update would stay, owned by the create). Best effort: a failure
-    /// leaves only fields that a later remote change may not remove.
-    async fn own_fields(&self, created: &Service) {
-        let (Some(uid), Some(ns)) = (&created.metadata.uid, &created.metadata.namespace) else {
-            return;
+    /// After an apply that found the create's field entry still there: its
+    /// fields become this writer's applied fields, and `exact` is applied
+    /// again, so that a field the create set and `exact` no longer has is
+    /// removed (see [`crate::ownership`]). Best effort: on failure the
+    /// first apply's result stands, and the next apply tries again.
+    async fn adopt_created_fields(
+        &self,
+        api: &Api<Service>,
+        applied: Service,
+        exact: &Service,
+    ) -> Service {
+        let fields = applied
+            .metadata
+            .managed_fields
+            .as_deref()
+            .unwrap_or_default();
+        let Some(fields) = ownership::fold_created(fields, FIELD_MANAGER) else {
+            return applied;
         };
-        let api: Api<Service> = Api::namespaced(self.local.clone(), ns);
-        let mut fields = created.metadata.managed_fields.clone().unwrap_or_default();
-        let mut changed = false;
-        for f in &mut fields {
-            if f.manager.as_deref() == Some(FIELD_MANAGER)
-                && f.operation.as_deref() == Some("Update")
-            {
-                f.operation = Some("Apply".into());
-                changed = true;
-            }
-        }
-        if !changed {
-            return;
-        }
+        let name = applied.metadata.name.clone().unwrap_or_default();
         // The uid makes it a precondition: an object made again meanwhile
         // refuses the patch (its uid cannot change).
         let patch = serde_json::json!({
-            "metadata": { "uid": uid, "managedFields": fields },
+            "metadata": { "uid": applied.metadata.uid, "managedFields": fields },
         });
-        let name = created.metadata.name.clone().unwrap_or_default();
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..Default::default()
         };
         self.metrics.writes.inc();
-        if let Err(e) = call(
+        let adopted = call(
             "taking the created mirror's fields as applied",
             api.patch(&name, &params, &Patch::Merge(&patch)),
         )
-        .await
-        {
-            self.metrics.write_errors.inc();
-            tracing::warn!(error = %e, "the created mirror's fields stay owned by its create");
+        .await;
+        let again = match adopted {
+            Ok(_) => {
+                self.metrics.writes.inc();
+                call(
+                    "writing the mirror Service",
+                    api.patch(
+                        &name,
+                        &PatchParams::apply(FIELD_MANAGER).force(),
+                        &Patch::Apply(exact),
+                    ),
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match again {
+            Ok(s) => s,
+            Err(e) => {
+                self.metrics.write_errors.inc();
+                tracing::warn!(error = %e, "the created mirror's fields stay owned by its create; trying at its next write");
+                applied
+            }
         }
     }
 
@@ -397,7 +407,7 @@ impl Writer {
         )
         .await;
         let e = match res {
-            Ok(s) => return Ok(s),
+            Ok(s) => return Ok(self.adopt_created_fields(&api, s, &exact).await),
             Err(e) => e,
         };
         self.metrics.write_errors.inc();
