@@ -16,6 +16,31 @@ use serde::{Deserialize, Serialize};
 pub const GROUP: &str = "split.smi-spec.io";
 pub const CRD_NAME: &str = "trafficsplits.split.smi-spec.io";
 
+/// The workshop's TrafficSplit, exactly as the seed writes it, under the
+/// SMI API `version` and in `namespace` (the seed's is `emojivoto`): the
+/// demo applies it, and the tests check tandem against it.
+pub fn workshop_split(version: &str, namespace: &str) -> String {
+    format!(
+        r#"apiVersion: split.smi-spec.io/{version}
+kind: TrafficSplit
+metadata:
+  name: emoji-svc
+  namespace: {namespace}
+  labels:
+      failover.linkerd.io/controlled-by: linkerd-failover
+  annotations:
+      failover.linkerd.io/primary-service: emoji-svc
+spec:
+  service: emoji-svc
+  backends:
+  - service: emoji-svc
+    weight: 1
+  - service: emoji-svc-west
+    weight: 0
+"#
+    )
+}
+
 pub mod v1alpha1 {
     use super::*;
 

@@ -58,25 +58,7 @@ spec:
 /// The workshop's TrafficSplit, exactly as the seed writes it (but for the
 /// API version, which case 10 varies).
 pub fn workshop_split(version: &str) -> String {
-    format!(
-        r#"apiVersion: split.smi-spec.io/{version}
-kind: TrafficSplit
-metadata:
-  name: emoji-svc
-  namespace: emojivoto
-  labels:
-      failover.linkerd.io/controlled-by: linkerd-failover
-  annotations:
-      failover.linkerd.io/primary-service: emoji-svc
-spec:
-  service: emoji-svc
-  backends:
-  - service: emoji-svc
-    weight: 1
-  - service: emoji-svc-west
-    weight: 0
-"#
-    )
+    tandem_api::smi::workshop_split(version, "emojivoto")
 }
 
 /// A controller for the splits labelled `failover.linkerd.io/controlled-by=VALUE`.

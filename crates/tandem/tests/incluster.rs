@@ -67,29 +67,6 @@ spec:
     )
 }
 
-/// The workshop's TrafficSplit, as the seed writes it, in the test's namespace.
-fn workshop_split(ns: &str) -> String {
-    format!(
-        r#"apiVersion: split.smi-spec.io/v1alpha2
-kind: TrafficSplit
-metadata:
-  name: emoji-svc
-  namespace: {ns}
-  labels:
-      failover.linkerd.io/controlled-by: linkerd-failover
-  annotations:
-      failover.linkerd.io/primary-service: emoji-svc
-spec:
-  service: emoji-svc
-  backends:
-  - service: emoji-svc
-    weight: 1
-  - service: emoji-svc-west
-    weight: 0
-"#
-    )
-}
-
 fn weights(ns: &TestNamespace) -> String {
     ns.kubectl(
         "east",
@@ -252,7 +229,10 @@ async fn the_workshop_control_plane_runs_in_cluster_and_fails_over() {
     );
 
     // The failover controller's pod, and nothing else, moves the weights.
-    env.apply("east", &workshop_split(&ns.name));
+    env.apply(
+        "east",
+        &tandem_api::smi::workshop_split("v1alpha2", &ns.name),
+    );
     wait_weights(&ns, "emoji-svc=1 emoji-svc-west=0").await;
     ns.kubectl("east", &["scale", "deploy/emoji", "--replicas=0"]);
     wait_weights(&ns, "emoji-svc=0 emoji-svc-west=1").await;

@@ -249,7 +249,10 @@ impl Demo {
         self.sh("tandem --context east multicluster gateways")?;
 
         self.title("apply the workshop's TrafficSplit");
-        std::fs::write(self.certs().join("emoji-split.yaml"), WORKSHOP_SPLIT)?;
+        std::fs::write(
+            self.certs().join("emoji-split.yaml"),
+            tandem_api::smi::workshop_split("v1alpha2", "emojivoto"),
+        )?;
         self.sh("kubectl --context east apply -f emoji-split.yaml")?;
         self.wait_for(
             "the split to be under control (state primary)",
@@ -340,24 +343,6 @@ impl Demo {
         Ok(())
     }
 }
-
-const WORKSHOP_SPLIT: &str = r#"apiVersion: split.smi-spec.io/v1alpha2
-kind: TrafficSplit
-metadata:
-  name: emoji-svc
-  namespace: emojivoto
-  labels:
-      failover.linkerd.io/controlled-by: linkerd-failover
-  annotations:
-      failover.linkerd.io/primary-service: emoji-svc
-spec:
-  service: emoji-svc
-  backends:
-  - service: emoji-svc
-    weight: 1
-  - service: emoji-svc-west
-    weight: 0
-"#;
 
 /// The emojivoto shape: web, emoji and voting, each a Deployment and a
 /// Service, with emojivoto's names and ports. Until the emojivoto-compatible
