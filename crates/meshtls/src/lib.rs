@@ -1,0 +1,20 @@
+//! Mesh TLS for tandem's proxy and gateway.
+//!
+//! - [`Name`]: a workload's DNS-like identity,
+//!   `<sa>.<ns>.serviceaccount.identity.<control-plane-ns>.<trust-domain>`,
+//!   as Linkerd names them.
+//! - [`Credentials`]: what the proxy holds once identity has certified it
+//!   (its leaf, the chain up to the anchors, its key), published on a
+//!   `tokio::sync::watch` channel ([`CredentialsRx`]) so that a renewal
+//!   reaches every new connection.
+//! - [`TrustAnchors`]: the roots every peer must chain to.
+
+#![forbid(unsafe_code)]
+
+mod creds;
+mod name;
+
+pub use creds::{
+    AnchorsError, Credentials, CredentialsRx, CredentialsTx, TrustAnchors, credentials_channel,
+};
+pub use name::{InvalidName, Name};
