@@ -11,10 +11,21 @@
 
 #![forbid(unsafe_code)]
 
+mod config;
 mod creds;
+mod handshake;
 mod name;
+mod prefixed;
+#[cfg(test)]
+mod testing;
 
+pub use config::{
+    ClientAuth, ConfigError, H2_ALPN, HTTP1_ALPN, TRANSPORT_ALPN, Tls, TlsError, client_config,
+    client_id, provider, server_config,
+};
 pub use creds::{
     AnchorsError, Credentials, CredentialsRx, CredentialsTx, TrustAnchors, credentials_channel,
 };
+pub use handshake::{Accepted, Ago, HandshakeError, Peer, accept, connect};
 pub use name::{InvalidName, Name};
+pub use prefixed::PrefixedIo;
