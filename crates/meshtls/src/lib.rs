@@ -13,6 +13,7 @@
 
 mod config;
 mod creds;
+mod detect;
 mod handshake;
 mod name;
 mod prefixed;
@@ -26,6 +27,7 @@ pub use config::{
 pub use creds::{
     AnchorsError, Credentials, CredentialsRx, CredentialsTx, TrustAnchors, credentials_channel,
 };
+pub use detect::{DetectError, Detected, MAX_PEEK, detect};
 pub use handshake::{Accepted, Ago, HandshakeError, Peer, accept, connect};
 pub use name::{InvalidName, Name};
 pub use prefixed::PrefixedIo;
