@@ -19,6 +19,7 @@ mod name;
 mod prefixed;
 #[cfg(test)]
 mod testing;
+pub mod transport_header;
 
 pub use config::{
     ClientAuth, ConfigError, H2_ALPN, HTTP1_ALPN, TRANSPORT_ALPN, Tls, TlsError, client_config,
