@@ -14,6 +14,7 @@
 mod config;
 mod creds;
 mod detect;
+pub mod gateway;
 mod handshake;
 mod name;
 mod prefixed;
