@@ -231,7 +231,7 @@ impl ServerCertVerifier for NamingVerifier {
 
 // === impl Tls ===
 
-/// No credentials yet: identity has not certified the proxy.
+/// Why [`Tls`] has no configuration to give.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("no certificate yet: identity has not certified this proxy")]

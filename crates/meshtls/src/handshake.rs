@@ -42,11 +42,14 @@ pub enum HandshakeError {
     },
     #[error("the {peer}'s certificate is not signed by the trust anchors")]
     Untrusted { peer: Peer },
-    #[error("the {peer}'s certificate has expired{ago}")]
-    Expired { peer: Peer, ago: Ago },
-    #[error("the {peer}'s certificate is not valid yet")]
-    NotYetValid { peer: Peer },
-    #[error("the {peer}'s certificate was refused: {reason:?}")]
+    #[error("the {peer}'s certificate has expired{}", secs(" (", *.ago, " s ago)"))]
+    Expired { peer: Peer, ago: Option<u64> },
+    #[error(
+        "the {peer}'s certificate is not valid yet{}: is a clock off?",
+        secs(" (for another ", *.ahead, " s)")
+    )]
+    NotYetValid { peer: Peer, ahead: Option<u64> },
+    #[error("the {peer}'s certificate was refused: {reason}")]
     BadCertificate {
         peer: Peer,
         reason: CertificateError,
@@ -77,17 +80,9 @@ pub enum HandshakeError {
     },
 }
 
-/// How long ago a certificate expired, when known.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ago(pub Option<u64>);
-
-impl fmt::Display for Ago {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(secs) => write!(f, " ({secs} s ago)"),
-            None => Ok(()),
-        }
-    }
+fn secs(before: &str, secs: Option<u64>, after: &str) -> String {
+    secs.map(|s| format!("{before}{s}{after}"))
+        .unwrap_or_default()
 }
 
 impl HandshakeError {
@@ -129,15 +124,16 @@ impl HandshakeError {
         use CertificateError as C;
         match reason {
             C::UnknownIssuer | C::BadSignature => HandshakeError::Untrusted { peer },
-            C::Expired => HandshakeError::Expired {
-                peer,
-                ago: Ago(None),
-            },
+            C::Expired => HandshakeError::Expired { peer, ago: None },
             C::ExpiredContext { time, not_after } => HandshakeError::Expired {
                 peer,
-                ago: Ago(time.as_secs().checked_sub(not_after.as_secs())),
+                ago: time.as_secs().checked_sub(not_after.as_secs()),
             },
-            C::NotValidYet | C::NotValidYetContext { .. } => HandshakeError::NotYetValid { peer },
+            C::NotValidYet => HandshakeError::NotYetValid { peer, ahead: None },
+            C::NotValidYetContext { time, not_before } => HandshakeError::NotYetValid {
+                peer,
+                ahead: not_before.as_secs().checked_sub(time.as_secs()),
+            },
             C::NotValidForNameContext {
                 expected,
                 presented,

@@ -92,14 +92,36 @@ impl Pki {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
     ) -> Credentials {
+        let both = [
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.leaf(name, not_before, not_after, &both)
+    }
+
+    /// Credentials for `name` whose leaf allows only `ekus`.
+    pub fn creds_for_purposes(&self, name: &str, ekus: &[ExtendedKeyUsagePurpose]) -> Credentials {
+        let now = OffsetDateTime::now_utc();
+        self.leaf(
+            name,
+            now - Duration::minutes(1),
+            now + Duration::days(1),
+            ekus,
+        )
+    }
+
+    fn leaf(
+        &self,
+        name: &str,
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+        ekus: &[ExtendedKeyUsagePurpose],
+    ) -> Credentials {
         let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::NoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = ekus.to_vec();
         params.not_before = not_before;
         params.not_after = not_after;
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();

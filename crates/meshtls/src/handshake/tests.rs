@@ -204,7 +204,7 @@ async fn an_expired_leaf_is_refused() {
     match connected.unwrap_err() {
         HandshakeError::Expired {
             peer: Peer::Server,
-            ago: Ago(Some(secs)),
+            ago: Some(secs),
         } => assert!((86_000..90_000).contains(&secs), "expired {secs} s ago"),
         other => panic!("expected an expired server certificate, got {other}"),
     }
@@ -234,6 +234,56 @@ async fn an_expired_leaf_is_refused() {
             ..
         }
     ));
+}
+
+#[tokio::test]
+async fn a_leaf_not_valid_yet_is_refused() {
+    let pki = Pki::new("mesh");
+    let now = OffsetDateTime::now_utc();
+    let early = pki.creds_valid(
+        EMOJI,
+        now + time::Duration::hours(1),
+        now + time::Duration::days(1),
+    );
+    let server = server_config(&early, &pki.anchors(), ClientAuth::Required).unwrap();
+    let client = client_config(&pki.creds(WEB), &pki.anchors()).unwrap();
+    let (_, connected) = handshake(server, client, EMOJI, &[]).await;
+    let err = connected.unwrap_err();
+    match &err {
+        HandshakeError::NotYetValid {
+            peer: Peer::Server,
+            ahead: Some(secs),
+        } => assert!((3_000..3_700).contains(secs), "valid in {secs} s"),
+        other => panic!("expected a certificate not valid yet, got {other}"),
+    }
+    assert!(err.to_string().ends_with(" s): is a clock off?"), "{err}");
+}
+
+#[tokio::test]
+async fn a_leaf_for_the_wrong_purpose_is_refused() {
+    use rcgen::ExtendedKeyUsagePurpose as Eku;
+    let pki = Pki::new("mesh");
+    let server_only = pki.creds_for_purposes(WEB, &[Eku::ServerAuth]);
+    let server = server_config(&pki.creds(EMOJI), &pki.anchors(), ClientAuth::Required).unwrap();
+    let client = client_config(&server_only, &pki.anchors()).unwrap();
+    let (accepted, _) = handshake(server, client, EMOJI, &[]).await;
+    let err = accepted.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HandshakeError::BadCertificate {
+                peer: Peer::Client,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().starts_with(
+            "the client's certificate was refused: certificate does not allow extended key usage for client authentication"
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
