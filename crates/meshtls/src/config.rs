@@ -265,6 +265,10 @@ impl Tls {
         }
     }
 
+    pub fn anchors(&self) -> &TrustAnchors {
+        &self.anchors
+    }
+
     /// The identity the proxy holds now, if any.
     pub fn local_name(&self) -> Option<Name> {
         self.creds.borrow().as_ref().map(|c| c.name.clone())

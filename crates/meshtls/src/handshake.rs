@@ -64,6 +64,12 @@ pub enum HandshakeError {
     },
     #[error("the {peer} and this proxy have no ALPN protocol in common")]
     NoCommonAlpn { peer: Peer },
+    #[error("the {peer} does not speak TLS 1.3 with Linkerd's cipher suite: {source}")]
+    NotTls13 {
+        peer: Peer,
+        #[source]
+        source: rustls::Error,
+    },
     #[error("{name:?} is not a valid TLS server name")]
     ServerName { name: String },
     #[error("the TLS handshake with the {peer} failed: {source}")]
@@ -109,6 +115,11 @@ impl HandshakeError {
             | E::AlertReceived(AlertDescription::NoApplicationProtocol) => {
                 HandshakeError::NoCommonAlpn { peer }
             }
+            source @ (E::InvalidMessage(_)
+            | E::PeerIncompatible(_)
+            | E::AlertReceived(
+                AlertDescription::ProtocolVersion | AlertDescription::HandshakeFailure,
+            )) => HandshakeError::NotTls13 { peer, source },
             E::AlertReceived(alert) => match refusal_hint(alert, peer) {
                 Some(hint) => HandshakeError::RefusedByPeer { peer, alert, hint },
                 None => HandshakeError::Tls {

@@ -333,3 +333,36 @@ fn a_key_that_does_not_match_the_leaf_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_server_that_does_not_speak_tls_is_named_as_such() {
+    let pki = Pki::new("mesh");
+    let client = client_config(&pki.creds(WEB), &pki.anchors()).unwrap();
+    let (mut a, b) = tokio::io::duplex(64 * 1024);
+    let plain_server = async move {
+        let mut hello = [0u8; 5];
+        a.read_exact(&mut hello).await.unwrap();
+        a.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+            .await
+            .unwrap();
+        a
+    };
+    let emoji = name(EMOJI);
+    let (_a, connected) = tokio::join!(plain_server, connect(b, client, &emoji, &[]));
+    let err = connected.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            HandshakeError::NotTls13 {
+                peer: Peer::Server,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("the server does not speak TLS 1.3 with Linkerd's cipher suite"),
+        "{err}"
+    );
+}
