@@ -7,7 +7,11 @@
 //! forward the bytes opaquely (another SNI), or speak plaintext.
 //!
 //! The peek is bounded: at most [`MAX_PEEK`] bytes and a timeout the caller
-//! passes in. A ClientHello that does not parse is not TLS, as in Linkerd.
+//! passes in (running out of time is an error, as Linkerd's "TLS detection
+//! timed out"). A ClientHello that does not parse is not TLS, as in Linkerd.
+//! Linkerd also treats a ClientHello without a server_name as no TLS
+//! (`no_tls_reason="no_tls_from_remote"`); here it is
+//! `Detected::Tls { sni: None }`, and the caller decides.
 
 use std::io;
 use std::time::Duration;
