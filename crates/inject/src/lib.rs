@@ -21,8 +21,10 @@
 //!   every other capability dropped is the simple safe choice), with an
 //!   emptyDir at /run for the xtables lock;
 //! - the sidecar `tandem-proxy` (`tandem proxy`), **first** in the
-//!   containers, as Linkerd 2.12 does by default (`proxy.await=true`), so
-//!   that kubelet starts it before the application; uid 2102, read-only root
+//!   containers with the postStart hook `tandem proxy-await`, as Linkerd
+//!   2.12 does by default (`proxy.await=true`), so that kubelet starts the
+//!   application once the proxy is ready (`config.linkerd.io/proxy-await:
+//!   disabled` on the template: last, no hook); uid 2102, read-only root
 //!   file system, no capabilities; the `LINKERD2_PROXY_*` environment;
 //!   probes `/live` and `/ready` on 4191;
 //! - the volumes `tandem-identity-end-entity` (memory) and
@@ -127,3 +129,5 @@ pub const INJECT_ANNOTATION: &str = "linkerd.io/inject";
 pub const SKIP_INBOUND_ANNOTATION: &str = "config.linkerd.io/skip-inbound-ports";
 pub const SKIP_OUTBOUND_ANNOTATION: &str = "config.linkerd.io/skip-outbound-ports";
 pub const OPAQUE_PORTS_ANNOTATION: &str = "config.linkerd.io/opaque-ports";
+/// `disabled`: the proxy goes last, without the postStart hook.
+pub const PROXY_AWAIT_ANNOTATION: &str = "config.linkerd.io/proxy-await";

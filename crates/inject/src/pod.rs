@@ -5,9 +5,10 @@ use serde_json::{Map, Value, json};
 use crate::{
     ADMIN_PORT, ADMIN_PORT_NAME, CLUSTER_NETWORKS, CONTROL_PORT, Config, DEFAULT_IGNORED_PORTS,
     DEFAULT_OPAQUE_PORTS, END_ENTITY_VOLUME, IDENTITY_DIR, INBOUND_PORT, INIT_CONTAINER,
-    INJECT_ANNOTATION, KNOWN_SIDECARS, OPAQUE_PORTS_ANNOTATION, OUTBOUND_PORT, PROXY_CONTAINER,
-    PROXY_PORT_NAME, PROXY_UID, SKIP_INBOUND_ANNOTATION, SKIP_OUTBOUND_ANNOTATION, TOKEN_AUDIENCE,
-    TOKEN_DIR, TOKEN_FILE, TOKEN_VOLUME, XTABLES_LOCK_VOLUME,
+    INJECT_ANNOTATION, KNOWN_SIDECARS, OPAQUE_PORTS_ANNOTATION, OUTBOUND_PORT,
+    PROXY_AWAIT_ANNOTATION, PROXY_CONTAINER, PROXY_PORT_NAME, PROXY_UID, SKIP_INBOUND_ANNOTATION,
+    SKIP_OUTBOUND_ANNOTATION, TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_FILE, TOKEN_VOLUME,
+    XTABLES_LOCK_VOLUME,
     ports::{PortRange, join, parse_ports},
     workload::Skip,
 };
@@ -86,6 +87,7 @@ pub(crate) fn inject_pod(template: &Value, owner: &Owner, cfg: &Config) -> Resul
         },
     };
     let app_ports = container_ports(containers);
+    let proxy_await = annotation(PROXY_AWAIT_ANNOTATION) != Some("disabled");
 
     let mut out = template.clone();
     let mut_obj = |v: &mut Value| {
@@ -134,10 +136,19 @@ pub(crate) fn inject_pod(template: &Value, owner: &Owner, cfg: &Config) -> Resul
 
     let spec = out["spec"].as_object_mut().expect("checked above");
     push(spec, "initContainers", init_container(cfg, &overrides));
-    spec.get_mut("containers")
+    let containers = spec
+        .get_mut("containers")
         .and_then(Value::as_array_mut)
-        .expect("checked above")
-        .insert(0, proxy_container(cfg, &overrides, &app_ports));
+        .expect("checked above");
+    let mut proxy = proxy_container(cfg, &overrides, &app_ports);
+    if proxy_await {
+        proxy["lifecycle"] = json!({ "postStart": { "exec": { "command": [
+            "/tandem", "proxy-await", "--timeout", "2m"
+        ]}}});
+        containers.insert(0, proxy);
+    } else {
+        containers.push(proxy);
+    }
     for v in volumes() {
         push(spec, "volumes", v);
     }

@@ -258,3 +258,64 @@ fn run_fail(args: &[&str], last: &Path) -> String {
     assert!(!out.status.success(), "{args:?} succeeded");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// An admin port stand-in: answers `/ready` with 503 for the first
+/// `not_ready` requests, then 200; returns its port and a count of requests.
+fn readiness_server(not_ready: usize) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::{
+        io::Read,
+        sync::{Arc, atomic::AtomicUsize, atomic::Ordering},
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 1024];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            if !buf[..n].starts_with(b"GET /ready ") {
+                continue;
+            }
+            let i = count.fetch_add(1, Ordering::SeqCst);
+            let reply: &[u8] = if i < not_ready {
+                b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 10\r\n\r\nnot ready\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nready\n"
+            };
+            let _ = conn.write_all(reply);
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn proxy_await_returns_once_ready_answers_200_and_fails_after_its_timeout() {
+    use std::sync::atomic::Ordering;
+    let (port, seen) = readiness_server(3);
+    let out = Command::new(tandem_bin())
+        .args(["proxy-await", "--port", &port.to_string()])
+        .args(["--timeout", "30s", "--backoff", "50ms"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(seen.load(Ordering::SeqCst), 4, "three 503s, then the 200");
+
+    let (port, _) = readiness_server(usize::MAX);
+    let out = Command::new(tandem_bin())
+        .args(["proxy-await", "--port", &port.to_string()])
+        .args(["--timeout", "500ms", "--backoff", "50ms"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not ready within 500ms") && stderr.contains("503"),
+        "{stderr}"
+    );
+}

@@ -18,6 +18,9 @@
 
 use crate::ports::PortRange;
 
+#[cfg(test)]
+mod tests;
+
 /// The chains, and what `iptables-save` shows once they are installed.
 pub const REDIRECT_CHAIN: &str = "PROXY_INIT_REDIRECT";
 pub const OUTPUT_CHAIN: &str = "PROXY_INIT_OUTPUT";
