@@ -2,7 +2,8 @@
 //! only), it installs the nat rules once however often it runs, and an
 //! outgoing TCP connection then reaches the proxy's outbound port with its
 //! original destination readable by `SO_ORIGINAL_DST`. The tandem image's
-//! own iptables does the same, run from the image's file tree.
+//! own iptables does the same, run from the image's file tree, and so does
+//! the init container `tandem inject` adds, in a pod on a real node.
 
 use std::{
     fs,
@@ -17,6 +18,7 @@ use nix::{
     sched::{CloneFlags, setns},
     sys::socket::{getsockopt, sockopt},
 };
+use tandem_harness::Env;
 use tandem_testbed::image::{ImageSpec, Source, images};
 
 fn tandem_bin() -> &'static Path {
@@ -269,4 +271,49 @@ fn the_tandem_images_own_iptables_installs_the_rules() {
     );
     // The host's iptables reads the same rules: they are real nf_tables rules.
     assert_eq!(proxy_init_rules(&ns.nat_rules()).len(), 8);
+}
+
+#[test]
+fn on_a_real_node_the_injected_init_container_installs_the_rules() {
+    let env = Env::real(tandem_bin());
+    let ns = env.namespace("proxy-init", &["east"]);
+    let dir = tempfile::tempdir().unwrap();
+    let pod = dir.path().join("pod.yaml");
+    // The proxy goes last without the await hook, so that the application
+    // starts whatever the proxy does: this test is about the init container.
+    fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: meshed\n  annotations: {config.linkerd.io/proxy-await: disabled}\nspec:\n  containers:\n  - {name: app, image: \"ghcr.io/tandem-io/toolbox:latest\", command: [sleep, \"3600\"]}\n",
+    )
+    .unwrap();
+    let anchors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../inject/tests/golden/ca.crt");
+    let injected = ok(Command::new(tandem_bin())
+        .arg("inject")
+        .arg(&pod)
+        .arg("--trust-anchors-file")
+        .arg(&anchors));
+    ns.apply("east", &injected);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let state = loop {
+        let state = ns.kubectl(
+            "east",
+            &[
+                "get",
+                "pod",
+                "meshed",
+                "-o",
+                "jsonpath={.status.initContainerStatuses[0].state.terminated.exitCode}",
+            ],
+        );
+        if !state.is_empty() || std::time::Instant::now() > deadline {
+            break state;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let logs = ns.kubectl("east", &["logs", "meshed", "-c", "tandem-init"]);
+    assert_eq!(state, "0", "tandem-init did not complete:\n{logs}");
+    assert!(logs.contains("rules installed"), "{logs}");
+    assert_eq!(proxy_init_rules(&logs).len(), 8, "{logs}");
+    assert!(logs.contains("--uid-owner 2102"), "{logs}");
 }
