@@ -11,8 +11,11 @@ mod certificate;
 mod check;
 mod failover;
 mod identity;
+mod inject;
 mod install;
 mod multicluster;
+mod proxy_await;
+mod proxy_init;
 
 /// Automatic failover of Kubernetes services across clusters.
 ///
@@ -67,6 +70,15 @@ enum Command {
     Multicluster(multicluster::MulticlusterCommand),
     /// Run the multicluster gateway (what `multicluster install` deploys).
     Gateway(multicluster::GatewayArgs),
+    /// Add the proxy to the workloads of a manifest (as `linkerd inject`),
+    /// for `kubectl apply -f -`.
+    Inject(inject::InjectArgs),
+    /// Redirect the pod's TCP traffic through its proxy with iptables (the
+    /// injected init container).
+    ProxyInit(proxy_init::ProxyInitArgs),
+    /// Wait until the proxy is ready (the injected proxy's postStart hook,
+    /// so that the application starts after it).
+    ProxyAwait(proxy_await::ProxyAwaitArgs),
     /// Real Kubernetes clusters as local processes, for trying tandem and for
     /// its tests. (The development tool `tandem-testbed`; `tandem testbed
     /// --help` for its commands.)
@@ -140,6 +152,9 @@ fn main() -> std::process::ExitCode {
             }
             Command::Multicluster(cmd) => multicluster::run(&cli.cluster, cmd).await,
             Command::Gateway(args) => multicluster::gateway(args).await,
+            Command::Inject(args) => inject::run(&cli.cluster, args).await,
+            Command::ProxyInit(args) => proxy_init::run(args),
+            Command::ProxyAwait(args) => proxy_await::run(args).await,
             Command::Testbed(a) => dev_tool(&cli.cluster, &log, "tandem-testbed", a.args),
             Command::Demo(a) => dev_tool(&cli.cluster, &log, "tandem-demo", a.args),
         }

@@ -61,16 +61,82 @@ pub fn coredns(coredns_binary: &Path, version: &str) -> Result<ImageSpec, Error>
         .entrypoint(["/coredns"]))
 }
 
+/// Debian's iptables in nft mode (package iptables): one binary that acts
+/// as the tool its name (argv[0]) says.
+pub const DEBIAN_XTABLES_NFT: &str = "/usr/sbin/xtables-nft-multi";
+/// Where Debian's iptables loads its match and target modules from
+/// (`comment`, `multiport`, `owner`, `REDIRECT`, ...), at run time.
+pub const DEBIAN_XTABLES_MODULES: &str = "/usr/lib/x86_64-linux-gnu/xtables";
+/// The names in /usr/sbin that lead to xtables-nft-multi in the tandem image.
+pub const IPTABLES_NAMES: &[&str] = &[
+    "iptables",
+    "iptables-nft",
+    "iptables-save",
+    "iptables-nft-save",
+    "iptables-restore",
+    "iptables-nft-restore",
+];
+
 /// The tandem image: the tandem binary at `/tandem` (normally
 /// `std::env::current_exe()`), `version` the workspace version, with the
 /// shared libraries it needs, /etc/passwd, /etc/group and /tmp, so that it
-/// needs no base image.
+/// needs no base image; and this machine's iptables (nft), which the
+/// injected init container (`tandem proxy-init`) runs.
 pub fn tandem(tandem_binary: &Path, version: &str) -> Result<ImageSpec, Error> {
-    with_binary(
+    let spec = with_binary(
         ImageSpec::new(tandem_reference(version)),
         tandem_binary,
         "/tandem",
+    )?;
+    with_iptables(
+        spec,
+        Path::new(DEBIAN_XTABLES_NFT),
+        Path::new(DEBIAN_XTABLES_MODULES),
     )
+}
+
+/// `spec` with iptables-nft: `xtables` (Debian's xtables-nft-multi) in
+/// /usr/sbin under every name of [`IPTABLES_NAMES`], every module of
+/// `modules` at the same path (iptables looks for them there), and the
+/// libraries of both.
+pub fn with_iptables(spec: ImageSpec, xtables: &Path, modules: &Path) -> Result<ImageSpec, Error> {
+    let missing = |what: &Path| Error::Prerequisite {
+        missing: format!(
+            "{} (iptables, for the tandem image's init container `tandem proxy-init`)",
+            what.display()
+        ),
+        fix: "install Debian's iptables package: apt-get install iptables".into(),
+    };
+    if !xtables.is_file() {
+        return Err(missing(xtables));
+    }
+    let mut module_files: Vec<_> = std::fs::read_dir(modules)
+        .map_err(|_| missing(modules))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "so") && p.is_file())
+        .collect();
+    module_files.sort();
+    if module_files.is_empty() {
+        return Err(missing(modules));
+    }
+    let mut spec = spec.host_file("/usr/sbin/xtables-nft-multi", xtables, 0o755);
+    for name in IPTABLES_NAMES {
+        spec = spec.symlink(&format!("/usr/sbin/{name}"), "xtables-nft-multi");
+    }
+    let image_dir = modules.to_string_lossy().into_owned();
+    for m in &module_files {
+        let file_name = m
+            .file_name()
+            .expect("read_dir gives names")
+            .to_string_lossy();
+        spec = spec.host_file(&format!("{image_dir}/{file_name}"), m, 0o644);
+    }
+    let mut binaries: Vec<&Path> = vec![xtables];
+    binaries.extend(module_files.iter().map(|p| p.as_path()));
+    let Linkage::Dynamic(libs) = ldd::libraries_of(&binaries)? else {
+        return Ok(spec);
+    };
+    Ok(add_libraries(spec, &libs))
 }
 
 /// What a static glibc program loads for name lookups, at Debian's paths.
@@ -155,20 +221,38 @@ fn with_binary(spec: ImageSpec, binary: &Path, image_path: &str) -> Result<Image
             detail: "ldd calls it static, but it has a program interpreter".into(),
         });
     };
-    let placement = ldd::place(&libs);
+    if let Some(lib) = libs.iter().find(|l| l.path == Path::new(image_path)) {
+        return Err(spec.invalid(format!(
+            "a library is at {}, where the binary goes",
+            lib.path.display()
+        )));
+    }
+    spec = add_libraries(spec, &libs);
+    Ok(spec)
+}
+
+/// `spec` with `libs` where the loader finds them; a file or link the
+/// image already holds (another binary's library) is not added twice.
+fn add_libraries(mut spec: ImageSpec, libs: &[ldd::Library]) -> ImageSpec {
+    let placement = ldd::place(libs);
+    let held = |spec: &ImageSpec, path: &str| spec.files.iter().any(|f| f.path == path);
     for (path, host) in placement.files {
-        if path == image_path {
-            return Err(spec.invalid(format!("a library is at {path}, where the binary goes")));
+        if !held(&spec, &path) {
+            spec = spec.host_file(&path, host, 0o755);
         }
-        spec = spec.host_file(&path, host, 0o755);
     }
     for (path, target) in placement.symlinks {
-        spec = spec.symlink(&path, &target);
+        if !held(&spec, &path) {
+            spec = spec.symlink(&path, &target);
+        }
     }
     if let Some(dirs) = placement.library_path {
-        spec = spec.env("LD_LIBRARY_PATH", &dirs);
+        let var = format!("LD_LIBRARY_PATH={dirs}");
+        if !spec.env.contains(&var) {
+            spec = spec.env("LD_LIBRARY_PATH", &dirs);
+        }
     }
-    Ok(spec)
+    spec
 }
 
 fn require_static(binary: &Path, reference: &str, fix: &str) -> Result<(), Error> {

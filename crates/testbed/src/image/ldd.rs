@@ -95,8 +95,15 @@ pub fn parse_ldd(output: &str) -> Result<Linkage, String> {
 /// Runs `ldd` on `binary` (which runs the binary's dynamic loader on it: use
 /// only binaries you would run).
 pub fn libraries(binary: &Path) -> Result<Linkage, Error> {
+    libraries_of(&[binary])
+}
+
+/// Runs `ldd` once on several binaries or shared objects: the libraries any
+/// of them needs, each once. Static only if all are.
+pub fn libraries_of(binaries: &[&Path]) -> Result<Linkage, Error> {
+    let binary = binaries.first().copied().unwrap_or(Path::new(""));
     let out = Command::new("ldd")
-        .arg(binary)
+        .args(binaries)
         .env("LC_ALL", "C")
         .output()
         .map_err(|e| Error::Ldd {

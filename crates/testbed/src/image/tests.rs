@@ -337,6 +337,91 @@ fn tandem_image_of_a_dynamic_binary_holds_loader_and_libc() {
 }
 
 #[test]
+fn tandem_image_carries_iptables_nft_with_its_modules_and_libraries() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = images::tandem(Path::new("/bin/ls"), "9.8.7").unwrap();
+    let out = dir.path().join("tandem.tar");
+    write_archive(&spec, &out).unwrap();
+    let rb = read_back(&out);
+    let multi = &rb.layer["usr/sbin/xtables-nft-multi"];
+    assert_eq!(multi.kind, tar::EntryType::Regular);
+    assert_eq!(multi.mode, 0o755);
+    assert_eq!(multi.data, fs::read(images::DEBIAN_XTABLES_NFT).unwrap());
+    for name in images::IPTABLES_NAMES {
+        let e = &rb.layer[&format!("usr/sbin/{name}")];
+        assert_eq!(e.kind, tar::EntryType::Symlink, "{name}");
+        assert_eq!(e.link.as_deref(), Some("xtables-nft-multi"), "{name}");
+    }
+    // The modules proxy-init's rules load, at the path iptables looks in.
+    let modules = images::DEBIAN_XTABLES_MODULES.trim_start_matches('/');
+    for m in [
+        "comment",
+        "multiport",
+        "owner",
+        "REDIRECT",
+        "standard",
+        "tcp",
+    ] {
+        let path = format!("{modules}/libxt_{m}.so");
+        let e = rb
+            .layer
+            .get(&path)
+            .unwrap_or_else(|| panic!("{path} is missing"));
+        assert_eq!(e.kind, tar::EntryType::Regular, "{path}");
+        assert!(e.data.starts_with(b"\x7fELF"), "{path}");
+    }
+    // iptables' own libraries, besides the tandem binary's.
+    for lib in ["/libxtables.so.12", "/libnftnl.so.11", "/libmnl.so.0"] {
+        assert!(
+            rb.layer.keys().any(|p| p.ends_with(lib)),
+            "no {lib} in {:?}",
+            rb.layer_order
+        );
+    }
+    assert_eq!(
+        rb.layer
+            .keys()
+            .filter(|p| p.ends_with("/libc.so.6"))
+            .count(),
+        1,
+        "libc once"
+    );
+}
+
+#[test]
+fn without_iptables_the_tandem_image_names_the_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("modules");
+    fs::create_dir(&empty).unwrap();
+    let base = || ImageSpec::new("x:1");
+    let cases = [
+        images::with_iptables(
+            base(),
+            &dir.path().join("xtables-nft-multi"),
+            Path::new(images::DEBIAN_XTABLES_MODULES),
+        ),
+        images::with_iptables(
+            base(),
+            Path::new(images::DEBIAN_XTABLES_NFT),
+            &dir.path().join("no-modules"),
+        ),
+        images::with_iptables(base(), Path::new(images::DEBIAN_XTABLES_NFT), &empty),
+    ];
+    for (i, res) in cases.into_iter().enumerate() {
+        let err = res.unwrap_err();
+        assert!(
+            matches!(err, Error::Prerequisite { .. }),
+            "case {i}: {err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("apt-get install iptables") && message.contains("proxy-init"),
+            "case {i}: {message}"
+        );
+    }
+}
+
+#[test]
 fn binary_image_of_a_static_binary_has_no_libraries() {
     let dir = tempfile::tempdir().unwrap();
     let bin = dir.path().join("tool");

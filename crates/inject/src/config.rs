@@ -1,0 +1,121 @@
+//! What injection needs to know, checked once.
+
+use sha2::{Digest, Sha256};
+use tandem_meshtls::{InvalidName, Name, TrustAnchors};
+
+/// The control plane the injected proxies talk to, and the image they run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    control_plane_ns: String,
+    trust_domain: String,
+    image: String,
+    trust_anchors_pem: String,
+    version: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("control-plane namespace {namespace:?} or trust domain {trust_domain:?}: {source}")]
+    Names {
+        namespace: String,
+        trust_domain: String,
+        #[source]
+        source: InvalidName,
+    },
+    #[error("the trust anchors: {0}")]
+    Anchors(#[from] tandem_meshtls::AnchorsError),
+    #[error("the proxy image {0:?} is not an image reference")]
+    Image(String),
+}
+
+impl Config {
+    /// `version` is tandem's version, for `linkerd.io/proxy-version` and
+    /// `created-by`; `trust_anchors_pem` one or more CA certificates.
+    pub fn new(
+        control_plane_ns: &str,
+        trust_domain: &str,
+        image: &str,
+        trust_anchors_pem: &str,
+        version: &str,
+    ) -> Result<Self, ConfigError> {
+        Name::service_account(
+            "tandem-identity",
+            control_plane_ns,
+            control_plane_ns,
+            trust_domain,
+        )
+        .map_err(|source| ConfigError::Names {
+            namespace: control_plane_ns.into(),
+            trust_domain: trust_domain.into(),
+            source,
+        })?;
+        if control_plane_ns.contains('.') {
+            return Err(ConfigError::Names {
+                namespace: control_plane_ns.into(),
+                trust_domain: trust_domain.into(),
+                source: InvalidName {
+                    name: control_plane_ns.into(),
+                    reason: "a namespace is one DNS label",
+                },
+            });
+        }
+        TrustAnchors::from_pem(trust_anchors_pem)?;
+        if image.is_empty() || image.chars().any(char::is_whitespace) {
+            return Err(ConfigError::Image(image.into()));
+        }
+        Ok(Config {
+            control_plane_ns: control_plane_ns.into(),
+            trust_domain: trust_domain.into(),
+            image: image.into(),
+            trust_anchors_pem: trust_anchors_pem.into(),
+            version: version.into(),
+        })
+    }
+
+    pub fn control_plane_ns(&self) -> &str {
+        &self.control_plane_ns
+    }
+
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn trust_anchors_pem(&self) -> &str {
+        &self.trust_anchors_pem
+    }
+
+    /// Hex SHA-256 of the anchors' PEM text, as `linkerd.io/trust-root-sha256`.
+    pub fn trust_root_sha256(&self) -> String {
+        Sha256::digest(self.trust_anchors_pem.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The identity of control-plane component `sa` (e.g. `tandem-identity`),
+    /// whose ServiceAccount is in the control plane's namespace.
+    pub fn component_identity(&self, sa: &str) -> String {
+        format!(
+            "{sa}.{ns}.serviceaccount.identity.{ns}.{td}",
+            ns = self.control_plane_ns,
+            td = self.trust_domain
+        )
+    }
+
+    /// The local name with the downward-API variables kubelet expands.
+    pub fn local_name_template(&self) -> String {
+        format!(
+            "$(_pod_sa).$(_pod_ns).serviceaccount.identity.{}.{}",
+            self.control_plane_ns, self.trust_domain
+        )
+    }
+
+    /// `<svc>.<cp-ns>.svc.cluster.local.:<port>`.
+    pub fn service_addr(&self, svc: &str, port: u16) -> String {
+        format!("{svc}.{}.svc.cluster.local.:{port}", self.control_plane_ns)
+    }
+}
