@@ -348,6 +348,9 @@ fn unknown_services_and_ports() {
 
 // === profiles ===
 
+/// A name, the changes applied, the overrides wanted.
+type Case = (&'static str, Vec<Change>, Vec<(String, u32)>);
+
 #[test]
 fn overrides_from_splits() {
     let a = |s: &str| format!("{s}.ev.svc.cluster.local:8080");
@@ -359,7 +362,7 @@ fn overrides_from_splits() {
         })
     };
     #[rustfmt::skip]
-    let cases: Vec<(&str, Vec<Change>, Vec<(String, u32)>)> = vec![
+    let cases: Vec<Case> = vec![
         ("no split, no overrides", vec![], vec![]),
         ("v1alpha2 integers", vec![mk_ts("ev", "s", "emoji-svc", t0, &[("emoji-svc", int(1)), ("emoji-svc-west", int(0))])],
             vec![(a("emoji-svc"), 10_000), (a("emoji-svc-west"), 0)]),
