@@ -139,7 +139,7 @@ async fn wait_overrides(stream: &mut Streaming<DestinationProfile>, want: &[(Str
 
 fn addrs(u: &Update) -> Vec<SocketAddr> {
     let tcp = |a: &linkerd2_proxy_api::net::TcpAddress| {
-        let ip: std::net::IpAddr = a.ip.clone().unwrap().try_into().unwrap();
+        let ip: std::net::IpAddr = a.ip.unwrap().try_into().unwrap();
         SocketAddr::new(ip, a.port as u16)
     };
     let mut out: Vec<SocketAddr> = match u.update.as_ref() {
