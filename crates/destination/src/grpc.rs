@@ -297,3 +297,41 @@ fn profile_stream(
         Some((Ok(p), (rx, guard, false)))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOMAIN: &str = "cluster.local";
+
+    #[test]
+    fn paths() {
+        let s = |ns: &str, n: &str, p| Ok(Target::Service(SvcKey::new(ns, n), p));
+        #[rustfmt::skip]
+    let cases = [
+        ("emoji-svc.ev.svc.cluster.local:8080", s("ev", "emoji-svc", 8080)),
+        ("emoji-svc.ev.svc.cluster.local.:8080", s("ev", "emoji-svc", 8080)),
+        ("emoji-svc.ev.svc.cluster.local", s("ev", "emoji-svc", 80)),
+        ("10.96.0.10:8080", Ok(Target::Ip("10.96.0.10".parse().unwrap(), 8080))),
+        ("[fd00::1]:80", Ok(Target::Ip("fd00::1".parse().unwrap(), 80))),
+    ];
+        for (path, want) in cases {
+            assert_eq!(parse_path(path, DOMAIN), want, "{path}");
+        }
+        for bad in [
+            "example.com:80",
+            "a.b.c.svc.cluster.local:80",
+            "emoji-svc.ev.svc.cluster.local:http",
+            ".ev.svc.cluster.local:80",
+        ] {
+            assert!(parse_path(bad, DOMAIN).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_context(r#"{"ns":"ev","nodeName":"n1"}"#)
+                .ns
+                .as_deref(),
+            Some("ev")
+        );
+        assert_eq!(parse_context("garbage"), Default::default());
+    }
+}

@@ -1,17 +1,21 @@
 //! The synchronous index: Services, EndpointSlices, Pods and splits in, one
 //! `tokio::sync::watch` channel per subscription out. No client and no
 //! `.await`: the watches call [`Index::apply`], and every subscription
-//! whose answer changed gets the new one at once (no polling).
+//! whose answer the change may touch is recomputed and, if it changed, sent
+//! at once (no polling). The decisions themselves are in [`crate::decide`].
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::{IpAddr, SocketAddr},
 };
 
-use tandem_meshtls::Name;
 use tokio::sync::watch;
 
-use crate::objects::{PodInfo, ServiceInfo, SliceInfo, SplitInfo, SplitKind, SvcKey};
+use crate::{
+    decide::{self, choose_split, fqdn, mirror_addr, overrides, plain_addr, pod_addr},
+    objects::{PodInfo, ServiceInfo, SliceInfo, SplitInfo, SplitKind, SvcKey},
+    store::Store,
+};
 
 /// Every endpoint weighs the same, as Linkerd sends them.
 pub const DEFAULT_WEIGHT: u32 = 10_000;
@@ -84,15 +88,33 @@ pub struct Config {
     pub trust_domain: String,
 }
 
+type ObjKey = (String, String);
 type SplitKey = (SplitKind, String, String);
+
+/// Which subscriptions a change may touch. ClusterIP profiles are always
+/// recomputed (they follow Services, pods and splits alike; lookups by IP
+/// are map reads).
+enum Scope {
+    All,
+    /// The endpoints of these Services.
+    Endpoints(Vec<SvcKey>),
+    /// The endpoints of every Service in a namespace (a pod changed).
+    Namespace(String),
+    /// The profiles of these apexes.
+    Profiles(Vec<SvcKey>),
+}
 
 #[derive(Debug)]
 pub struct Index {
     config: Config,
-    services: HashMap<SvcKey, ServiceInfo>,
-    slices: HashMap<(String, String), SliceInfo>,
-    pods: HashMap<(String, String), PodInfo>,
-    splits: HashMap<SplitKey, SplitInfo>,
+    /// By ClusterIP.
+    services: Store<SvcKey, ServiceInfo, IpAddr>,
+    /// By Service.
+    slices: Store<ObjKey, SliceInfo, SvcKey>,
+    /// By pod IP.
+    pods: Store<ObjKey, PodInfo, IpAddr>,
+    /// By apex.
+    splits: Store<SplitKey, SplitInfo, SvcKey>,
     endpoint_subs: HashMap<(SvcKey, u16), watch::Sender<Endpoints>>,
     profile_subs: HashMap<ProfileTarget, watch::Sender<Profile>>,
     /// Apexes with more than one split, already logged.
@@ -105,10 +127,19 @@ impl Index {
     pub fn new(config: Config) -> Self {
         Self {
             config,
-            services: HashMap::new(),
-            slices: HashMap::new(),
-            pods: HashMap::new(),
-            splits: HashMap::new(),
+            services: Store::new(|s| s.key.clone(), |s| s.cluster_ips.clone()),
+            slices: Store::new(
+                |s| (s.namespace.clone(), s.name.clone()),
+                |s| {
+                    let svc = s.service.as_ref().map(|n| SvcKey::new(&s.namespace, n));
+                    svc.into_iter().collect()
+                },
+            ),
+            pods: Store::new(|p| (p.namespace.clone(), p.name.clone()), |p| p.ips.clone()),
+            splits: Store::new(
+                |s| (s.kind, s.namespace.clone(), s.name.clone()),
+                |s| s.apex.clone().into_iter().collect(),
+            ),
             endpoint_subs: HashMap::new(),
             profile_subs: HashMap::new(),
             contested: HashSet::new(),
@@ -119,56 +150,67 @@ impl Index {
         &self.config
     }
 
-    /// Applies a change and publishes to the subscriptions it touches: those
-    /// in the changed object's namespace (all of them after a reset).
+    /// Applies a change and publishes to the subscriptions it may touch.
     pub fn apply(&mut self, change: Change) {
-        let ns = match change {
-            Change::Services(e) => reset_or(
-                e,
-                &mut self.services,
-                |s| s.key.clone(),
-                |s| &s.key.namespace,
-            ),
-            Change::Slices(e) => reset_or(
-                e,
-                &mut self.slices,
-                |s| (s.namespace.clone(), s.name.clone()),
-                |s| &s.namespace,
-            ),
-            Change::Pods(e) => reset_or(
-                e,
-                &mut self.pods,
-                |p| (p.namespace.clone(), p.name.clone()),
-                |p| &p.namespace,
-            ),
-            Change::Splits(kind, e) => {
-                if let Event::Apply(s) = &e {
-                    report(s);
+        let scope = match change {
+            Change::Services(e) => match e {
+                Event::Reset(all) => reset(&mut self.services, all),
+                Event::Apply(s) => Scope::Endpoints(keys(self.services.apply(s.clone()), s, |s| {
+                    Some(s.key.clone())
+                })),
+                Event::Delete(s) => {
+                    Scope::Endpoints(keys(self.services.delete(&s.key.clone()), s, |s| {
+                        Some(s.key.clone())
+                    }))
                 }
+            },
+            Change::Slices(e) => {
+                let svc = |s: &SliceInfo| s.service.as_ref().map(|n| SvcKey::new(&s.namespace, n));
                 match e {
-                    Event::Reset(all) => {
-                        self.splits.retain(|k, _| k.0 != kind);
-                        for s in all {
-                            report(&s);
-                            self.splits
-                                .insert((s.kind, s.namespace.clone(), s.name.clone()), s);
-                        }
-                        None
-                    }
-                    Event::Apply(s) => {
-                        let ns = s.namespace.clone();
-                        self.splits.insert((s.kind, ns.clone(), s.name.clone()), s);
-                        Some(ns)
-                    }
+                    Event::Reset(all) => reset(&mut self.slices, all),
+                    Event::Apply(s) => Scope::Endpoints(keys(self.slices.apply(s.clone()), s, svc)),
                     Event::Delete(s) => {
-                        self.splits
-                            .remove(&(s.kind, s.namespace.clone(), s.name.clone()));
-                        Some(s.namespace)
+                        let old = self.slices.delete(&self.slices.key_of(&s));
+                        Scope::Endpoints(keys(old, s, svc))
                     }
                 }
             }
+            Change::Pods(e) => match e {
+                Event::Reset(all) => reset(&mut self.pods, all),
+                Event::Apply(p) => {
+                    let ns = p.namespace.clone();
+                    self.pods.apply(p);
+                    Scope::Namespace(ns)
+                }
+                Event::Delete(p) => {
+                    self.pods.delete(&self.pods.key_of(&p));
+                    Scope::Namespace(p.namespace)
+                }
+            },
+            Change::Splits(kind, e) => match e {
+                Event::Reset(all) => {
+                    // One kind is reset: the other's splits stay.
+                    let keep: Vec<SplitInfo> = self
+                        .splits
+                        .values()
+                        .filter(|s| s.kind != kind)
+                        .cloned()
+                        .collect();
+                    all.iter().for_each(decide::report);
+                    self.splits.reset(keep.into_iter().chain(all).collect());
+                    Scope::All
+                }
+                Event::Apply(s) => {
+                    decide::report(&s);
+                    Scope::Profiles(keys(self.splits.apply(s.clone()), s, |s| s.apex.clone()))
+                }
+                Event::Delete(s) => {
+                    let old = self.splits.delete(&self.splits.key_of(&s));
+                    Scope::Profiles(keys(old, s, |s| s.apex.clone()))
+                }
+            },
         };
-        self.publish(ns.as_deref());
+        self.publish(&scope);
     }
 
     /// A receiver of the endpoints of `svc`'s `port`, holding the current answer.
@@ -191,28 +233,47 @@ impl Index {
         rx
     }
 
-    /// Recomputes the subscriptions in `ns` (all when `None`; ClusterIP ones
-    /// always), sends those that changed, and drops those nobody reads.
-    fn publish(&mut self, ns: Option<&str>) {
+    /// Recomputes the subscriptions in `scope`, sends those that changed,
+    /// and drops those nobody reads.
+    fn publish(&mut self, scope: &Scope) {
         self.endpoint_subs.retain(|_, tx| !tx.is_closed());
         self.profile_subs.retain(|_, tx| !tx.is_closed());
         for ((svc, port), tx) in &self.endpoint_subs {
-            if ns.is_none_or(|ns| ns == svc.namespace) {
+            let touched = match scope {
+                Scope::All => true,
+                Scope::Endpoints(keys) => keys.contains(svc),
+                Scope::Namespace(ns) => *ns == svc.namespace,
+                Scope::Profiles(_) => false,
+            };
+            if touched {
                 let new = self.endpoints(svc, *port);
                 tx.send_if_modified(|cur| replace_if_changed(cur, new));
             }
         }
         for (target, tx) in &self.profile_subs {
-            let touched = match target {
-                ProfileTarget::Service(svc, _) => ns.is_none_or(|ns| ns == svc.namespace),
-                ProfileTarget::Ip(..) => true,
+            let touched = match (target, scope) {
+                (ProfileTarget::Ip(..), _) | (_, Scope::All) => true,
+                (ProfileTarget::Service(svc, _), Scope::Profiles(apexes)) => apexes.contains(svc),
+                (ProfileTarget::Service(..), _) => false,
             };
             if touched {
                 let new = self.profile(target);
                 tx.send_if_modified(|cur| replace_if_changed(cur, new));
             }
         }
-        self.log_contested();
+        match scope {
+            Scope::All => {
+                let apexes: HashSet<SvcKey> = self
+                    .splits
+                    .values()
+                    .filter_map(|s| s.apex.clone())
+                    .collect();
+                self.contested.retain(|a| apexes.contains(a));
+                apexes.iter().for_each(|a| self.log_contested(a));
+            }
+            Scope::Profiles(apexes) => apexes.iter().for_each(|a| self.log_contested(a)),
+            _ => {}
+        }
     }
 
     /// The number of live subscriptions: (endpoints, profiles).
@@ -220,7 +281,7 @@ impl Index {
         (self.endpoint_subs.len(), self.profile_subs.len())
     }
 
-    // === decisions ===
+    // === answers ===
 
     /// The ready endpoints of `svc`'s `port`, as Linkerd sends them.
     pub fn endpoints(&self, svc: &SvcKey, port: u16) -> Endpoints {
@@ -239,10 +300,7 @@ impl Index {
                 labels,
             };
         };
-        let slices = self.slices.values().filter(|s| {
-            s.namespace == svc.namespace && s.service.as_deref() == Some(svc.name.as_str())
-        });
-        for slice in slices {
+        for slice in self.slices.by(svc) {
             let Some(target) = slice.ports.iter().find(|p| p.name == svc_port.name) else {
                 continue;
             };
@@ -252,15 +310,14 @@ impl Index {
                     .as_ref()
                     .and_then(|p| self.pods.get(&(svc.namespace.clone(), p.clone())));
                 let addr = match (pod, &service.mirror) {
-                    (Some(pod), _) => self.pod_addr(pod, target.port),
-                    (None, Some(mirror)) => mirror_addr(
-                        mirror,
-                        slice
+                    (Some(pod), _) => pod_addr(&self.config, pod, target.port),
+                    (None, Some(mirror)) => {
+                        let id = slice
                             .gateway_identity
                             .as_ref()
-                            .or(mirror.gateway_identity.as_ref()),
-                        port,
-                    ),
+                            .or(mirror.gateway_identity.as_ref());
+                        mirror_addr(mirror, id, port)
+                    }
                     (None, None) => plain_addr(),
                 };
                 for ip in &ep.addresses {
@@ -275,65 +332,20 @@ impl Index {
         }
     }
 
-    /// An address of a pod: with its identity and the h2 hint when it is
-    /// meshed and `port` does not skip the proxy.
-    fn pod_addr(&self, pod: &PodInfo, port: u16) -> Addr {
-        let mut labels = BTreeMap::from([
-            ("pod".to_string(), pod.name.clone()),
-            ("serviceaccount".to_string(), pod.service_account.clone()),
-        ]);
-        if let Some((kind, name)) = &pod.owner {
-            labels.insert(kind.clone(), name.clone());
-        }
-        if let Some(h) = &pod.pod_template_hash {
-            labels.insert("pod_template_hash".into(), h.clone());
-        }
-        let skipped = pod
-            .skip_inbound_ports
-            .iter()
-            .any(|(a, b)| (*a..=*b).contains(&port));
-        let meshed = pod.control_plane_ns.as_ref().filter(|_| !skipped);
-        if let Some(cp) = &pod.control_plane_ns {
-            labels.insert("control_plane_ns".into(), cp.clone());
-        }
-        let identity = meshed.and_then(|_| {
-            Name::service_account(
-                &pod.service_account,
-                &pod.namespace,
-                &self.config.control_plane_ns,
-                &self.config.trust_domain,
-            )
-            .ok()
-        });
-        Addr {
-            weight: DEFAULT_WEIGHT,
-            labels,
-            h2: identity.is_some(),
-            identity: identity.map(|n| n.to_string()),
-            authority_override: None,
-        }
-    }
-
     /// The profile of `target`: the Service's name and the overrides of its
     /// split; for an IP of no Service, that IP as a direct endpoint.
     pub fn profile(&self, target: &ProfileTarget) -> Profile {
         match target {
             ProfileTarget::Service(svc, port) => self.service_profile(svc, *port),
             ProfileTarget::Ip(ip, port) => {
-                let mut svcs: Vec<&ServiceInfo> = self
-                    .services
-                    .values()
-                    .filter(|s| s.cluster_ips.contains(ip))
-                    .collect();
-                svcs.sort_by(|a, b| a.key.cmp(&b.key));
-                if let Some(s) = svcs.first() {
+                if let Some(s) = self.services.by(ip).next() {
                     return self.service_profile(&s.key, *port);
                 }
                 let addr = self
                     .pods
-                    .values()
-                    .find(|p| p.ips.contains(ip))
-                    .map(|p| self.pod_addr(p, *port))
+                    .by(ip)
+                    .next()
+                    .map(|p| pod_addr(&self.config, p, *port))
                     .unwrap_or_else(plain_addr);
                 Profile {
                     fqn: String::new(),
@@ -346,45 +358,36 @@ impl Index {
 
     fn service_profile(&self, svc: &SvcKey, port: u16) -> Profile {
         let domain = &self.config.cluster_domain;
-        let candidates: Vec<&SplitInfo> = self.splits_of(svc, port).collect();
-        let overrides = choose_split(&candidates)
-            .map(|s| overrides(s, port, domain))
-            .unwrap_or_default();
+        let usable = self
+            .splits
+            .by(svc)
+            .filter(|s| s.port.is_none_or(|p| p == port) && s.backends.is_ok());
         Profile {
             fqn: fqdn(svc, domain),
-            overrides,
+            overrides: choose_split(usable)
+                .map(|s| overrides(s, port, domain))
+                .unwrap_or_default(),
             endpoint: None,
         }
     }
 
-    /// The readable splits of apex `svc` that apply to `port`.
-    fn splits_of<'a>(&'a self, svc: &'a SvcKey, port: u16) -> impl Iterator<Item = &'a SplitInfo> {
-        self.splits.values().filter(move |s| {
-            s.apex.as_ref() == Some(svc) && s.port.is_none_or(|p| p == port) && s.backends.is_ok()
-        })
-    }
-
-    /// Logs once each apex that more than one split names.
-    fn log_contested(&mut self) {
-        let mut by_apex: HashMap<&SvcKey, Vec<&SplitInfo>> = HashMap::new();
-        for s in self.splits.values().filter(|s| s.backends.is_ok()) {
-            if let Some(apex) = &s.apex {
-                by_apex.entry(apex).or_default().push(s);
-            }
-        }
-        let contested: HashSet<SvcKey> = by_apex
-            .iter()
-            .filter(|(_, splits)| splits.len() > 1)
-            .map(|(apex, _)| (*apex).clone())
+    /// Logs once an apex that more than one readable split names.
+    fn log_contested(&mut self, apex: &SvcKey) {
+        let readable: Vec<&SplitInfo> = self
+            .splits
+            .by(apex)
+            .filter(|s| s.backends.is_ok())
             .collect();
-        for apex in contested.difference(&self.contested) {
-            let splits = &by_apex[apex];
-            let chosen = choose_split(splits)
-                .map(|s| s.name.as_str())
-                .unwrap_or_default();
-            tracing::warn!(apex = %apex, splits = splits.len(), %chosen, "several splits name one apex; the oldest is used");
+        if readable.len() < 2 {
+            self.contested.remove(apex);
+            return;
         }
-        self.contested = contested;
+        if self.contested.insert(apex.clone()) {
+            let chosen = choose_split(readable.iter().copied())
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
+            tracing::warn!(apex = %apex, splits = readable.len(), %chosen, "several splits name one apex; the oldest is used");
+        }
     }
 }
 
@@ -396,121 +399,19 @@ fn replace_if_changed<T: PartialEq>(cur: &mut T, new: T) -> bool {
     true
 }
 
-/// Applies `event` to `map`; returns the namespace touched (`None`: all).
-fn reset_or<K: std::hash::Hash + Eq, T>(
-    event: Event<T>,
-    map: &mut HashMap<K, T>,
-    key: impl Fn(&T) -> K,
-    ns: impl Fn(&T) -> &String,
-) -> Option<String> {
-    match event {
-        Event::Reset(all) => {
-            map.clear();
-            map.extend(all.into_iter().map(|t| (key(&t), t)));
-            None
-        }
-        Event::Apply(t) => {
-            let n = ns(&t).clone();
-            map.insert(key(&t), t);
-            Some(n)
-        }
-        Event::Delete(t) => {
-            map.remove(&key(&t));
-            Some(ns(&t).clone())
-        }
-    }
+fn reset<K, T, S>(store: &mut Store<K, T, S>, all: Vec<T>) -> Scope
+where
+    K: Clone + Eq + std::hash::Hash + Ord,
+    S: Eq + std::hash::Hash,
+{
+    store.reset(all);
+    Scope::All
 }
 
-/// One log line for a split that can't be used, or that leaves backends out.
-fn report(s: &SplitInfo) {
-    let kind = match s.kind {
-        SplitKind::TrafficSplit => "TrafficSplit",
-        SplitKind::HttpRoute => "HTTPRoute",
-    };
-    match &s.backends {
-        Err(e) => {
-            tracing::warn!(kind, namespace = %s.namespace, name = %s.name, error = %e, "ignoring a split that cannot be read")
-        }
-        Ok(_) if !s.skipped.is_empty() => {
-            tracing::warn!(kind, namespace = %s.namespace, name = %s.name, skipped = ?s.skipped, "backends left out of a split")
-        }
-        Ok(_) => {}
-    }
-}
-
-fn plain_addr() -> Addr {
-    Addr {
-        weight: DEFAULT_WEIGHT,
-        labels: BTreeMap::new(),
-        identity: None,
-        h2: false,
-        authority_override: None,
-    }
-}
-
-/// A gateway address of a mirror: the gateway's identity, the remote
-/// Service's name and port as the authority, h2.
-pub fn mirror_addr(mirror: &crate::objects::Mirror, identity: Option<&String>, port: u16) -> Addr {
-    let mut labels = BTreeMap::new();
-    if let Some(c) = &mirror.cluster {
-        labels.insert("target_cluster".to_string(), c.clone());
-    }
-    if let Some(fq) = &mirror.remote_fq_name {
-        let mut parts = fq.split('.');
-        if let (Some(svc), Some(ns)) = (parts.next(), parts.next()) {
-            labels.insert("target_service".into(), svc.into());
-            labels.insert("target_service_namespace".into(), ns.into());
-        }
-    }
-    Addr {
-        weight: DEFAULT_WEIGHT,
-        labels,
-        identity: identity.cloned(),
-        h2: true,
-        authority_override: mirror
-            .remote_fq_name
-            .as_ref()
-            .map(|fq| format!("{fq}:{port}")),
-    }
-}
-
-/// `<name>.<ns>.svc.<domain>`.
-pub fn fqdn(svc: &SvcKey, domain: &str) -> String {
-    format!("{}.{}.svc.{domain}", svc.name, svc.namespace)
-}
-
-/// The split an apex uses when several name it: the oldest, then by kind
-/// and name, so that every replica picks the same.
-pub fn choose_split<'a>(splits: &[&'a SplitInfo]) -> Option<&'a SplitInfo> {
-    splits
-        .iter()
-        .min_by(|a, b| {
-            let key = |s: &SplitInfo| {
-                (
-                    s.created.clone().unwrap_or_default(),
-                    s.kind,
-                    s.name.clone(),
-                )
-            };
-            key(a).cmp(&key(b))
-        })
-        .copied()
-}
-
-/// A split's backends as Linkerd's destination sends them: the authority
-/// with the port, the weight as thousandths times 10 (`1` is 10000). Zero
-/// weights stay in (the proxy drops them).
-pub fn overrides(split: &SplitInfo, port: u16, domain: &str) -> Vec<Override> {
-    split
-        .backends
-        .as_ref()
-        .map(|bs| {
-            bs.iter()
-                .map(|b| Override {
-                    authority: format!("{}:{port}", fqdn(&b.service, domain)),
-                    weight: u32::try_from(b.millis.saturating_mul(10)).unwrap_or(u32::MAX),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// The keys an object had before and has now (a slice may move between
+/// Services, a split between apexes).
+fn keys<T>(old: Option<T>, new: T, key: impl Fn(&T) -> Option<SvcKey>) -> Vec<SvcKey> {
+    let mut out: Vec<SvcKey> = old.iter().chain([&new]).filter_map(&key).collect();
+    out.dedup();
+    out
 }

@@ -5,8 +5,9 @@
 //!
 //! - [`objects`] folds each watched object to what the index keeps (pure);
 //! - [`index`] is the synchronous index: changes in, one `watch` channel
-//!   per subscription out, and the decisions (endpoints, profiles) as pure
-//!   functions of its state;
+//!   per subscription out;
+//! - [`decide`] holds its decisions as pure functions (an address of a
+//!   pod or a gateway, the split an apex uses, its overrides);
 //! - [`grpc`] serves the channels as gRPC streams;
 //! - [`run`] wires the watches, the index, the server and the admin port.
 //!
@@ -14,10 +15,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod decide;
 pub mod grpc;
 pub mod index;
 pub mod metrics;
 pub mod objects;
+mod store;
 
 #[cfg(test)]
 mod tests;

@@ -421,3 +421,25 @@ pub fn http_route(route: DynamicObject, cluster_domain: &str) -> SplitInfo {
         skipped,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_and_port_ranges() {
+        let rs = |n: &str| vec![("ReplicaSet".to_string(), n.to_string())];
+        let d = |n: &str| Some(("deployment".to_string(), n.to_string()));
+        assert_eq!(owner_label(&rs("web-5d8f"), Some("5d8f")), d("web"));
+        assert_eq!(
+            owner_label(&rs("web-x"), Some("5d8f")),
+            Some(("replicaset".into(), "web-x".into()))
+        );
+        assert_eq!(
+            owner_label(&[("StatefulSet".into(), "db".into())], None),
+            Some(("statefulset".into(), "db".into()))
+        );
+        assert_eq!(owner_label(&[], None), None);
+        assert_eq!(port_ranges("22, 9000-9100,x,5-1"), [(22, 22), (9000, 9100)]);
+    }
+}

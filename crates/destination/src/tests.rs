@@ -23,7 +23,7 @@ use linkerd2_proxy_api::destination::update;
 use tandem_api::smi::v1alpha1::{TrafficSplit, TrafficSplitBackend, TrafficSplitSpec};
 
 use crate::{
-    grpc::{Target, diff, parse_context, parse_path},
+    grpc::diff,
     index::*,
     objects::{self, SplitKind, SvcKey},
 };
@@ -484,6 +484,51 @@ fn subscribers_see_changes_at_once_and_only_changes() {
     assert_eq!(idx.subscriptions(), (1, 1));
 }
 
+#[test]
+fn moves_reach_both_the_old_and_the_new_subscriber() {
+    let mut idx = emoji();
+    idx.apply(mk_svc("ev", "web-svc", "10.96.0.20", &[], &[]));
+    let t0 = "2026-01-01T00:00:00Z";
+    let mut emoji_p = idx.profile_rx(ProfileTarget::Service(svc("ev", "emoji-svc"), 8080));
+    let mut web_p = idx.profile_rx(ProfileTarget::Service(svc("ev", "web-svc"), 8080));
+    idx.apply(mk_ts("ev", "s", "emoji-svc", t0, &[("emoji-svc", int(1))]));
+    assert_eq!(emoji_p.borrow_and_update().overrides.len(), 1);
+    assert!(!web_p.has_changed().unwrap());
+    // The split now names another apex: the old one loses its overrides.
+    idx.apply(mk_ts("ev", "s", "web-svc", t0, &[("emoji-svc", int(1))]));
+    assert!(emoji_p.borrow_and_update().overrides.is_empty());
+    assert_eq!(web_p.borrow_and_update().overrides.len(), 1);
+
+    // A pod that becomes meshed changes the endpoints that point at it.
+    idx.apply(mk_pod("ev", "emoji-1", "10.0.0.1", false, &[]));
+    idx.apply(mk_slice(
+        "ev",
+        "emoji-svc",
+        8080,
+        &[("10.0.0.1", true, Some("emoji-1"))],
+        &[],
+    ));
+    let mut eps = idx.endpoints_rx(svc("ev", "emoji-svc"), 8080);
+    assert!(
+        eps.borrow_and_update()
+            .addrs
+            .values()
+            .all(|a| a.identity.is_none())
+    );
+    idx.apply(mk_pod("ev", "emoji-1", "10.0.0.1", true, &[]));
+    assert!(
+        eps.borrow_and_update()
+            .addrs
+            .values()
+            .all(|a| a.identity.is_some())
+    );
+    idx.apply(Change::Slices(Event::Reset(vec![])));
+    assert!(
+        eps.borrow_and_update().addrs.is_empty(),
+        "a re-list without the slice"
+    );
+}
+
 // === the wire ===
 
 fn kinds(updates: &[linkerd2_proxy_api::destination::Update]) -> Vec<String> {
@@ -533,58 +578,4 @@ fn diffs() {
     for (name, old, new, want) in cases {
         assert_eq!(kinds(&diff(old, new)), want, "{name}");
     }
-}
-
-#[test]
-fn paths() {
-    let s = |ns: &str, n: &str, p| Ok(Target::Service(svc(ns, n), p));
-    #[rustfmt::skip]
-    let cases = [
-        ("emoji-svc.ev.svc.cluster.local:8080", s("ev", "emoji-svc", 8080)),
-        ("emoji-svc.ev.svc.cluster.local.:8080", s("ev", "emoji-svc", 8080)),
-        ("emoji-svc.ev.svc.cluster.local", s("ev", "emoji-svc", 80)),
-        ("10.96.0.10:8080", Ok(Target::Ip("10.96.0.10".parse().unwrap(), 8080))),
-        ("[fd00::1]:80", Ok(Target::Ip("fd00::1".parse().unwrap(), 80))),
-    ];
-    for (path, want) in cases {
-        assert_eq!(parse_path(path, DOMAIN), want, "{path}");
-    }
-    for bad in [
-        "example.com:80",
-        "a.b.c.svc.cluster.local:80",
-        "emoji-svc.ev.svc.cluster.local:http",
-        ".ev.svc.cluster.local:80",
-    ] {
-        assert!(parse_path(bad, DOMAIN).is_err(), "{bad}");
-    }
-    assert_eq!(
-        parse_context(r#"{"ns":"ev","nodeName":"n1"}"#)
-            .ns
-            .as_deref(),
-        Some("ev")
-    );
-    assert_eq!(parse_context("garbage"), Default::default());
-}
-
-#[test]
-fn owners_and_port_ranges() {
-    let rs = |n: &str| vec![("ReplicaSet".to_string(), n.to_string())];
-    let d = |n: &str| Some(("deployment".to_string(), n.to_string()));
-    assert_eq!(
-        objects::owner_label(&rs("web-5d8f"), Some("5d8f")),
-        d("web")
-    );
-    assert_eq!(
-        objects::owner_label(&rs("web-x"), Some("5d8f")),
-        Some(("replicaset".into(), "web-x".into()))
-    );
-    assert_eq!(
-        objects::owner_label(&[("StatefulSet".into(), "db".into())], None),
-        Some(("statefulset".into(), "db".into()))
-    );
-    assert_eq!(objects::owner_label(&[], None), None);
-    assert_eq!(
-        objects::port_ranges("22, 9000-9100,x,5-1"),
-        [(22, 22), (9000, 9100)]
-    );
 }
