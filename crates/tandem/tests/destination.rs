@@ -78,7 +78,7 @@ spec:
 }
 
 struct Dest {
-    _process: Process,
+    process: Process,
     client: DestinationClient<tonic::transport::Channel>,
 }
 
@@ -93,10 +93,7 @@ async fn start(env: &Env) -> Dest {
     let client = DestinationClient::connect(format!("http://{grpc}"))
         .await
         .unwrap_or_else(|e| panic!("connecting to {grpc}: {e}\n{}", process.log_text()));
-    Dest {
-        _process: process,
-        client,
-    }
+    Dest { process, client }
 }
 
 fn req(path: &str) -> GetDestination {
@@ -295,4 +292,41 @@ async fn get_and_get_profile_follow_the_cluster() {
     // A bad path is refused, and the server goes on serving.
     let err = dest.client.get(req("example.com:80")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+
+    // The metrics count the open streams and what they were sent.
+    let metric = |m: &str| {
+        dest.process
+            .metric(m)
+            .unwrap_or_else(|| panic!("no {m} in /metrics"))
+    };
+    assert_eq!(
+        metric(r#"tandem_destination_subscribers{kind="GetProfile"}"#),
+        2.0
+    );
+    assert_eq!(metric(r#"tandem_destination_subscribers{kind="Get"}"#), 2.0);
+    assert!(metric(r#"tandem_destination_updates_total{kind="GetProfile"}"#) >= 4.0);
+    drop(by_ip);
+    eventually_metric(
+        &dest.process,
+        r#"tandem_destination_subscribers{kind="GetProfile"}"#,
+        1.0,
+    )
+    .await;
+}
+
+/// Waits until a metric reads `want` (a closed stream is noticed by the
+/// server a moment after the client goes).
+async fn eventually_metric(p: &Process, name: &str, want: f64) {
+    let deadline = tokio::time::Instant::now() + ARRIVES;
+    loop {
+        let got = p.metric(name);
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} is {got:?}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
