@@ -8,7 +8,8 @@
 //! 3. Patches split 0's weights, alternating 1/0 and 0/1, one change at a
 //!    time, and times each from just before the patch is sent (so the API
 //!    server's write is included) to the profile with the new overrides
-//!    arriving on the stream.
+//!    arriving on the stream. The patch's own round trip is reported too,
+//!    to tell the API server's share of a slow sample from ours.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -161,6 +162,8 @@ pub async fn run(args: Args) -> Result<()> {
 
     let mut measured = streams.swap_remove(0);
     let mut samples = vec![];
+    // The patch's round trip alone: what of a sample is the API server's.
+    let mut writes = vec![];
     for i in 0..args.changes {
         let to_fallback = i % 2 == 0;
         let (a, b) = if to_fallback { (0, 1) } else { (1, 0) };
@@ -177,6 +180,7 @@ pub async fn run(args: Args) -> Result<()> {
             )
             .await
             .context("patching the split")?;
+        writes.push(start.elapsed());
         let want = [a * 10_000, b * 10_000];
         loop {
             let p = next(&mut measured, Duration::from_secs(10)).await?;
@@ -202,6 +206,11 @@ pub async fn run(args: Args) -> Result<()> {
         s.max,
         if met { "met" } else { "missed" }
     );
+    let w = Summary::of(&writes).ok_or_else(|| anyhow!("no samples"))?;
+    println!(
+        "of which the patch round trip: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        w.p50, w.p99, w.max
+    );
     if let Some((rss, hwm)) = rss {
         println!(
             "tandem destination RSS {rss} KiB (peak {hwm} KiB) with {} splits subscribed",
@@ -212,6 +221,7 @@ pub async fn run(args: Args) -> Result<()> {
         "bench": "destination",
         "splits": args.splits,
         "weight_change": s.to_json(),
+        "patch_round_trip": w.to_json(),
         "target_p99_ms": TARGET_P99_MS,
         "met": met,
         "rss_kib": rss.map(|r| r.0),
