@@ -8,7 +8,7 @@ use tandem_meshtls::Name;
 
 use crate::{
     index::{Addr, Config, DEFAULT_WEIGHT, Override},
-    objects::{Mirror, PodInfo, SplitInfo, SplitKind, SvcKey},
+    objects::{Mirror, PodInfo, SplitInfo, SplitKind, SvcKey, in_ranges},
 };
 
 /// An address of a pod: with its identity and the h2 hint when it is
@@ -27,11 +27,12 @@ pub fn pod_addr(config: &Config, pod: &PodInfo, port: u16) -> Addr {
     if let Some(cp) = &pod.control_plane_ns {
         labels.insert("control_plane_ns".into(), cp.clone());
     }
-    let skipped = pod
-        .skip_inbound_ports
-        .iter()
-        .any(|(a, b)| (*a..=*b).contains(&port));
-    let identity = (pod.control_plane_ns.is_some() && !skipped)
+    // Any control plane's proxy takes HTTP/2; only ours shares identity
+    // (Linkerd's rule).
+    let skipped = in_ranges(&pod.skip_inbound_ports, port);
+    let h2 = pod.control_plane_ns.is_some() && !skipped;
+    let identity = (pod.control_plane_ns.as_deref() == Some(config.control_plane_ns.as_str())
+        && !skipped)
         .then(|| {
             Name::service_account(
                 &pod.service_account,
@@ -42,11 +43,14 @@ pub fn pod_addr(config: &Config, pod: &PodInfo, port: u16) -> Addr {
             .ok()
         })
         .flatten();
+    let opaque_transport =
+        (identity.is_some() && in_ranges(&pod.opaque_ports, port)).then_some(pod.inbound_port);
     Addr {
         weight: DEFAULT_WEIGHT,
         labels,
-        h2: identity.is_some(),
+        h2,
         identity: identity.map(|n| n.to_string()),
+        opaque_transport,
         authority_override: None,
     }
 }
@@ -58,6 +62,7 @@ pub fn plain_addr() -> Addr {
         labels: BTreeMap::new(),
         identity: None,
         h2: false,
+        opaque_transport: None,
         authority_override: None,
     }
 }
@@ -81,6 +86,7 @@ pub fn mirror_addr(mirror: &Mirror, identity: Option<&String>, port: u16) -> Add
         labels,
         identity: identity.cloned(),
         h2: true,
+        opaque_transport: None,
         authority_override: mirror
             .remote_fq_name
             .as_ref()
@@ -140,5 +146,51 @@ pub fn report(s: &SplitInfo) {
             tracing::warn!(kind, namespace = %s.namespace, name = %s.name, skipped = ?s.skipped, "backends left out of a split")
         }
         Ok(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_addresses() {
+        let cfg = Config {
+            cluster_domain: "cluster.local".into(),
+            control_plane_ns: "tandem".into(),
+            trust_domain: "cluster.local".into(),
+        };
+        let pod = |cp: Option<&str>, skip: &[(u16, u16)], opaque: &[(u16, u16)]| PodInfo {
+            namespace: "ev".into(),
+            name: "p".into(),
+            ips: vec![],
+            service_account: "emoji".into(),
+            control_plane_ns: cp.map(Into::into),
+            owner: None,
+            pod_template_hash: None,
+            skip_inbound_ports: skip.to_vec(),
+            opaque_ports: opaque.to_vec(),
+            inbound_port: 4143,
+        };
+        let id = "emoji.ev.serviceaccount.identity.tandem.cluster.local";
+        // (case, pod, port, identity, h2, opaque transport)
+        #[rustfmt::skip]
+    let cases = [
+        ("meshed", pod(Some("tandem"), &[], &[]), 8080, Some(id), true, None),
+        ("unmeshed", pod(None, &[], &[]), 8080, None, false, None),
+        ("another control plane: h2, no identity", pod(Some("linkerd"), &[], &[]), 8080, None, true, None),
+        ("skipped inbound port", pod(Some("tandem"), &[(8000, 9000)], &[]), 8080, None, false, None),
+        ("opaque port", pod(Some("tandem"), &[], &[(3306, 3306)]), 3306, Some(id), true, Some(4143)),
+        ("opaque but unmeshed", pod(None, &[], &[(3306, 3306)]), 3306, None, false, None),
+    ];
+        for (name, pod, port, identity, h2, opaque) in cases {
+            let a = pod_addr(&cfg, &pod, port);
+            assert_eq!(
+                (a.identity.as_deref(), a.h2, a.opaque_transport),
+                (identity, h2, opaque),
+                "{name}"
+            );
+            assert_eq!(a.weight, 10_000, "{name}");
+        }
     }
 }

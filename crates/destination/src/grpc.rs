@@ -156,9 +156,13 @@ pub fn weighted(addr: SocketAddr, a: &Addr) -> WeightedAddr {
             server_name: Some(dns(n)),
             strategy: Some(tls_identity::Strategy::DnsLikeIdentity(dns(n))),
         }),
-        protocol_hint: a.h2.then_some(ProtocolHint {
-            opaque_transport: None,
-            protocol: Some(protocol_hint::Protocol::H2(protocol_hint::H2 {})),
+        protocol_hint: (a.h2 || a.opaque_transport.is_some()).then_some(ProtocolHint {
+            opaque_transport: a.opaque_transport.map(|p| protocol_hint::OpaqueTransport {
+                inbound_port: u32::from(p),
+            }),
+            protocol: a
+                .h2
+                .then_some(protocol_hint::Protocol::H2(protocol_hint::H2 {})),
         }),
         authority_override: a.authority_override.as_ref().map(|o| AuthorityOverride {
             authority_override: o.clone(),
@@ -170,6 +174,7 @@ pub fn weighted(addr: SocketAddr, a: &Addr) -> WeightedAddr {
 pub fn profile(p: &Profile) -> DestinationProfile {
     DestinationProfile {
         fully_qualified_name: p.fqn.clone(),
+        opaque_protocol: p.opaque,
         dst_overrides: p
             .overrides
             .iter()

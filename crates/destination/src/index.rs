@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::{
     decide::{self, choose_split, fqdn, mirror_addr, overrides, plain_addr, pod_addr},
-    objects::{PodInfo, ServiceInfo, SliceInfo, SplitInfo, SplitKind, SvcKey},
+    objects::{PodInfo, ServiceInfo, SliceInfo, SplitInfo, SplitKind, SvcKey, in_ranges},
     store::Store,
 };
 
@@ -54,6 +54,9 @@ pub struct Addr {
     pub identity: Option<String>,
     /// The peer speaks HTTP/2 to its proxy (meshed, or a gateway).
     pub h2: bool,
+    /// An opaque port of a meshed pod: send to its proxy's inbound port,
+    /// with a transport header.
+    pub opaque_transport: Option<u16>,
     pub authority_override: Option<String>,
 }
 
@@ -63,6 +66,8 @@ pub struct Profile {
     /// Empty when the destination is no Service.
     pub fqn: String,
     pub overrides: Vec<Override>,
+    /// The port is opaque: no protocol detection.
+    pub opaque: bool,
     /// Set when the destination is an IP of no Service: connect to it directly.
     pub endpoint: Option<(SocketAddr, Addr)>,
 }
@@ -341,15 +346,14 @@ impl Index {
                 if let Some(s) = self.services.by(ip).next() {
                     return self.service_profile(&s.key, *port);
                 }
-                let addr = self
-                    .pods
-                    .by(ip)
-                    .next()
+                let pod = self.pods.by(ip).next();
+                let addr = pod
                     .map(|p| pod_addr(&self.config, p, *port))
                     .unwrap_or_else(plain_addr);
                 Profile {
                     fqn: String::new(),
                     overrides: vec![],
+                    opaque: pod.is_some_and(|p| in_ranges(&p.opaque_ports, *port)),
                     endpoint: Some((SocketAddr::new(*ip, *port), addr)),
                 }
             }
@@ -362,8 +366,13 @@ impl Index {
             .splits
             .by(svc)
             .filter(|s| s.port.is_none_or(|p| p == port) && s.backends.is_ok());
+        let opaque = self
+            .services
+            .get(svc)
+            .is_some_and(|s| in_ranges(&s.opaque_ports, port));
         Profile {
             fqn: fqdn(svc, domain),
+            opaque,
             overrides: choose_split(usable)
                 .map(|s| overrides(s, port, domain))
                 .unwrap_or_default(),

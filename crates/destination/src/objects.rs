@@ -23,6 +23,12 @@ use tandem_core::failover::{ServiceRef, resolve_backend};
 pub const CONTROL_PLANE_NS_LABEL: &str = "linkerd.io/control-plane-ns";
 /// Ports whose inbound traffic skips the proxy: no identity, no hint.
 pub const SKIP_INBOUND_PORTS_ANNOTATION: &str = "config.linkerd.io/skip-inbound-ports";
+/// Ports whose traffic is opaque TCP (no protocol detection), on a pod or a Service.
+pub const OPAQUE_PORTS_ANNOTATION: &str = "config.linkerd.io/opaque-ports";
+/// Linkerd's default opaque ports, for objects without the annotation.
+pub const DEFAULT_OPAQUE_PORTS: &str = "25,587,3306,4444,5432,6379,9300,11211";
+/// The proxy's inbound port unless its container says otherwise.
+pub const DEFAULT_INBOUND_PORT: u16 = 4143;
 const POD_TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 
 /// A Service, by namespace and name.
@@ -33,6 +39,8 @@ pub struct ServiceInfo {
     pub key: SvcKey,
     pub cluster_ips: Vec<IpAddr>,
     pub ports: Vec<SvcPort>,
+    /// Its opaque ports (the annotation, else Linkerd's defaults).
+    pub opaque_ports: Vec<(u16, u16)>,
     /// Set on a mirror of a Service of another cluster.
     pub mirror: Option<Mirror>,
 }
@@ -89,6 +97,10 @@ pub struct PodInfo {
     pub owner: Option<(String, String)>,
     pub pod_template_hash: Option<String>,
     pub skip_inbound_ports: Vec<(u16, u16)>,
+    /// Its opaque ports (the annotation, else Linkerd's defaults).
+    pub opaque_ports: Vec<(u16, u16)>,
+    /// The proxy's inbound port, where opaque traffic is sent.
+    pub inbound_port: u16,
 }
 
 /// What kind of object a split was read from.
@@ -163,6 +175,7 @@ pub fn service(svc: Service) -> ServiceInfo {
         key,
         cluster_ips,
         ports,
+        opaque_ports: opaque_ports(annotations.get(OPAQUE_PORTS_ANNOTATION)),
         mirror,
     }
 }
@@ -225,6 +238,14 @@ pub fn pod(pod: Pod) -> PodInfo {
     let labels = meta.labels.unwrap_or_default();
     let spec = pod.spec.unwrap_or_default();
     let status = pod.status.unwrap_or_default();
+    let inbound_port = spec
+        .containers
+        .iter()
+        .filter(|c| c.name == "linkerd-proxy")
+        .flat_map(|c| c.env.iter().flatten())
+        .find(|e| e.name == "LINKERD2_PROXY_INBOUND_LISTEN_ADDR")
+        .and_then(|e| e.value.as_deref()?.rsplit_once(':')?.1.parse().ok())
+        .unwrap_or(DEFAULT_INBOUND_PORT);
     let mut ips: Vec<IpAddr> = status
         .pod_ips
         .unwrap_or_default()
@@ -262,6 +283,12 @@ pub fn pod(pod: Pod) -> PodInfo {
             .and_then(|a| a.get(SKIP_INBOUND_PORTS_ANNOTATION))
             .map(|s| port_ranges(s))
             .unwrap_or_default(),
+        opaque_ports: opaque_ports(
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get(OPAQUE_PORTS_ANNOTATION)),
+        ),
+        inbound_port,
     }
 }
 
@@ -281,6 +308,16 @@ pub fn owner_label(
         return Some(("deployment".into(), deploy.into()));
     }
     Some((kind.to_lowercase(), name.clone()))
+}
+
+/// The opaque ports an annotation names, else Linkerd's defaults.
+pub fn opaque_ports(annotation: Option<&String>) -> Vec<(u16, u16)> {
+    port_ranges(annotation.map_or(DEFAULT_OPAQUE_PORTS, String::as_str))
+}
+
+/// Whether `port` is in one of `ranges`.
+pub fn in_ranges(ranges: &[(u16, u16)], port: u16) -> bool {
+    ranges.iter().any(|(a, b)| (*a..=*b).contains(&port))
 }
 
 /// `4190,8000-8100` as ranges; what does not parse is left out.

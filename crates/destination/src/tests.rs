@@ -291,6 +291,24 @@ fn a_skipped_inbound_port_gets_no_identity() {
 }
 
 #[test]
+fn opaque_service_ports() {
+    let mut idx = emoji();
+    let profile = |idx: &Index, name: &str| {
+        idx.profile(&ProfileTarget::Service(svc("ev", name), 8080))
+            .opaque
+    };
+    assert!(
+        !profile(&idx, "emoji-svc"),
+        "8080 is no default opaque port"
+    );
+    let ann = [("config.linkerd.io/opaque-ports", "8080")];
+    idx.apply(mk_svc("ev", "db", "10.96.0.30", &[], &ann));
+    assert!(profile(&idx, "db"));
+    let default = idx.profile(&ProfileTarget::Service(svc("ev", "emoji-svc"), 3306));
+    assert!(default.opaque, "3306 is a default opaque port");
+}
+
+#[test]
 fn mirror_endpoints_go_through_the_gateway() {
     let mut idx = index();
     idx.apply(mk_svc(
