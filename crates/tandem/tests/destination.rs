@@ -20,6 +20,12 @@ fn tandem_bin() -> &'static Path {
 /// speed measure (the benchmark measures that).
 const ARRIVES: Duration = Duration::from_secs(15);
 
+/// The gateway identity the service mirror writes on a mirror's slice.
+const GATEWAY: &str =
+    "tandem-gateway.tandem-multicluster.serviceaccount.identity.tandem.cluster.local";
+
+/// `emoji-svc` with a meshed pod, its mirror `emoji-svc-west` (as the
+/// service mirror writes it: gateway IP, port 4143), and a split 3:1.
 fn manifest(ns: &str) -> String {
     format!(
         r#"---
@@ -35,9 +41,24 @@ spec:
 ---
 apiVersion: v1
 kind: Service
-metadata: {{name: emoji-svc-west}}
+metadata:
+  name: emoji-svc-west
+  labels: {{mirror.linkerd.io/mirrored-service: "true", mirror.linkerd.io/cluster-name: west}}
+  annotations: {{mirror.linkerd.io/remote-svc-fq-name: emoji-svc.{ns}.svc.cluster.local}}
 spec:
   ports: [{{name: grpc, port: 8080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: emoji-svc-west-1
+  labels: {{kubernetes.io/service-name: emoji-svc-west}}
+  annotations: {{mirror.linkerd.io/remote-gateway-identity: {GATEWAY}}}
+addressType: IPv4
+ports: [{{name: grpc, port: 4143, protocol: TCP}}]
+endpoints:
+- addresses: [172.18.0.5]
+  conditions: {{ready: true}}
 ---
 apiVersion: v1
 kind: Pod
@@ -289,6 +310,39 @@ async fn get_and_get_profile_follow_the_cluster() {
         "{u:?}"
     );
 
+    // The mirror: the gateway's address, identity and the remote authority.
+    let mut west = dest
+        .client
+        .get(req(&authority("emoji-svc-west")))
+        .await
+        .unwrap()
+        .into_inner();
+    let u = next(&mut west, "the mirror's endpoints").await;
+    assert_eq!(
+        addrs(&u),
+        ["172.18.0.5:4143".parse::<SocketAddr>().unwrap()]
+    );
+    let Some(update::Update::Add(set)) = u.update.as_ref() else {
+        panic!("no add: {u:?}");
+    };
+    let gw = &set.addrs[0];
+    assert_eq!(
+        gw.authority_override
+            .as_ref()
+            .map(|a| a.authority_override.as_str()),
+        Some(authority("emoji-svc").as_str()),
+        "the remote Service's name and port"
+    );
+    assert_eq!(
+        gw.tls_identity
+            .as_ref()
+            .and_then(|t| t.server_name.as_ref())
+            .map(|n| n.name.as_str()),
+        Some(GATEWAY)
+    );
+    assert_eq!(gw.metric_labels["target_cluster"], "west");
+    drop(west);
+
     // A bad path is refused, and the server goes on serving.
     let err = dest.client.get(req("example.com:80")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
@@ -303,7 +357,13 @@ async fn get_and_get_profile_follow_the_cluster() {
         metric(r#"tandem_destination_subscribers{kind="GetProfile"}"#),
         2.0
     );
-    assert_eq!(metric(r#"tandem_destination_subscribers{kind="Get"}"#), 2.0);
+    // The mirror's stream was dropped above: the server sees it go soon.
+    eventually_metric(
+        &dest.process,
+        r#"tandem_destination_subscribers{kind="Get"}"#,
+        2.0,
+    )
+    .await;
     assert!(metric(r#"tandem_destination_updates_total{kind="GetProfile"}"#) >= 4.0);
     drop(by_ip);
     eventually_metric(
