@@ -310,6 +310,44 @@ async fn get_and_get_profile_follow_the_cluster() {
         "{u:?}"
     );
 
+    // An HTTPRoute whose parent is a Service splits it too.
+    let mut web = dest
+        .client
+        .get_profile(req(&authority("web-svc")))
+        .await
+        .unwrap()
+        .into_inner();
+    let p = next(&mut web, "the profile of web-svc").await;
+    assert!(p.dst_overrides.is_empty(), "no route yet: {p:?}");
+    ns.apply(
+        "east",
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: web-svc}
+spec:
+  ports: [{name: grpc, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web-route}
+spec:
+  parentRefs: [{group: "", kind: Service, name: web-svc, port: 8080}]
+  rules:
+  - backendRefs:
+    - {name: emoji-svc, port: 8080, weight: 1}
+    - {name: emoji-svc-west, port: 8080, weight: 2}
+"#,
+    );
+    wait_overrides(
+        &mut web,
+        &[
+            (authority("emoji-svc"), 10_000),
+            (authority("emoji-svc-west"), 20_000),
+        ],
+    )
+    .await;
+    drop(web);
+
     // The mirror: the gateway's address, identity and the remote authority.
     let mut west = dest
         .client
