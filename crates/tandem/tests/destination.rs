@@ -391,10 +391,13 @@ spec:
             .metric(m)
             .unwrap_or_else(|| panic!("no {m} in /metrics"))
     };
-    assert_eq!(
-        metric(r#"tandem_destination_subscribers{kind="GetProfile"}"#),
-        2.0
-    );
+    // web-svc's stream was dropped above: the server sees it go soon.
+    eventually_metric(
+        &dest.process,
+        r#"tandem_destination_subscribers{kind="GetProfile"}"#,
+        2.0,
+    )
+    .await;
     // The mirror's stream was dropped above: the server sees it go soon.
     eventually_metric(
         &dest.process,
