@@ -143,7 +143,7 @@ pub fn report(s: &SplitInfo) {
             tracing::warn!(kind, namespace = %s.namespace, name = %s.name, error = %e, "ignoring a split that cannot be read")
         }
         Ok(_) if !s.skipped.is_empty() => {
-            tracing::warn!(kind, namespace = %s.namespace, name = %s.name, skipped = ?s.skipped, "backends left out of a split")
+            tracing::warn!(kind, namespace = %s.namespace, name = %s.name, skipped = ?s.skipped, "parts of a split are ignored")
         }
         Ok(_) => {}
     }

@@ -341,8 +341,12 @@ pub fn port_ranges(s: &str) -> Vec<(u16, u16)> {
 pub fn traffic_split(ts: TrafficSplit, cluster_domain: &str) -> SplitInfo {
     let meta = ts.metadata;
     let namespace = meta.namespace.unwrap_or_default();
-    let apex = resolve_backend(&ts.spec.service, &namespace, cluster_domain).ok();
     let mut skipped = vec![];
+    let apex = apex_in(
+        resolve_backend(&ts.spec.service, &namespace, cluster_domain).ok(),
+        &namespace,
+        &mut skipped,
+    );
     let backends = (|| {
         let mut out = vec![];
         for (i, b) in ts.spec.backends.iter().enumerate() {
@@ -363,6 +367,20 @@ pub fn traffic_split(ts: TrafficSplit, cluster_domain: &str) -> SplitInfo {
         port: None,
         backends,
         skipped,
+    }
+}
+
+/// The apex, if it is in the split's own namespace: a split never steers
+/// another namespace's traffic (that would need the client's namespace).
+fn apex_in(apex: Option<SvcKey>, ns: &str, skipped: &mut Vec<String>) -> Option<SvcKey> {
+    match apex {
+        Some(a) if a.namespace != ns => {
+            skipped.push(format!(
+                "the apex {a} is in another namespace; the split is ignored"
+            ));
+            None
+        }
+        a => a,
     }
 }
 
@@ -397,14 +415,15 @@ pub fn http_route(route: DynamicObject, cluster_domain: &str) -> SplitInfo {
                 && matches!(p["group"].as_str(), None | Some("") | Some("core"))
         })
     });
+    let mut skipped = vec![];
     let apex = parent.and_then(|p| {
         let ns = p["namespace"].as_str().unwrap_or(&namespace);
         Some(SvcKey::new(ns, p["name"].as_str()?))
     });
+    let apex = apex_in(apex, &namespace, &mut skipped);
     let port = parent
         .and_then(|p| p["port"].as_u64())
         .and_then(|p| u16::try_from(p).ok());
-    let mut skipped = vec![];
     let backends = (|| {
         let Some(refs) = spec["rules"].as_array().and_then(|rules| {
             rules
@@ -452,7 +471,7 @@ pub fn http_route(route: DynamicObject, cluster_domain: &str) -> SplitInfo {
         namespace,
         name: meta.name.unwrap_or_default(),
         created: meta.creation_timestamp.map(|t| t.0.to_string()),
-        apex: if parent.is_some() { apex } else { None },
+        apex,
         port,
         backends,
         skipped,

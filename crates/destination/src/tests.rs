@@ -392,6 +392,10 @@ fn overrides_from_splits() {
             vec![(a("emoji-svc"), 10_000)]),
         ("a nonsense weight: the split is ignored", vec![mk_ts("ev", "s", "emoji-svc", t0, &[("emoji-svc", q("lots"))])], vec![]),
         ("another apex's split", vec![mk_ts("ev", "s", "web-svc", t0, &[("emoji-svc", int(1))])], vec![]),
+        ("an apex in another namespace", vec![mk_ts("other", "s", "emoji-svc.ev", t0, &[("emoji-svc", int(1))])], vec![]),
+        ("HTTPRoute parent in another namespace", vec![mk_route("other", "r", serde_json::json!({
+            "parentRefs": [{"kind": "Service", "name": "emoji-svc", "namespace": "ev"}],
+            "rules": [{"backendRefs": [{"name": "emoji-svc"}]}]}))], vec![]),
         ("two splits: the oldest", vec![
             mk_ts("ev", "young", "emoji-svc", "2026-02-01T00:00:00Z", &[("emoji-svc", int(1))]),
             mk_ts("ev", "old", "emoji-svc", t0, &[("emoji-svc-west", int(1))]),
