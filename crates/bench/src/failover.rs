@@ -345,30 +345,39 @@ pub(crate) fn post() -> PostParams {
     }
 }
 
-/// `tandem smi install | kubectl apply -f -`.
 async fn install_crd(args: &Args) -> Result<()> {
-    let crd = Command::new(&args.tandem)
+    install_split_crd(&args.tandem, &args.kubectl, &args.kubeconfig, &args.context).await
+}
+
+/// `tandem smi install | kubectl apply -f -`.
+pub(crate) async fn install_split_crd(
+    tandem: &Path,
+    kubectl: &Path,
+    kubeconfig: &Path,
+    context: &str,
+) -> Result<()> {
+    let crd = Command::new(tandem)
         .args(["smi", "install"])
         .output()
         .await
-        .with_context(|| format!("running {} smi install", args.tandem.display()))?;
+        .with_context(|| format!("running {} smi install", tandem.display()))?;
     if !crd.status.success() {
         bail!(
             "tandem smi install failed: {}",
             String::from_utf8_lossy(&crd.stderr).trim()
         );
     }
-    let mut kubectl = Command::new(&args.kubectl)
+    let mut child = Command::new(kubectl)
         .arg("--kubeconfig")
-        .arg(&args.kubeconfig)
-        .args(["--context", &args.context, "apply", "-f", "-"])
+        .arg(kubeconfig)
+        .args(["--context", context, "apply", "-f", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .with_context(|| format!("running {} (is kubectl on PATH?)", args.kubectl.display()))?;
-    let mut stdin = kubectl
+        .with_context(|| format!("running {} (is kubectl on PATH?)", kubectl.display()))?;
+    let mut stdin = child
         .stdin
         .take()
         .ok_or_else(|| anyhow!("no stdin for kubectl"))?;
@@ -377,7 +386,7 @@ async fn install_crd(args: &Args) -> Result<()> {
         .await
         .context("writing the CRD to kubectl")?;
     drop(stdin);
-    let out = tokio::time::timeout(Duration::from_secs(60), kubectl.wait_with_output())
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
         .map_err(|_| anyhow!("kubectl apply of the TrafficSplit CRD took over 60 s"))?
         .context("waiting for kubectl")?;
@@ -390,7 +399,7 @@ async fn install_crd(args: &Args) -> Result<()> {
     Ok(())
 }
 
-async fn wait_served(client: &Client) -> Result<()> {
+pub(crate) async fn wait_served(client: &Client) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(g) = kube::discovery::group(client, objects::SPLIT_GROUP).await

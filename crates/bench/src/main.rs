@@ -9,6 +9,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 
 mod controller;
+mod destination;
 mod failover;
 mod mirror;
 mod objects;
@@ -43,6 +44,9 @@ enum Command {
     /// time. Progress goes to stderr; the summary to stdout, its last line
     /// being the summary as JSON.
     Mirror(mirror::Args),
+    /// The destination service: time from a TrafficSplit weight change to a
+    /// GetProfile subscriber seeing it, with many profiles subscribed.
+    Destination(destination::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
             match cli.command {
                 Command::Failover(args) => failover::run(args).await,
                 Command::Mirror(args) => mirror::run(args).await,
+                Command::Destination(args) => destination::run(args).await,
             }
         };
         // On SIGINT or SIGTERM the benchmark is dropped, which kills the

@@ -5,6 +5,10 @@ use serde_json::{Value, json};
 
 use crate::{ImageOptions, labels, restricted_security_context, rule};
 
+mod destination;
+
+pub use destination::{DESTINATION, GRPC_PORT as DESTINATION_GRPC_PORT};
+
 pub const DEFAULT_NAMESPACE: &str = "tandem";
 pub const TRUST_ROOTS_CONFIGMAP: &str = "tandem-identity-trust-roots";
 pub const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
@@ -27,8 +31,14 @@ pub struct CoreOptions {
     pub log_level: String,
 }
 
-/// The control plane's objects, in apply order.
+/// The control plane's objects, in apply order: identity, then destination.
 pub fn render(o: &CoreOptions) -> Vec<Value> {
+    let mut objs = identity(o);
+    objs.extend(destination::render(o));
+    objs
+}
+
+fn identity(o: &CoreOptions) -> Vec<Value> {
     let ns = o.namespace.as_str();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let l = labels("identity");
@@ -173,10 +183,10 @@ pub(crate) fn binding(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn opts() -> CoreOptions {
+    pub(crate) fn opts() -> CoreOptions {
         CoreOptions {
             namespace: DEFAULT_NAMESPACE.into(),
             image: ImageOptions::default(),
@@ -188,7 +198,7 @@ mod tests {
         }
     }
 
-    fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    pub(crate) fn find<'a>(objs: &'a [Value], kind: &str, name: &str) -> &'a Value {
         objs.iter()
             .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
             .unwrap_or_else(|| panic!("{kind}/{name} rendered"))

@@ -9,6 +9,7 @@ use tandem::{entry, kube_client, output};
 
 mod certificate;
 mod check;
+mod destination;
 mod failover;
 mod identity;
 mod inject;
@@ -45,6 +46,8 @@ struct Cli {
 enum Command {
     /// Run the identity process of the control plane (what `install` deploys).
     Identity(identity::IdentityArgs),
+    /// Run the destination service of the data plane (Linkerd's Destination API).
+    Destination(destination::DestinationArgs),
     /// Run the workshop end to end on a local testbed: certificates, install,
     /// link, mirror, and a failover and failback that are checked and timed.
     /// (The development tool `tandem-demo`; `tandem demo --help` for its flags.)
@@ -137,6 +140,7 @@ fn main() -> std::process::ExitCode {
             Command::Certificate(cmd) => certificate::run(cmd),
             Command::Check(args) => check::run(&cli.cluster, args).await,
             Command::Identity(args) => identity::run(args).await,
+            Command::Destination(args) => destination::run(&cli.cluster, args).await,
             Command::Install(args) => install::install(args),
             Command::Uninstall(args) => install::uninstall(args),
             Command::Smi(cmd) => install::smi(cmd),

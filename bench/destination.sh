@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Benchmarks the destination service (release build) on a private one-cluster
+# testbed: the time from a TrafficSplit weight change (the patch sent) to a
+# GetProfile subscriber seeing the new overrides, over N changes, with many
+# splits and profiles subscribed. Target: p99 < 100 ms. The testbed (ports
+# 26440-26445, a fresh temporary directory) is always stopped and deleted at
+# the end. Progress goes to stderr, the summary to stdout, its last line as
+# JSON.
+#
+#   bench/destination.sh [--changes N] [--splits N] [--gap-ms N] [--json FILE]
+#
+# Environment: CARGO_TARGET_DIR (default ./target), BENCH_BASE_PORT (default 26440).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+args=()
+while (($#)); do
+  case $1 in
+    --changes | --splits | --gap-ms | --json)
+      if (($# < 2)); then
+        echo "error: $1 needs a value" >&2
+        exit 2
+      fi
+      args+=("$1" "$2")
+      shift 2
+      ;;
+    -h | --help)
+      sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "error: unknown argument $1 (see --help)" >&2
+      exit 2
+      ;;
+  esac
+done
+command -v kubectl >/dev/null || {
+  echo "error: kubectl is not on PATH; the benchmark applies the TrafficSplit CRD with it" >&2
+  exit 1
+}
+
+cargo build --release -q -p tandem -p tandem-bench
+target=${CARGO_TARGET_DIR:-target}/release
+tandem=$(realpath "$target/tandem")
+bench=$(realpath "$target/tandem-bench")
+"$tandem" testbed build >/dev/null
+
+base_port=${BENCH_BASE_PORT:-26440}
+dir=$(mktemp -d)
+log=$dir.destination.log
+cleanup() {
+  status=$?
+  if ((status != 0)) && [[ -s $log ]]; then
+    echo "--- last lines of the destination log ($log) ---" >&2
+    tail -n 30 "$log" >&2
+  fi
+  "$tandem" testbed down --purge --dir "$dir" >/dev/null 2>&1 ||
+    echo "warning: stopping the benchmark testbed in $dir failed; run: $tandem testbed down --purge --dir $dir" >&2
+  rm -rf "$dir"
+  ((status != 0)) || rm -f "$log"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')" >&2
+echo "testbed: one cluster 'bench' on 127.0.0.1:$base_port in $dir" >&2
+export_line=$("$tandem" testbed up --nodes fake --clusters bench --base-port "$base_port" --dir "$dir" 2>"$dir.up.log") || {
+  cat "$dir.up.log" >&2
+  rm -f "$dir.up.log"
+  exit 1
+}
+rm -f "$dir.up.log"
+kubeconfig=${export_line#export KUBECONFIG=}
+kubeconfig=${kubeconfig/#\~/$HOME}
+
+"$bench" destination --kubeconfig "$kubeconfig" --context bench --tandem "$tandem" \
+  --log "$log" "${args[@]}"
