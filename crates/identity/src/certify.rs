@@ -204,27 +204,31 @@ pub fn check_csr(csr_der: &[u8], identity: &str) -> Result<ParsedCsr, CertifyErr
     })
 }
 
-/// Rule 4: the identity of an authenticated token's user, which must read
-/// `system:serviceaccount:<ns>:<sa>`.
+/// Rule 4: the namespace and name of the ServiceAccount an authenticated
+/// token's user names: `system:serviceaccount:<ns>:<sa>`.
+pub fn token_user_service_account(user: &str) -> Result<(&str, &str), CertifyError> {
+    match user.split(':').collect::<Vec<_>>().as_slice() {
+        ["system", "serviceaccount", ns, sa] if !ns.is_empty() && !sa.is_empty() => Ok((ns, sa)),
+        _ => Err(CertifyError::NotServiceAccount {
+            user: user.to_string(),
+            reason: "it must read system:serviceaccount:<ns>:<sa>".into(),
+        }),
+    }
+}
+
+/// Rule 4: the identity of an authenticated token's user.
 pub fn identity_of_token_user(
     user: &str,
     control_plane_ns: &str,
     trust_domain: &str,
 ) -> Result<Name, CertifyError> {
-    let refuse = |reason: String| CertifyError::NotServiceAccount {
-        user: user.to_string(),
-        reason,
-    };
-    let parts: Vec<&str> = user.split(':').collect();
-    let (ns, sa) = match parts.as_slice() {
-        ["system", "serviceaccount", ns, sa] if !ns.is_empty() && !sa.is_empty() => (*ns, *sa),
-        _ => {
-            return Err(refuse(
-                "it must read system:serviceaccount:<ns>:<sa>".into(),
-            ));
+    let (ns, sa) = token_user_service_account(user)?;
+    Name::service_account(sa, ns, control_plane_ns, trust_domain).map_err(|e| {
+        CertifyError::NotServiceAccount {
+            user: user.to_string(),
+            reason: e.to_string(),
         }
-    };
-    Name::service_account(sa, ns, control_plane_ns, trust_domain).map_err(|e| refuse(e.to_string()))
+    })
 }
 
 /// Rule 5: the token's identity is the one asked for.
@@ -237,6 +241,21 @@ pub fn check_identity_matches(requested: &str, token: &Name) -> Result<(), Certi
             token: token.to_string(),
         })
     }
+}
+
+/// A new ECDSA P-256 key (PKCS#8 DER) and a CSR (DER) whose CN and one DNS
+/// SAN are `identity`, as Linkerd's proxy makes them.
+pub fn new_key_and_csr(identity: &str) -> Result<(Vec<u8>, Vec<u8>), CertifyError> {
+    let fail = |e: rcgen::Error| CertifyError::Sign {
+        reason: format!("making a key and CSR for {identity}: {e}"),
+    };
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(fail)?;
+    let mut params = rcgen::CertificateParams::new(vec![identity.to_string()]).map_err(fail)?;
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, identity);
+    params.distinguished_name = dn;
+    let csr = params.serialize_request(&key).map_err(fail)?;
+    Ok((key.serialize_der(), csr.der().to_vec()))
 }
 
 // === signing ===

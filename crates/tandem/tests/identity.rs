@@ -22,11 +22,27 @@ impl Drop for Running {
     }
 }
 
+/// A kubeconfig naming an API server that is never called here (only
+/// Certify calls it, and this test makes none).
+const KUBECONFIG: &str = "apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+";
+
 fn start(anchors: &Path, issuer_dir: &Path, port: u16) -> Running {
+    let kubeconfig = issuer_dir.with_file_name("kubeconfig");
+    std::fs::write(&kubeconfig, KUBECONFIG).unwrap();
     Running(
         tandem()
             .args(["identity", "--check-period", "1s", "--admin-addr"])
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--grpc-addr")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
             .arg("--trust-anchors-file")
             .arg(anchors)
             .arg("--issuer-dir")

@@ -168,6 +168,14 @@ fn csr_rules() {
 }
 
 #[test]
+fn a_new_key_and_csr_pass_the_rules() {
+    let (key, csr) = new_key_and_csr(ID).unwrap();
+    assert_eq!(check_csr(&csr, ID).unwrap().identity(), ID);
+    assert!(KeyPair::try_from(key.as_slice()).is_ok());
+    assert!(check_csr(&csr, "other.ns").is_err());
+}
+
+#[test]
 fn token_users() {
     let cases: &[(&str, Option<&str>)] = &[
         (
