@@ -9,7 +9,9 @@ use std::{
 };
 
 use hyper_util::rt::TokioIo;
-use linkerd2_proxy_api::identity::{CertifyRequest, identity_client::IdentityClient};
+use linkerd2_proxy_api::identity::{
+    CertifyRequest, CertifyResponse, identity_client::IdentityClient,
+};
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rustls::{
     ClientConfig,
@@ -150,16 +152,13 @@ impl Certifier {
         if token.is_empty() {
             return Err(Error::EmptyToken { path: path.clone() });
         }
-        let req = CertifyRequest {
-            identity: self.config.local_name.to_string(),
-            token,
-            certificate_signing_request: self.csr_der.clone(),
-        };
-        let mut client = self.client.clone();
-        let rsp = tokio::time::timeout(CALL_TIMEOUT, client.certify(req))
-            .await
-            .map_err(|_| Error::Timeout(CALL_TIMEOUT))??
-            .into_inner();
+        let rsp = self
+            .call(CertifyRequest {
+                identity: self.config.local_name.to_string(),
+                token,
+                certificate_signing_request: self.csr_der.clone(),
+            })
+            .await?;
         let not_after = rsp
             .valid_until
             .and_then(|t| SystemTime::try_from(t).ok())
@@ -177,6 +176,15 @@ impl Certifier {
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone())),
             not_after,
         })
+    }
+
+    /// One Certify call with any request, on this certifier's channel.
+    pub async fn call(&self, req: CertifyRequest) -> Result<CertifyResponse, Error> {
+        let mut client = self.client.clone();
+        Ok(tokio::time::timeout(CALL_TIMEOUT, client.certify(req))
+            .await
+            .map_err(|_| Error::Timeout(CALL_TIMEOUT))??
+            .into_inner())
     }
 
     /// The leaf holds our key and chains to the anchors for our name, as
