@@ -6,7 +6,7 @@
 use std::{path::Path, time::Duration};
 
 use linkerd2_proxy_api::identity::CertifyRequest;
-use tandem_harness::{Env, Process, TestNamespace, cli::Cli, eventually, free_port};
+use tandem_harness::{Env, Process, TestNamespace, cli::Cli, eventually, free_port, http_get};
 use tandem_identity::certify::new_key_and_csr;
 use tandem_meshtls::{Name, TrustAnchors, credentials_channel};
 use tandem_proxy::identity::{self, Certifier, Config, Error, Metrics, Schedule};
@@ -21,6 +21,7 @@ fn id(sa: &str, ns: &str) -> Name {
 fn certificates(dir: &Path) -> String {
     let cli = Cli::offline(env!("CARGO_BIN_EXE_tandem"), dir);
     cli.cert(&["root", "root.crt", "root.key", "--profile", "root-ca"]);
+    cli.cert(&["other", "other.crt", "other.key", "--profile", "root-ca"]);
     cli.cert_signed(
         "root",
         &[
@@ -73,6 +74,8 @@ async fn certify_issues_only_to_the_token_s_own_identity() {
 
     let dir = tempfile::tempdir().unwrap();
     let anchors_pem = certificates(dir.path());
+    let anchors_file = dir.path().join("anchors.pem");
+    std::fs::write(&anchors_file, &anchors_pem).unwrap();
     let grpc = format!("127.0.0.1:{}", free_port());
     let mut identity = Process::start(
         &env,
@@ -83,8 +86,10 @@ async fn certify_issues_only_to_the_token_s_own_identity() {
             CLUSTER,
             "--grpc-addr",
             &grpc,
+            "--check-period",
+            "1s",
             "--trust-anchors-file",
-            dir.path().join("root.crt").to_str().unwrap(),
+            anchors_file.to_str().unwrap(),
             "--issuer-dir",
             dir.path().join("issuer").to_str().unwrap(),
         ],
@@ -210,6 +215,30 @@ async fn certify_issues_only_to_the_token_s_own_identity() {
         .await
         .expect("the loop stops without receivers")
         .unwrap();
+
+    // The mounted anchors change to a root that did not sign the issuer:
+    // not ready, and Certify answers Unavailable.
+    std::fs::copy(dir.path().join("other.crt"), &anchors_file).unwrap();
+    let port = identity.admin_port;
+    eventually("/ready answers 503", Duration::from_secs(30), || {
+        let got = http_get(port, "/ready");
+        async move {
+            match got {
+                Some((503, _)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        code(certifier.call(req(&a, &a_token, &a_csr)).await),
+        tonic::Code::Unavailable
+    );
+    assert!(
+        identity.log_text().contains("issuer is not usable"),
+        "{}",
+        identity.log_text()
+    );
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
