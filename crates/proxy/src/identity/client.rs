@@ -187,9 +187,14 @@ impl Certifier {
             .into_inner())
     }
 
+    /// The CSR every call sends (DER).
+    pub fn csr_der(&self) -> &[u8] {
+        &self.csr_der
+    }
+
     /// The leaf holds our key and chains to the anchors for our name, as
     /// every peer will check it.
-    fn check(&self, chain: &[CertificateDer<'static>]) -> Result<(), Error> {
+    pub(super) fn check(&self, chain: &[CertificateDer<'static>]) -> Result<(), Error> {
         let bad = |what: &str, e: rustls::Error| Error::BadCertificate(format!("{what}: {e}"));
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()));
         CertifiedKey::from_der(chain.to_vec(), key, &self.provider)

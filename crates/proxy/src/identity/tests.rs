@@ -99,3 +99,85 @@ async fn loop_publishes_renews_at_70_percent_and_retries_after_10s() {
     // The failures after the last success kept the last credentials.
     assert_eq!(metrics.refreshes(), 2);
 }
+
+// === the answer's checks ===
+
+mod answer {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, IsCa, Issuer,
+        KeyPair,
+    };
+    use rustls_pki_types::CertificateDer;
+    use tandem_meshtls::TrustAnchors;
+
+    use super::*;
+
+    const ME: &str = "web.ns.serviceaccount.identity.tandem.cluster.local";
+
+    struct Ca {
+        cert: rcgen::Certificate,
+        key: KeyPair,
+        params: CertificateParams,
+    }
+
+    fn ca(cn: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        Ca { cert, key, params }
+    }
+
+    /// A leaf for the CSR's key (or `other_key`), named `name`, signed by `ca`.
+    fn leaf(ca: &Ca, csr: &[u8], name: &str, other_key: bool) -> CertificateDer<'static> {
+        let mut req = CertificateSigningRequestParams::from_der(&csr.into()).unwrap();
+        req.params.subject_alt_names = vec![rcgen::SanType::DnsName(name.try_into().unwrap())];
+        let issuer = Issuer::from_params(&ca.params, &ca.key);
+        if other_key {
+            let key = KeyPair::generate().unwrap();
+            return req.params.signed_by(&key, &issuer).unwrap().der().clone();
+        }
+        req.signed_by(&issuer).unwrap().der().clone()
+    }
+
+    #[tokio::test]
+    async fn only_a_leaf_for_our_key_and_name_under_the_anchors_is_taken() {
+        let root = ca("root");
+        let stranger = ca("stranger");
+        let certifier = Certifier::new(Config {
+            local_name: ME.parse().unwrap(),
+            token_file: "/nonexistent".into(),
+            svc_addr: "127.0.0.1:1".into(),
+            svc_name: "identity.tandem".parse().unwrap(),
+            anchors: TrustAnchors::from_pem(&root.cert.pem()).unwrap(),
+        })
+        .unwrap();
+        let csr = certifier.csr_der().to_vec();
+        let cases = [
+            ("ours", leaf(&root, &csr, ME, false), true),
+            ("another key", leaf(&root, &csr, ME, true), false),
+            (
+                "another name",
+                leaf(
+                    &root,
+                    &csr,
+                    "api.ns.serviceaccount.identity.tandem.cluster.local",
+                    false,
+                ),
+                false,
+            ),
+            ("another root", leaf(&stranger, &csr, ME, false), false),
+        ];
+        for (what, leaf, ok) in cases {
+            let got = certifier.check(&[leaf]);
+            assert_eq!(got.is_ok(), ok, "{what}: {got:?}");
+            if let Err(e) = got {
+                assert!(matches!(e, Error::BadCertificate(_)), "{what}: {e}");
+            }
+        }
+        // No token file: a clear error, no call.
+        let err = certifier.certify().await.unwrap_err();
+        assert!(matches!(err, Error::Token { .. }), "{err}");
+    }
+}
