@@ -48,7 +48,7 @@ fn start(anchors: &Path, issuer_dir: &Path, port: u16) -> Running {
             .arg("--issuer-dir")
             .arg(issuer_dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(issuer_dir.with_file_name("identity.log")).unwrap())
             .spawn()
             .unwrap(),
     )
@@ -132,4 +132,30 @@ fn identity_is_ready_only_with_a_valid_issuer() {
     // Back to the right root: ready again.
     std::fs::copy(d.join("root.crt"), &anchors).unwrap();
     wait_ready(port, 200);
+
+    // The mounted issuer is replaced by one that has expired: not ready,
+    // and the log says why.
+    cli.cert_signed(
+        "root",
+        &[
+            "old-issuer",
+            "old.crt",
+            "old.key",
+            "--profile",
+            "intermediate-ca",
+            "--not-before",
+            "-2h",
+            "--not-after",
+            "-1h",
+        ],
+    );
+    std::fs::copy(d.join("old.crt"), issuer_dir.join("crt.pem")).unwrap();
+    std::fs::copy(d.join("old.key"), issuer_dir.join("key.pem")).unwrap();
+    wait_ready(port, 503);
+    let log = std::fs::read_to_string(d.join("identity.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("issuer is not usable") && l.contains("expired at"))
+        .unwrap_or_else(|| panic!("no log line says the issuer expired:\n{log}"));
+    assert!(line.contains("old-issuer"), "{line}");
 }
