@@ -147,6 +147,10 @@ pub async fn run(cluster: &ClusterArgs, args: IdentityArgs) -> Result<ExitCode> 
     let incoming = tls::incoming(listener, tls::server_config(own)?);
     let mut grpc = tokio::spawn(
         tonic::transport::Server::builder()
+            // A call is one or two TokenReviews: bound how long and how many
+            // one client may have in flight.
+            .timeout(std::time::Duration::from_secs(30))
+            .concurrency_limit_per_connection(16)
             .add_service(IdentityServer::new(certifier))
             .serve_with_incoming(incoming),
     );
