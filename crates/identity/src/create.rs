@@ -376,7 +376,7 @@ fn sans(req: &CreateRequest) -> Result<Vec<SanType>, Error> {
 }
 
 /// 158 random bits in a positive 20-byte number (the RFC 5280 maximum length).
-fn random_serial() -> Result<SerialNumber, Error> {
+pub(crate) fn random_serial() -> Result<SerialNumber, Error> {
     let mut bytes = [0u8; 20];
     ring::rand::SystemRandom::new()
         .fill(&mut bytes)

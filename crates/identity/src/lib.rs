@@ -12,10 +12,12 @@
 //! - [`inspect`] reads a certificate's fields.
 //! - [`verify_chain`] verifies a chain up to a set of roots.
 //! - [`validate_issuer`] checks an issuer certificate and key against anchors.
+//! - [`certify`] holds the rules of the identity service's Certify call.
 
 #![forbid(unsafe_code)]
 
 mod cert;
+pub mod certify;
 pub mod checks;
 mod create;
 mod error;

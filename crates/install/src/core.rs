@@ -18,6 +18,8 @@ pub const ISSUER_KEY_KEY: &str = "key.pem";
 pub const IDENTITY: &str = "tandem-identity";
 /// The admin port of every tandem process: /live, /ready, /metrics.
 pub const ADMIN_PORT: u16 = 9990;
+/// Identity/Certify (gRPC over TLS), on Linkerd's identity port.
+pub const IDENTITY_GRPC_PORT: u16 = 8080;
 
 /// The core control plane's inputs: already validated certificates.
 #[derive(Clone, Debug)]
@@ -123,10 +125,15 @@ fn identity(o: &CoreOptions) -> Vec<Value> {
                                 "--trust-anchors-file", format!("/var/run/tandem/trust-roots/{TRUST_ROOTS_KEY}"),
                                 "--issuer-dir", "/var/run/tandem/issuer",
                                 "--cluster-domain", o.cluster_domain,
+                                "--control-plane-namespace", ns,
                                 "--admin-addr", format!("0.0.0.0:{ADMIN_PORT}"),
+                                "--grpc-addr", format!("0.0.0.0:{IDENTITY_GRPC_PORT}"),
                                 "--log", o.log_level,
                             ],
-                            "ports": [{ "name": "admin-http", "containerPort": ADMIN_PORT }],
+                            "ports": [
+                                { "name": "grpc", "containerPort": IDENTITY_GRPC_PORT },
+                                { "name": "admin-http", "containerPort": ADMIN_PORT },
+                            ],
                             "livenessProbe": { "httpGet": { "path": "/live", "port": "admin-http" } },
                             "readinessProbe": { "httpGet": { "path": "/ready", "port": "admin-http" } },
                             "resources": {
@@ -153,7 +160,10 @@ fn identity(o: &CoreOptions) -> Vec<Value> {
             "metadata": { "name": IDENTITY, "namespace": ns, "labels": l },
             "spec": {
                 "selector": { "app.kubernetes.io/component": "identity", crate::PART_OF: "tandem" },
-                "ports": [{ "name": "admin-http", "port": ADMIN_PORT, "targetPort": "admin-http" }],
+                "ports": [
+                    { "name": "grpc", "port": IDENTITY_GRPC_PORT, "targetPort": "grpc" },
+                    { "name": "admin-http", "port": ADMIN_PORT, "targetPort": "admin-http" },
+                ],
             },
         }),
     ]
@@ -230,6 +240,41 @@ pub(crate) mod tests {
         let crb = find(&objs, "ClusterRoleBinding", "tandem-identity-tandem");
         assert_eq!(crb["subjects"][0]["name"], IDENTITY);
         assert_eq!(crb["subjects"][0]["namespace"], "tandem");
+    }
+
+    #[test]
+    fn identity_serves_certify_on_8080() {
+        let objs = render(&opts());
+        let container =
+            &find(&objs, "Deployment", IDENTITY)["spec"]["template"]["spec"]["containers"][0];
+        assert!(
+            container["ports"]
+                .as_array()
+                .unwrap()
+                .contains(&json!({ "name": "grpc", "containerPort": 8080 })),
+            "{container}"
+        );
+        let args: Vec<&str> = container["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--grpc-addr", "0.0.0.0:8080"]),
+            "{args:?}"
+        );
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--control-plane-namespace", "tandem"]),
+            "{args:?}"
+        );
+        let svc = find(&objs, "Service", IDENTITY);
+        assert_eq!(
+            svc["spec"]["ports"][0],
+            json!({ "name": "grpc", "port": 8080, "targetPort": "grpc" })
+        );
     }
 
     #[test]

@@ -139,7 +139,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Certificate(cmd) => certificate::run(cmd),
             Command::Check(args) => check::run(&cli.cluster, args).await,
-            Command::Identity(args) => identity::run(args).await,
+            Command::Identity(args) => identity::run(&cli.cluster, args).await,
             Command::Destination(args) => destination::run(&cli.cluster, args).await,
             Command::Install(args) => install::install(args),
             Command::Uninstall(args) => install::uninstall(args),

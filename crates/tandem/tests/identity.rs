@@ -22,17 +22,33 @@ impl Drop for Running {
     }
 }
 
+/// A kubeconfig naming an API server that is never called here (only
+/// Certify calls it, and this test makes none).
+const KUBECONFIG: &str = "apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+";
+
 fn start(anchors: &Path, issuer_dir: &Path, port: u16) -> Running {
+    let kubeconfig = issuer_dir.with_file_name("kubeconfig");
+    std::fs::write(&kubeconfig, KUBECONFIG).unwrap();
     Running(
         tandem()
             .args(["identity", "--check-period", "1s", "--admin-addr"])
             .arg(format!("127.0.0.1:{port}"))
+            .arg("--grpc-addr")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
             .arg("--trust-anchors-file")
             .arg(anchors)
             .arg("--issuer-dir")
             .arg(issuer_dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(issuer_dir.with_file_name("identity.log")).unwrap())
             .spawn()
             .unwrap(),
     )
@@ -116,4 +132,30 @@ fn identity_is_ready_only_with_a_valid_issuer() {
     // Back to the right root: ready again.
     std::fs::copy(d.join("root.crt"), &anchors).unwrap();
     wait_ready(port, 200);
+
+    // The mounted issuer is replaced by one that has expired: not ready,
+    // and the log says why.
+    cli.cert_signed(
+        "root",
+        &[
+            "old-issuer",
+            "old.crt",
+            "old.key",
+            "--profile",
+            "intermediate-ca",
+            "--not-before",
+            "-2h",
+            "--not-after",
+            "-1h",
+        ],
+    );
+    std::fs::copy(d.join("old.crt"), issuer_dir.join("crt.pem")).unwrap();
+    std::fs::copy(d.join("old.key"), issuer_dir.join("key.pem")).unwrap();
+    wait_ready(port, 503);
+    let log = std::fs::read_to_string(d.join("identity.log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("issuer is not usable") && l.contains("expired at"))
+        .unwrap_or_else(|| panic!("no log line says the issuer expired:\n{log}"));
+    assert!(line.contains("old-issuer"), "{line}");
 }

@@ -8,6 +8,7 @@ use time::{Duration, OffsetDateTime};
 use crate::*;
 
 mod bad_input;
+mod certify;
 mod check;
 mod create;
 mod inspect;
