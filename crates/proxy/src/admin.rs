@@ -136,6 +136,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ready_once_a_certificate_is_held() {
+        use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        let (creds_tx, creds_rx) = tandem_meshtls::credentials_channel();
+        let admin = admin(Registry::default(), false, creds_rx);
+        let (tx, _rx) = watch::channel(false);
+        let r = router(&admin, tx);
+        assert_eq!(
+            call(r.clone(), "GET", "/ready", "127.0.0.1:1").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        creds_tx.send_replace(Some(std::sync::Arc::new(tandem_meshtls::Credentials {
+            name: "web.emojivoto.serviceaccount.identity.tandem.cluster.local"
+                .parse()
+                .unwrap(),
+            chain: vec![],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(vec![0u8])),
+            not_after: std::time::SystemTime::now(),
+        })));
+        let became_ready = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while call(r.clone(), "GET", "/ready", "127.0.0.1:1").await.0 != StatusCode::OK {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert!(became_ready.await.is_ok(), "/ready never turned 200");
+    }
+
+    #[tokio::test]
     async fn ready_without_identity() {
         let (_tx, rx) = tandem_meshtls::credentials_channel();
         let admin = admin(Registry::default(), true, rx);
