@@ -49,9 +49,17 @@ pub struct Args {
     #[arg(long, env = "LINKERD2_PROXY_INBOUND_PORTS", default_value = "")]
     pub inbound_ports: String,
 
-    /// Run without identity: ready at once, plaintext only.
-    #[arg(long, env = "LINKERD2_PROXY_IDENTITY_DISABLED")]
-    pub identity_disabled: bool,
+    /// Run without identity: ready at once, plaintext only. As in Linkerd,
+    /// any value disables identity (`disabled`, `true`), except `false`,
+    /// `0`, `no`, `off` and the empty string.
+    #[arg(
+        long,
+        env = "LINKERD2_PROXY_IDENTITY_DISABLED",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_name = "ANY"
+    )]
+    pub identity_disabled: Option<String>,
 
     /// How long to wait for a client's first bytes before treating the
     /// connection as opaque TCP (e.g. `10s`, `500ms`).
@@ -175,7 +183,12 @@ impl Args {
             admin_addr: addr("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", &self.admin_listen_addr)?,
             destination,
             inbound_ports,
-            identity_disabled: self.identity_disabled,
+            identity_disabled: self.identity_disabled.as_deref().is_some_and(|v| {
+                !matches!(
+                    v.trim().to_ascii_lowercase().as_str(),
+                    "" | "false" | "0" | "no" | "off"
+                )
+            }),
             detect_timeout: duration(
                 "LINKERD2_PROXY_DETECT_PROTOCOL_TIMEOUT",
                 &self.detect_protocol_timeout,
@@ -252,6 +265,15 @@ mod tests {
         assert!(d.name.is_some());
         assert_eq!(c.inbound_ports, [8080, 8801].into());
         assert!(c.identity_disabled);
+        for (v, want) in [
+            ("disabled", true),
+            ("true", true),
+            ("false", false),
+            ("", false),
+        ] {
+            let c = parse(&[&format!("--identity-disabled={v}")]).unwrap();
+            assert_eq!(c.identity_disabled, want, "{v:?}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod failover;
 mod identity;
 mod install;
 mod multicluster;
+mod proxy;
 
 /// Automatic failover of Kubernetes services across clusters.
 ///
@@ -67,6 +68,9 @@ enum Command {
     Multicluster(multicluster::MulticlusterCommand),
     /// Run the multicluster gateway (what `multicluster install` deploys).
     Gateway(multicluster::GatewayArgs),
+    /// Run the sidecar proxy (what injection adds to a pod). Its log filter
+    /// is `--proxy-log` / LINKERD2_PROXY_LOG, not `--log`.
+    Proxy(tandem_proxy::Args),
     /// Real Kubernetes clusters as local processes, for trying tandem and for
     /// its tests. (The development tool `tandem-testbed`; `tandem testbed
     /// --help` for its commands.)
@@ -120,7 +124,11 @@ enum FailoverCommand {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let log = cli.log.clone();
-    entry::run(&cli.log, || async move {
+    let filter = match &cli.command {
+        Command::Proxy(args) => args.log.clone(),
+        _ => cli.log.clone(),
+    };
+    entry::run(&filter, || async move {
         match cli.command {
             Command::Certificate(cmd) => certificate::run(cmd),
             Command::Check(args) => check::run(&cli.cluster, args).await,
@@ -140,6 +148,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Multicluster(cmd) => multicluster::run(&cli.cluster, cmd).await,
             Command::Gateway(args) => multicluster::gateway(args).await,
+            Command::Proxy(args) => proxy::run(args).await,
             Command::Testbed(a) => dev_tool(&cli.cluster, &log, "tandem-testbed", a.args),
             Command::Demo(a) => dev_tool(&cli.cluster, &log, "tandem-demo", a.args),
         }
