@@ -12,6 +12,7 @@ mod controller;
 mod failover;
 mod mirror;
 mod objects;
+mod proxy;
 mod restart;
 mod stats;
 
@@ -43,6 +44,13 @@ enum Command {
     /// time. Progress goes to stderr; the summary to stdout, its last line
     /// being the summary as JSON.
     Mirror(mirror::Args),
+    /// The sidecar proxy: the latency a client and a server proxy add to
+    /// HTTP/1.1 requests at a fixed rate, against the app reached directly,
+    /// and the proxies' RSS idle and under that load. Needs the namespaces
+    /// and redirects that `bench/proxy.sh` sets up; run it there.
+    Proxy(proxy::Args),
+    /// The app `bench/proxy.sh` measures against: `ok` on every `--listen`.
+    ProxyApp(proxy::AppArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +70,8 @@ fn main() -> ExitCode {
             match cli.command {
                 Command::Failover(args) => failover::run(args).await,
                 Command::Mirror(args) => mirror::run(args).await,
+                Command::Proxy(args) => proxy::run(args).await,
+                Command::ProxyApp(args) => proxy::app(args).await,
             }
         };
         // On SIGINT or SIGTERM the benchmark is dropped, which kills the
