@@ -248,7 +248,8 @@ pub fn record_response(
         .latency
         .get_or_create(&labels)
         .observe(elapsed.as_secs_f64() * 1000.0);
-    let (parts, inner) = rsp.into_parts();
+    let (mut parts, inner) = rsp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
     let record = Record {
         metrics: metrics.clone(),
         labels,

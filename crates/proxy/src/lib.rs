@@ -149,12 +149,14 @@ impl Proxy {
         loop {
             tokio::select! {
                 _ = &mut signal => break,
-                _ = stop.wait_for(|s| *s) => break,
-                accepted = out_listener.accept() => if let Ok((s, _)) = accepted {
-                    conns.spawn(outbound.clone().handle(s, shutdown.subscribe()));
+                _ = http::stopped(&mut stop) => break,
+                accepted = out_listener.accept() => match accepted {
+                    Ok((s, _)) => { conns.spawn(outbound.clone().handle(s, shutdown.subscribe())); }
+                    Err(error) => accept_failed("outbound", error).await,
                 },
-                accepted = in_listener.accept() => if let Ok((s, _)) = accepted {
-                    conns.spawn(inbound.clone().handle(s, shutdown.subscribe()));
+                accepted = in_listener.accept() => match accepted {
+                    Ok((s, _)) => { conns.spawn(inbound.clone().handle(s, shutdown.subscribe())); }
+                    Err(error) => accept_failed("inbound", error).await,
                 },
                 Some(_) = conns.join_next(), if !conns.is_empty() => {}
             }
@@ -170,4 +172,11 @@ impl Proxy {
         conns.shutdown().await;
         admin_task.abort();
     }
+}
+
+/// An accept error (e.g. out of file descriptors) is logged, and the
+/// listener rests a moment rather than spinning.
+async fn accept_failed(listener: &'static str, error: std::io::Error) {
+    tracing::warn!(listener, %error, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }

@@ -163,6 +163,37 @@ async fn the_last_endpoints_outlive_the_controller() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_controller_replaces_the_endpoints() {
+    let (b1, b2) = (Backend::start("b1").await, Backend::start("b2").await);
+    let ctl = Controller::default();
+    ctl.profile(service_ip(), APEX, &[(B1, 1)]);
+    ctl.endpoints(B1, &[(b1.addr, "b1-0")]);
+    let (dst, _ctl_task) = ctl.clone().serve().await;
+    let p = proxy(Some(dst), service_ip()).await;
+    let client = http1_client();
+    assert!(
+        get(&client, p.proxy_outbound, APEX)
+            .await
+            .1
+            .starts_with("b1")
+    );
+
+    ctl.go_down();
+    // While it is down, the endpoints change: b1 goes, b2 comes.
+    ctl.endpoints(B1, &[(b2.addr, "b2-0")]);
+    assert!(
+        get(&client, p.proxy_outbound, APEX)
+            .await
+            .1
+            .starts_with("b1")
+    );
+    ctl.go_up();
+    // The reconnected stream's first answer replaces the set: b1 is gone.
+    until_n_in_a_row(&client, p.proxy_outbound, 20, |b| b.starts_with("b2")).await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_is_proxied_as_http2() {
     let b1 = Backend::start("b1").await;
     let ctl = Controller::default();
@@ -224,5 +255,81 @@ async fn opaque_tcp_is_copied_both_ways() {
         .find(|l| l.starts_with(&dst_read))
         .unwrap_or_else(|| panic!("no {dst_read}\n{text}"));
     assert!(line.ends_with(" 9"), "{line}");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_backend_is_left_out_of_the_split() {
+    let b1 = Backend::start("b1").await;
+    let ctl = Controller::default();
+    // The controller knows no endpoints for the second backend: its Get fails.
+    ctl.profile(
+        service_ip(),
+        APEX,
+        &[(B1, 1), ("nope.test.svc.cluster.local:80", 1)],
+    );
+    ctl.endpoints(B1, &[(b1.addr, "b1-0")]);
+    let (dst, _ctl_task) = ctl.clone().serve().await;
+    let p = proxy(Some(dst), service_ip()).await;
+    let client = http1_client();
+    for _ in 0..50 {
+        let (status, body) = get(&client, p.proxy_outbound, APEX).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("b1"), "{body}");
+    }
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_status_in_trailers_classifies_the_response() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use hyper::body::Frame;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    // An h2c server answering like gRPC: 200, then trailers grpc-status: 2.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", "2".parse().unwrap());
+                    let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+                        Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+                        Ok(Frame::trailers(trailers)),
+                    ];
+                    let body = StreamBody::new(futures::stream::iter(frames));
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let p = proxy(None, server).await;
+    let req = hyper::Request::post(format!(
+        "http://{}/emojivoto.v1.VotingService/VoteDoughnut",
+        p.proxy_outbound
+    ))
+    .header("content-type", "application/grpc")
+    .body(Full::new(Bytes::new()))
+    .unwrap();
+    let rsp = h2_client().request(req).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let collected = rsp.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["grpc-status"], "2");
+    let text = metrics(p.admin).await;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("response_total{direction=\"outbound\""))
+        .unwrap_or_else(|| panic!("no response_total\n{text}"));
+    assert!(
+        line.contains("classification=\"failure\",status_code=\"200\",grpc_status=\"2\""),
+        "{line}"
+    );
     p.stop().await;
 }

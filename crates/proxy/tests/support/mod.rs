@@ -89,6 +89,11 @@ impl Controller {
         self.0.down.send_replace(true);
     }
 
+    /// Answers again.
+    pub fn go_up(&self) {
+        self.0.down.send_replace(false);
+    }
+
     pub async fn serve(self) -> (SocketAddr, JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
