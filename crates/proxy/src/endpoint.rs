@@ -65,7 +65,7 @@ pub enum NoTlsReason {
     /// This proxy runs without identity.
     Disabled,
     /// The client did not offer TLS.
-    NotProvidedByRemote,
+    NoTlsFromRemote,
     /// Discovery gave the endpoint no identity.
     NotProvidedByServiceDiscovery,
     /// The connection stays on this host.
@@ -76,7 +76,7 @@ impl NoTlsReason {
     pub fn as_str(self) -> &'static str {
         match self {
             NoTlsReason::Disabled => "disabled",
-            NoTlsReason::NotProvidedByRemote => "not_provided_by_remote",
+            NoTlsReason::NoTlsFromRemote => "no_tls_from_remote",
             NoTlsReason::NotProvidedByServiceDiscovery => "not_provided_by_service_discovery",
             NoTlsReason::Loopback => "loopback",
         }
@@ -89,7 +89,7 @@ pub async fn accept(io: TcpStream) -> io::Result<(TcpStream, Tls)> {
     Ok((
         io,
         Tls::Plain {
-            reason: NoTlsReason::NotProvidedByRemote,
+            reason: NoTlsReason::NoTlsFromRemote,
         },
     ))
 }

@@ -37,7 +37,7 @@ async fn http_goes_to_the_local_port_with_inbound_metrics() {
         .find(|l| l.starts_with(&want))
         .unwrap_or_else(|| panic!("no {want}\n{text}"));
     assert!(
-        line.contains("tls=\"no_identity\",no_tls_reason=\"not_provided_by_remote\""),
+        line.contains("tls=\"no_identity\",no_tls_reason=\"no_tls_from_remote\""),
         "{line}"
     );
     assert!(

@@ -178,11 +178,12 @@ impl Destination for Controller {
                 }
                 prev = cur;
                 tokio::select! {
-                    r = rx.changed() => if r.is_err() { return },
+                    biased; // going down wins over a change made after it
                     _ = tandem_proxy::http::stopped(&mut down) => {
                         let _ = tx.send(Err(Status::unavailable("controller went down"))).await;
                         return;
                     }
+                    r = rx.changed() => if r.is_err() { return },
                 }
             }
         });
@@ -219,11 +220,12 @@ impl Destination for Controller {
                     return;
                 }
                 tokio::select! {
-                    r = rx.changed() => if r.is_err() { return },
+                    biased; // going down wins over a change made after it
                     _ = tandem_proxy::http::stopped(&mut down) => {
                         let _ = tx.send(Err(Status::unavailable("controller went down"))).await;
                         return;
                     }
+                    r = rx.changed() => if r.is_err() { return },
                 }
             }
         });
