@@ -58,6 +58,11 @@ impl PeakEwma {
         self.stamp = now;
     }
 
+    /// A request went away unanswered (its client gave up): no estimate.
+    pub fn abandon(&mut self) {
+        self.pending = self.pending.saturating_sub(1);
+    }
+
     /// A request failed before any answer: the endpoint looks as slow as
     /// [`FAILURE_PENALTY`], so that P2C avoids it until that decays.
     pub fn fail(&mut self, now: Instant) {
@@ -115,6 +120,12 @@ mod tests {
         // After one time constant, e^-1 of the old estimate remains.
         let want = 100e6 * (-1f64).exp() + 10e6 * (1.0 - (-1f64).exp());
         assert!((e.load() - want).abs() < 1.0, "{} vs {want}", e.load());
+        e.start();
+        e.abandon();
+        assert!(
+            (e.load() - want).abs() < 1.0,
+            "abandoning leaves the estimate"
+        );
         e.start();
         e.fail(Instant::now());
         assert_eq!(e.load(), 1e9, "a failure counts as a 1 s answer");

@@ -66,18 +66,14 @@ pub async fn handle(ctx: Ctx, router: Arc<Router>, req: Request<Incoming>) -> Re
             .or_else(|| crate::http::authority_of(&parts));
         let labels = labels_target.labels();
         let req = Request::from_parts(parts.clone(), b);
-        let try_start = Instant::now();
-        slot.load.lock().unwrap().start();
+        let pending = slot.in_flight();
         match slot.client.request(req).await {
             Ok(rsp) => {
-                slot.load
-                    .lock()
-                    .unwrap()
-                    .end(try_start.elapsed(), Instant::now());
+                pending.answered();
                 return record_response(&ctx.metrics, labels, rsp, start.elapsed());
             }
             Err(error) => {
-                slot.load.lock().unwrap().fail(Instant::now());
+                pending.failed();
                 tracing::debug!(endpoint = %slot.ep.addr, %error, "try failed before a response");
                 last_error = format!("endpoint {} failed: {error}", slot.ep.addr);
                 tried.push(slot.ep.addr);
@@ -85,7 +81,13 @@ pub async fn handle(ctx: Ctx, router: Arc<Router>, req: Request<Incoming>) -> Re
             }
         }
     }
-    let rsp = error_response(StatusCode::BAD_GATEWAY, &last_error);
+    // Nothing to try is unavailability (503); tries that all failed, a bad gateway.
+    let status = if tried.is_empty() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    let rsp = error_response(status, &last_error);
     record_error(
         &ctx.metrics,
         last_labels.unwrap_or_else(fallback_labels),

@@ -28,6 +28,49 @@ pub struct Slot {
     pub load: Mutex<PeakEwma>,
 }
 
+impl Slot {
+    /// Counts a request as pending on this endpoint until it ends.
+    pub fn in_flight(self: &Arc<Self>) -> InFlight {
+        self.load.lock().unwrap().start();
+        InFlight {
+            slot: self.clone(),
+            start: Instant::now(),
+            done: false,
+        }
+    }
+}
+
+/// A pending request; dropped unfinished (its client went away), it leaves
+/// the estimate alone.
+pub struct InFlight {
+    slot: Arc<Slot>,
+    start: Instant,
+    done: bool,
+}
+
+impl InFlight {
+    /// The response headers arrived.
+    pub fn answered(mut self) {
+        self.done = true;
+        let now = Instant::now();
+        self.slot.load.lock().unwrap().end(now - self.start, now);
+    }
+
+    /// The try failed before any response.
+    pub fn failed(mut self) {
+        self.done = true;
+        self.slot.load.lock().unwrap().fail(Instant::now());
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if !self.done {
+            self.slot.load.lock().unwrap().abandon();
+        }
+    }
+}
+
 /// One backend: a set of endpoints followed on a channel.
 pub struct Backend {
     pub name: String,
