@@ -78,6 +78,11 @@ pub struct Args {
     )]
     pub outbound_connect_timeout: String,
 
+    /// Worker threads; 1 runs the proxy on a single-threaded runtime.
+    #[arg(long, env = "LINKERD2_PROXY_CORES", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub cores: u16,
+
     /// The log filter (as RUST_LOG).
     #[arg(
         long = "proxy-log",
@@ -243,6 +248,13 @@ mod tests {
         assert_eq!(c.destination, None);
         assert!(!c.identity_disabled);
         assert_eq!(c.detect_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn cores_are_at_least_one() {
+        assert!(Cli::try_parse_from(["proxy", "--cores", "0"]).is_err());
+        let cli = Cli::try_parse_from(["proxy", "--cores", "2"]).unwrap();
+        assert_eq!(cli.args.cores, 2);
     }
 
     #[test]

@@ -124,11 +124,11 @@ enum FailoverCommand {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let log = cli.log.clone();
-    let filter = match &cli.command {
-        Command::Proxy(args) => args.log.clone(),
-        _ => cli.log.clone(),
+    let (filter, workers) = match &cli.command {
+        Command::Proxy(args) => (args.log.clone(), Some(usize::from(args.cores))),
+        _ => (cli.log.clone(), None),
     };
-    entry::run(&filter, || async move {
+    entry::run_with_workers(&filter, workers, || async move {
         match cli.command {
             Command::Certificate(cmd) => certificate::run(cmd),
             Command::Check(args) => check::run(&cli.cluster, args).await,
