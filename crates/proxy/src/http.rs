@@ -367,3 +367,72 @@ pub async fn serve<I, F, Fut>(
 pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut b = Request::get(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn authority_and_absolute_uri() {
+        let cases = [
+            // (uri, host, authority, absolute)
+            (
+                "/api/list?x=1",
+                Some("web-svc:80"),
+                Some("web-svc:80"),
+                "http://web-svc:80/api/list?x=1",
+            ),
+            (
+                "http://emoji-svc:8080/emojivoto.v1.EmojiService/ListAll",
+                None,
+                Some("emoji-svc:8080"),
+                "http://emoji-svc:8080/emojivoto.v1.EmojiService/ListAll",
+            ),
+            ("/", None, None, "http://10.96.0.10:80/"),
+        ];
+        for (uri, host, authority, absolute) in cases {
+            let headers: Vec<_> = host.iter().map(|h| ("host", *h)).collect();
+            let p = parts(uri, &headers);
+            assert_eq!(authority_of(&p).as_deref(), authority, "{uri}");
+            assert_eq!(
+                absolute_uri(&p, "10.96.0.10:80").unwrap().to_string(),
+                absolute,
+                "{uri}"
+            );
+        }
+        let bad = parts("/", &[("host", "a b")]);
+        assert!(absolute_uri(&bad, "x:1").is_err());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("upgrade", "websocket"),
+            ("te", "gzip"),
+            ("content-type", "text/plain"),
+            ("x-kept", "1"),
+        ] {
+            h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["content-type", "x-kept"]);
+        let mut grpc = HeaderMap::new();
+        grpc.insert(header::TE, HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut grpc);
+        assert_eq!(grpc[header::TE], "trailers", "gRPC's te: trailers stays");
+    }
+}
