@@ -78,6 +78,15 @@ pub struct Args {
     )]
     pub outbound_connect_timeout: String,
 
+    /// How long a target's router (and its discovery streams) outlives its
+    /// last connection.
+    #[arg(
+        long,
+        env = "LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT",
+        default_value = "5s"
+    )]
+    pub outbound_discovery_idle_timeout: String,
+
     /// Worker threads; 1 runs the proxy on a single-threaded runtime.
     #[arg(long, env = "LINKERD2_PROXY_CORES", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..))]
@@ -103,6 +112,7 @@ pub struct Config {
     pub identity_disabled: bool,
     pub detect_timeout: Duration,
     pub connect_timeout: Duration,
+    pub discovery_idle_timeout: Duration,
     pub log: String,
 }
 
@@ -201,6 +211,10 @@ impl Args {
             connect_timeout: duration(
                 "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT",
                 &self.outbound_connect_timeout,
+            )?,
+            discovery_idle_timeout: duration(
+                "LINKERD2_PROXY_OUTBOUND_DISCOVERY_IDLE_TIMEOUT",
+                &self.outbound_discovery_idle_timeout,
             )?,
             log: self.log.clone(),
         })

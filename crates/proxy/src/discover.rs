@@ -9,7 +9,6 @@ use std::{
     collections::{BTreeMap, HashMap},
     future::Future,
     net::SocketAddr,
-    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -153,14 +152,14 @@ pub fn apply_update(eps: &mut Endpoints, u: Update) {
 
 // === impl Resolver ===
 
-/// Lookups, shared by every connection; one stream per path.
+/// Lookups. Each is a stream that lives while its receivers do (the
+/// outbound router of a target, and its backends), so an idle target's
+/// streams end with its router.
 #[derive(Clone)]
 pub struct Resolver {
     client: DestinationClient<Channel>,
     context: String,
     timeout: Duration,
-    profiles: Arc<Mutex<HashMap<SocketAddr, watch::Receiver<Profile>>>>,
-    endpoints: Arc<Mutex<HashMap<String, watch::Receiver<Endpoints>>>>,
 }
 
 impl Resolver {
@@ -174,17 +173,12 @@ impl Resolver {
             client: DestinationClient::new(channel),
             context,
             timeout: Duration::from_secs(3),
-            profiles: Default::default(),
-            endpoints: Default::default(),
         })
     }
 
     /// The profile of `target`; [`Profile::Unknown`] when the service has
     /// none or cannot be asked (the connection is forwarded as it is).
     pub async fn profile(&self, target: SocketAddr) -> watch::Receiver<Profile> {
-        if let Some(rx) = self.profiles.lock().unwrap().get(&target) {
-            return rx.clone();
-        }
         let req = self.request(target.to_string());
         let client = self.client.clone();
         let open = move || {
@@ -203,10 +197,7 @@ impl Resolver {
         )
         .await
         {
-            Ok(rx) => {
-                self.profiles.lock().unwrap().insert(target, rx.clone());
-                rx
-            }
+            Ok(rx) => rx,
             Err(error) => {
                 tracing::info!(%target, %error, "no profile; forwarding to the original destination");
                 watch::channel(Profile::Unknown).1
@@ -220,9 +211,6 @@ impl Resolver {
         &self,
         authority: &str,
     ) -> Result<watch::Receiver<Endpoints>, ResolveError> {
-        if let Some(rx) = self.endpoints.lock().unwrap().get(authority) {
-            return Ok(rx.clone());
-        }
         let req = self.request(authority.to_string());
         let client = self.client.clone();
         let open = move || {
@@ -239,10 +227,6 @@ impl Resolver {
         )
         .await
         .inspect_err(|error| tracing::warn!(authority, %error, "cannot resolve backend"))?;
-        self.endpoints
-            .lock()
-            .unwrap()
-            .insert(authority.to_string(), rx.clone());
         Ok(rx)
     }
 
@@ -295,7 +279,12 @@ where
         let mut backoff = Duration::from_millis(100);
         loop {
             loop {
-                match stream.message().await {
+                let message = tokio::select! {
+                    m = stream.message() => m,
+                    // No one listens any more: end the stream.
+                    _ = tx.closed() => return,
+                };
+                match message {
                     Ok(Some(m)) => {
                         tx.send_modify(|s| apply(s, m));
                         backoff = Duration::from_millis(100);
@@ -312,7 +301,10 @@ where
                 if tx.is_closed() {
                     return;
                 }
-                tokio::time::sleep(backoff).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tx.closed() => return,
+                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 let Ok(mut s) = open().await else { continue };
                 if let Ok(Some(m)) = s.message().await {

@@ -120,7 +120,12 @@ impl Proxy {
             ),
             outbound: (
                 outbound,
-                outbound::Outbound::new(ctx, orig_dst, outbound_addr),
+                outbound::Outbound::new(
+                    ctx,
+                    orig_dst,
+                    outbound_addr,
+                    config.discovery_idle_timeout,
+                ),
             ),
             admin: (admin_listener, admin_router),
             shutdown,

@@ -194,6 +194,36 @@ async fn a_returning_controller_replaces_the_endpoints() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_target_ends_its_discovery_streams() {
+    let b1 = Backend::start("b1").await;
+    let ctl = Controller::default();
+    ctl.profile(service_ip(), APEX, &[(B1, 1)]);
+    ctl.endpoints(B1, &[(b1.addr, "b1-0")]);
+    let (dst, _ctl_task) = ctl.clone().serve().await;
+    // The harness's proxy drops a router 200 ms after its last connection.
+    let p = proxy(Some(dst), service_ip()).await;
+    {
+        let client = http1_client();
+        assert_eq!(get(&client, p.proxy_outbound, APEX).await.0, 200);
+        assert_eq!(ctl.open_streams(), 2, "a GetProfile and a Get");
+    } // the client and its connection go
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ctl.open_streams() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "streams still open: {}",
+            ctl.open_streams()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A new connection looks the target up again.
+    let (status, body) = get(&http1_client(), p.proxy_outbound, APEX).await;
+    assert_eq!((status, &body[..2]), (200, "b1"));
+    assert_eq!(ctl.open_streams(), 2);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_is_proxied_as_http2() {
     let b1 = Backend::start("b1").await;
     let ctl = Controller::default();

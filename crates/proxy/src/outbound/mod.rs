@@ -9,10 +9,11 @@ mod tcp;
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
 };
 
-use tokio::{net::TcpStream, sync::watch};
+use tokio::{net::TcpStream, sync::watch, time::Instant};
 
 use crate::{
     Ctx,
@@ -24,36 +25,41 @@ use crate::{
 
 pub use router::Router;
 
+/// The routers of the targets in use, and when each was last asked for.
+type Routers = Mutex<HashMap<SocketAddr, (Arc<Router>, Instant)>>;
+
 #[derive(Clone)]
 pub struct Outbound {
     ctx: Ctx,
     orig_dst: OrigDst,
     local: SocketAddr,
-    routers: Arc<Mutex<HashMap<SocketAddr, Arc<Router>>>>,
+    routers: Arc<Routers>,
 }
 
 impl Outbound {
-    pub fn new(ctx: Ctx, orig_dst: OrigDst, local: SocketAddr) -> Self {
+    /// Routers no connection has used for `idle` are dropped, and with them
+    /// their discovery streams.
+    pub fn new(ctx: Ctx, orig_dst: OrigDst, local: SocketAddr, idle: Duration) -> Self {
+        let routers: Arc<Routers> = Default::default();
+        tokio::spawn(sweep(Arc::downgrade(&routers), idle));
         Outbound {
             ctx,
             orig_dst,
             local,
-            routers: Default::default(),
+            routers,
         }
     }
 
     /// The router of `target`, shared by all its connections.
     async fn router(&self, target: SocketAddr) -> Arc<Router> {
-        if let Some(r) = self.routers.lock().unwrap().get(&target) {
+        if let Some((r, used)) = self.routers.lock().unwrap().get_mut(&target) {
+            *used = Instant::now();
             return r.clone();
         }
         let r = Arc::new(Router::new(self.ctx.clone(), target).await);
-        self.routers
-            .lock()
-            .unwrap()
-            .entry(target)
-            .or_insert(r)
-            .clone()
+        let mut routers = self.routers.lock().unwrap();
+        let entry = routers.entry(target).or_insert((r, Instant::now()));
+        entry.0.clone()
     }
 
     /// Handles one accepted connection to its end.
@@ -97,5 +103,25 @@ impl Outbound {
                 crate::http::serve(io, proto, handle, shutdown).await
             }
         }
+    }
+}
+
+/// Drops the routers that no connection holds and none asked for within
+/// `idle`; ends with the outbound proxy.
+async fn sweep(routers: Weak<Routers>, idle: Duration) {
+    let mut tick = tokio::time::interval((idle / 2).max(Duration::from_millis(10)));
+    loop {
+        tick.tick().await;
+        let Some(routers) = routers.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        routers.lock().unwrap().retain(|target, (router, used)| {
+            let keep = Arc::strong_count(router) > 1 || now.duration_since(*used) < idle;
+            if !keep {
+                tracing::debug!(%target, "router idle; dropped");
+            }
+            keep
+        });
     }
 }

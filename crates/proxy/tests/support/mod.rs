@@ -51,6 +51,23 @@ struct Inner {
     profiles: Mutex<HashMap<String, watch::Sender<DestinationProfile>>>,
     endpoints: Mutex<HashMap<String, watch::Sender<BTreeMap<SocketAddr, String>>>>,
     down: watch::Sender<bool>,
+    open_streams: Arc<AtomicUsize>,
+}
+
+/// Counts a stream as open while it lives.
+struct OpenStream(Arc<AtomicUsize>);
+
+impl OpenStream {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        OpenStream(count.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Controller {
@@ -87,6 +104,11 @@ impl Controller {
     /// Breaks every stream and refuses new ones.
     pub fn go_down(&self) {
         self.0.down.send_replace(true);
+    }
+
+    /// The Get and GetProfile streams being served.
+    pub fn open_streams(&self) -> usize {
+        self.0.open_streams.load(Ordering::SeqCst)
     }
 
     /// Answers again.
@@ -144,7 +166,9 @@ impl Destination for Controller {
         let service = path.split('.').next().unwrap_or_default().to_string();
         let mut down = self.0.down.subscribe();
         let (tx, out) = mpsc::channel(16);
+        let open = OpenStream::new(&self.0.open_streams);
         tokio::spawn(async move {
+            let _open = open;
             let mut prev: BTreeMap<SocketAddr, String> = BTreeMap::new();
             loop {
                 let cur = rx.borrow_and_update().clone();
@@ -184,6 +208,7 @@ impl Destination for Controller {
                         return;
                     }
                     r = rx.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
                 }
             }
         });
@@ -213,7 +238,9 @@ impl Destination for Controller {
         };
         let mut down = self.0.down.subscribe();
         let (tx, out) = mpsc::channel(16);
+        let open = OpenStream::new(&self.0.open_streams);
         tokio::spawn(async move {
+            let _open = open;
             loop {
                 let p = rx.borrow_and_update().clone();
                 if tx.send(Ok(p)).await.is_err() {
@@ -226,6 +253,7 @@ impl Destination for Controller {
                         return;
                     }
                     r = rx.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
                 }
             }
         });
@@ -321,6 +349,7 @@ pub async fn proxy(destination: Option<SocketAddr>, orig_dst: SocketAddr) -> Run
         identity_disabled: true,
         detect_timeout: Duration::from_secs(1),
         connect_timeout: Duration::from_secs(1),
+        discovery_idle_timeout: Duration::from_millis(200),
         log: "info".into(),
     };
     let (_creds_tx, creds) = tandem_meshtls::credentials_channel();
