@@ -13,6 +13,7 @@ mod destination;
 mod failover;
 mod mirror;
 mod objects;
+mod proxy;
 mod restart;
 mod stats;
 
@@ -47,6 +48,13 @@ enum Command {
     /// The destination service: time from a TrafficSplit weight change to a
     /// GetProfile subscriber seeing it, with many profiles subscribed.
     Destination(destination::Args),
+    /// The sidecar proxy: the latency a client and a server proxy add to
+    /// HTTP/1.1 requests at a fixed rate, against the app reached directly,
+    /// and the proxies' RSS idle and under that load. Needs the namespaces
+    /// and redirects that `bench/proxy.sh` sets up; run it there.
+    Proxy(proxy::Args),
+    /// The app `bench/proxy.sh` measures against: `ok` on every `--listen`.
+    ProxyApp(proxy::AppArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +75,8 @@ fn main() -> ExitCode {
                 Command::Failover(args) => failover::run(args).await,
                 Command::Mirror(args) => mirror::run(args).await,
                 Command::Destination(args) => destination::run(args).await,
+                Command::Proxy(args) => proxy::run(args).await,
+                Command::ProxyApp(args) => proxy::app(args).await,
             }
         };
         // On SIGINT or SIGTERM the benchmark is dropped, which kills the

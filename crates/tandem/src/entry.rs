@@ -14,6 +14,17 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = anyhow::Result<ExitCode>>,
 {
+    run_with_workers(log, None, body)
+}
+
+/// As [`run`], on `workers` threads: `Some(1)` is a single-threaded
+/// runtime (the proxy's default, as `LINKERD2_PROXY_CORES`), `None` one
+/// worker per core.
+pub fn run_with_workers<F, Fut>(log: &str, workers: Option<usize>, body: F) -> ExitCode
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = anyhow::Result<ExitCode>>,
+{
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(log)
@@ -22,10 +33,16 @@ where
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -15,6 +15,7 @@ mod identity;
 mod inject;
 mod install;
 mod multicluster;
+mod proxy;
 mod proxy_await;
 mod proxy_init;
 
@@ -82,6 +83,9 @@ enum Command {
     /// Wait until the proxy is ready (the injected proxy's postStart hook,
     /// so that the application starts after it).
     ProxyAwait(proxy_await::ProxyAwaitArgs),
+    /// Run the sidecar proxy (what injection adds to a pod). Its log filter
+    /// is `--proxy-log` / LINKERD2_PROXY_LOG, not `--log`.
+    Proxy(tandem_proxy::Args),
     /// Real Kubernetes clusters as local processes, for trying tandem and for
     /// its tests. (The development tool `tandem-testbed`; `tandem testbed
     /// --help` for its commands.)
@@ -135,7 +139,11 @@ enum FailoverCommand {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let log = cli.log.clone();
-    entry::run(&cli.log, || async move {
+    let (filter, workers) = match &cli.command {
+        Command::Proxy(args) => (args.log.clone(), Some(usize::from(args.cores))),
+        _ => (cli.log.clone(), None),
+    };
+    entry::run_with_workers(&filter, workers, || async move {
         match cli.command {
             Command::Certificate(cmd) => certificate::run(cmd),
             Command::Check(args) => check::run(&cli.cluster, args).await,
@@ -159,6 +167,7 @@ fn main() -> std::process::ExitCode {
             Command::Inject(args) => inject::run(&cli.cluster, args).await,
             Command::ProxyInit(args) => proxy_init::run(args),
             Command::ProxyAwait(args) => proxy_await::run(args).await,
+            Command::Proxy(args) => proxy::run(args).await,
             Command::Testbed(a) => dev_tool(&cli.cluster, &log, "tandem-testbed", a.args),
             Command::Demo(a) => dev_tool(&cli.cluster, &log, "tandem-demo", a.args),
         }

@@ -1,0 +1,60 @@
+//! The inbound path: a connection for `<pod ip>:<port>` is served by the
+//! application on `127.0.0.1:<port>`.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_goes_to_the_local_port_with_inbound_metrics() {
+    let app = Backend::start("app").await;
+    // The pod's address as the client saw it; only the port matters.
+    let orig: SocketAddr = format!("10.1.0.7:{}", app.addr.port()).parse().unwrap();
+    let p = proxy(None, orig).await;
+    let (status, body) = get(
+        &http1_client(),
+        p.proxy_inbound,
+        "web-svc.test.svc.cluster.local:80",
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "app HTTP/1.1"));
+    let (status, body) = get(
+        &h2_client(),
+        p.proxy_inbound,
+        "web-svc.test.svc.cluster.local:80",
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "app HTTP/2.0"));
+
+    let text = metrics(p.admin).await;
+    let want = format!(
+        "response_total{{direction=\"inbound\",authority=\"web-svc.test.svc.cluster.local:80\",target_addr=\"{orig}\""
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&want))
+        .unwrap_or_else(|| panic!("no {want}\n{text}"));
+    assert!(
+        line.contains("tls=\"no_identity\",no_tls_reason=\"no_tls_from_remote\""),
+        "{line}"
+    );
+    assert!(
+        line.contains("classification=\"success\",status_code=\"200\""),
+        "{line}"
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_listening_is_a_502_not_a_hang() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let p = proxy(None, free).await;
+    let (status, body) = get(&http1_client(), p.proxy_inbound, "x").await;
+    assert_eq!(status, 502, "{body}");
+    p.stop().await;
+}

@@ -1,0 +1,365 @@
+//! The outbound path end to end on loopback: a client, the proxy, backends
+//! and a test destination controller.
+
+mod support;
+
+use std::{net::SocketAddr, time::Duration};
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const APEX: &str = "web-svc.test.svc.cluster.local";
+const B1: &str = "b1.test.svc.cluster.local:80";
+const B2: &str = "b2.test.svc.cluster.local:80";
+
+fn service_ip() -> SocketAddr {
+    "10.96.0.10:80".parse().unwrap()
+}
+
+/// Sends requests until `ok` holds for `n` in a row (bounded).
+async fn until_n_in_a_row(client: &Client, proxy: SocketAddr, n: usize, ok: impl Fn(&str) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut streak = 0;
+    while streak < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never saw {n} in a row"
+        );
+        let (status, body) = get(client, proxy, APEX).await;
+        assert_eq!(status, 200, "{body}");
+        streak = if ok(&body) { streak + 1 } else { 0 };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_follows_the_weights_and_their_changes() {
+    let (b1, b2) = (Backend::start("b1").await, Backend::start("b2").await);
+    let ctl = Controller::default();
+    ctl.profile(service_ip(), APEX, &[(B1, 30000), (B2, 10000)]);
+    ctl.endpoints(B1, &[(b1.addr, "b1-0")]);
+    ctl.endpoints(B2, &[(b2.addr, "b2-0")]);
+    let (dst, _ctl_task) = ctl.clone().serve().await;
+    let p = proxy(Some(dst), service_ip()).await;
+    let client = http1_client();
+
+    for _ in 0..400 {
+        let (status, body) = get(&client, p.proxy_outbound, APEX).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (h1, h2) = (b1.hits(), b2.hits());
+    assert_eq!(h1 + h2, 400);
+    // 3:1 is 75%; allow ±8 points.
+    assert!((268..=332).contains(&h1), "b1 got {h1} of 400, b2 {h2}");
+
+    ctl.profile(service_ip(), APEX, &[(B1, 0), (B2, 10000)]);
+    until_n_in_a_row(&client, p.proxy_outbound, 20, |b| b.starts_with("b2")).await;
+    let before = b1.hits();
+    for _ in 0..100 {
+        let (_, body) = get(&client, p.proxy_outbound, APEX).await;
+        assert!(body.starts_with("b2"), "{body}");
+    }
+    assert_eq!(b1.hits(), before, "a weight-0 backend gets nothing");
+
+    let text = metrics(p.admin).await;
+    let b2_labels = format!(
+        "direction=\"outbound\",authority=\"{APEX}:80\",target_addr=\"{}\"",
+        b2.addr
+    );
+    let request = text
+        .lines()
+        .find(|l| l.starts_with(&format!("request_total{{{b2_labels}")))
+        .unwrap_or_else(|| panic!("no request_total for b2\n{text}"));
+    assert!(
+        request.contains("tls=\"no_identity\",no_tls_reason=\"loopback\""),
+        "{request}"
+    );
+    assert!(
+        request.contains("dst_pod=\"b2-0\",dst_service=\"b2\""),
+        "{request}"
+    );
+    let response = text
+        .lines()
+        .find(|l| l.starts_with(&format!("response_total{{{b2_labels}")))
+        .unwrap_or_else(|| panic!("no response_total for b2\n{text}"));
+    assert!(
+        response.contains("classification=\"success\",status_code=\"200\""),
+        "{response}"
+    );
+    assert!(
+        text.contains("tcp_open_total{direction=\"outbound\",peer=\"dst\""),
+        "{text}"
+    );
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_endpoint_loses_no_request() {
+    let (e1, e2) = (Backend::start("e1").await, Backend::start("e2").await);
+    let ctl = Controller::default();
+    ctl.profile(service_ip(), APEX, &[]);
+    let apex = format!("{APEX}:80");
+    ctl.endpoints(&apex, &[(e1.addr, "e1"), (e2.addr, "e2")]);
+    let (dst, _ctl_task) = ctl.clone().serve().await;
+    let p = proxy(Some(dst), service_ip()).await;
+    let client = http1_client();
+
+    // Requests 8 at a time, so that both endpoints hold pooled connections
+    // (P2C spreads concurrent requests by their pending count).
+    let batch = |n: usize| {
+        let client = client.clone();
+        let proxy = p.proxy_outbound;
+        async move {
+            let tasks: Vec<_> = (0..n)
+                .map(|_| {
+                    let client = client.clone();
+                    tokio::spawn(async move { get(&client, proxy, APEX).await })
+                })
+                .collect();
+            let mut out = vec![];
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while e1.hits() == 0 || e2.hits() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "P2C never used both endpoints"
+        );
+        for (status, body) in batch(8).await {
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    e1.stop().await;
+    for round in 0..25 {
+        for (status, body) in batch(8).await {
+            assert_eq!((status, &body[..2]), (200, "e2"), "round {round}: {body}");
+        }
+    }
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_endpoints_outlive_the_controller() {
+    let b1 = Backend::start("b1").await;
+    let ctl = Controller::default();
+    ctl.profile(service_ip(), APEX, &[(B1, 1)]);
+    ctl.endpoints(B1, &[(b1.addr, "b1-0")]);
+    let (dst, ctl_task) = ctl.clone().serve().await;
+    let p = proxy(Some(dst), service_ip()).await;
+    let client = http1_client();
+    assert_eq!(get(&client, p.proxy_outbound, APEX).await.0, 200);
+
+    ctl.go_down();
+    ctl_task.abort();
+    for _ in 0..50 {
+        let (status, body) = get(&client, p.proxy_outbound, APEX).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("b1"), "{body}");
+    }
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_controller_replaces_the_endpoints() {
+    let (b1, b2) = (Backend::start("b1").await, Backend::start("b2").await);
+    let ctl = Controller::default();
+    ctl.profile(service_ip(), APEX, &[(B1, 1)]);
+    ctl.endpoints(B1, &[(b1.addr, "b1-0")]);
+    let (dst, _ctl_task) = ctl.clone().serve().await;
+    let p = proxy(Some(dst), service_ip()).await;
+    let client = http1_client();
+    assert!(
+        get(&client, p.proxy_outbound, APEX)
+            .await
+            .1
+            .starts_with("b1")
+    );
+
+    ctl.go_down();
+    // While it is down, the endpoints change: b1 goes, b2 comes.
+    ctl.endpoints(B1, &[(b2.addr, "b2-0")]);
+    assert!(
+        get(&client, p.proxy_outbound, APEX)
+            .await
+            .1
+            .starts_with("b1")
+    );
+    ctl.go_up();
+    // The reconnected stream's first answer replaces the set: b1 is gone.
+    until_n_in_a_row(&client, p.proxy_outbound, 20, |b| b.starts_with("b2")).await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_target_ends_its_discovery_streams() {
+    let b1 = Backend::start("b1").await;
+    let ctl = Controller::default();
+    ctl.profile(service_ip(), APEX, &[(B1, 1)]);
+    ctl.endpoints(B1, &[(b1.addr, "b1-0")]);
+    let (dst, _ctl_task) = ctl.clone().serve().await;
+    // The harness's proxy drops a router 200 ms after its last connection.
+    let p = proxy(Some(dst), service_ip()).await;
+    {
+        let client = http1_client();
+        assert_eq!(get(&client, p.proxy_outbound, APEX).await.0, 200);
+        assert_eq!(ctl.open_streams(), 2, "a GetProfile and a Get");
+    } // the client and its connection go
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ctl.open_streams() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "streams still open: {}",
+            ctl.open_streams()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A new connection looks the target up again.
+    let (status, body) = get(&http1_client(), p.proxy_outbound, APEX).await;
+    assert_eq!((status, &body[..2]), (200, "b1"));
+    assert_eq!(ctl.open_streams(), 2);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_is_proxied_as_http2() {
+    let b1 = Backend::start("b1").await;
+    let ctl = Controller::default();
+    ctl.profile(service_ip(), APEX, &[(B1, 1)]);
+    ctl.endpoints(B1, &[(b1.addr, "b1-0")]);
+    let (dst, _ctl_task) = ctl.clone().serve().await;
+    let p = proxy(Some(dst), service_ip()).await;
+    let (status, body) = get(&h2_client(), p.proxy_outbound, APEX).await;
+    assert_eq!((status, body.as_str()), (200, "b1 HTTP/2.0"));
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_targets_are_forwarded_as_they_are() {
+    // No profile for the backend's own address: the controller answers empty.
+    let b1 = Backend::start("direct").await;
+    let ctl = Controller::default();
+    let (dst, _ctl_task) = ctl.clone().serve().await;
+    let p = proxy(Some(dst), b1.addr).await;
+    let (status, body) = get(&http1_client(), p.proxy_outbound, "anything.example").await;
+    assert_eq!((status, body.as_str()), (200, "direct HTTP/1.1"));
+    p.stop().await;
+
+    // No destination service at all.
+    let p = proxy(None, b1.addr).await;
+    let (status, _) = get(&http1_client(), p.proxy_outbound, "anything.example").await;
+    assert_eq!(status, 200);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_tcp_is_copied_both_ways() {
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = echo.accept().await.unwrap();
+        let (mut r, mut w) = s.split();
+        tokio::io::copy(&mut r, &mut w).await.unwrap();
+    });
+    let p = proxy(None, echo_addr).await;
+    let mut conn = tokio::net::TcpStream::connect(p.proxy_outbound)
+        .await
+        .unwrap();
+    conn.write_all(b"ping\n").await.unwrap();
+    let mut got = [0u8; 5];
+    conn.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"ping\n");
+    conn.write_all(b"more").await.unwrap();
+    let mut more = [0u8; 4];
+    conn.read_exact(&mut more).await.unwrap();
+    assert_eq!(&more, b"more");
+    drop(conn);
+    let text = metrics(p.admin).await;
+    let dst_read = format!(
+        "tcp_read_bytes_total{{direction=\"outbound\",peer=\"dst\",target_addr=\"{echo_addr}\""
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&dst_read))
+        .unwrap_or_else(|| panic!("no {dst_read}\n{text}"));
+    assert!(line.ends_with(" 9"), "{line}");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_backend_is_left_out_of_the_split() {
+    let b1 = Backend::start("b1").await;
+    let ctl = Controller::default();
+    // The controller knows no endpoints for the second backend: its Get fails.
+    ctl.profile(
+        service_ip(),
+        APEX,
+        &[(B1, 1), ("nope.test.svc.cluster.local:80", 1)],
+    );
+    ctl.endpoints(B1, &[(b1.addr, "b1-0")]);
+    let (dst, _ctl_task) = ctl.clone().serve().await;
+    let p = proxy(Some(dst), service_ip()).await;
+    let client = http1_client();
+    for _ in 0..50 {
+        let (status, body) = get(&client, p.proxy_outbound, APEX).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.starts_with("b1"), "{body}");
+    }
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_status_in_trailers_classifies_the_response() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use hyper::body::Frame;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    // An h2c server answering like gRPC: 200, then trailers grpc-status: 2.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", "2".parse().unwrap());
+                    let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+                        Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+                        Ok(Frame::trailers(trailers)),
+                    ];
+                    let body = StreamBody::new(futures::stream::iter(frames));
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let p = proxy(None, server).await;
+    let req = hyper::Request::post(format!(
+        "http://{}/emojivoto.v1.VotingService/VoteDoughnut",
+        p.proxy_outbound
+    ))
+    .header("content-type", "application/grpc")
+    .body(Full::new(Bytes::new()))
+    .unwrap();
+    let rsp = h2_client().request(req).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let collected = rsp.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["grpc-status"], "2");
+    let text = metrics(p.admin).await;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("response_total{direction=\"outbound\""))
+        .unwrap_or_else(|| panic!("no response_total\n{text}"));
+    assert!(
+        line.contains("classification=\"failure\",status_code=\"200\",grpc_status=\"2\""),
+        "{line}"
+    );
+    p.stop().await;
+}
