@@ -1,8 +1,9 @@
 //! The admin server (4191): `/live`, `/ready` (503 until the proxy holds a
-//! certificate, or at once without identity), `/metrics`, and `/shutdown`
-//! (POST, from localhost only).
+//! certificate, and again once that certificate expired without renewal; 200
+//! at once without identity), `/metrics`, and `/shutdown` (POST, from
+//! localhost only).
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::SystemTime};
 
 use axum::{
     Router,
@@ -15,9 +16,10 @@ use tandem_admin::{Admin, Readiness};
 use tandem_meshtls::CredentialsRx;
 use tokio::sync::watch;
 
-/// Ready when identity is disabled, or once credentials are held.
-pub fn is_ready(identity_disabled: bool, has_credentials: bool) -> bool {
-    identity_disabled || has_credentials
+/// Ready when identity is disabled, or while the certificate held (its
+/// notAfter) is still valid at `now`.
+pub fn is_ready(identity_disabled: bool, not_after: Option<SystemTime>, now: SystemTime) -> bool {
+    identity_disabled || not_after.is_some_and(|t| now < t)
 }
 
 /// The admin routes; `shutdown` is flipped by `POST /shutdown`.
@@ -45,16 +47,47 @@ async fn shutdown_handler(
 }
 
 /// The admin server over `registry`, with `/ready` following `creds`.
-pub fn admin(registry: Registry, identity_disabled: bool, mut creds: CredentialsRx) -> Admin {
+pub fn admin(registry: Registry, identity_disabled: bool, creds: CredentialsRx) -> Admin {
     let (admin, readiness) = Admin::new(registry);
-    let set = move |r: &Readiness, has: bool| r.set(is_ready(identity_disabled, has));
-    set(&readiness, creds.borrow_and_update().is_some());
-    tokio::spawn(async move {
-        while creds.changed().await.is_ok() {
-            set(&readiness, creds.borrow_and_update().is_some());
-        }
-    });
+    let not_after = creds.borrow().as_ref().map(|c| c.not_after);
+    readiness.set(is_ready(identity_disabled, not_after, SystemTime::now()));
+    tokio::spawn(follow(readiness, identity_disabled, creds));
     admin
+}
+
+/// Sets readiness on each new certificate and when the one held expires.
+/// The proxy keeps serving with an expired certificate (as Linkerd's does);
+/// only `/ready` and one log line tell that identity is not renewing it.
+async fn follow(readiness: Readiness, identity_disabled: bool, mut creds: CredentialsRx) {
+    loop {
+        let not_after = creds.borrow_and_update().as_ref().map(|c| c.not_after);
+        readiness.set(is_ready(identity_disabled, not_after, SystemTime::now()));
+        let left = not_after.and_then(|t| t.duration_since(SystemTime::now()).ok());
+        let expiry = async {
+            match left {
+                Some(left) if !identity_disabled => tokio::time::sleep(left).await,
+                _ => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expiry);
+        tokio::select! {
+            changed = creds.changed() => if changed.is_err() {
+                // No more renewals can come; still mark the expiry.
+                (&mut expiry).await;
+                readiness.set(identity_disabled);
+                return;
+            },
+            _ = &mut expiry => {
+                tracing::warn!(
+                    "the proxy's certificate expired without renewal (is identity down?); not ready"
+                );
+                readiness.set(false);
+                if creds.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
@@ -88,9 +121,26 @@ mod tests {
 
     #[test]
     fn readiness_table() {
-        assert!(!is_ready(false, false));
-        assert!(is_ready(false, true));
-        assert!(is_ready(true, false));
+        let now = SystemTime::now();
+        let (later, earlier) = (
+            Some(now + std::time::Duration::from_secs(60)),
+            Some(now - std::time::Duration::from_secs(1)),
+        );
+        let cases = [
+            (false, None, false),
+            (false, later, true),
+            (false, earlier, false),
+            (false, Some(now), false),
+            (true, None, true),
+            (true, earlier, true),
+        ];
+        for (disabled, not_after, want) in cases {
+            assert_eq!(
+                is_ready(disabled, not_after, now),
+                want,
+                "{disabled} {not_after:?}"
+            );
+        }
     }
 
     #[tokio::test]
@@ -152,7 +202,7 @@ mod tests {
                 .unwrap(),
             chain: vec![],
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(vec![0u8])),
-            not_after: std::time::SystemTime::now(),
+            not_after: SystemTime::now() + std::time::Duration::from_secs(3600),
         })));
         let became_ready = tokio::time::timeout(std::time::Duration::from_secs(5), async {
             while call(r.clone(), "GET", "/ready", "127.0.0.1:1").await.0 != StatusCode::OK {
@@ -160,6 +210,36 @@ mod tests {
             }
         });
         assert!(became_ready.await.is_ok(), "/ready never turned 200");
+    }
+
+    #[tokio::test]
+    async fn not_ready_once_the_certificate_expires_unrenewed() {
+        use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        let (creds_tx, creds_rx) = tandem_meshtls::credentials_channel();
+        let admin = admin(Registry::default(), false, creds_rx);
+        let (tx, _rx) = watch::channel(false);
+        let r = router(&admin, tx);
+        creds_tx.send_replace(Some(std::sync::Arc::new(tandem_meshtls::Credentials {
+            name: "web.emojivoto.serviceaccount.identity.tandem.cluster.local"
+                .parse()
+                .unwrap(),
+            chain: vec![],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(vec![0u8])),
+            not_after: SystemTime::now() + std::time::Duration::from_millis(300),
+        })));
+        let wait_for = |want: StatusCode| {
+            let r = r.clone();
+            tokio::time::timeout(std::time::Duration::from_secs(5), async move {
+                while call(r.clone(), "GET", "/ready", "127.0.0.1:1").await.0 != want {
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            })
+        };
+        assert!(wait_for(StatusCode::OK).await.is_ok(), "never ready");
+        assert!(
+            wait_for(StatusCode::SERVICE_UNAVAILABLE).await.is_ok(),
+            "still ready after the certificate expired"
+        );
     }
 
     #[tokio::test]

@@ -61,6 +61,33 @@ pub struct Args {
     )]
     pub identity_disabled: Option<String>,
 
+    /// Where Linkerd's proxy-identity writes the key and CSR. Accepted for
+    /// compatibility; tandem's proxy makes its key in memory and never
+    /// writes it to disk.
+    #[arg(long, env = "LINKERD2_PROXY_IDENTITY_DIR")]
+    pub identity_dir: Option<String>,
+
+    /// The trust anchors, inline PEM.
+    #[arg(long, env = "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS")]
+    pub identity_trust_anchors: Option<String>,
+
+    /// The ServiceAccount token file (audience `identity.l5d.io`), read
+    /// again for every Certify call.
+    #[arg(long, env = "LINKERD2_PROXY_IDENTITY_TOKEN_FILE")]
+    pub identity_token_file: Option<String>,
+
+    /// The identity service, host:port.
+    #[arg(long, env = "LINKERD2_PROXY_IDENTITY_SVC_ADDR")]
+    pub identity_svc_addr: Option<String>,
+
+    /// The identity service's own mesh identity, checked on its certificate.
+    #[arg(long, env = "LINKERD2_PROXY_IDENTITY_SVC_NAME")]
+    pub identity_svc_name: Option<String>,
+
+    /// This proxy's identity, `<sa>.<ns>.serviceaccount.identity.<ns>.<domain>`.
+    #[arg(long, env = "LINKERD2_PROXY_IDENTITY_LOCAL_NAME")]
+    pub identity_local_name: Option<String>,
+
     /// How long to wait for a client's first bytes before treating the
     /// connection as opaque TCP (e.g. `10s`, `500ms`).
     #[arg(
@@ -102,7 +129,7 @@ pub struct Args {
 }
 
 /// A validated configuration.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct Config {
     pub inbound_addr: SocketAddr,
     pub outbound_addr: SocketAddr,
@@ -110,6 +137,8 @@ pub struct Config {
     pub destination: Option<Destination>,
     pub inbound_ports: BTreeSet<u16>,
     pub identity_disabled: bool,
+    /// How to get a certificate; `None` exactly when identity is disabled.
+    pub identity: Option<IdentityConfig>,
     pub detect_timeout: Duration,
     pub connect_timeout: Duration,
     pub discovery_idle_timeout: Duration,
@@ -137,6 +166,68 @@ pub enum ConfigError {
     Port(String),
     #[error("{var}: {value:?} is not a duration (e.g. 10s, 500ms)")]
     Duration { var: &'static str, value: String },
+    #[error(
+        "{0} is not set: identity needs it (or set LINKERD2_PROXY_IDENTITY_DISABLED to run plaintext)"
+    )]
+    IdentityMissing(&'static str),
+    #[error("{var}: {value:?} is not a DNS-like name")]
+    IdentityName { var: &'static str, value: String },
+    #[error("LINKERD2_PROXY_IDENTITY_SVC_ADDR: {0:?} is not host:port")]
+    IdentityAddr(String),
+    #[error("LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS: {0}")]
+    Anchors(String),
+}
+
+/// Where and as whom the proxy gets its certificate (the Certify client's
+/// configuration).
+pub type IdentityConfig = crate::identity::Config;
+
+fn is_host_port(a: &str) -> bool {
+    a.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+}
+
+impl Args {
+    /// The identity settings, all required unless identity is disabled.
+    fn identity(&self) -> Result<IdentityConfig, ConfigError> {
+        fn get<'a>(v: &'a Option<String>, var: &'static str) -> Result<&'a str, ConfigError> {
+            match v.as_deref().map(str::trim) {
+                None | Some("") => Err(ConfigError::IdentityMissing(var)),
+                Some(v) => Ok(v),
+            }
+        }
+        let name = |v: &Option<String>, var: &'static str| {
+            let value = get(v, var)?;
+            value.parse().map_err(|_| ConfigError::IdentityName {
+                var,
+                value: value.to_string(),
+            })
+        };
+        let pem = get(
+            &self.identity_trust_anchors,
+            "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
+        )?;
+        let anchors = tandem_meshtls::TrustAnchors::from_pem(pem)
+            .map_err(|e| ConfigError::Anchors(e.to_string()))?;
+        let svc_addr = get(&self.identity_svc_addr, "LINKERD2_PROXY_IDENTITY_SVC_ADDR")?;
+        if !is_host_port(svc_addr) {
+            return Err(ConfigError::IdentityAddr(svc_addr.to_string()));
+        }
+        Ok(IdentityConfig {
+            local_name: name(
+                &self.identity_local_name,
+                "LINKERD2_PROXY_IDENTITY_LOCAL_NAME",
+            )?,
+            token_file: get(
+                &self.identity_token_file,
+                "LINKERD2_PROXY_IDENTITY_TOKEN_FILE",
+            )?
+            .into(),
+            svc_addr: svc_addr.to_string(),
+            svc_name: name(&self.identity_svc_name, "LINKERD2_PROXY_IDENTITY_SVC_NAME")?,
+            anchors,
+        })
+    }
 }
 
 impl Args {
@@ -156,10 +247,7 @@ impl Args {
         let destination = match self.destination_svc_addr.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(a) => {
-                let ok = a
-                    .rsplit_once(':')
-                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-                if !ok {
+                if !is_host_port(a) {
                     return Err(ConfigError::DestinationAddr(a.to_string()));
                 }
                 let name = match self.destination_svc_name.as_deref() {
@@ -186,6 +274,17 @@ impl Args {
                     .map_err(|_| ConfigError::Port(p.to_string()))
             })
             .collect::<Result<_, _>>()?;
+        let identity_disabled = self.identity_disabled.as_deref().is_some_and(|v| {
+            !matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "" | "false" | "0" | "no" | "off"
+            )
+        });
+        let identity = if identity_disabled {
+            None
+        } else {
+            Some(self.identity()?)
+        };
         Ok(Config {
             inbound_addr: addr(
                 "LINKERD2_PROXY_INBOUND_LISTEN_ADDR",
@@ -198,12 +297,8 @@ impl Args {
             admin_addr: addr("LINKERD2_PROXY_ADMIN_LISTEN_ADDR", &self.admin_listen_addr)?,
             destination,
             inbound_ports,
-            identity_disabled: self.identity_disabled.as_deref().is_some_and(|v| {
-                !matches!(
-                    v.trim().to_ascii_lowercase().as_str(),
-                    "" | "false" | "0" | "no" | "off"
-                )
-            }),
+            identity_disabled,
+            identity,
             detect_timeout: duration(
                 "LINKERD2_PROXY_DETECT_PROTOCOL_TIMEOUT",
                 &self.detect_protocol_timeout,
@@ -253,9 +348,104 @@ mod tests {
         Cli::try_parse_from(all).unwrap().args.validate()
     }
 
+    fn anchors_pem() -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    /// The identity flags `tandem inject` sets, with `anchors` as the PEM.
+    fn identity_args(anchors: &str) -> Vec<String> {
+        [
+            ("--identity-dir", "/var/run/tandem/identity/end-entity"),
+            ("--identity-trust-anchors", anchors),
+            (
+                "--identity-token-file",
+                "/var/run/secrets/tokens/tandem-identity-token",
+            ),
+            (
+                "--identity-svc-addr",
+                "tandem-identity-headless.tandem.svc.cluster.local.:8080",
+            ),
+            (
+                "--identity-svc-name",
+                "tandem-identity.tandem.serviceaccount.identity.tandem.cluster.local",
+            ),
+            (
+                "--identity-local-name",
+                "web.emojivoto.serviceaccount.identity.tandem.cluster.local",
+            ),
+        ]
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect()
+    }
+
+    fn parse_owned(argv: &[String]) -> Result<Config, ConfigError> {
+        parse(&argv.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn identity_is_required_unless_disabled() {
+        let err = parse(&[]).unwrap_err().to_string();
+        assert!(
+            err.contains("LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS is not set"),
+            "{err}"
+        );
+        assert!(err.contains("LINKERD2_PROXY_IDENTITY_DISABLED"), "{err}");
+        let c = parse_owned(&identity_args(&anchors_pem())).unwrap();
+        let id = c.identity.unwrap();
+        assert_eq!(
+            id.local_name.as_str(),
+            "web.emojivoto.serviceaccount.identity.tandem.cluster.local"
+        );
+        assert_eq!(
+            id.svc_addr,
+            "tandem-identity-headless.tandem.svc.cluster.local.:8080"
+        );
+        assert!(!c.identity_disabled);
+        let c = parse(&["--identity-disabled"]).unwrap();
+        assert!(c.identity.is_none());
+    }
+
+    #[test]
+    fn bad_identity_settings_are_clear_errors() {
+        let pem = anchors_pem();
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "--identity-trust-anchors",
+                "not pem",
+                "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
+            ),
+            (
+                "--identity-svc-addr",
+                "nohost",
+                "LINKERD2_PROXY_IDENTITY_SVC_ADDR",
+            ),
+            (
+                "--identity-local-name",
+                "a b",
+                "LINKERD2_PROXY_IDENTITY_LOCAL_NAME",
+            ),
+            (
+                "--identity-svc-name",
+                "",
+                "LINKERD2_PROXY_IDENTITY_SVC_NAME is not set",
+            ),
+        ];
+        for (flag, value, want) in cases {
+            let mut argv = identity_args(&pem);
+            let i = argv.iter().position(|a| a.starts_with(flag)).unwrap();
+            argv[i] = format!("{flag}={value}");
+            let err = parse_owned(&argv).unwrap_err().to_string();
+            assert!(err.contains(want), "{flag} {value:?}: {err}");
+        }
+    }
+
     #[test]
     fn defaults_are_linkerds_ports() {
-        let c = parse(&[]).unwrap();
+        let c = parse_owned(&identity_args(&anchors_pem())).unwrap();
         assert_eq!(c.inbound_addr, "0.0.0.0:4143".parse().unwrap());
         assert_eq!(c.outbound_addr, "127.0.0.1:4140".parse().unwrap());
         assert_eq!(c.admin_addr, "0.0.0.0:4191".parse().unwrap());
@@ -291,14 +481,18 @@ mod tests {
         assert!(d.name.is_some());
         assert_eq!(c.inbound_ports, [8080, 8801].into());
         assert!(c.identity_disabled);
+        let pem = anchors_pem();
         for (v, want) in [
             ("disabled", true),
             ("true", true),
             ("false", false),
             ("", false),
         ] {
-            let c = parse(&[&format!("--identity-disabled={v}")]).unwrap();
+            let mut argv = identity_args(&pem);
+            argv.push(format!("--identity-disabled={v}"));
+            let c = parse_owned(&argv).unwrap();
             assert_eq!(c.identity_disabled, want, "{v:?}");
+            assert_eq!(c.identity.is_none(), want, "{v:?}");
         }
     }
 
@@ -323,7 +517,9 @@ mod tests {
             (&["--detect-protocol-timeout", "soon"], "not a duration"),
         ];
         for (argv, want) in cases {
-            let err = parse(argv).unwrap_err().to_string();
+            let mut argv = argv.to_vec();
+            argv.push("--identity-disabled");
+            let err = parse(&argv).unwrap_err().to_string();
             assert!(err.contains(want), "{argv:?}: {err}");
         }
     }

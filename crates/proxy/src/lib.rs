@@ -28,7 +28,7 @@ pub mod outbound;
 use std::{net::SocketAddr, time::Duration};
 
 use prometheus_client::registry::Registry;
-use tandem_meshtls::CredentialsRx;
+use tandem_meshtls::{CredentialsRx, Tls};
 use tokio::{net::TcpListener, sync::watch, task::JoinSet};
 
 pub use config::{Args, Config};
@@ -42,6 +42,9 @@ pub struct Ctx {
     pub resolver: Option<Resolver>,
     pub connect_timeout: Duration,
     pub detect_timeout: Duration,
+    /// Mesh TLS, unless identity is disabled: the credentials identity
+    /// publishes and the anchors every peer must chain to.
+    pub tls: Option<Tls>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +69,8 @@ pub struct Proxy {
     pub inbound_addr: SocketAddr,
     pub outbound_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Identity's metrics, on the admin server; for the Certify client.
+    pub identity_metrics: identity::Metrics,
     inbound: (TcpListener, inbound::Inbound),
     outbound: (TcpListener, outbound::Outbound),
     admin: (TcpListener, axum::Router),
@@ -73,8 +78,10 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Binds the listeners. `orig_dst` tells each accepted connection's
-    /// target (`SO_ORIGINAL_DST` in a pod).
+    /// Binds the listeners. `creds` carries the proxy's certificate (the
+    /// caller runs the Certify client on its sender, see [`identity::run`]);
+    /// with identity enabled it is used for mTLS both ways. `orig_dst` tells
+    /// each accepted connection's target (`SO_ORIGINAL_DST` in a pod).
     pub async fn bind(
         config: &Config,
         creds: CredentialsRx,
@@ -82,6 +89,7 @@ impl Proxy {
     ) -> Result<Self, ProxyError> {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
+        let identity_metrics = identity::Metrics::register(&mut registry);
         let resolver = match &config.destination {
             Some(d) => Some(Resolver::new(&d.addr, d.context.clone()).map_err(|source| {
                 ProxyError::Destination {
@@ -96,6 +104,10 @@ impl Proxy {
             resolver,
             connect_timeout: config.connect_timeout,
             detect_timeout: config.detect_timeout,
+            tls: config
+                .identity
+                .as_ref()
+                .map(|i| Tls::new(creds.clone(), i.anchors.clone())),
         };
         let bind = |what, addr| async move {
             TcpListener::bind(addr)
@@ -115,6 +127,7 @@ impl Proxy {
             inbound_addr,
             outbound_addr,
             admin_addr,
+            identity_metrics,
             inbound: (
                 inbound,
                 inbound::Inbound::new(ctx.clone(), orig_dst.clone(), inbound_addr),

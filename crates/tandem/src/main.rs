@@ -85,7 +85,7 @@ enum Command {
     ProxyAwait(proxy_await::ProxyAwaitArgs),
     /// Run the sidecar proxy (what injection adds to a pod). Its log filter
     /// is `--proxy-log` / LINKERD2_PROXY_LOG, not `--log`.
-    Proxy(tandem_proxy::Args),
+    Proxy(Box<tandem_proxy::Args>),
     /// Real Kubernetes clusters as local processes, for trying tandem and for
     /// its tests. (The development tool `tandem-testbed`; `tandem testbed
     /// --help` for its commands.)
@@ -167,7 +167,7 @@ fn main() -> std::process::ExitCode {
             Command::Inject(args) => inject::run(&cli.cluster, args).await,
             Command::ProxyInit(args) => proxy_init::run(args),
             Command::ProxyAwait(args) => proxy_await::run(args).await,
-            Command::Proxy(args) => proxy::run(args).await,
+            Command::Proxy(args) => proxy::run(*args).await,
             Command::Testbed(a) => dev_tool(&cli.cluster, &log, "tandem-testbed", a.args),
             Command::Demo(a) => dev_tool(&cli.cluster, &log, "tandem-demo", a.args),
         }

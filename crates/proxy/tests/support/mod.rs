@@ -347,6 +347,7 @@ pub async fn proxy(destination: Option<SocketAddr>, orig_dst: SocketAddr) -> Run
         }),
         inbound_ports: Default::default(),
         identity_disabled: true,
+        identity: None,
         detect_timeout: Duration::from_secs(1),
         connect_timeout: Duration::from_secs(1),
         discovery_idle_timeout: Duration::from_millis(200),
