@@ -111,6 +111,12 @@ pub fn endpoint_from_proto(
         }) => d.name.parse().ok(),
         _ => None,
     };
+    let opaque_transport = wa
+        .protocol_hint
+        .as_ref()
+        .and_then(|h| h.opaque_transport.as_ref())
+        .and_then(|t| u16::try_from(t.inbound_port).ok())
+        .filter(|p| *p != 0);
     let hint = match wa.protocol_hint.and_then(|h| h.protocol) {
         Some(protocol_hint::Protocol::H2(_)) => Protocol::H2,
         Some(protocol_hint::Protocol::Opaque(_)) => Protocol::Opaque,
@@ -124,6 +130,7 @@ pub fn endpoint_from_proto(
             .map(|a| a.authority_override)
             .filter(|a| !a.is_empty()),
         hint,
+        opaque_transport,
         labels,
     })
 }

@@ -1,5 +1,5 @@
-//! The targets connections go to and come from, and the two seams where
-//! mTLS plugs in later: [`connect`] (outbound) and [`accept`] (inbound).
+//! The targets connections go to and come from, and what their TLS status
+//! is. Outbound mTLS is in [`crate::connect`], inbound in [`crate::inbound`].
 
 use std::{collections::BTreeMap, io, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -16,6 +16,9 @@ pub struct Endpoint {
     /// Set for a gateway: the authority to ask it for.
     pub authority_override: Option<String>,
     pub hint: Protocol,
+    /// For an opaque endpoint: the peer proxy's inbound port, where the
+    /// connection goes with a transport header (`opaque_transport`).
+    pub opaque_transport: Option<u16>,
     /// The endpoint's metric labels, exported as `dst_<key>`.
     pub labels: BTreeMap<String, String>,
 }
@@ -37,13 +40,14 @@ impl Endpoint {
             identity: None,
             authority_override: None,
             hint: Protocol::Unknown,
+            opaque_transport: None,
             labels: BTreeMap::new(),
         }
     }
 }
 
-/// Opens a connection to `ep`. Plain TCP today; TLS to `ep.identity` once
-/// the proxy holds credentials.
+/// Opens a plain TCP connection to `ep` (the local application; outbound
+/// endpoints go through [`crate::connect::connect`]).
 pub async fn connect(ep: &Endpoint, timeout: Duration) -> io::Result<TcpStream> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(ep.addr))
         .await
@@ -83,19 +87,13 @@ impl NoTlsReason {
     }
 }
 
-/// The inbound accept step: today every connection is plaintext.
-pub async fn accept(io: TcpStream) -> io::Result<(TcpStream, Tls)> {
-    io.set_nodelay(true)?;
-    Ok((
-        io,
-        Tls::Plain {
-            reason: NoTlsReason::NoTlsFromRemote,
-        },
-    ))
-}
-
-/// The outbound TLS status of a connection to `ep` (plaintext this round).
-pub fn client_tls(ep: &Endpoint) -> Tls {
+/// The outbound TLS status of a connection to `ep`, by
+/// [`crate::connect::plan`]'s rule: mTLS when the endpoint has an identity
+/// and this proxy has identity on (`mesh`).
+pub fn client_tls(ep: &Endpoint, mesh: bool) -> Tls {
+    if let Some(id) = ep.identity.clone().filter(|_| mesh) {
+        return Tls::Mesh { client_id: id };
+    }
     let reason = if ep.addr.ip().is_loopback() {
         NoTlsReason::Loopback
     } else if ep.identity.is_none() {

@@ -7,7 +7,10 @@ use std::{
     future::Future,
     io,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -20,15 +23,16 @@ use hyper_util::{
     client::legacy::Client,
     rt::{TokioExecutor, TokioIo},
 };
+use tandem_meshtls::{Tls, transport_header::SessionProtocol};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    net::TcpStream,
     sync::watch,
 };
 
 use crate::{
+    connect::{self, Conn, ConnectError},
     detect::Detected,
-    endpoint::{self, Endpoint},
+    endpoint::Endpoint,
     io::Counted,
     metrics::{Labels, Metrics, Peer, Target, response_labels},
 };
@@ -68,14 +72,32 @@ pub struct EndpointClient {
 }
 
 impl EndpointClient {
-    pub fn new(ep: Endpoint, labels: Labels, metrics: Metrics, timeout: Duration) -> Self {
-        let connector = Connector(Arc::new((ep, labels, metrics, timeout)));
+    /// `tls` is the proxy's mesh TLS (`None`: identity disabled, or the
+    /// local application).
+    pub fn new(
+        ep: Endpoint,
+        labels: Labels,
+        metrics: Metrics,
+        timeout: Duration,
+        tls: Option<Tls>,
+    ) -> Self {
+        let connector = |protocol| {
+            Connector(Arc::new(ConnectorInner {
+                ep: ep.clone(),
+                labels: labels.clone(),
+                metrics: metrics.clone(),
+                timeout,
+                tls: tls.clone(),
+                protocol,
+                tls_failing: AtomicBool::new(false),
+            }))
+        };
         let http1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector.clone());
+            .build(connector(SessionProtocol::Http1));
         let h2 = Client::builder(TokioExecutor::new())
             .http2_only(true)
-            .build(connector);
+            .build(connector(SessionProtocol::Http2));
         EndpointClient { http1, h2 }
     }
 
@@ -92,12 +114,51 @@ impl EndpointClient {
     }
 }
 
-/// Connects every URI to the one endpoint, through [`endpoint::connect`].
+/// Connects every URI to the one endpoint, through [`connect::connect`].
 #[derive(Clone)]
-pub struct Connector(Arc<(Endpoint, Labels, Metrics, Duration)>);
+pub struct Connector(Arc<ConnectorInner>);
+
+pub struct ConnectorInner {
+    ep: Endpoint,
+    labels: Labels,
+    metrics: Metrics,
+    timeout: Duration,
+    tls: Option<Tls>,
+    protocol: SessionProtocol,
+    /// Set after a TLS failure was logged, so that a peer that keeps
+    /// failing is logged once (until it succeeds again).
+    tls_failing: AtomicBool,
+}
+
+impl ConnectorInner {
+    async fn connect(&self) -> Result<Conn, ConnectError> {
+        let res = connect::connect(
+            &self.ep,
+            self.tls.as_ref(),
+            Some(self.protocol),
+            self.timeout,
+        )
+        .await;
+        match &res {
+            Err(error) if error.is_tls() => log_tls_failure(&self.tls_failing, error),
+            Ok(_) => self.tls_failing.store(false, Ordering::Relaxed),
+            Err(_) => {}
+        }
+        res
+    }
+}
+
+/// Logs a TLS failure to an endpoint clearly the first time, quietly after.
+pub fn log_tls_failure(failing: &AtomicBool, error: &ConnectError) {
+    if failing.swap(true, Ordering::Relaxed) {
+        tracing::debug!(%error, "mTLS failed again");
+    } else {
+        tracing::warn!(%error, "mTLS to an endpoint failed; it counts as a connection failure");
+    }
+}
 
 impl tower::Service<Uri> for Connector {
-    type Response = TokioIo<Counted<TcpStream>>;
+    type Response = TokioIo<Counted<Conn>>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
@@ -108,9 +169,8 @@ impl tower::Service<Uri> for Connector {
     fn call(&mut self, _: Uri) -> Self::Future {
         let inner = self.0.clone();
         Box::pin(async move {
-            let (ep, labels, metrics, timeout) = &*inner;
-            let stream = endpoint::connect(ep, *timeout).await?;
-            let (guard, read, write) = metrics.tcp(labels.clone());
+            let stream = inner.connect().await?;
+            let (guard, read, write) = inner.metrics.tcp(inner.labels.clone());
             Ok(TokioIo::new(
                 Counted::new(stream, read, write).with_guard(guard),
             ))

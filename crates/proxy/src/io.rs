@@ -124,6 +124,12 @@ impl hyper_util::client::legacy::connect::Connection for Counted<tokio::net::Tcp
     }
 }
 
+impl hyper_util::client::legacy::connect::Connection for Counted<crate::connect::Conn> {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        hyper_util::client::legacy::connect::Connected::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

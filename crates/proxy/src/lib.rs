@@ -2,8 +2,8 @@
 //! outbound on 4140, admin on 4191, with Linkerd's metric names.
 //!
 //! - [`config`]: `LINKERD2_PROXY_*` into a typed [`Config`].
-//! - [`endpoint`]: the targets, and the `connect`/`accept` seams where mTLS
-//!   plugs in (plaintext this round).
+//! - [`endpoint`]: the targets and their TLS status; [`connect`]: outbound
+//!   connections, mTLS to an endpoint's identity, transport headers.
 //! - [`detect`]: HTTP/1, HTTP/2 or opaque, by the first bytes.
 //! - [`discover`]: profiles and endpoints from the destination service, on
 //!   `watch` channels.
@@ -15,7 +15,9 @@
 pub mod admin;
 pub mod balance;
 pub mod config;
+pub mod connect;
 pub mod detect;
+pub mod direct;
 pub mod discover;
 pub mod endpoint;
 pub mod http;
@@ -144,6 +146,14 @@ impl Proxy {
             admin: (admin_listener, admin_router),
             shutdown,
         })
+    }
+
+    /// Hands direct connections for a named target (the multicluster
+    /// gateway's) to `gateway`; without one they are refused.
+    pub fn with_gateway(mut self, gateway: std::sync::Arc<dyn direct::GatewayHandler>) -> Self {
+        let (listener, inbound) = self.inbound;
+        self.inbound = (listener, inbound.with_gateway(Some(gateway)));
+        self
     }
 
     /// A handle that stops the proxy (as `POST /shutdown` does).

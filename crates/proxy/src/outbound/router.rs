@@ -241,7 +241,7 @@ impl Backend {
             direction: Direction::Outbound,
             authority: self.authority.clone(),
             target_addr: ep.addr,
-            tls: client_tls(&ep),
+            tls: client_tls(&ep, self.ctx.tls.is_some()),
             dst: ep.labels.clone(),
         };
         let client = EndpointClient::new(
@@ -249,6 +249,7 @@ impl Backend {
             dst_labels(&target),
             self.ctx.metrics.clone(),
             self.ctx.connect_timeout,
+            self.ctx.tls.clone(),
         );
         Slot {
             ep,

@@ -1,12 +1,13 @@
 //! Opaque outbound TCP: an endpoint by split and balancer (another on a
 //! failed connect), then bytes copied both ways.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, sync::atomic::AtomicBool};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::{
-    Ctx, endpoint,
+    Ctx, connect,
+    http::log_tls_failure,
     io::Counted,
     metrics::Peer,
     outbound::{http::MAX_TRIES, router::Router},
@@ -22,7 +23,8 @@ where
         let Some(slot) = routes.pick(&tried) else {
             break;
         };
-        match endpoint::connect(&slot.ep, ctx.connect_timeout).await {
+        let conn = connect::connect(&slot.ep, ctx.tls.as_ref(), None, ctx.connect_timeout);
+        match conn.await {
             Ok(stream) => {
                 let (guard, read, write) = ctx.metrics.tcp(slot.target.tcp_labels(Peer::Dst));
                 let mut dst = Counted::new(stream, read, write).with_guard(guard);
@@ -32,6 +34,9 @@ where
                 return;
             }
             Err(error) => {
+                if error.is_tls() {
+                    log_tls_failure(&AtomicBool::new(false), &error);
+                }
                 tracing::debug!(%error, endpoint = %slot.ep.addr, "connect failed");
                 tried.push(slot.ep.addr);
             }
