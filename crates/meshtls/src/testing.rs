@@ -1,4 +1,5 @@
-//! Real certificates for the tests, in the shape crates/identity makes them:
+//! Real certificates for tests (feature `testing`), in the shape
+//! crates/identity makes them:
 //! a root (pathlen 1), an issuer (pathlen 0) and leaves with one DNS SAN,
 //! all ECDSA P-256; leaves carry serverAuth + clientAuth.
 
@@ -74,6 +75,11 @@ impl Pki {
         let root = Ca::root(&format!("{label} root"));
         let issuer = root.intermediate(&format!("{label} issuer"));
         Pki { root, issuer }
+    }
+
+    /// The root, PEM (for `LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS`).
+    pub fn root_pem(&self) -> &str {
+        &self.root.pem
     }
 
     pub fn anchors(&self) -> TrustAnchors {

@@ -62,6 +62,22 @@ pub fn error_response(status: StatusCode, why: &str) -> Response<Body> {
     rsp
 }
 
+/// An error and its sources, `a: b: c` (hyper's errors hide the cause,
+/// e.g. which TLS check failed, in their sources).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        next = e.source();
+    }
+    out
+}
+
 // === impl EndpointClient ===
 
 /// Pooled HTTP/1 and HTTP/2 clients whose connections all go to one endpoint.

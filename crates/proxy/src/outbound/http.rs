@@ -75,7 +75,11 @@ pub async fn handle(ctx: Ctx, router: Arc<Router>, req: Request<Incoming>) -> Re
             Err(error) => {
                 pending.failed();
                 tracing::debug!(endpoint = %slot.ep.addr, %error, "try failed before a response");
-                last_error = format!("endpoint {} failed: {error}", slot.ep.addr);
+                last_error = format!(
+                    "endpoint {} failed: {}",
+                    slot.ep.addr,
+                    crate::http::error_chain(&error)
+                );
                 tried.push(slot.ep.addr);
                 last_labels = Some(labels);
             }

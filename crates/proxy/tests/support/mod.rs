@@ -26,12 +26,15 @@ use linkerd2_proxy_api::{
         destination_server::{Destination, DestinationServer},
         update,
     },
+    destination::{ProtocolHint, TlsIdentity, WeightedAddr as Wa, protocol_hint, tls_identity},
     net::TcpAddress,
 };
+use tandem_meshtls::{Credentials, CredentialsTx, TrustAnchors};
 use tandem_proxy::{
     Proxy,
-    config::{Config, Destination as DstConfig},
-    endpoint::fixed_orig_dst,
+    config::{Config, Destination as DstConfig, IdentityConfig},
+    direct::GatewayHandler,
+    endpoint::{OrigDst, fixed_orig_dst},
 };
 use tokio::{
     net::TcpListener,
@@ -52,6 +55,49 @@ struct Inner {
     endpoints: Mutex<HashMap<String, watch::Sender<BTreeMap<SocketAddr, String>>>>,
     down: watch::Sender<bool>,
     open_streams: Arc<AtomicUsize>,
+    meta: Mutex<HashMap<SocketAddr, Meta>>,
+}
+
+/// What the controller says about an endpoint besides its address.
+#[derive(Clone, Debug, Default)]
+pub struct Meta {
+    pub identity: Option<String>,
+    pub authority_override: Option<String>,
+    /// An opaque hint with this inbound port as `opaque_transport`.
+    pub opaque_transport: Option<u16>,
+}
+
+impl Meta {
+    pub fn identity(name: &str) -> Self {
+        Meta {
+            identity: Some(name.into()),
+            ..Default::default()
+        }
+    }
+
+    fn fill(&self, wa: &mut Wa) {
+        if let Some(name) = &self.identity {
+            wa.tls_identity = Some(TlsIdentity {
+                strategy: Some(tls_identity::Strategy::DnsLikeIdentity(
+                    tls_identity::DnsLikeIdentity { name: name.clone() },
+                )),
+                ..Default::default()
+            });
+        }
+        if let Some(a) = &self.authority_override {
+            wa.authority_override = Some(linkerd2_proxy_api::destination::AuthorityOverride {
+                authority_override: a.clone(),
+            });
+        }
+        if let Some(port) = self.opaque_transport {
+            wa.protocol_hint = Some(ProtocolHint {
+                protocol: Some(protocol_hint::Protocol::Opaque(protocol_hint::Opaque {})),
+                opaque_transport: Some(protocol_hint::OpaqueTransport {
+                    inbound_port: port.into(),
+                }),
+            });
+        }
+    }
 }
 
 /// Counts a stream as open while it lives.
@@ -99,6 +145,11 @@ impl Controller {
         all.entry(authority.to_string())
             .or_insert_with(|| watch::Sender::new(set.clone()))
             .send_replace(set);
+    }
+
+    /// What the endpoint `addr` carries (set before its `endpoints`).
+    pub fn meta(&self, addr: SocketAddr, meta: Meta) {
+        self.0.meta.lock().unwrap().insert(addr, meta);
     }
 
     /// Breaks every stream and refuses new ones.
@@ -164,6 +215,7 @@ impl Destination for Controller {
             )));
         };
         let service = path.split('.').next().unwrap_or_default().to_string();
+        let meta = self.0.meta.lock().unwrap().clone();
         let mut down = self.0.down.subscribe();
         let (tx, out) = mpsc::channel(16);
         let open = OpenStream::new(&self.0.open_streams);
@@ -187,11 +239,17 @@ impl Destination for Controller {
                 if !added.is_empty() || prev.is_empty() {
                     let addrs = added
                         .into_iter()
-                        .map(|(a, pod)| WeightedAddr {
-                            addr: Some(tcp(*a)),
-                            weight: 10000,
-                            metric_labels: [("pod".to_string(), pod.clone())].into(),
-                            ..Default::default()
+                        .map(|(a, pod)| {
+                            let mut wa = WeightedAddr {
+                                addr: Some(tcp(*a)),
+                                weight: 10000,
+                                metric_labels: [("pod".to_string(), pod.clone())].into(),
+                                ..Default::default()
+                            };
+                            if let Some(m) = meta.get(a) {
+                                m.fill(&mut wa);
+                            }
+                            wa
                         })
                         .collect();
                     let u = update::Update::Add(WeightedAddrSet {
@@ -286,7 +344,10 @@ impl Backend {
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
                         counter.fetch_add(1, Ordering::SeqCst);
-                        let body = format!("{name} {:?}", req.version());
+                        let mut body = format!("{name} {:?}", req.version());
+                        if let Some(id) = req.headers().get("l5d-client-id") {
+                            body.push_str(&format!(" client_id={}", id.to_str().unwrap()));
+                        }
                         async move {
                             Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
                         }
@@ -322,6 +383,8 @@ pub struct Running {
     pub proxy_outbound: SocketAddr,
     pub proxy_inbound: SocketAddr,
     pub admin: SocketAddr,
+    /// With identity: where the test publishes the proxy's certificate.
+    pub creds: Option<CredentialsTx>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -335,7 +398,60 @@ impl Running {
 
 /// A proxy on loopback whose every connection's original destination is `orig_dst`.
 pub async fn proxy(destination: Option<SocketAddr>, orig_dst: SocketAddr) -> Running {
+    start(destination, fixed_orig_dst(orig_dst), None, None).await
+}
+
+/// A proxy with identity on, under `anchors`, holding `creds` if given
+/// (else none yet: publish them on `Running::creds`).
+pub async fn mesh_proxy(
+    destination: Option<SocketAddr>,
+    orig_dst: OrigDst,
+    anchors: TrustAnchors,
+    creds: Option<Credentials>,
+) -> Running {
+    start(destination, orig_dst, Some(anchors), creds).await
+}
+
+/// Every connection's original destination is the address it reached: a
+/// connection to the inbound listener is a direct one.
+pub fn direct_orig_dst() -> OrigDst {
+    Arc::new(|s: &tokio::net::TcpStream| s.local_addr())
+}
+
+/// The original destination is `addr` for every connection.
+pub fn fixed(addr: SocketAddr) -> OrigDst {
+    fixed_orig_dst(addr)
+}
+
+async fn start(
+    destination: Option<SocketAddr>,
+    orig_dst: OrigDst,
+    anchors: Option<TrustAnchors>,
+    creds: Option<Credentials>,
+) -> Running {
+    start_with(destination, orig_dst, anchors, creds, None).await
+}
+
+/// [`mesh_proxy`] with a gateway for direct connections.
+pub async fn start_with(
+    destination: Option<SocketAddr>,
+    orig_dst: OrigDst,
+    anchors: Option<TrustAnchors>,
+    creds: Option<Credentials>,
+    gateway: Option<Arc<dyn GatewayHandler>>,
+) -> Running {
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let identity = anchors.map(|anchors| IdentityConfig {
+        local_name: "unused.test.serviceaccount.identity.tandem.cluster.local"
+            .parse()
+            .unwrap(),
+        token_file: "/nonexistent".into(),
+        svc_addr: "127.0.0.1:1".into(),
+        svc_name: "identity.tandem.serviceaccount.identity.tandem.cluster.local"
+            .parse()
+            .unwrap(),
+        anchors,
+    });
     let config = Config {
         inbound_addr: any,
         outbound_addr: any,
@@ -346,22 +462,27 @@ pub async fn proxy(destination: Option<SocketAddr>, orig_dst: SocketAddr) -> Run
             context: r#"{"ns":"test"}"#.into(),
         }),
         inbound_ports: Default::default(),
-        identity_disabled: true,
-        identity: None,
+        identity_disabled: identity.is_none(),
+        identity: identity.clone(),
         detect_timeout: Duration::from_secs(1),
         connect_timeout: Duration::from_secs(1),
         discovery_idle_timeout: Duration::from_millis(200),
         log: "info".into(),
     };
-    let (_creds_tx, creds) = tandem_meshtls::credentials_channel();
-    let p = Proxy::bind(&config, creds, fixed_orig_dst(orig_dst))
-        .await
-        .unwrap();
+    let (creds_tx, creds_rx) = tandem_meshtls::credentials_channel();
+    if let Some(c) = creds {
+        creds_tx.send_replace(Some(Arc::new(c)));
+    }
+    let mut p = Proxy::bind(&config, creds_rx, orig_dst).await.unwrap();
+    if let Some(gw) = gateway {
+        p = p.with_gateway(gw);
+    }
     let stop = p.shutdown_handle();
     Running {
         proxy_outbound: p.outbound_addr,
         proxy_inbound: p.inbound_addr,
         admin: p.admin_addr,
+        creds: identity.map(|_| creds_tx),
         stop,
         task: tokio::spawn(p.serve(std::future::pending(), Duration::from_secs(1))),
     }
@@ -394,6 +515,15 @@ pub async fn get(client: &Client, proxy: SocketAddr, authority: &str) -> (u16, S
     let status = rsp.status().as_u16();
     let body = rsp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The admin server's `/ready` status.
+pub async fn ready(admin: SocketAddr) -> u16 {
+    let rsp = http1_client()
+        .get(format!("http://{admin}/ready").parse().unwrap())
+        .await
+        .unwrap();
+    rsp.status().as_u16()
 }
 
 /// The admin server's `/metrics` text.
