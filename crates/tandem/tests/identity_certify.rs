@@ -241,6 +241,112 @@ async fn certify_issues_only_to_the_token_s_own_identity() {
     );
 }
 
+/// `tandem proxy` (the binary, with Linkerd's identity environment) gets
+/// its certificate from `tandem identity`: `/ready` is 503 while it cannot
+/// (no token yet), then 200 with the first certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_binary_gets_ready_with_a_certificate_from_identity() {
+    let env = Env::shared(Path::new(env!("CARGO_BIN_EXE_tandem")));
+    let ns = env.namespace("identity-proxy", &[CLUSTER]);
+    ns.kubectl(CLUSTER, &["create", "serviceaccount", "web"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let anchors_pem = certificates(dir.path());
+    let anchors_file = dir.path().join("anchors.pem");
+    std::fs::write(&anchors_file, &anchors_pem).unwrap();
+    let grpc = format!("127.0.0.1:{}", free_port());
+    let mut identity = Process::start(
+        &env,
+        "identity",
+        &[
+            "identity",
+            "--context",
+            CLUSTER,
+            "--grpc-addr",
+            &grpc,
+            "--trust-anchors-file",
+            anchors_file.to_str().unwrap(),
+            "--issuer-dir",
+            dir.path().join("issuer").to_str().unwrap(),
+        ],
+    );
+    identity.wait_ready(Duration::from_secs(30));
+
+    let web = id("web", &ns.name);
+    let token_file = dir.path().join("token");
+    let admin = free_port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"));
+    let listen = |var: &str| (var.to_string(), format!("127.0.0.1:{}", free_port()));
+    cmd.arg("proxy")
+        .envs([
+            listen("LINKERD2_PROXY_INBOUND_LISTEN_ADDR"),
+            listen("LINKERD2_PROXY_OUTBOUND_LISTEN_ADDR"),
+        ])
+        .env(
+            "LINKERD2_PROXY_ADMIN_LISTEN_ADDR",
+            format!("127.0.0.1:{admin}"),
+        )
+        .env("LINKERD2_PROXY_LOG", "warn,tandem=info")
+        .env("LINKERD2_PROXY_IDENTITY_DIR", dir.path())
+        .env("LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS", &anchors_pem)
+        .env("LINKERD2_PROXY_IDENTITY_TOKEN_FILE", &token_file)
+        .env("LINKERD2_PROXY_IDENTITY_SVC_ADDR", &grpc)
+        .env(
+            "LINKERD2_PROXY_IDENTITY_SVC_NAME",
+            "tandem-identity.tandem.serviceaccount.identity.tandem.cluster.local",
+        )
+        .env("LINKERD2_PROXY_IDENTITY_LOCAL_NAME", web.as_str());
+    let proxy = Process::spawn("proxy", cmd, admin);
+
+    // No token file yet: live, not ready, and the log says why.
+    eventually(
+        "the proxy's admin server answers",
+        Duration::from_secs(30),
+        || {
+            let got = http_get(admin, "/ready");
+            async move {
+                match got {
+                    Some((503, _)) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    eventually(
+        "a log line about the token",
+        Duration::from_secs(30),
+        || {
+            let log = proxy.log_text();
+            async move {
+                if log.contains("certify failed") && log.contains("token") {
+                    Ok(())
+                } else {
+                    Err(log)
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(http_get(admin, "/ready").map(|r| r.0), Some(503));
+
+    // The token arrives: the next attempt (10 s later) is issued.
+    std::fs::write(&token_file, token(&ns, "web")).unwrap();
+    eventually("/ready answers 200", Duration::from_secs(40), || {
+        let got = http_get(admin, "/ready");
+        async move {
+            match got {
+                Some((200, _)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    assert_eq!(proxy.metric("identity_cert_refresh_count"), Some(1.0));
+    let issued = identity.metric("tandem_identity_certify_total{result=\"issued\",code=\"ok\"}");
+    assert_eq!(issued, Some(1.0), "{}", identity.log_text());
+}
+
 fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
