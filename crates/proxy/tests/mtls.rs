@@ -328,3 +328,55 @@ async fn ready_waits_for_the_first_certificate() {
     }
     p.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_tcp_goes_over_mtls_too() {
+    let pki = Pki::new("mesh");
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = echo.accept().await.unwrap();
+        let (mut r, mut w) = s.split();
+        tokio::io::copy(&mut r, &mut w).await.unwrap();
+    });
+    let server = mesh_proxy(
+        None,
+        fixed(echo_addr),
+        pki.anchors(),
+        Some(pki.creds(EMOJI)),
+    )
+    .await;
+    let (client, _ctl) = client_proxy(&pki, &[(server.proxy_inbound, Meta::identity(EMOJI))]).await;
+    let mut conn = tokio::net::TcpStream::connect(client.proxy_outbound)
+        .await
+        .unwrap();
+    conn.write_all(b"ping\n").await.unwrap();
+    let mut got = [0u8; 5];
+    conn.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"ping\n");
+    drop(conn);
+    let text = metrics(server.admin).await;
+    let has = format!("tls=\"true\",client_id=\"{WEB}\"");
+    assert!(
+        line_with(
+            &text,
+            "tcp_read_bytes_total{direction=\"inbound\",peer=\"src\"",
+            &has
+        )
+        .is_some(),
+        "no inbound TCP bytes with {has}\n{text}"
+    );
+    let text = metrics(client.admin).await;
+    let has = format!("tls=\"true\",server_id=\"{EMOJI}\"");
+    assert!(
+        line_with(
+            &text,
+            "tcp_read_bytes_total{direction=\"outbound\",peer=\"dst\"",
+            &has
+        )
+        .is_some(),
+        "no outbound TCP bytes with {has}\n{text}"
+    );
+    client.stop().await;
+    server.stop().await;
+}

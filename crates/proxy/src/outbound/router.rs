@@ -6,7 +6,7 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, atomic::AtomicBool},
 };
 
 use tokio::{sync::watch, time::Instant};
@@ -26,6 +26,9 @@ pub struct Slot {
     pub target: Target,
     pub client: EndpointClient,
     pub load: Mutex<PeakEwma>,
+    /// Set once a TLS failure of an opaque connection was logged (HTTP
+    /// connections log through their client).
+    pub tls_failing: AtomicBool,
 }
 
 impl Slot {
@@ -256,6 +259,7 @@ impl Backend {
             target,
             client,
             load: Mutex::new(PeakEwma::new(Instant::now())),
+            tls_failing: AtomicBool::new(false),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Opaque outbound TCP: an endpoint by split and balancer (another on a
 //! failed connect), then bytes copied both ways.
 
-use std::{net::SocketAddr, sync::atomic::AtomicBool};
+use std::{net::SocketAddr, sync::atomic::Ordering};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -26,6 +26,7 @@ where
         let conn = connect::connect(&slot.ep, ctx.tls.as_ref(), None, ctx.connect_timeout);
         match conn.await {
             Ok(stream) => {
+                slot.tls_failing.store(false, Ordering::Relaxed);
                 let (guard, read, write) = ctx.metrics.tcp(slot.target.tcp_labels(Peer::Dst));
                 let mut dst = Counted::new(stream, read, write).with_guard(guard);
                 if let Err(error) = tokio::io::copy_bidirectional(&mut io, &mut dst).await {
@@ -35,7 +36,7 @@ where
             }
             Err(error) => {
                 if error.is_tls() {
-                    log_tls_failure(&AtomicBool::new(false), &error);
+                    log_tls_failure(&slot.tls_failing, &error);
                 }
                 tracing::debug!(%error, endpoint = %slot.ep.addr, "connect failed");
                 tried.push(slot.ep.addr);
