@@ -74,6 +74,10 @@ impl Inbound {
             .clone()
     }
 
+    pub fn ctx(&self) -> &Ctx {
+        &self.ctx
+    }
+
     /// Sends gateway connections (direct, with a target name) to `gateway`.
     pub fn with_gateway(mut self, gateway: Gateway) -> Self {
         self.gateway = gateway;

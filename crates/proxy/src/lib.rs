@@ -148,6 +148,12 @@ impl Proxy {
         })
     }
 
+    /// What connection handlers share (metrics, discovery, mesh TLS), for a
+    /// gateway that routes like the outbound side.
+    pub fn ctx(&self) -> Ctx {
+        self.inbound.1.ctx().clone()
+    }
+
     /// Hands direct connections for a named target (the multicluster
     /// gateway's) to `gateway`; without one they are refused.
     pub fn with_gateway(mut self, gateway: std::sync::Arc<dyn direct::GatewayHandler>) -> Self {
