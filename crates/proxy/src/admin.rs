@@ -3,7 +3,10 @@
 //! at once without identity), `/metrics`, and `/shutdown` (POST, from
 //! localhost only).
 
-use std::{net::SocketAddr, time::SystemTime};
+use std::{
+    net::SocketAddr,
+    time::{Duration, SystemTime},
+};
 
 use axum::{
     Router,
@@ -11,10 +14,18 @@ use axum::{
     http::StatusCode,
     routing::post,
 };
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    service::TowerToHyperService,
+};
 use prometheus_client::registry::Registry;
 use tandem_admin::{Admin, Readiness};
-use tandem_meshtls::CredentialsRx;
+use tandem_meshtls::{self as meshtls, ClientAuth, CredentialsRx, Tls};
 use tokio::sync::watch;
+use tower::ServiceExt as _;
+
+use crate::direct::BoxIo;
 
 /// Ready when identity is disabled, or while the certificate held (its
 /// notAfter) is still valid at `now`.
@@ -90,12 +101,70 @@ async fn follow(readiness: Readiness, identity_disabled: bool, mut creds: Creden
     }
 }
 
-pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await
+/// How long a client of the admin server may take to say whether it speaks TLS.
+const DETECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves the admin routes. With mesh TLS, a connection that opens TLS for
+/// this proxy's own name is terminated first (as Linkerd's admin server
+/// does): a multicluster probe reaches a gateway's `/ready` through its
+/// own proxy, over mTLS. Plaintext is served as it is.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tls: Option<Tls>,
+) -> std::io::Result<()> {
+    let Some(tls) = tls else {
+        return axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    };
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(error) => {
+                tracing::warn!(%error, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        tokio::spawn(serve_conn(stream, peer, router.clone(), tls.clone()));
+    }
+}
+
+async fn serve_conn(stream: tokio::net::TcpStream, peer: SocketAddr, router: Router, tls: Tls) {
+    let io: BoxIo = match meshtls::detect(stream, DETECT_TIMEOUT).await {
+        Ok((meshtls::Detected::Tls { sni: Some(sni) }, io))
+            if Some(&sni) == tls.local_name().as_ref() =>
+        {
+            let Ok(config) = tls.server(ClientAuth::Optional) else {
+                return;
+            };
+            match meshtls::accept(io, config).await {
+                Ok(accepted) => Box::new(accepted.io),
+                Err(error) => {
+                    tracing::debug!(%error, %peer, "admin TLS handshake failed");
+                    return;
+                }
+            }
+        }
+        Ok((_, io)) => Box::new(io),
+        Err(error) => {
+            tracing::debug!(%error, %peer, "admin connection said nothing");
+            return;
+        }
+    };
+    let svc = router.map_request(move |mut req: axum::http::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req
+    });
+    let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
+        .await;
+    if let Err(error) = served {
+        tracing::debug!(%error, %peer, "admin connection ended with an error");
+    }
 }
 
 #[cfg(test)]

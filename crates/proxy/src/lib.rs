@@ -75,7 +75,7 @@ pub struct Proxy {
     pub identity_metrics: identity::Metrics,
     inbound: (TcpListener, inbound::Inbound),
     outbound: (TcpListener, outbound::Outbound),
-    admin: (TcpListener, axum::Router),
+    admin: (TcpListener, axum::Router, Option<Tls>),
     shutdown: watch::Sender<bool>,
 }
 
@@ -116,6 +116,7 @@ impl Proxy {
                 .await
                 .map_err(|source| ProxyError::Bind { what, addr, source })
         };
+        let admin_tls = ctx.tls.clone();
         let inbound = bind("inbound", config.inbound_addr).await?;
         let outbound = bind("outbound", config.outbound_addr).await?;
         let admin_listener = bind("admin", config.admin_addr).await?;
@@ -143,7 +144,7 @@ impl Proxy {
                     config.discovery_idle_timeout,
                 ),
             ),
-            admin: (admin_listener, admin_router),
+            admin: (admin_listener, admin_router, admin_tls),
             shutdown,
         })
     }
@@ -173,12 +174,12 @@ impl Proxy {
         let Proxy {
             inbound: (in_listener, inbound),
             outbound: (out_listener, outbound),
-            admin: (admin_listener, admin_router),
+            admin: (admin_listener, admin_router, admin_tls),
             shutdown,
             ..
         } = self;
         let mut conns = JoinSet::new();
-        let admin_task = tokio::spawn(admin::serve(admin_listener, admin_router));
+        let admin_task = tokio::spawn(admin::serve(admin_listener, admin_router, admin_tls));
         let mut stop = shutdown.subscribe();
         tokio::pin!(signal);
         loop {

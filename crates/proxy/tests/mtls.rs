@@ -380,3 +380,35 @@ async fn opaque_tcp_goes_over_mtls_too() {
     client.stop().await;
     server.stop().await;
 }
+
+/// A multicluster probe reaches a gateway's `/ready` through its own proxy,
+/// over mTLS to the gateway's identity: the admin server terminates it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_server_answers_over_mtls_and_plaintext() {
+    let pki = Pki::new("mesh");
+    let gateway = mesh_proxy(
+        None,
+        direct_orig_dst(),
+        pki.anchors(),
+        Some(pki.creds(EMOJI)),
+    )
+    .await;
+    let (client, _ctl) = client_proxy(&pki, &[(gateway.admin, Meta::identity(EMOJI))]).await;
+    let req = hyper::Request::get(format!("http://{}/ready", client.proxy_outbound))
+        .header("host", APEX)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let rsp = http1_client().request(req).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "ready\n");
+    let text = metrics(client.admin).await;
+    let has = format!("tls=\"true\",server_id=\"{EMOJI}\"");
+    assert!(
+        line_with(&text, "response_total{direction=\"outbound\"", &has).is_some(),
+        "{text}"
+    );
+    assert_eq!(ready(gateway.admin).await, 200, "plaintext still answers");
+    client.stop().await;
+    gateway.stop().await;
+}
