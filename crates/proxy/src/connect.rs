@@ -53,10 +53,10 @@ pub fn plan(ep: &Endpoint, mesh: bool, protocol: Option<SessionProtocol>) -> Pla
         return plain;
     };
     if let Some(authority) = &ep.authority_override {
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if p.parse::<u16>().is_ok() => (h, p.parse().unwrap_or_default()),
-            _ => (authority.as_str(), ep.addr.port()),
-        };
+        let with_port = authority
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?)));
+        let (host, port) = with_port.unwrap_or((authority.as_str(), ep.addr.port()));
         // An override that is not a DNS name gets no header: the gateway
         // then routes by the HTTP authority.
         let name: Option<Name> = host.trim_end_matches('.').parse().ok();
