@@ -1,5 +1,4 @@
-//! Real certificates for tests (feature `testing`), in the shape
-//! crates/identity makes them:
+//! Real certificates for the tests, in the shape crates/identity makes them:
 //! a root (pathlen 1), an issuer (pathlen 0) and leaves with one DNS SAN,
 //! all ECDSA P-256; leaves carry serverAuth + clientAuth.
 
@@ -77,7 +76,7 @@ impl Pki {
         Pki { root, issuer }
     }
 
-    /// The root, PEM (for `LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS`).
+    /// The root's PEM, as `LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS` holds it.
     pub fn root_pem(&self) -> &str {
         &self.root.pem
     }
