@@ -90,10 +90,15 @@ impl NoTlsReason {
 /// The outbound TLS status of a connection to `ep`, by
 /// [`crate::connect::plan`]'s rule: mTLS when the endpoint has an identity
 /// and this proxy has identity on (`mesh`).
-pub fn client_tls(ep: &Endpoint, mesh: bool) -> Tls {
-    if let Some(id) = ep.identity.clone().filter(|_| mesh) {
-        return Tls::Mesh { client_id: id };
+pub fn outbound_tls(ep: &Endpoint, mesh: bool) -> Tls {
+    match ep.identity.clone().filter(|_| mesh) {
+        Some(id) => Tls::Mesh { client_id: id },
+        None => client_tls(ep),
     }
+}
+
+/// The TLS status of a plaintext connection to `ep`: why it is not mTLS.
+pub fn client_tls(ep: &Endpoint) -> Tls {
     let reason = if ep.addr.ip().is_loopback() {
         NoTlsReason::Loopback
     } else if ep.identity.is_none() {

@@ -88,9 +88,16 @@ pub struct EndpointClient {
 }
 
 impl EndpointClient {
-    /// `tls` is the proxy's mesh TLS (`None`: identity disabled, or the
-    /// local application).
-    pub fn new(
+    /// A client whose connections are plain TCP (e.g. to the local
+    /// application).
+    pub fn new(ep: Endpoint, labels: Labels, metrics: Metrics, timeout: Duration) -> Self {
+        Self::with_tls(ep, labels, metrics, timeout, None)
+    }
+
+    /// A client whose connections follow [`connect::connect`]: mTLS to the
+    /// endpoint's identity when `tls` is the proxy's mesh TLS (`None`:
+    /// identity disabled).
+    pub fn with_tls(
         ep: Endpoint,
         labels: Labels,
         metrics: Metrics,

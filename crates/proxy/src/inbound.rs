@@ -68,7 +68,6 @@ impl Inbound {
                     labels,
                     self.ctx.metrics.clone(),
                     self.ctx.connect_timeout,
-                    None,
                 )
             })
             .clone()

@@ -15,7 +15,7 @@ use crate::{
     Ctx,
     balance::{PeakEwma, Split, p2c},
     discover::{Endpoints, Profile},
-    endpoint::{Endpoint, client_tls},
+    endpoint::{Endpoint, outbound_tls},
     http::{EndpointClient, dst_labels},
     metrics::{Direction, Target},
 };
@@ -244,10 +244,10 @@ impl Backend {
             direction: Direction::Outbound,
             authority: self.authority.clone(),
             target_addr: ep.addr,
-            tls: client_tls(&ep, self.ctx.tls.is_some()),
+            tls: outbound_tls(&ep, self.ctx.tls.is_some()),
             dst: ep.labels.clone(),
         };
-        let client = EndpointClient::new(
+        let client = EndpointClient::with_tls(
             ep.clone(),
             dst_labels(&target),
             self.ctx.metrics.clone(),
