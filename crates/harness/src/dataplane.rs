@@ -379,9 +379,43 @@ pub fn pod_netns(env: &Env, ns: &TestNamespace, cluster: &str, pod: &str) -> Pod
         .unwrap_or_else(|e| panic!("the network namespace of pod {pod}: {e}"))
 }
 
+/// The sum of a metric's samples in a Prometheus text exposition, over the
+/// series that carry every one of `labels` (`("tls", "true")`).
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (series, value) = rest.rsplit_once(' ')?;
+            if !(series.is_empty() || series.starts_with('{')) {
+                return None; // another metric whose name starts the same
+            }
+            let has = |(k, v): &(&str, &str)| series.contains(&format!("{k}=\"{v}\""));
+            labels.iter().all(has).then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_sums_cover_the_matching_series_only() {
+        let text = "# TYPE response_total counter\n\
+response_total{direction=\"inbound\",target_port=\"8080\",status_code=\"200\"} 3\n\
+response_total{direction=\"inbound\",target_port=\"8080\",status_code=\"502\"} 1\n\
+response_total{direction=\"outbound\",target_port=\"80\",status_code=\"200\"} 5\n\
+response_total_other{direction=\"inbound\"} 7\n";
+        let sum = |labels: &[(&str, &str)]| metric_sum(text, "response_total", labels);
+        assert_eq!(sum(&[("direction", "inbound")]), 4.0);
+        assert_eq!(
+            sum(&[("direction", "inbound"), ("status_code", "200")]),
+            3.0
+        );
+        assert_eq!(sum(&[]), 9.0);
+        assert_eq!(sum(&[("tls", "true")]), 0.0);
+        assert_eq!(metric_sum(text, "request_total", &[]), 0.0);
+    }
 
     #[test]
     fn identity_is_disabled_in_the_proxy_env_only() {
