@@ -322,6 +322,29 @@ spec:
     )
 }
 
+/// `manifest` (of [`backend`] or [`client_pod`]) with its pods running as
+/// ServiceAccount `account`, so that they get that mesh identity.
+pub fn with_service_account(manifest: &str, account: &str) -> String {
+    let mut out = String::with_capacity(manifest.len() + 40);
+    for line in manifest.lines() {
+        if line
+            .trim_start()
+            .starts_with("terminationGracePeriodSeconds:")
+        {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            out.push_str(&format!("{indent}serviceAccountName: {account}\n"));
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// A ServiceAccount.
+pub fn service_account(name: &str) -> String {
+    format!("apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: {name}\n")
+}
+
 // === waiting ===
 
 /// Waits for `kubectl wait --for=condition=Ready pod/NAME`.
@@ -431,6 +454,17 @@ response_total_other{direction=\"inbound\"} 7\n";
     #[should_panic(expected = "no proxy environment")]
     fn a_manifest_without_a_proxy_is_refused() {
         disable_identity("kind: Service\n");
+    }
+
+    #[test]
+    fn pods_get_the_service_account() {
+        let b = with_service_account(&backend("b1", 1, true), "server");
+        assert!(b.contains("    spec:\n      serviceAccountName: server\n      terminationGracePeriodSeconds: 1\n"), "{b}");
+        let c = with_service_account(&client_pod("c"), "client");
+        assert!(
+            c.contains("spec:\n  serviceAccountName: client\n  terminationGracePeriodSeconds: 1\n"),
+            "{c}"
+        );
     }
 
     #[test]
