@@ -194,16 +194,22 @@ pub fn inject(env: &Env, cluster: &str, manifest: &str, identity: ProxyIdentity)
     }
 }
 
-/// Adds `LINKERD2_PROXY_IDENTITY_DISABLED` beside `LINKERD2_PROXY_LOG` in
-/// every proxy container of an injected manifest.
+/// `LINKERD2_PROXY_IDENTITY_DISABLED=true` in every proxy of an injected
+/// manifest.
 fn disable_identity(injected: &str) -> String {
+    with_proxy_env(injected, "LINKERD2_PROXY_IDENTITY_DISABLED", "true")
+}
+
+/// Adds `name=value` to the environment of every proxy container of an
+/// injected manifest (beside `LINKERD2_PROXY_LOG`).
+pub fn with_proxy_env(injected: &str, name: &str, value: &str) -> String {
     let mut out = String::with_capacity(injected.len() + 200);
     let mut found = false;
     for line in injected.lines() {
         if line.trim() == "- name: LINKERD2_PROXY_LOG" {
             let indent = &line[..line.len() - line.trim_start().len()];
             out.push_str(&format!(
-                "{indent}- name: LINKERD2_PROXY_IDENTITY_DISABLED\n{indent}  value: \"true\"\n"
+                "{indent}- name: {name}\n{indent}  value: \"{value}\"\n"
             ));
             found = true;
         }
@@ -215,6 +221,21 @@ fn disable_identity(injected: &str) -> String {
         "no proxy environment in the injected manifest:\n{injected}"
     );
     out
+}
+
+/// [`inject`] for a [`backend`]: its proxy waits up to 3 s (not 1 s) to
+/// connect to busybox `httpd`. httpd listens with a backlog of 9; when the
+/// shared machine stalls the node for a moment at 100 requests/s, its accept
+/// queue overflows and the kernel drops SYNs (`ListenOverflows` counts
+/// them), resending them after its initial 1 s timeout, which a 1 s connect
+/// timeout turns into a 502 of the backend's own proxy. The routing under
+/// test is the client's proxy's, which keeps its defaults.
+pub fn inject_backend(env: &Env, cluster: &str, manifest: &str, identity: ProxyIdentity) -> String {
+    with_proxy_env(
+        &inject(env, cluster, manifest, identity),
+        "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT",
+        "3s",
+    )
 }
 
 // === workloads ===

@@ -19,9 +19,10 @@ async fn an_injected_pod_gets_its_rules_a_ready_proxy_and_an_undeclared_port_wor
     dataplane::control_plane(&env, CLUSTER);
     let ns = env.namespace("dp-inject", &[CLUSTER]);
     let mesh = |m: &str| dataplane::inject(&env, CLUSTER, m, ROUTING_IDENTITY);
+    let backend = |m: &str| dataplane::inject_backend(&env, CLUSTER, m, ROUTING_IDENTITY);
     // `quiet` lists no container port: tandem inject gives its proxy no
     // inbound port, and the rules still send its traffic to the proxy.
-    ns.apply(CLUSTER, &mesh(&dataplane::backend("quiet", 1, false)));
+    ns.apply(CLUSTER, &backend(&dataplane::backend("quiet", 1, false)));
     ns.apply(CLUSTER, &mesh(&dataplane::client_pod("client")));
     dataplane::wait_rollout(&ns, CLUSTER, "quiet");
     dataplane::wait_pod_ready(&ns, CLUSTER, "client");

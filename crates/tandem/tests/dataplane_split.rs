@@ -19,8 +19,9 @@ async fn a_3_to_1_split_sends_each_backend_its_share() {
     dataplane::control_plane(&env, CLUSTER);
     let ns = env.namespace("dp-split", &[CLUSTER]);
     let mesh = |m: &str| dataplane::inject(&env, CLUSTER, m, ROUTING_IDENTITY);
-    ns.apply(CLUSTER, &mesh(&dataplane::backend("b1", 1, true)));
-    ns.apply(CLUSTER, &mesh(&dataplane::backend("b2", 1, true)));
+    let backend = |m: &str| dataplane::inject_backend(&env, CLUSTER, m, ROUTING_IDENTITY);
+    ns.apply(CLUSTER, &backend(&dataplane::backend("b1", 2, true)));
+    ns.apply(CLUSTER, &backend(&dataplane::backend("b2", 1, true)));
     ns.apply(CLUSTER, &dataplane::apex("apex"));
     ns.apply(
         CLUSTER,

@@ -98,6 +98,26 @@ impl PodNetns {
         self.run(move || async move { http::get(addr, &path).await.map_err(|e| e.to_string()) })
     }
 
+    /// The namespace's TCP `ListenOverflows` and `ListenDrops` counters: SYNs
+    /// dropped because a listener's accept queue was full.
+    pub fn listen_drops(&self) -> Result<(u64, u64), String> {
+        let path = format!("/proc/{}/net/netstat", self.pid);
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        let mut tcp = text.lines().filter(|l| l.starts_with("TcpExt:"));
+        let (Some(names), Some(values)) = (tcp.next(), tcp.next()) else {
+            return Err(format!("no TcpExt in {path}"));
+        };
+        let get = |want: &str| {
+            names
+                .split_whitespace()
+                .zip(values.split_whitespace())
+                .find(|(n, _)| *n == want)
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((get("ListenOverflows"), get("ListenDrops")))
+    }
+
     /// `iptables-nft-save -t nat` run in the pod's namespace (a child
     /// started by a thread inherits that thread's namespace).
     pub fn nat_rules(&self) -> String {
