@@ -36,7 +36,8 @@ static INSTALLED: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
 
 /// Makes sure tandem's control plane runs in `cluster` with identity and
 /// destination Ready. Idempotent: a control plane already installed and
-/// ready (by an earlier test file of this run) is reused as it is;
+/// ready (by an earlier test file of this run), whose pods started after
+/// the `tandem` binary (the image's content) was built, is reused as it is;
 /// otherwise the workshop's certificates are made with `tandem certificate
 /// create` and `tandem install` is applied. On failure, the control
 /// plane's pods and logs are printed.
@@ -47,7 +48,7 @@ pub fn control_plane(env: &Env, cluster: &str) {
     if done.iter().any(|c| c == cluster) {
         return;
     }
-    if !control_plane_ready(env, cluster) {
+    if !(control_plane_ready(env, cluster) && control_plane_current(env, cluster)) {
         install(env, cluster);
     }
     for deploy in [IDENTITY, DESTINATION] {
@@ -98,6 +99,42 @@ fn control_plane_ready(env: &Env, cluster: &str) -> bool {
     .status
     .success();
     crd && available(IDENTITY) && available(DESTINATION)
+}
+
+/// The control plane's pods all started after the `tandem` binary was
+/// built: they run the image `tandem testbed up` loaded from it, and the
+/// manifests this `tandem install` prints.
+fn control_plane_current(env: &Env, cluster: &str) -> bool {
+    let Ok(built) = std::fs::metadata(&env.tandem).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let built = built
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    // RFC 3339 in UTC compares as text.
+    let built = run_ok(
+        std::process::Command::new("date")
+            .args(["-u", "+%Y-%m-%dT%H:%M:%SZ", "-d"])
+            .arg(format!("@{built}")),
+    );
+    let pods = run_ok(env.kubectl(cluster).args([
+        "-n",
+        CONTROL_PLANE_NS,
+        "get",
+        "pods",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.status.startTime} {.metadata.deletionTimestamp}{\"\\n\"}{end}",
+    ]));
+    // Pods on their way out (after a restart) do not count.
+    let started: Vec<&str> = pods
+        .lines()
+        .filter(|l| l.starts_with(IDENTITY) || l.starts_with(DESTINATION))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() == 2)
+        .map(|f| f[1])
+        .collect();
+    !started.is_empty() && started.iter().all(|t| *t >= built.trim())
 }
 
 fn install(env: &Env, cluster: &str) {
