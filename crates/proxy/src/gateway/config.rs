@@ -1,0 +1,191 @@
+//! `tandem gateway`'s configuration: flags, or the `LINKERD2_PROXY_*`
+//! environment a Linkerd gateway's proxy reads, validated into [`Config`].
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use tandem_meshtls::{
+    Name, TrustAnchors,
+    gateway::{DEFAULT_SUFFIX, Suffixes},
+};
+
+use crate::{config::parse_duration, identity};
+
+/// The multicluster gateway: mTLS on 4143, forwarding to exported Services.
+#[derive(Clone, Debug, clap::Args)]
+pub struct GatewayArgs {
+    /// Where linked clusters' proxies connect (mTLS only).
+    #[arg(
+        long,
+        env = "LINKERD2_PROXY_INBOUND_LISTEN_ADDR",
+        default_value = "0.0.0.0:4143"
+    )]
+    pub listen_addr: String,
+
+    /// The probe and admin server: /live, /ready, /metrics.
+    #[arg(
+        long,
+        env = "LINKERD2_PROXY_ADMIN_LISTEN_ADDR",
+        default_value = "0.0.0.0:4191"
+    )]
+    pub admin_addr: String,
+
+    /// The names the gateway forwards to, comma separated.
+    #[arg(
+        long,
+        env = "LINKERD2_PROXY_INBOUND_GATEWAY_SUFFIXES",
+        default_value = DEFAULT_SUFFIX
+    )]
+    pub gateway_suffixes: String,
+
+    /// The destination service, host:port (required: the gateway resolves
+    /// every target through it).
+    #[arg(long, env = "LINKERD2_PROXY_DESTINATION_SVC_ADDR")]
+    pub destination_svc_addr: String,
+
+    /// The context token sent with every lookup.
+    #[arg(long, env = "LINKERD2_PROXY_DESTINATION_CONTEXT", default_value = "")]
+    pub destination_context: String,
+
+    /// The gateway's own identity, e.g.
+    /// `tandem-gateway.tandem-multicluster.serviceaccount.identity.tandem.cluster.local`.
+    #[arg(long, env = "LINKERD2_PROXY_IDENTITY_LOCAL_NAME")]
+    pub identity_local_name: String,
+
+    /// The ServiceAccount token (audience identity.l5d.io), read for every Certify call.
+    #[arg(long, env = "LINKERD2_PROXY_IDENTITY_TOKEN_FILE")]
+    pub identity_token_file: PathBuf,
+
+    /// The identity service, host:port.
+    #[arg(long, env = "LINKERD2_PROXY_IDENTITY_SVC_ADDR")]
+    pub identity_svc_addr: String,
+
+    /// The identity service's own identity.
+    #[arg(long, env = "LINKERD2_PROXY_IDENTITY_SVC_NAME")]
+    pub identity_svc_name: String,
+
+    /// The trust anchors (PEM) every client must chain to.
+    #[arg(
+        long,
+        env = "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
+        hide_env_values = true
+    )]
+    pub identity_trust_anchors: String,
+
+    /// How long a client may take for its TLS handshake and first bytes.
+    #[arg(
+        long,
+        env = "LINKERD2_PROXY_DETECT_PROTOCOL_TIMEOUT",
+        default_value = "10s"
+    )]
+    pub detect_protocol_timeout: String,
+
+    /// How long a connect to a local endpoint may take.
+    #[arg(
+        long,
+        env = "LINKERD2_PROXY_OUTBOUND_CONNECT_TIMEOUT",
+        default_value = "1s"
+    )]
+    pub outbound_connect_timeout: String,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub suffixes: Suffixes,
+    pub identity: identity::Config,
+    pub destination_addr: String,
+    pub destination_context: String,
+    pub detect_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{flag}: {value:?} is not an address (ip:port)")]
+    Addr { flag: &'static str, value: String },
+    #[error("{flag}: {value:?} is not host:port")]
+    HostPort { flag: &'static str, value: String },
+    #[error("{flag}: {source}")]
+    Name {
+        flag: &'static str,
+        #[source]
+        source: tandem_meshtls::InvalidName,
+    },
+    #[error("--gateway-suffixes: {0}")]
+    Suffixes(#[from] tandem_meshtls::gateway::InvalidSuffix),
+    #[error("--identity-trust-anchors: {0}")]
+    Anchors(#[from] tandem_meshtls::AnchorsError),
+    #[error("{flag}: {value:?} is not a duration (e.g. 10s, 500ms)")]
+    Duration { flag: &'static str, value: String },
+}
+
+fn host_port(flag: &'static str, value: &str) -> Result<String, ConfigError> {
+    let v = value.trim();
+    let ok = v
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(ConfigError::HostPort {
+            flag,
+            value: value.to_string(),
+        })
+    }
+}
+
+impl GatewayArgs {
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let addr = |flag, value: &str| {
+            value.trim().parse().map_err(|_| ConfigError::Addr {
+                flag,
+                value: value.to_string(),
+            })
+        };
+        let name = |flag, value: &str| {
+            value
+                .trim()
+                .parse::<Name>()
+                .map_err(|source| ConfigError::Name { flag, source })
+        };
+        let duration = |flag, value: &str| {
+            parse_duration(value).ok_or_else(|| ConfigError::Duration {
+                flag,
+                value: value.to_string(),
+            })
+        };
+        Ok(Config {
+            listen_addr: addr("--listen-addr", &self.listen_addr)?,
+            admin_addr: addr("--admin-addr", &self.admin_addr)?,
+            suffixes: Suffixes::parse(&self.gateway_suffixes)?,
+            identity: identity::Config {
+                local_name: name("--identity-local-name", &self.identity_local_name)?,
+                token_file: self.identity_token_file.clone(),
+                svc_addr: host_port("--identity-svc-addr", &self.identity_svc_addr)?,
+                svc_name: name("--identity-svc-name", &self.identity_svc_name)?,
+                anchors: TrustAnchors::from_pem(&self.identity_trust_anchors)?,
+            },
+            destination_addr: host_port("--destination-svc-addr", &self.destination_svc_addr)?,
+            destination_context: self.destination_context.clone(),
+            detect_timeout: duration("--detect-protocol-timeout", &self.detect_protocol_timeout)?,
+            connect_timeout: duration(
+                "--outbound-connect-timeout",
+                &self.outbound_connect_timeout,
+            )?,
+        })
+    }
+}
+
+impl Config {
+    /// What the readiness check resolves: the destination service's own
+    /// Service, `<host>:<port>` without the root dot. Any answer, even "not
+    /// found", shows the destination service reachable.
+    pub fn probe_authority(&self) -> String {
+        match self.destination_addr.rsplit_once(':') {
+            Some((host, port)) => format!("{}:{port}", host.trim_end_matches('.')),
+            None => self.destination_addr.clone(),
+        }
+    }
+}
