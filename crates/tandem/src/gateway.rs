@@ -6,9 +6,10 @@ use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::{Api, Client, runtime::watcher};
 use prometheus_client::registry::Registry;
+use tandem_install::core::{TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY};
 use tandem_meshtls::{Tls, gateway::Gateway as Rules};
 use tandem_proxy::{
     discover::Resolver,
@@ -56,9 +57,27 @@ pub async fn follow_exports(client: Client, exports: Exports) {
     }
 }
 
+/// The trust anchors from the control plane's ConfigMap.
+async fn anchors(client: Client, namespace: &str) -> Result<String> {
+    let what = format!("ConfigMap {namespace}/{TRUST_ROOTS_CONFIGMAP}");
+    let cms: Api<ConfigMap> = Api::namespaced(client, namespace);
+    let cm = cms.get(TRUST_ROOTS_CONFIGMAP).await.with_context(|| {
+        format!("reading the trust anchors from {what} (or pass --identity-trust-anchors)")
+    })?;
+    cm.data
+        .and_then(|mut d| d.remove(TRUST_ROOTS_KEY))
+        .with_context(|| format!("{what} has no key {TRUST_ROOTS_KEY}"))
+}
+
 pub async fn run(cluster: &ClusterArgs, args: GatewayArgs) -> Result<ExitCode> {
-    let config = args.validate()?;
     let client = cluster.client().await?;
+    let config = match &args.identity_trust_anchors {
+        Some(_) => args.validate()?,
+        None => {
+            let pem = anchors(client.clone(), &args.control_plane_namespace).await?;
+            args.validate_with_anchors(&pem)?
+        }
+    };
     let mut registry = Registry::default();
     let metrics = GatewayMetrics::register(&mut registry);
     let proxy_metrics = Metrics::register(&mut registry);

@@ -63,13 +63,19 @@ pub struct GatewayArgs {
     #[arg(long, env = "LINKERD2_PROXY_IDENTITY_SVC_NAME")]
     pub identity_svc_name: String,
 
-    /// The trust anchors (PEM) every client must chain to.
+    /// The trust anchors (PEM) every client must chain to. Without it,
+    /// `tandem gateway` reads them from the control plane's ConfigMap
+    /// `tandem-identity-trust-roots`.
     #[arg(
         long,
         env = "LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS",
         hide_env_values = true
     )]
-    pub identity_trust_anchors: String,
+    pub identity_trust_anchors: Option<String>,
+
+    /// The control plane's namespace (where the trust anchors' ConfigMap is).
+    #[arg(long, env = "TANDEM_CONTROL_PLANE_NAMESPACE", default_value = "tandem")]
+    pub control_plane_namespace: String,
 
     /// How long a client may take for its TLS handshake and first bytes.
     #[arg(
@@ -117,6 +123,8 @@ pub enum ConfigError {
     Suffixes(#[from] tandem_meshtls::gateway::InvalidSuffix),
     #[error("--identity-trust-anchors: {0}")]
     Anchors(#[from] tandem_meshtls::AnchorsError),
+    #[error("no trust anchors: pass --identity-trust-anchors")]
+    NoAnchors,
     #[error("{flag}: {value:?} is not a duration (e.g. 10s, 500ms)")]
     Duration { flag: &'static str, value: String },
 }
@@ -137,7 +145,17 @@ fn host_port(flag: &'static str, value: &str) -> Result<String, ConfigError> {
 }
 
 impl GatewayArgs {
+    /// Validates with the anchors of `--identity-trust-anchors`.
     pub fn validate(&self) -> Result<Config, ConfigError> {
+        let pem = self
+            .identity_trust_anchors
+            .as_deref()
+            .ok_or(ConfigError::NoAnchors)?;
+        self.validate_with_anchors(pem)
+    }
+
+    /// Validates with the anchors `pem` (read from elsewhere).
+    pub fn validate_with_anchors(&self, pem: &str) -> Result<Config, ConfigError> {
         let addr = |flag, value: &str| {
             value.trim().parse().map_err(|_| ConfigError::Addr {
                 flag,
@@ -165,7 +183,7 @@ impl GatewayArgs {
                 token_file: self.identity_token_file.clone(),
                 svc_addr: host_port("--identity-svc-addr", &self.identity_svc_addr)?,
                 svc_name: name("--identity-svc-name", &self.identity_svc_name)?,
-                anchors: TrustAnchors::from_pem(&self.identity_trust_anchors)?,
+                anchors: TrustAnchors::from_pem(pem)?,
             },
             destination_addr: host_port("--destination-svc-addr", &self.destination_svc_addr)?,
             destination_context: self.destination_context.clone(),

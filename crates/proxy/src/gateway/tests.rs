@@ -149,8 +149,12 @@ fn config_validates_and_says_what_is_wrong() {
         }
     ));
     assert!(matches!(
-        bad(|a| a.identity_trust_anchors = "not pem".into()),
+        bad(|a| a.identity_trust_anchors = Some("not pem".into())),
         ConfigError::Anchors(_)
+    ));
+    assert!(matches!(
+        bad(|a| a.identity_trust_anchors = None),
+        ConfigError::NoAnchors
     ));
     assert!(matches!(
         bad(|a| a.gateway_suffixes = "a..b".into()),
