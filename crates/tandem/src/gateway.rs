@@ -70,6 +70,9 @@ async fn anchors(client: Client, namespace: &str) -> Result<String> {
 }
 
 pub async fn run(cluster: &ClusterArgs, args: GatewayArgs) -> Result<ExitCode> {
+    if args.probe_only {
+        return probe_only(&args.admin_addr).await;
+    }
     let client = cluster.client().await?;
     let config = match &args.identity_trust_anchors {
         Some(_) => args.validate()?,
@@ -147,5 +150,21 @@ pub async fn run(cluster: &ClusterArgs, args: GatewayArgs) -> Result<ExitCode> {
         }
     }
     stop.send_replace(true);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--probe-only`: /live and /ready (always ready), nothing forwarded.
+async fn probe_only(admin_addr: &str) -> Result<ExitCode> {
+    let addr: SocketAddr = admin_addr
+        .parse()
+        .with_context(|| format!("--admin-addr: {admin_addr:?} is not an address (ip:port)"))?;
+    let (admin, ready) = tandem_admin::Admin::new(Registry::default());
+    ready.set(true);
+    tokio::select! {
+        res = admin.serve(addr) => {
+            res.with_context(|| format!("serving the gateway probe on {addr}"))?;
+        }
+        _ = crate::signal::shutdown_signal() => {}
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -37,10 +37,10 @@ pub struct GatewayArgs {
     )]
     pub gateway_suffixes: String,
 
-    /// The destination service, host:port (required: the gateway resolves
-    /// every target through it).
+    /// The destination service, host:port (required unless --probe-only:
+    /// the gateway resolves every target through it).
     #[arg(long, env = "LINKERD2_PROXY_DESTINATION_SVC_ADDR")]
-    pub destination_svc_addr: String,
+    pub destination_svc_addr: Option<String>,
 
     /// The context token sent with every lookup.
     #[arg(long, env = "LINKERD2_PROXY_DESTINATION_CONTEXT", default_value = "")]
@@ -49,19 +49,19 @@ pub struct GatewayArgs {
     /// The gateway's own identity, e.g.
     /// `tandem-gateway.tandem-multicluster.serviceaccount.identity.tandem.cluster.local`.
     #[arg(long, env = "LINKERD2_PROXY_IDENTITY_LOCAL_NAME")]
-    pub identity_local_name: String,
+    pub identity_local_name: Option<String>,
 
     /// The ServiceAccount token (audience identity.l5d.io), read for every Certify call.
     #[arg(long, env = "LINKERD2_PROXY_IDENTITY_TOKEN_FILE")]
-    pub identity_token_file: PathBuf,
+    pub identity_token_file: Option<PathBuf>,
 
     /// The identity service, host:port.
     #[arg(long, env = "LINKERD2_PROXY_IDENTITY_SVC_ADDR")]
-    pub identity_svc_addr: String,
+    pub identity_svc_addr: Option<String>,
 
     /// The identity service's own identity.
     #[arg(long, env = "LINKERD2_PROXY_IDENTITY_SVC_NAME")]
-    pub identity_svc_name: String,
+    pub identity_svc_name: Option<String>,
 
     /// The trust anchors (PEM) every client must chain to. Without it,
     /// `tandem gateway` reads them from the control plane's ConfigMap
@@ -84,6 +84,12 @@ pub struct GatewayArgs {
         default_value = "10s"
     )]
     pub detect_protocol_timeout: String,
+
+    /// Serve only /live and /ready (always ready) on --admin-addr and forward
+    /// nothing: a stand-in gateway for tests and benchmarks of the service
+    /// mirror's probes, which need no mesh.
+    #[arg(long)]
+    pub probe_only: bool,
 
     /// How long a connect to a local endpoint may take.
     #[arg(
@@ -123,6 +129,8 @@ pub enum ConfigError {
     Suffixes(#[from] tandem_meshtls::gateway::InvalidSuffix),
     #[error("--identity-trust-anchors: {0}")]
     Anchors(#[from] tandem_meshtls::AnchorsError),
+    #[error("{0} is required (unless --probe-only)")]
+    Missing(&'static str),
     #[error("no trust anchors: pass --identity-trust-anchors")]
     NoAnchors,
     #[error("{flag}: {value:?} is not a duration (e.g. 10s, 500ms)")]
@@ -168,6 +176,12 @@ impl GatewayArgs {
                 .parse::<Name>()
                 .map_err(|source| ConfigError::Name { flag, source })
         };
+        fn required<'a, T: ?Sized>(
+            flag: &'static str,
+            v: Option<&'a T>,
+        ) -> Result<&'a T, ConfigError> {
+            v.ok_or(ConfigError::Missing(flag))
+        }
         let duration = |flag, value: &str| {
             parse_duration(value).ok_or_else(|| ConfigError::Duration {
                 flag,
@@ -179,13 +193,29 @@ impl GatewayArgs {
             admin_addr: addr("--admin-addr", &self.admin_addr)?,
             suffixes: Suffixes::parse(&self.gateway_suffixes)?,
             identity: identity::Config {
-                local_name: name("--identity-local-name", &self.identity_local_name)?,
-                token_file: self.identity_token_file.clone(),
-                svc_addr: host_port("--identity-svc-addr", &self.identity_svc_addr)?,
-                svc_name: name("--identity-svc-name", &self.identity_svc_name)?,
+                local_name: name(
+                    "--identity-local-name",
+                    required("--identity-local-name", self.identity_local_name.as_deref())?,
+                )?,
+                token_file: required("--identity-token-file", self.identity_token_file.as_deref())?
+                    .to_path_buf(),
+                svc_addr: host_port(
+                    "--identity-svc-addr",
+                    required("--identity-svc-addr", self.identity_svc_addr.as_deref())?,
+                )?,
+                svc_name: name(
+                    "--identity-svc-name",
+                    required("--identity-svc-name", self.identity_svc_name.as_deref())?,
+                )?,
                 anchors: TrustAnchors::from_pem(pem)?,
             },
-            destination_addr: host_port("--destination-svc-addr", &self.destination_svc_addr)?,
+            destination_addr: host_port(
+                "--destination-svc-addr",
+                required(
+                    "--destination-svc-addr",
+                    self.destination_svc_addr.as_deref(),
+                )?,
+            )?,
             destination_context: self.destination_context.clone(),
             detect_timeout: duration("--detect-protocol-timeout", &self.detect_protocol_timeout)?,
             connect_timeout: duration(

@@ -138,11 +138,11 @@ fn config_validates_and_says_what_is_wrong() {
         a.validate().unwrap_err()
     };
     assert!(matches!(
-        bad(|a| a.destination_svc_addr = "nohost".into()),
+        bad(|a| a.destination_svc_addr = Some("nohost".into())),
         ConfigError::HostPort { .. }
     ));
     assert!(matches!(
-        bad(|a| a.identity_local_name = "Not A Name".into()),
+        bad(|a| a.identity_local_name = Some("Not A Name".into())),
         ConfigError::Name {
             flag: "--identity-local-name",
             ..
@@ -151,6 +151,10 @@ fn config_validates_and_says_what_is_wrong() {
     assert!(matches!(
         bad(|a| a.identity_trust_anchors = Some("not pem".into())),
         ConfigError::Anchors(_)
+    ));
+    assert!(matches!(
+        bad(|a| a.identity_svc_addr = None),
+        ConfigError::Missing("--identity-svc-addr")
     ));
     assert!(matches!(
         bad(|a| a.identity_trust_anchors = None),
