@@ -55,7 +55,8 @@ async fn echo_backend() -> SocketAddr {
                             .join(" | ")
                     };
                     let body = format!(
-                        "host={} authority={} forwarded={}",
+                        "version={:?} host={} authority={} forwarded={}",
+                        req.version(),
                         h("host"),
                         req.uri().authority().map(|a| a.as_str()).unwrap_or("-"),
                         h("forwarded")
@@ -208,6 +209,7 @@ async fn an_exported_service_is_reached_over_http_with_forwarded_and_host() {
     let (status, body) = get(io, &[]).await.unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(&format!("host={EMOJI}:8080 ")), "{body}");
+    assert!(body.starts_with("version=HTTP/1.1 "), "{body}");
     let want = format!("forwarded=by={GW};for={CLIENT};host={EMOJI}:8080;proto=https");
     assert!(body.ends_with(&want), "{body}");
 }
@@ -364,4 +366,33 @@ async fn ready_needs_a_certificate_and_an_answering_destination() {
     until_ready_is(&admin, 503).await;
     ctl.go_up();
     until_ready_is(&admin, 200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_from_the_header_is_forwarded_as_http2() {
+    let gw = gateway().await;
+    let io = through_header(&gw, EMOJI, Some(SessionProtocol::Http2)).await;
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get(format!(
+        "http://{EMOJI}:8080/emojivoto.v1.EmojiService/ListAll"
+    ))
+    .body(Full::new(Bytes::new()))
+    .unwrap();
+    let rsp = send.send_request(req).await.unwrap();
+    assert_eq!(rsp.status().as_u16(), 200);
+    assert_eq!(rsp.version(), hyper::Version::HTTP_2);
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    // HTTP/2 to the backend too; its :authority set to the target, and the
+    // Forwarded element appended.
+    assert!(body.starts_with("version=HTTP/2.0 "), "{body}");
+    assert!(body.contains(&format!("authority={EMOJI}:8080 ")), "{body}");
+    assert!(
+        body.contains(&format!("forwarded=by={GW};for={CLIENT};")),
+        "{body}"
+    );
 }
