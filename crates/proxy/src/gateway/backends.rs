@@ -7,7 +7,7 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, Weak},
     time::Duration,
 };
 
@@ -65,22 +65,31 @@ pub enum Unresolved {
     Resolve(#[from] ResolveError),
 }
 
-/// The targets in use, resolved once and followed after.
+/// A target unused for this long is dropped, with its `Get` stream and
+/// its connections (a Service no longer exported, or no longer asked for).
+pub const IDLE: Duration = Duration::from_secs(60);
+
+/// The targets in use and when each was last asked for.
+type Cache = Mutex<HashMap<String, (Arc<Backend>, Instant)>>;
+
+/// The targets in use, resolved once and followed while they are used.
 #[derive(Clone)]
 pub struct Backends {
     resolver: Option<Resolver>,
     metrics: Metrics,
     connect_timeout: Duration,
-    cache: Arc<Mutex<HashMap<String, Arc<Backend>>>>,
+    cache: Arc<Cache>,
 }
 
 impl Backends {
     pub fn new(resolver: Option<Resolver>, metrics: Metrics, connect_timeout: Duration) -> Self {
+        let cache: Arc<Cache> = Default::default();
+        tokio::spawn(sweep(Arc::downgrade(&cache), IDLE));
         Backends {
             resolver,
             metrics,
             connect_timeout,
-            cache: Default::default(),
+            cache,
         }
     }
 
@@ -90,7 +99,8 @@ impl Backends {
 
     /// The endpoints of `authority`, resolving it the first time.
     async fn backend(&self, authority: &str) -> Result<Arc<Backend>, Unresolved> {
-        if let Some(b) = self.cache.lock().unwrap().get(authority) {
+        if let Some((b, used)) = self.cache.lock().unwrap().get_mut(authority) {
+            *used = Instant::now();
             return Ok(b.clone());
         }
         let resolver = self.resolver.as_ref().ok_or(Unresolved::NoDestination)?;
@@ -101,7 +111,10 @@ impl Backends {
             slots: Default::default(),
         });
         let mut cache = self.cache.lock().unwrap();
-        Ok(cache.entry(authority.to_string()).or_insert(b).clone())
+        let entry = cache
+            .entry(authority.to_string())
+            .or_insert((b, Instant::now()));
+        Ok(entry.0.clone())
     }
 
     /// An endpoint of `authority` not in `tried`; `None` when none is left.
@@ -131,6 +144,31 @@ impl Backends {
 
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
+    }
+}
+
+/// Whether a target stays: a connection or request holds it, or it was
+/// asked for within `idle`.
+pub fn keep(held: bool, used: Instant, now: Instant, idle: Duration) -> bool {
+    held || now.saturating_duration_since(used) < idle
+}
+
+/// Drops idle targets every `idle / 2`; ends with the gateway.
+async fn sweep(cache: Weak<Cache>, idle: Duration) {
+    let mut tick = tokio::time::interval((idle / 2).max(Duration::from_millis(10)));
+    loop {
+        tick.tick().await;
+        let Some(cache) = cache.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        cache.lock().unwrap().retain(|authority, (b, used)| {
+            let kept = keep(Arc::strong_count(b) > 1, *used, now, idle);
+            if !kept {
+                tracing::debug!(%authority, "gateway target idle; dropped");
+            }
+            kept
+        });
     }
 }
 

@@ -169,3 +169,22 @@ fn config_validates_and_says_what_is_wrong() {
         ConfigError::Addr { .. }
     ));
 }
+
+#[test]
+fn idle_targets_go_unless_held() {
+    use super::backends::{IDLE, keep};
+    let t0 = tokio::time::Instant::now();
+    let later = |d| t0 + d;
+    // (held, asked for at, now, kept)
+    let cases = [
+        (false, t0, later(Duration::ZERO), true),
+        (false, t0, later(IDLE - Duration::from_millis(1)), true),
+        (false, t0, later(IDLE), false),
+        (true, t0, later(IDLE * 10), true),
+        // A clock read before `used` (another thread): not idle.
+        (false, later(IDLE), t0, true),
+    ];
+    for (i, (held, used, now, kept)) in cases.into_iter().enumerate() {
+        assert_eq!(keep(held, used, now, IDLE), kept, "case {i}");
+    }
+}
