@@ -61,8 +61,8 @@ pub mod gateway;
 mod handshake;
 mod name;
 mod prefixed;
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod transport_header;
 
 pub use config::{

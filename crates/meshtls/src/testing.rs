@@ -76,6 +76,11 @@ impl Pki {
         Pki { root, issuer }
     }
 
+    /// The root's PEM, as `LINKERD2_PROXY_IDENTITY_TRUST_ANCHORS` holds it.
+    pub fn root_pem(&self) -> &str {
+        &self.root.pem
+    }
+
     pub fn anchors(&self) -> TrustAnchors {
         TrustAnchors::from_pem(&self.root.pem).unwrap()
     }

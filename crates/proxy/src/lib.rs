@@ -9,6 +9,7 @@
 //!   `watch` channels.
 //! - [`balance`]: the weighted split and P2C over peak-EWMA.
 //! - [`outbound`], [`inbound`]: the two data paths; [`admin`], [`metrics`].
+//! - [`gateway`]: the multicluster gateway (`tandem gateway`) on 4143.
 
 #![forbid(unsafe_code)]
 
@@ -18,6 +19,7 @@ pub mod config;
 pub mod detect;
 pub mod discover;
 pub mod endpoint;
+pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod inbound;
