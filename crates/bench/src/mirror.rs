@@ -269,7 +269,12 @@ pub async fn run(mut args: Args) -> Result<()> {
     let mut gateway = Controller::spawn(
         "the gateway",
         &args.tandem,
-        &os(&["gateway", "--admin-addr", &gateway_admin.to_string()]),
+        &os(&[
+            "gateway",
+            "--probe-only",
+            "--admin-addr",
+            &gateway_admin.to_string(),
+        ]),
         gateway_admin,
         &work.join("gateway.log"),
     )?;

@@ -15,6 +15,7 @@
 
 pub mod certificate;
 pub mod cli;
+pub mod dataplane;
 mod env;
 pub mod failover;
 pub mod http;

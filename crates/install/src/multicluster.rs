@@ -5,6 +5,10 @@ use base64::Engine;
 use serde_json::{Value, json};
 use tandem_api::multicluster::{CREDENTIALS_KEY, CREDENTIALS_SECRET_TYPE, EXPORT_LABEL};
 
+mod gateway;
+
+pub use gateway::{TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_FILE, gateway_env};
+
 use crate::{
     EXTENSION_LABEL, ImageOptions, LINKERD_EXTENSION_LABEL, PART_OF,
     core::{ADMIN_PORT, TRUST_ROOTS_CONFIGMAP, binding},
@@ -57,73 +61,16 @@ pub fn gateway_identity(namespace: &str, control_plane_ns: &str, domain: &str) -
 pub fn install(o: &InstallOptions) -> Vec<Value> {
     let ns = o.namespace.as_str();
     let l = labels("multicluster");
-    let gw = labels("gateway");
     let remote = format!("{REMOTE_ACCESS}-{ns}");
     let crd = serde_json::to_value(tandem_api::multicluster::link_crd())
         .expect("the Link CRD serializes");
-    vec![
+    let mut objs = vec![
         json!({
             "apiVersion": "v1",
             "kind": "Namespace",
             "metadata": { "name": ns, "labels": { PART_OF: "tandem", EXTENSION_LABEL: "multicluster", LINKERD_EXTENSION_LABEL: "multicluster" } },
         }),
         crd,
-        json!({
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": { "name": GATEWAY, "namespace": ns, "labels": gw },
-        }),
-        json!({
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": { "name": GATEWAY, "namespace": ns, "labels": gw },
-            "spec": {
-                "replicas": 1,
-                "selector": { "matchLabels": { "app.kubernetes.io/component": "gateway", PART_OF: "tandem" } },
-                "template": {
-                    "metadata": { "labels": gw },
-                    "spec": {
-                        "serviceAccountName": GATEWAY,
-                        "containers": [{
-                            "name": "gateway",
-                            "image": o.image.reference(),
-                            "imagePullPolicy": "IfNotPresent",
-                            "args": ["gateway", "--admin-addr", format!("0.0.0.0:{PROBE_PORT}")],
-                            "ports": [
-                                { "name": "mc-gateway", "containerPort": GATEWAY_PORT },
-                                { "name": "mc-probe", "containerPort": PROBE_PORT },
-                            ],
-                            "livenessProbe": { "httpGet": { "path": "/live", "port": "mc-probe" } },
-                            "readinessProbe": { "httpGet": { "path": PROBE_PATH, "port": "mc-probe" } },
-                            "resources": { "requests": { "cpu": "10m", "memory": "16Mi" }, "limits": { "memory": "128Mi" } },
-                            "securityContext": restricted_security_context(),
-                        }],
-                    },
-                },
-            },
-        }),
-        json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {
-                "name": GATEWAY,
-                "namespace": ns,
-                "labels": gw,
-                "annotations": {
-                    GATEWAY_IDENTITY_ANNOTATION: gateway_identity(ns, &o.control_plane_namespace, &o.cluster_domain),
-                    PROBE_PATH_ANNOTATION: PROBE_PATH,
-                    PROBE_PERIOD_ANNOTATION: PROBE_PERIOD_SECONDS.to_string(),
-                },
-            },
-            "spec": {
-                "type": "LoadBalancer",
-                "selector": { "app.kubernetes.io/component": "gateway", PART_OF: "tandem" },
-                "ports": [
-                    { "name": "mc-gateway", "port": GATEWAY_PORT, "targetPort": "mc-gateway" },
-                    { "name": "mc-probe", "port": PROBE_PORT, "targetPort": "mc-probe" },
-                ],
-            },
-        }),
         // What linked clusters may do here: read Services, their endpoints
         // and namespaces, nothing else.
         json!({
@@ -174,7 +121,10 @@ pub fn install(o: &InstallOptions) -> Vec<Value> {
             (REMOTE_ACCESS, ns),
             &l,
         ),
-    ]
+    ];
+    // After the Namespace and the CRD.
+    objs.splice(2..2, gateway::objects(o));
+    objs
 }
 
 /// What `link` needs to know, already read from the target cluster.
@@ -400,7 +350,11 @@ mod tests {
     #[test]
     fn remote_access_is_read_only() {
         let objs = install(&InstallOptions::default());
-        let role = objs.iter().find(|o| o["kind"] == "ClusterRole").unwrap();
+        let name = format!("{REMOTE_ACCESS}-{DEFAULT_NAMESPACE}");
+        let role = objs
+            .iter()
+            .find(|o| o["kind"] == "ClusterRole" && o["metadata"]["name"] == name)
+            .unwrap();
         for r in role["rules"].as_array().unwrap() {
             assert_eq!(r["verbs"], json!(["get", "list", "watch"]), "{r}");
         }

@@ -9,6 +9,7 @@
 //!   `watch` channels.
 //! - [`balance`]: the weighted split and P2C over peak-EWMA.
 //! - [`outbound`], [`inbound`]: the two data paths; [`admin`], [`metrics`].
+//! - [`gateway`]: the multicluster gateway (`tandem gateway`) on 4143.
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +21,7 @@ pub mod detect;
 pub mod direct;
 pub mod discover;
 pub mod endpoint;
+pub mod gateway;
 pub mod http;
 pub mod identity;
 pub mod inbound;

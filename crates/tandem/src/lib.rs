@@ -10,6 +10,7 @@
 
 pub mod dev_tools;
 pub mod entry;
+pub mod gateway;
 pub mod kube_client;
 pub mod output;
 pub mod signal;

@@ -73,7 +73,7 @@ enum Command {
     #[command(subcommand)]
     Multicluster(multicluster::MulticlusterCommand),
     /// Run the multicluster gateway (what `multicluster install` deploys).
-    Gateway(multicluster::GatewayArgs),
+    Gateway(tandem_proxy::gateway::GatewayArgs),
     /// Add the proxy to the workloads of a manifest (as `linkerd inject`),
     /// for `kubectl apply -f -`.
     Inject(inject::InjectArgs),
@@ -163,7 +163,7 @@ fn main() -> std::process::ExitCode {
                 install::failover_uninstall(args)
             }
             Command::Multicluster(cmd) => multicluster::run(&cli.cluster, cmd).await,
-            Command::Gateway(args) => multicluster::gateway(args).await,
+            Command::Gateway(args) => tandem::gateway::run(&cli.cluster, args).await,
             Command::Inject(args) => inject::run(&cli.cluster, args).await,
             Command::ProxyInit(args) => proxy_init::run(args),
             Command::ProxyAwait(args) => proxy_await::run(args).await,

@@ -130,13 +130,6 @@ pub struct MirrorArgs {
     resync_period: GoDuration,
 }
 
-#[derive(Debug, Args)]
-pub struct GatewayArgs {
-    /// Where to serve the probe (/ready) and /live.
-    #[arg(long, default_value = "0.0.0.0:4191")]
-    admin_addr: SocketAddr,
-}
-
 pub async fn run(cluster: &ClusterArgs, cmd: MulticlusterCommand) -> Result<ExitCode> {
     match cmd {
         MulticlusterCommand::Install(a) => {
@@ -468,22 +461,6 @@ async fn mirror(cluster: &ClusterArgs, a: MirrorArgs) -> Result<ExitCode> {
         stopped,
     )
     .await?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `tandem gateway`: for now, the gateway's probe endpoint; traffic
-/// forwarding comes with the data plane.
-pub async fn gateway(a: GatewayArgs) -> Result<ExitCode> {
-    let (admin, readiness) =
-        tandem_admin::Admin::new(prometheus_client::registry::Registry::default());
-    readiness.set(true);
-    let server = admin.serve(a.admin_addr);
-    tokio::select! {
-        res = server => {
-            res.with_context(|| format!("serving the gateway probe on {}", a.admin_addr))?;
-        }
-        _ = crate::failover::shutdown_signal() => {}
-    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -45,7 +45,7 @@ spec:
       - name: emoji
         image: ghcr.io/tandem-io/tandem:{version}
         imagePullPolicy: Never
-        args: ["gateway", "--admin-addr", "0.0.0.0:8080"]
+        args: ["gateway", "--probe-only", "--admin-addr", "0.0.0.0:8080"]
         ports:
         - {{name: grpc, containerPort: 8080}}
         readinessProbe:

@@ -42,7 +42,7 @@ spec:
       - name: gateway
         image: {image}
         imagePullPolicy: Never
-        args: ["gateway", "--admin-addr", "0.0.0.0:4191"]
+        args: ["gateway", "--probe-only", "--admin-addr", "0.0.0.0:4191"]
         ports:
         - {{name: admin, containerPort: 4191}}
         readinessProbe:

@@ -18,7 +18,7 @@ pub const DEBIAN_BUSYBOX: &str = "/bin/busybox";
 pub const TOOLBOX_APPLETS: &[&str] = &[
     "sh", "wget", "nslookup", "nc", "ls", "cat", "sleep", "ps", "kill", "env", "echo", "grep",
     "ip", "ping", "true", "false", "id", "hostname", "mkdir", "rm", "timeout", "seq", "date",
-    "head", "tail", "wc", "tr", "cut", "printf", "test", "[",
+    "head", "tail", "wc", "tr", "cut", "printf", "test", "[", "httpd",
 ];
 
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
