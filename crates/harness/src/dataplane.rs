@@ -208,10 +208,10 @@ pub enum ProxyIdentity {
     Disabled,
 }
 
-/// The identity of the routing tests' proxies. `tandem proxy` does not
-/// run its identity client yet, so with `FromCluster` its `/ready` stays
-/// 503; switch to `FromCluster` once the mTLS wiring is merged.
-pub const ROUTING_IDENTITY: ProxyIdentity = ProxyIdentity::Disabled;
+/// The identity of the routing tests' proxies: certified by the cluster's
+/// `tandem identity`, so the split and failover run over mTLS as users run
+/// them.
+pub const ROUTING_IDENTITY: ProxyIdentity = ProxyIdentity::FromCluster;
 
 /// `tandem inject` of `manifest` (trust anchors read from the cluster, as a
 /// user runs it); with [`ProxyIdentity::Disabled`], the proxy's environment

@@ -49,10 +49,11 @@ async fn http_goes_to_the_local_port_with_inbound_metrics() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_listening_is_a_502_not_a_hang() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port held bound but never listening: connecting is refused, and no
+    // listener of the proxy's (bound to port 0) can be handed it meanwhile.
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let free = held.local_addr().unwrap();
     let p = proxy(None, free).await;
     let (status, body) = get(&http1_client(), p.proxy_inbound, "x").await;
     assert_eq!(status, 502, "{body}");

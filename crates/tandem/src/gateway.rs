@@ -108,14 +108,15 @@ pub async fn run(cluster: &ClusterArgs, args: GatewayArgs) -> Result<ExitCode> {
         config.probe_authority(),
         READY_CHECK,
     ));
+    let tls = Tls::new(creds_rx, config.identity.anchors.clone());
     let gateway = Gateway::new(
         Rules {
             identity: config.identity.local_name.clone(),
             suffixes: config.suffixes.clone(),
         },
-        Tls::new(creds_rx, config.identity.anchors.clone()),
+        tls.clone(),
         exports,
-        Backends::new(Some(resolver), proxy_metrics, config.connect_timeout),
+        Backends::new(Some(resolver), proxy_metrics, config.connect_timeout).with_tls(tls),
         metrics,
         config.detect_timeout,
     );

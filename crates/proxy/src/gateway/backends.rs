@@ -11,12 +11,14 @@ use std::{
     time::Duration,
 };
 
-use tokio::{net::TcpStream, sync::watch, time::Instant};
+use tandem_meshtls::Tls;
+use tokio::{sync::watch, time::Instant};
 
 use crate::{
     balance::{PeakEwma, p2c},
+    connect::{self, Conn, ConnectError},
     discover::{Endpoints, ResolveError, Resolver},
-    endpoint::{self, Endpoint, client_tls},
+    endpoint::{Endpoint, outbound_tls},
     http::{EndpointClient, dst_labels},
     metrics::{Direction, Metrics, Target},
 };
@@ -78,6 +80,9 @@ pub struct Backends {
     resolver: Option<Resolver>,
     metrics: Metrics,
     connect_timeout: Duration,
+    /// The gateway's mesh TLS: connections to meshed pods are mTLS to their
+    /// identity. `None` only where identity is disabled (tests).
+    tls: Option<Tls>,
     cache: Arc<Cache>,
 }
 
@@ -89,8 +94,15 @@ impl Backends {
             resolver,
             metrics,
             connect_timeout,
+            tls: None,
             cache,
         }
+    }
+
+    /// Connections to endpoints with an identity go over mTLS with `tls`.
+    pub fn with_tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     pub fn resolver(&self) -> Option<&Resolver> {
@@ -138,8 +150,8 @@ impl Backends {
     }
 
     /// Opens a connection to `slot`'s endpoint.
-    pub async fn connect(&self, slot: &Slot) -> std::io::Result<TcpStream> {
-        endpoint::connect(&slot.ep, self.connect_timeout).await
+    pub async fn connect(&self, slot: &Slot) -> Result<Conn, ConnectError> {
+        connect::connect(&slot.ep, self.tls.as_ref(), None, self.connect_timeout).await
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -194,14 +206,15 @@ impl Backend {
             direction: Direction::Outbound,
             authority: Some(self.authority.clone()),
             target_addr: ep.addr,
-            tls: client_tls(&ep),
+            tls: outbound_tls(&ep, backends.tls.is_some()),
             dst: ep.labels.clone(),
         };
-        let client = EndpointClient::new(
+        let client = EndpointClient::with_tls(
             ep.clone(),
             dst_labels(&target),
             backends.metrics.clone(),
             backends.connect_timeout,
+            backends.tls.clone(),
         );
         Slot {
             ep,
