@@ -367,7 +367,7 @@ spec:
       - name: {app}-svc
         image: {image}
         imagePullPolicy: IfNotPresent
-        args: [gateway, --admin-addr, "0.0.0.0:{port}"]
+        args: [gateway, --probe-only, --admin-addr, "0.0.0.0:{port}"]
         ports: [{{containerPort: {port}}}]
         readinessProbe: {{httpGet: {{path: /ready, port: {port}}}, periodSeconds: 1}}
 ---
