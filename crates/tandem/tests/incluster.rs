@@ -124,7 +124,9 @@ async fn the_workshop_control_plane_runs_in_cluster_and_fails_over() {
         env.apply_tandem(c, &["multicluster", "install", "--context", c]);
     }
     for c in CLUSTERS {
-        // A new trust anchor each run: restart identity so it reads it.
+        // A new trust anchor each run: restart identity so it reads it, then
+        // the gateway, which reads the anchors once at start (as a proxy
+        // does) and would otherwise refuse identity's new certificate.
         run_ok(env.kubectl(c).args([
             "-n",
             "tandem",
@@ -133,6 +135,13 @@ async fn the_workshop_control_plane_runs_in_cluster_and_fails_over() {
             "deploy/tandem-identity",
         ]));
         rollout(&env, c, "tandem", "tandem-identity");
+        run_ok(env.kubectl(c).args([
+            "-n",
+            "tandem-multicluster",
+            "rollout",
+            "restart",
+            "deploy/tandem-gateway",
+        ]));
         rollout(&env, c, "tandem-failover", "tandem-failover");
         rollout(&env, c, "tandem-multicluster", "tandem-gateway");
         let out = run(env
