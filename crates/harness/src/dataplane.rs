@@ -16,7 +16,7 @@ use std::{
     sync::{Mutex, OnceLock},
 };
 
-pub use self::load::{Load, LoadSpec, Outcome, PodNetns, Sample, count_by};
+pub use self::load::{Load, LoadSpec, Outcome, PodNetns, Sample, container_pids, count_by};
 use crate::{Env, TestNamespace, run, run_ok, workshop_certificates};
 
 /// The toolbox image: busybox, with `httpd`.

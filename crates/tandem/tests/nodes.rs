@@ -5,7 +5,7 @@
 
 use std::{path::Path, time::Duration};
 
-use tandem_harness::{Env, TestNamespace, eventually, run, run_ok};
+use tandem_harness::{Env, TestNamespace, dataplane::container_pids, eventually, run, run_ok};
 
 fn tandem_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_tandem"))
@@ -272,31 +272,6 @@ subjects:
         !ok && out.contains("403"),
         "list secrets must be forbidden: {out}"
     );
-}
-
-/// Pids of a pod's containers, from the node's cgroups on the host.
-fn container_pids(cgroup_root: &str, pod_uid: &str) -> Vec<u32> {
-    let dir = Path::new("/sys/fs/cgroup/pids").join(cgroup_root);
-    let mut out = vec![];
-    let needle = format!("pod{pod_uid}");
-    let mut stack = vec![dir];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                let p = e.path();
-                if p.to_string_lossy().contains(&needle)
-                    && let Ok(procs) = std::fs::read_to_string(p.join("cgroup.procs"))
-                {
-                    out.extend(procs.lines().filter_map(|l| l.parse::<u32>().ok()));
-                }
-                stack.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test]

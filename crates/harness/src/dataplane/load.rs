@@ -126,7 +126,7 @@ impl PodNetns {
 }
 
 /// Pids of a pod's containers, from the node's cgroups on the host.
-fn container_pids(cgroup_root: &str, pod_uid: &str) -> Vec<u32> {
+pub fn container_pids(cgroup_root: &str, pod_uid: &str) -> Vec<u32> {
     let dir = Path::new("/sys/fs/cgroup/pids").join(cgroup_root);
     let needle = format!("pod{pod_uid}");
     let mut out = vec![];
