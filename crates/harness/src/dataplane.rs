@@ -10,13 +10,17 @@
 //!   proxy-init rules send them through the pod's proxy.
 
 mod load;
+mod multicluster;
 
 use std::{
     net::{IpAddr, SocketAddr},
     sync::{Mutex, OnceLock},
 };
 
-pub use self::load::{Load, LoadSpec, Outcome, PodNetns, Sample, container_pids, count_by};
+pub use self::{
+    load::{Load, LoadSpec, Outcome, PodNetns, Sample, container_pids, count_by},
+    multicluster::{Multicluster, gateway_identity},
+};
 use crate::{Env, TestNamespace, run, run_ok, workshop_certificates};
 
 /// The toolbox image: busybox, with `httpd`.
@@ -52,20 +56,9 @@ pub fn control_plane(env: &Env, cluster: &str) {
         install(env, cluster);
     }
     for deploy in [IDENTITY, DESTINATION] {
-        let out = run(env.kubectl(cluster).args([
-            "-n",
-            CONTROL_PLANE_NS,
-            "rollout",
-            "status",
-            &format!("deploy/{deploy}"),
-            "--timeout=120s",
-        ]));
-        if !out.status.success() {
+        if let Err(e) = rollout(env, cluster, CONTROL_PLANE_NS, deploy) {
             dump_control_plane(env, cluster);
-            panic!(
-                "{deploy} in {cluster} is not ready: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            panic!("{deploy} in {cluster} is not ready: {e}");
         }
     }
     done.push(cluster.to_string());
@@ -140,7 +133,16 @@ fn control_plane_current(env: &Env, cluster: &str) -> bool {
 fn install(env: &Env, cluster: &str) {
     let certs = tempfile::tempdir().expect("a temporary directory");
     workshop_certificates(&env.tandem, certs.path(), &[cluster]);
-    let file = |name: &str| certs.path().join(name).display().to_string();
+    install_with(env, cluster, certs.path());
+}
+
+/// Applies tandem's CRDs, SMI and control plane to `cluster` with the
+/// workshop's certificates in `certs` (`root.crt`, `<cluster>-issuer.*`),
+/// then restarts identity and destination: a control plane left from an
+/// earlier install reads its new issuer and anchors only when it starts
+/// again. It does not wait for them.
+pub(crate) fn install_with(env: &Env, cluster: &str, certs: &std::path::Path) {
+    let file = |name: &str| certs.join(name).display().to_string();
     env.apply_tandem(cluster, &["install", "--crds", "--context", cluster]);
     env.apply_tandem(cluster, &["smi", "install", "--context", cluster]);
     env.apply_tandem(
@@ -157,16 +159,37 @@ fn install(env: &Env, cluster: &str) {
             &file(&format!("{cluster}-issuer.key")),
         ],
     );
-    // A control plane left from an earlier install reads its new issuer
-    // and anchors only when it starts again.
     for deploy in [IDENTITY, DESTINATION] {
-        run_ok(env.kubectl(cluster).args([
-            "-n",
-            CONTROL_PLANE_NS,
-            "rollout",
-            "restart",
-            &format!("deploy/{deploy}"),
-        ]));
+        restart(env, cluster, CONTROL_PLANE_NS, deploy);
+    }
+}
+
+/// `kubectl rollout restart deploy/DEPLOY` in namespace `ns`.
+pub(crate) fn restart(env: &Env, cluster: &str, ns: &str, deploy: &str) {
+    run_ok(env.kubectl(cluster).args([
+        "-n",
+        ns,
+        "rollout",
+        "restart",
+        &format!("deploy/{deploy}"),
+    ]));
+}
+
+/// Waits up to 2 minutes for `deploy/DEPLOY`'s rollout in namespace `ns`;
+/// `Err` with kubectl's message if it does not finish.
+pub(crate) fn rollout(env: &Env, cluster: &str, ns: &str, deploy: &str) -> Result<(), String> {
+    let out = run(env.kubectl(cluster).args([
+        "-n",
+        ns,
+        "rollout",
+        "status",
+        &format!("deploy/{deploy}"),
+        "--timeout=120s",
+    ]));
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
 
