@@ -313,7 +313,10 @@ pub async fn existence(ctx: &Context) -> Category {
             ctx,
             "control plane Deployments are available",
             ns,
-            &[tandem_install::core::IDENTITY],
+            &[
+                tandem_install::core::IDENTITY,
+                tandem_install::core::DESTINATION,
+            ],
             "see `kubectl -n NS get deploy,pods` and the pods' events",
         )
         .await,
