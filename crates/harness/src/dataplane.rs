@@ -11,6 +11,7 @@
 
 mod load;
 mod multicluster;
+mod split;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -20,6 +21,7 @@ use std::{
 pub use self::{
     load::{Load, LoadSpec, Outcome, PodNetns, Sample, container_pids, count_by},
     multicluster::{Multicluster, gateway_identity},
+    split::{RoutedSplit, routed_split},
 };
 use crate::{Env, TestNamespace, run, run_ok, workshop_certificates};
 

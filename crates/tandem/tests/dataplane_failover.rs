@@ -10,7 +10,7 @@ use std::{
 
 use tandem_harness::{
     Env,
-    dataplane::{self, Load, LoadSpec, ROUTING_IDENTITY, count_by},
+    dataplane::{self, Load, LoadSpec, count_by},
     eventually,
 };
 
@@ -21,22 +21,10 @@ async fn flipping_the_split_moves_every_request_within_a_second_and_none_fails()
     let env = Env::real(Path::new(env!("CARGO_BIN_EXE_tandem")));
     dataplane::control_plane(&env, CLUSTER);
     let ns = env.namespace("dp-failover", &[CLUSTER]);
-    let mesh = |m: &str| dataplane::inject(&env, CLUSTER, m, ROUTING_IDENTITY);
-    let backend = |m: &str| dataplane::inject_backend(&env, CLUSTER, m, ROUTING_IDENTITY);
-    ns.apply(CLUSTER, &backend(&dataplane::backend("b1", 1, true)));
-    ns.apply(CLUSTER, &backend(&dataplane::backend("b2", 2, true)));
-    ns.apply(CLUSTER, &dataplane::apex("apex"));
-    ns.apply(
-        CLUSTER,
-        &dataplane::traffic_split("apex", &[("b1", 1), ("b2", 0)]),
-    );
-    ns.apply(CLUSTER, &mesh(&dataplane::client_pod("client")));
-    dataplane::wait_rollout(&ns, CLUSTER, "b1");
-    dataplane::wait_rollout(&ns, CLUSTER, "b2");
-    dataplane::wait_pod_ready(&ns, CLUSTER, "client");
-
-    let apex = dataplane::service_addr(&ns, CLUSTER, "apex");
-    let netns = dataplane::pod_netns(&env, &ns, CLUSTER, "client");
+    let dataplane::RoutedSplit {
+        apex,
+        client: netns,
+    } = dataplane::routed_split(&env, &ns, CLUSTER, [1, 2], [1, 0]);
     // 1/0: only b1 answers (the apex alone would reach both).
     eventually(
         "b1 alone answering through the apex",

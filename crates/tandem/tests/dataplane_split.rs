@@ -7,7 +7,7 @@ use std::{path::Path, time::Duration};
 
 use tandem_harness::{
     Env,
-    dataplane::{self, Load, LoadSpec, ROUTING_IDENTITY, count_by},
+    dataplane::{self, Load, LoadSpec, count_by},
     eventually,
 };
 
@@ -18,22 +18,10 @@ async fn a_3_to_1_split_sends_each_backend_its_share() {
     let env = Env::real(Path::new(env!("CARGO_BIN_EXE_tandem")));
     dataplane::control_plane(&env, CLUSTER);
     let ns = env.namespace("dp-split", &[CLUSTER]);
-    let mesh = |m: &str| dataplane::inject(&env, CLUSTER, m, ROUTING_IDENTITY);
-    let backend = |m: &str| dataplane::inject_backend(&env, CLUSTER, m, ROUTING_IDENTITY);
-    ns.apply(CLUSTER, &backend(&dataplane::backend("b1", 2, true)));
-    ns.apply(CLUSTER, &backend(&dataplane::backend("b2", 1, true)));
-    ns.apply(CLUSTER, &dataplane::apex("apex"));
-    ns.apply(
-        CLUSTER,
-        &dataplane::traffic_split("apex", &[("b1", 3), ("b2", 1)]),
-    );
-    ns.apply(CLUSTER, &mesh(&dataplane::client_pod("client")));
-    dataplane::wait_rollout(&ns, CLUSTER, "b1");
-    dataplane::wait_rollout(&ns, CLUSTER, "b2");
-    dataplane::wait_pod_ready(&ns, CLUSTER, "client");
-
-    let apex = dataplane::service_addr(&ns, CLUSTER, "apex");
-    let netns = dataplane::pod_netns(&env, &ns, CLUSTER, "client");
+    let dataplane::RoutedSplit {
+        apex,
+        client: netns,
+    } = dataplane::routed_split(&env, &ns, CLUSTER, [2, 1], [3, 1]);
     // The proxy has the split once both backends answer through the apex.
     eventually(
         "both backends answering through the apex",
