@@ -9,6 +9,7 @@ use tandem::{entry, kube_client, output};
 
 mod certificate;
 mod check;
+mod dashboard;
 mod destination;
 mod failover;
 mod identity;
@@ -72,6 +73,9 @@ enum Command {
     /// Link clusters and mirror their exported services (the workshop's `linkerd multicluster`).
     #[command(subcommand)]
     Multicluster(multicluster::MulticlusterCommand),
+    /// See the traffic: a dashboard of each cluster's splits, gateways and services.
+    #[command(subcommand)]
+    Viz(VizCommand),
     /// Run the multicluster gateway (what `multicluster install` deploys).
     Gateway(tandem_proxy::gateway::GatewayArgs),
     /// Add the proxy to the workloads of a manifest (as `linkerd inject`),
@@ -136,6 +140,14 @@ enum FailoverCommand {
     Uninstall(install::FailoverUninstallArgs),
 }
 
+#[derive(Debug, Subcommand)]
+enum VizCommand {
+    /// Serve a page, on localhost, of each cluster's TrafficSplits (live
+    /// weights, failover state), gateways (alive, latency) and services'
+    /// traffic; it refreshes by itself. `/api/state` is the same as JSON.
+    Dashboard(dashboard::DashboardArgs),
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let log = cli.log.clone();
@@ -163,6 +175,7 @@ fn main() -> std::process::ExitCode {
                 install::failover_uninstall(args)
             }
             Command::Multicluster(cmd) => multicluster::run(&cli.cluster, cmd).await,
+            Command::Viz(VizCommand::Dashboard(args)) => dashboard::run(&cli.cluster, args).await,
             Command::Gateway(args) => tandem::gateway::run(&cli.cluster, args).await,
             Command::Inject(args) => inject::run(&cli.cluster, args).await,
             Command::ProxyInit(args) => proxy_init::run(args),
@@ -172,4 +185,47 @@ fn main() -> std::process::ExitCode {
             Command::Demo(a) => dev_tool(&cli.cluster, &log, "tandem-demo", a.args),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    /// `viz dashboard` takes `--context` several times; the global flag,
+    /// before the subcommand, still names one cluster.
+    #[test]
+    fn the_dashboard_takes_several_contexts() {
+        let cli = Cli::try_parse_from([
+            "tandem",
+            "viz",
+            "dashboard",
+            "--context",
+            "east",
+            "--context",
+            "west",
+        ])
+        .unwrap();
+        let Command::Viz(VizCommand::Dashboard(args)) = &cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(
+            format!("{args:?}").matches("\"east\"").count(),
+            1,
+            "{args:?}"
+        );
+        assert!(format!("{args:?}").contains("\"west\""), "{args:?}");
+
+        let cli = Cli::try_parse_from(["tandem", "--context", "east", "viz", "dashboard"]).unwrap();
+        assert_eq!(cli.cluster.context.as_deref(), Some("east"));
+        let err =
+            Cli::try_parse_from(["tandem", "viz", "dashboard", "--refresh", "0s"]).unwrap_err();
+        assert!(err.to_string().contains("longer than zero"), "{err}");
+    }
 }
