@@ -18,6 +18,7 @@ mod multicluster;
 mod proxy;
 mod proxy_await;
 mod proxy_init;
+mod viz;
 
 /// Automatic failover of Kubernetes services across clusters.
 ///
@@ -45,6 +46,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Metrics of the mesh: Prometheus (`viz install`) and the traffic of
+    /// resources (`viz stat`), as `linkerd viz`.
+    #[command(subcommand)]
+    Viz(viz::VizCommand),
     /// Run the identity process of the control plane (what `install` deploys).
     Identity(identity::IdentityArgs),
     /// Run the destination service of the data plane (Linkerd's Destination API).
@@ -162,6 +167,7 @@ fn main() -> std::process::ExitCode {
             Command::Failover(FailoverCommand::Uninstall(args)) => {
                 install::failover_uninstall(args)
             }
+            Command::Viz(cmd) => viz::run(&cli.cluster, cmd).await,
             Command::Multicluster(cmd) => multicluster::run(&cli.cluster, cmd).await,
             Command::Gateway(args) => tandem::gateway::run(&cli.cluster, args).await,
             Command::Inject(args) => inject::run(&cli.cluster, args).await,
