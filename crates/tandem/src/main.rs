@@ -19,6 +19,7 @@ mod multicluster;
 mod proxy;
 mod proxy_await;
 mod proxy_init;
+mod viz;
 
 /// Automatic failover of Kubernetes services across clusters.
 ///
@@ -46,6 +47,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Metrics of the mesh: Prometheus (`viz install`) and the traffic of
+    /// resources (`viz stat`), as `linkerd viz`.
+    #[command(subcommand)]
+    Viz(viz::VizCommand),
     /// Run the identity process of the control plane (what `install` deploys).
     Identity(identity::IdentityArgs),
     /// Run the destination service of the data plane (Linkerd's Destination API).
@@ -174,6 +179,7 @@ fn main() -> std::process::ExitCode {
             Command::Failover(FailoverCommand::Uninstall(args)) => {
                 install::failover_uninstall(args)
             }
+            Command::Viz(cmd) => viz::run(&cli.cluster, cmd).await,
             Command::Multicluster(cmd) => multicluster::run(&cli.cluster, cmd).await,
             Command::Viz(VizCommand::Dashboard(args)) => dashboard::run(&cli.cluster, args).await,
             Command::Gateway(args) => tandem::gateway::run(&cli.cluster, args).await,
