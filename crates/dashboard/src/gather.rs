@@ -24,6 +24,9 @@ use crate::{
 
 /// The longest one API call (or the stats query) may take.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often Prometheus is asked, at most: its figures are rates over a
+/// minute of scrapes, and one ask is several queries.
+pub const STATS_PERIOD: Duration = Duration::from_secs(5);
 
 /// A cluster to show: its kubeconfig context and a client for it.
 #[derive(Clone)]
@@ -41,23 +44,33 @@ pub async fn run(
 ) {
     let mut tick = tokio::time::interval(refresh);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut asked: Option<(tokio::time::Instant, StatsView)> = None;
     loop {
         tick.tick().await;
-        let view = gather(&cluster, stats.as_ref()).await;
+        let ask = asked
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= STATS_PERIOD);
+        let mut view = gather(&cluster, ask.then_some(stats.as_ref())).await;
+        match &asked {
+            Some((_, last)) if !ask => view.stats = last.clone(),
+            _ => asked = Some((tokio::time::Instant::now(), view.stats.clone())),
+        }
         if tx.send(view).is_err() {
             return;
         }
     }
 }
 
-/// One look at a cluster.
-pub async fn gather(cluster: &Cluster, stats: &dyn StatsSource) -> ClusterView {
+/// One look at a cluster; at its traffic too, given a source.
+pub async fn gather(cluster: &Cluster, stats: Option<&dyn StatsSource>) -> ClusterView {
     let client = &cluster.client;
-    let (splits, gateways, stats) = tokio::join!(
-        splits(client),
-        gateways(client),
-        service_stats(client, stats)
-    );
+    let stats = async {
+        match stats {
+            Some(s) => service_stats(client, s).await,
+            None => StatsView::Pending,
+        }
+    };
+    let (splits, gateways, stats) = tokio::join!(splits(client), gateways(client), stats);
     ClusterView {
         context: cluster.context.clone(),
         updated_at: Some(Timestamp::now().to_string()),

@@ -5,9 +5,15 @@ use std::{net::SocketAddr, process::ExitCode, sync::Arc};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use kube::config::Kubeconfig;
+use futures::future::BoxFuture;
+use kube::{Client, config::Kubeconfig};
 use tandem_api::Duration as GoDuration;
-use tandem_dashboard::{Cluster, Dashboard, stats::NotInstalled};
+use tandem_dashboard::{
+    Cluster, Dashboard,
+    model::ServiceStat,
+    stats::{StatsError, StatsSource},
+};
+use tandem_viz::query::{Kind, StatRequest, Window};
 
 use crate::kube_client::ClusterArgs;
 
@@ -82,9 +88,52 @@ pub async fn run(cluster: &ClusterArgs, args: DashboardArgs) -> Result<ExitCode>
         .serve(
             clusters,
             args.refresh.into(),
-            Arc::new(NotInstalled),
+            Arc::new(VizStats),
             tandem::signal::shutdown_signal(),
         )
         .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every service's traffic over the last minute, from viz's Prometheus: what
+/// `viz stat -A svc` shows (rows named by the destination service), less
+/// the services without traffic.
+struct VizStats;
+
+impl StatsSource for VizStats {
+    fn services<'a>(
+        &'a self,
+        client: &'a Client,
+    ) -> BoxFuture<'a, Result<Vec<ServiceStat>, StatsError>> {
+        Box::pin(async move {
+            let request = StatRequest {
+                kind: Kind::Service,
+                namespace: None,
+                name: None,
+                from: None,
+                window: Window::DEFAULT,
+                cluster_domain: "cluster.local".into(),
+            };
+            let rows = tandem_viz::stat(client, &request)
+                .await
+                .map_err(|e| match e {
+                    tandem_viz::Error::NotInstalled { .. } => {
+                        StatsError::NotInstalled(e.to_string())
+                    }
+                    e => StatsError::Query(e.to_string()),
+                })?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|r| {
+                    let t = r.traffic.filter(|t| t.total() > 0.0)?;
+                    Some(ServiceStat {
+                        namespace: r.key.namespace,
+                        service: r.key.name,
+                        rps: t.total() / request.window.seconds(),
+                        success_rate: t.success_rate(),
+                    })
+                })
+                .collect())
+        })
+    }
 }

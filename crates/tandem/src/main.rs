@@ -78,9 +78,6 @@ enum Command {
     /// Link clusters and mirror their exported services (the workshop's `linkerd multicluster`).
     #[command(subcommand)]
     Multicluster(multicluster::MulticlusterCommand),
-    /// See the traffic: a dashboard of each cluster's splits, gateways and services.
-    #[command(subcommand)]
-    Viz(VizCommand),
     /// Run the multicluster gateway (what `multicluster install` deploys).
     Gateway(tandem_proxy::gateway::GatewayArgs),
     /// Add the proxy to the workloads of a manifest (as `linkerd inject`),
@@ -145,14 +142,6 @@ enum FailoverCommand {
     Uninstall(install::FailoverUninstallArgs),
 }
 
-#[derive(Debug, Subcommand)]
-enum VizCommand {
-    /// Serve a page, on localhost, of each cluster's TrafficSplits (live
-    /// weights, failover state), gateways (alive, latency) and services'
-    /// traffic; it refreshes by itself. `/api/state` is the same as JSON.
-    Dashboard(dashboard::DashboardArgs),
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let log = cli.log.clone();
@@ -181,7 +170,6 @@ fn main() -> std::process::ExitCode {
             }
             Command::Viz(cmd) => viz::run(&cli.cluster, cmd).await,
             Command::Multicluster(cmd) => multicluster::run(&cli.cluster, cmd).await,
-            Command::Viz(VizCommand::Dashboard(args)) => dashboard::run(&cli.cluster, args).await,
             Command::Gateway(args) => tandem::gateway::run(&cli.cluster, args).await,
             Command::Inject(args) => inject::run(&cli.cluster, args).await,
             Command::ProxyInit(args) => proxy_init::run(args),
@@ -218,7 +206,7 @@ mod tests {
             "west",
         ])
         .unwrap();
-        let Command::Viz(VizCommand::Dashboard(args)) = &cli.command else {
+        let Command::Viz(viz::VizCommand::Dashboard(args)) = &cli.command else {
             panic!("{cli:?}")
         };
         assert_eq!(

@@ -29,6 +29,10 @@ pub enum VizCommand {
     /// service the proxies sent to (after a failover, the mirror, e.g.
     /// `emoji-svc-west`).
     Stat(StatArgs),
+    /// Serve a page, on localhost, of each cluster's TrafficSplits (live
+    /// weights, failover state), gateways (alive, latency) and services'
+    /// traffic; it refreshes by itself. `/api/state` is the same as JSON.
+    Dashboard(crate::dashboard::DashboardArgs),
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +121,7 @@ pub async fn run(cluster: &ClusterArgs, cmd: VizCommand) -> Result<ExitCode> {
             &tandem_viz::install::render(&VizOptions::default()),
         )),
         VizCommand::Stat(args) => stat(cluster, args).await,
+        VizCommand::Dashboard(args) => crate::dashboard::run(cluster, args).await,
     }
 }
 

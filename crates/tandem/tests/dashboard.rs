@@ -113,7 +113,7 @@ async fn the_page_shows_a_split_and_its_flip_without_a_reload() {
         stats
             .as_deref()
             .unwrap_or_default()
-            .contains("viz not installed"),
+            .contains("viz is not installed"),
         "{stats:?}"
     );
 
