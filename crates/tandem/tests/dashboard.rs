@@ -2,10 +2,17 @@
 //! seen by headless Chromium: the page renders a TrafficSplit's weights;
 //! when the failover controller flips it (its primary scaled to 0), the open
 //! page shows the new weights within 5 s without a reload; a split that
-//! cannot be read is an error row beside it; `/api/state` parses.
+//! cannot be read is an error row beside it; a Link shows the gateway as the
+//! service mirror wrote it (alive, latency); `/api/state` parses.
 
 use std::{path::Path, process::Command, time::Duration};
 
+use kube::{
+    Api,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+use tandem_api::multicluster::Link;
 use tandem_dashboard::model::{State, StatsView};
 use tandem_harness::{
     Process,
@@ -52,6 +59,36 @@ async fn the_page_shows_a_split_and_its_flip_without_a_reload() {
         "east",
         "apiVersion: split.smi-spec.io/v1alpha1\nkind: TrafficSplit\nmetadata: {name: broken}\nspec:\n  service: apex\n  backends:\n  - {service: a, weight: lots}\n",
     );
+    // A Link whose status is what the service mirror writes (no mirror
+    // runs here: the status is the input, as the page reads it).
+    let east = env.client("east").await;
+    tandem_harness::mirror::install_crd(&east).await;
+    let links: Api<Link> = Api::namespaced(east.clone(), &ns.name);
+    let link: Link = serde_json::from_value(json!({
+        "apiVersion": "multicluster.tandem.io/v1alpha1",
+        "kind": "Link",
+        "metadata": {"name": "west"},
+        "spec": {
+            "targetClusterName": "west",
+            "clusterCredentialsSecret": "cluster-credentials-west",
+            "gatewayAddress": "198.18.0.10",
+        },
+    }))
+    .unwrap();
+    links.create(&PostParams::default(), &link).await.unwrap();
+    let status = json!({"status": {
+        "mirroredServices": 2,
+        "gateway": {
+            "alive": true,
+            "addresses": ["198.18.0.10"],
+            "probes": [{"address": "198.18.0.10:4191", "alive": true}],
+            "latencyMsP50": 2, "latencyMsP95": 4, "latencyMsP99": 9,
+        },
+    }});
+    links
+        .patch_status("west", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
     let _controller = controller(&env, "east", &label, &[]);
     wait_weights(
         &ns,
@@ -105,6 +142,14 @@ async fn the_page_shows_a_split_and_its_flip_without_a_reload() {
         .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|| panic!("no error row for the broken split"));
     assert!(broken.contains("spec.backends[0]"), "{broken}");
+    let gateway = page
+        .text(&format!("tr[data-link=\"east/{n}/west\"]"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .expect("a row for the Link");
+    for want in ["198.18.0.10:4143", "alive", "2ms / 4ms / 9ms"] {
+        assert!(gateway.contains(want), "{want} in {gateway}");
+    }
     let stats = page
         .text("section.cluster[data-context=\"east\"] .stats-state")
         .await
