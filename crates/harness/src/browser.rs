@@ -75,12 +75,21 @@ pub struct Browser {
 
 /// The binary to run: `$TANDEM_CHROMIUM`, else the first of Debian's names on PATH.
 fn find_chromium() -> Result<PathBuf, BrowserError> {
+    find_chromium_in(
+        std::env::var_os("TANDEM_CHROMIUM"),
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )
+}
+
+fn find_chromium_in(
+    chosen: Option<std::ffi::OsString>,
+    path: &std::ffi::OsStr,
+) -> Result<PathBuf, BrowserError> {
     const NAMES: [&str; 3] = ["chromium", "chromium-browser", "google-chrome"];
-    if let Some(p) = std::env::var_os("TANDEM_CHROMIUM") {
+    if let Some(p) = chosen {
         return Ok(PathBuf::from(p));
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in std::env::split_paths(&path) {
+    for dir in std::env::split_paths(path) {
         for name in NAMES {
             let candidate = dir.join(name);
             if candidate.is_file() {
@@ -384,5 +393,39 @@ impl Page {
             .await
             .map(|v| v.as_str().unwrap_or_default().to_string())
             .unwrap_or_else(|e| format!("(cannot read it: {e})"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_chromium_says_how_to_install_it() {
+        let empty = tempfile::tempdir().unwrap();
+        let err = find_chromium_in(None, empty.path().as_os_str()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("apt-get install chromium"), "{msg}");
+        assert!(msg.contains("TANDEM_CHROMIUM"), "{msg}");
+
+        std::fs::write(empty.path().join("chromium"), "").unwrap();
+        let found = find_chromium_in(None, empty.path().as_os_str()).unwrap();
+        assert_eq!(found, empty.path().join("chromium"));
+        let chosen = find_chromium_in(Some("/opt/c".into()), empty.path().as_os_str()).unwrap();
+        assert_eq!(chosen, PathBuf::from("/opt/c"));
+    }
+
+    #[test]
+    fn the_devtools_port_file_is_read_when_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("DevToolsActivePort");
+        assert_eq!(read_active_port(&file), None);
+        std::fs::write(&file, "9222\n").unwrap();
+        assert_eq!(read_active_port(&file), None, "half written");
+        std::fs::write(&file, "9222\n/devtools/browser/abc\n").unwrap();
+        assert_eq!(
+            read_active_port(&file),
+            Some((9222, "/devtools/browser/abc".to_string()))
+        );
     }
 }

@@ -36,7 +36,7 @@ pub struct DashboardArgs {
 
 /// The contexts to show: those named, else the global `--context`, else
 /// the kubeconfig's current one (`None`: in a cluster, without one).
-fn contexts(cluster: &ClusterArgs, args: &DashboardArgs) -> Result<Vec<Option<String>>> {
+pub(crate) fn contexts(cluster: &ClusterArgs, args: &DashboardArgs) -> Result<Vec<Option<String>>> {
     if !args.contexts.is_empty() {
         let mut seen = std::collections::BTreeSet::new();
         return Ok(args
