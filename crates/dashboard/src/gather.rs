@@ -180,3 +180,40 @@ async fn service_stats(client: &Client, stats: &dyn StatsSource) -> StatsView {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::NotInstalled;
+
+    /// A cluster that does not answer: each section says why, and the
+    /// gather still returns (within the calls' timeouts).
+    #[tokio::test]
+    async fn a_cluster_that_does_not_answer_shows_why() {
+        // A port that was free a moment ago: nothing listens on it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
+        let cluster = Cluster {
+            context: "gone".into(),
+            client: Client::try_from(config).unwrap(),
+        };
+        let view = gather(&cluster, Some(&NotInstalled)).await;
+        assert_eq!(view.context, "gone");
+        assert!(view.updated_at.is_some());
+        let splits = view.splits.error.unwrap_or_default();
+        assert!(splits.contains("API discovery"), "{splits}");
+        let links = view.gateways.error.unwrap_or_default();
+        assert!(links.contains("listing Links"), "{links}");
+        assert!(
+            matches!(view.stats, StatsView::NotInstalled { .. }),
+            "{:?}",
+            view.stats
+        );
+        let quiet = gather(&cluster, None).await;
+        assert_eq!(quiet.stats, StatsView::Pending, "stats not asked");
+    }
+}
