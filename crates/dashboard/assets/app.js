@@ -110,7 +110,7 @@ function stats(ctx, s) {
 
 function cluster(c) {
   return el("section", { class: "cluster", "data-context": c.context },
-    el("h2", {}, c.context, " ", el("span", { class: "muted" }, c.updated_at ? "read " + c.updated_at : "reading…")),
+    el("h2", {}, c.context, " ", el("span", { class: "muted", title: c.updated_at || "" }, c.updated_at ? "read " + new Date(c.updated_at).toLocaleTimeString() : "reading…")),
     el("h3", {}, "TrafficSplits"), splits(c.context, c.splits),
     el("h3", {}, "Gateways"), gateways(c.context, c.gateways),
     el("h3", {}, "Services"), stats(c.context, c.stats));
