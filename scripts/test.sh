@@ -5,7 +5,8 @@
 #     built from Go modules into ~/.cache/tandem (once; reused after that);
 #   - kubelet, kube-proxy, containerd, the CNI plugins and CoreDNS, built from
 #     Go modules the same way, and the pause binary (gcc);
-#   - Debian's runc, iptables, nftables and busybox-static (apt), for real nodes;
+#   - Debian's runc, iptables, nftables and busybox-static (apt), for real nodes,
+#     and chromium (apt), for the headless-browser tests of the pages;
 #   - two two-cluster test testbeds: one of fake nodes on 127.0.0.1, one of
 #     real nodes (network namespaces on 198.18.0.0/15), stopped at the end.
 # It needs Rust (rustup), Go >= 1.26, gcc and kubectl on PATH, and root for
@@ -50,6 +51,8 @@ command -v iptables-restore >/dev/null 2>&1 || packages+=(iptables)
 command -v nft >/dev/null 2>&1 || packages+=(nftables)
 # A dynamic /bin/busybox (Debian's busybox package) is replaced by the static one.
 if [[ ! -x /bin/busybox ]] || ldd /bin/busybox >/dev/null 2>&1; then packages+=(busybox-static); fi
+# The pages (the dashboard, the demo app) are tested in headless Chromium.
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 if ((${#packages[@]})); then
   step "apt-get install ${packages[*]}"
   if [[ $(id -u) != 0 ]]; then

@@ -7,12 +7,14 @@
 //! - If the testbed cannot start, the test fails and says why: nothing is
 //!   skipped.
 //! - [`failover`] holds the fixtures of the failover controller's tests.
+//! - [`browser`] drives headless Chromium for the tests of pages.
 //! - [`Process`] runs a `tandem` under test; [`launch`] and [`http`] are the
 //!   one process launcher and the one HTTP client that the tests and the
 //!   benchmarks share.
 
 #![forbid(unsafe_code)]
 
+pub mod browser;
 pub mod certificate;
 pub mod cli;
 pub mod dataplane;

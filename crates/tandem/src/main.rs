@@ -9,6 +9,7 @@ use tandem::{entry, kube_client, output};
 
 mod certificate;
 mod check;
+mod dashboard;
 mod destination;
 mod failover;
 mod identity;
@@ -18,6 +19,7 @@ mod multicluster;
 mod proxy;
 mod proxy_await;
 mod proxy_init;
+mod viz;
 
 /// Automatic failover of Kubernetes services across clusters.
 ///
@@ -45,6 +47,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Metrics of the mesh: Prometheus (`viz install`) and the traffic of
+    /// resources (`viz stat`), as `linkerd viz`.
+    #[command(subcommand)]
+    Viz(viz::VizCommand),
     /// Run the identity process of the control plane (what `install` deploys).
     Identity(identity::IdentityArgs),
     /// Run the destination service of the data plane (Linkerd's Destination API).
@@ -162,6 +168,7 @@ fn main() -> std::process::ExitCode {
             Command::Failover(FailoverCommand::Uninstall(args)) => {
                 install::failover_uninstall(args)
             }
+            Command::Viz(cmd) => viz::run(&cli.cluster, cmd).await,
             Command::Multicluster(cmd) => multicluster::run(&cli.cluster, cmd).await,
             Command::Gateway(args) => tandem::gateway::run(&cli.cluster, args).await,
             Command::Inject(args) => inject::run(&cli.cluster, args).await,
@@ -172,4 +179,45 @@ fn main() -> std::process::ExitCode {
             Command::Demo(a) => dev_tool(&cli.cluster, &log, "tandem-demo", a.args),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    /// `viz dashboard` takes `--context` several times (duplicates once);
+    /// the global flag, before the subcommand, names one cluster.
+    #[test]
+    fn the_dashboard_takes_several_contexts() {
+        let contexts = |argv: &[&str]| {
+            let cli = Cli::try_parse_from(argv).unwrap();
+            let Command::Viz(viz::VizCommand::Dashboard(args)) = &cli.command else {
+                panic!("{cli:?}")
+            };
+            dashboard::contexts(&cli.cluster, args).unwrap()
+        };
+        let some = |names: &[&str]| -> Vec<Option<String>> {
+            names.iter().map(|n| Some(n.to_string())).collect()
+        };
+        let many = ["tandem", "viz", "dashboard", "--context", "east"];
+        let many: Vec<&str> = many
+            .into_iter()
+            .chain(["--context", "west", "--context", "east"])
+            .collect();
+        assert_eq!(contexts(&many), some(&["east", "west"]));
+        assert_eq!(
+            contexts(&["tandem", "--context", "east", "viz", "dashboard"]),
+            some(&["east"])
+        );
+        let err =
+            Cli::try_parse_from(["tandem", "viz", "dashboard", "--refresh", "0s"]).unwrap_err();
+        assert!(err.to_string().contains("longer than zero"), "{err}");
+    }
 }

@@ -37,6 +37,26 @@ pub fn coredns_reference(version: &str) -> String {
     format!("tandem.local/coredns:{version}")
 }
 
+/// `tandem.local/prometheus:<version>`.
+pub fn prometheus_reference(version: &str) -> String {
+    format!("tandem.local/prometheus:{version}")
+}
+
+/// The Prometheus image: the static `/bin/prometheus` (built with CGO off)
+/// as the entrypoint, run as nobody, with /prometheus for its data (as
+/// upstream's image; a pod mounts a volume there) and no configuration of
+/// its own: `viz install` mounts one and passes `--config.file`.
+pub fn prometheus(prometheus_binary: &Path, version: &str) -> Result<ImageSpec, Error> {
+    let reference = prometheus_reference(version);
+    require_static(prometheus_binary, &reference, "Build it with CGO_ENABLED=0")?;
+    Ok(base(ImageSpec::new(reference))
+        .host_file("/bin/prometheus", prometheus_binary, 0o755)
+        .directory("/prometheus", 0o777)
+        .working_dir("/prometheus")
+        .entrypoint(["/bin/prometheus"])
+        .user("65534:65534"))
+}
+
 /// The pause image: the static `/pause` binary (built with `gcc -static`
 /// from Kubernetes' `build/pause/linux/pause.c`), run as 65535:65535, as
 /// upstream's.

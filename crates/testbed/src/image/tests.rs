@@ -494,6 +494,20 @@ fn pause_and_coredns_are_static_with_upstream_settings() {
     let coredns = images::coredns(&pause_bin, "1.12.1").unwrap();
     assert_eq!(coredns.reference, "tandem.local/coredns:1.12.1");
     assert_eq!(coredns.entrypoint, ["/coredns"]);
+    let prometheus = images::prometheus(&pause_bin, "3.16.0").unwrap();
+    assert_eq!(prometheus.reference, "tandem.local/prometheus:3.16.0");
+    assert_eq!(prometheus.entrypoint, ["/bin/prometheus"]);
+    assert_eq!(prometheus.user.as_deref(), Some("65534:65534"));
+    assert!(
+        prometheus
+            .directories
+            .iter()
+            .any(|d| d.path == "/prometheus")
+    );
+    assert!(matches!(
+        images::prometheus(Path::new("/bin/ls"), "3.16.0"),
+        Err(Error::NotStatic { .. })
+    ));
     assert!(matches!(
         images::pause(Path::new("/bin/ls")),
         Err(Error::NotStatic { .. })

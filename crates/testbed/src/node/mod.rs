@@ -339,8 +339,8 @@ pub fn write_files(l: &ClusterLayout, tc: &crate::Toolchain) -> Result<(), Error
     )
 }
 
-/// The images every node holds: the sandbox, CoreDNS, tandem and the
-/// toolbox. The tandem image holds the product binary `tandem` beside this
+/// The images every node holds: the sandbox, CoreDNS, tandem, the toolbox
+/// and Prometheus (for `tandem viz install`). The tandem image holds the product binary `tandem` beside this
 /// tool (or `TANDEM_IMAGE_BINARY`), without the development tools.
 pub fn testbed_images(tc: &crate::Toolchain) -> Result<Vec<crate::image::ImageSpec>, Error> {
     use crate::{image, toolchain};
@@ -361,6 +361,10 @@ pub fn testbed_images(tc: &crate::Toolchain) -> Result<Vec<crate::image::ImageSp
         )?,
         image::tandem(&tandem, env!("CARGO_PKG_VERSION"))?,
         image::toolbox(Path::new(image::images::DEBIAN_BUSYBOX))?,
+        image::prometheus(
+            &tc.artifact(toolchain::PROMETHEUS),
+            &toolchain::prometheus_version(),
+        )?,
     ])
 }
 

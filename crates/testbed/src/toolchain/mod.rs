@@ -38,7 +38,7 @@ pub enum Group {
     /// and the dev tools: helm and the Gateway API CRDs.
     ControlPlane,
     /// A real node: kubelet, kube-proxy, containerd with its shim and ctr,
-    /// the CNI plugins, CoreDNS and pause.
+    /// the CNI plugins, CoreDNS, Prometheus (for `viz install`) and pause.
     Node,
 }
 
@@ -85,6 +85,8 @@ pub const CNI_BIN: &str = "cni-bin";
 pub const CNI_PLUGINS: [&str; 4] = ["bridge", "host-local", "loopback", "portmap"];
 /// CoreDNS with only the plugins a cluster's DNS needs; it forwards nothing.
 pub const COREDNS: &str = "coredns";
+/// Prometheus, with only Kubernetes (and file, http) service discovery.
+pub const PROMETHEUS: &str = "prometheus";
 /// The pod sandbox's pause binary, static, from Kubernetes' own source.
 pub const PAUSE: &str = "pause";
 /// The release of pause that [`PAUSE`] is built as: the tag Kubernetes'
@@ -267,6 +269,31 @@ fn unit_requirement(dir: &str, module: &str) -> String {
         .to_string()
 }
 
+/// The pinned Prometheus release (`3.x.y`), from its tools module.
+pub fn prometheus_version() -> String {
+    prometheus_release(&unit_requirement(
+        "prometheus",
+        "github.com/prometheus/prometheus",
+    ))
+}
+
+/// Prometheus' release for its Go module's version: since 3.0, release
+/// `3.M.P` is published as module `v0.3MM.P` (v0.316.0 is 3.16.0). Other
+/// versions are given back as they are, without the `v`.
+pub(super) fn prometheus_release(module_version: &str) -> String {
+    let v = module_version.trim_start_matches('v');
+    let mut parts = v.splitn(3, '.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("0"), Some(minor), Some(patch)) if minor.len() == 3 && minor.starts_with('3') => {
+            match minor[1..].parse::<u32>() {
+                Ok(m) => format!("3.{m}.{patch}"),
+                Err(_) => v.to_string(),
+            }
+        }
+        _ => v.to_string(),
+    }
+}
+
 /// The last `n` lines of a file, for error messages.
 pub(crate) fn tail(path: &Path, n: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
@@ -282,6 +309,15 @@ mod tests {
     fn version_is_read_from_the_tools_module() {
         let v = kube_version();
         assert!(v.starts_with("v1.3"), "{v}");
+    }
+
+    #[test]
+    fn prometheus_releases_are_read_from_module_versions() {
+        assert_eq!(prometheus_release("v0.316.0"), "3.16.0");
+        assert_eq!(prometheus_release("v0.300.1"), "3.0.1");
+        assert_eq!(prometheus_release("v0.55.1"), "0.55.1");
+        assert_eq!(prometheus_release("v2.1.0"), "2.1.0");
+        assert_eq!(prometheus_version(), "3.16.0");
     }
 
     #[test]
@@ -309,6 +345,7 @@ mod tests {
                 CTR,
                 CNI_BIN,
                 COREDNS,
+                PROMETHEUS,
                 PAUSE
             ]
         );

@@ -3,7 +3,7 @@
 
 use super::{
     CNI_BIN, CNI_PLUGINS, CONTAINERD, CONTAINERD_SHIM, COREDNS, CTR, GATEWAY_API_CRDS, Group, HELM,
-    KUBE_PROXY, KUBELET, PAUSE, PAUSE_VERSION,
+    KUBE_PROXY, KUBELET, PAUSE, PAUSE_VERSION, PROMETHEUS,
     unit::{ENDPOINT_IP_PATCH, SourcePatch},
 };
 
@@ -39,6 +39,13 @@ pub(super) enum Stamp {
     Var {
         module: &'static str,
         var: &'static str,
+    },
+    /// `-X var=map(V)`, for modules whose Go version is not the release's
+    /// own (Prometheus publishes release 3.16.0 as module v0.316.0).
+    Mapped {
+        module: &'static str,
+        var: &'static str,
+        map: fn(&str) -> String,
     },
 }
 
@@ -271,6 +278,39 @@ pub(super) const MODULES: &[Module] = &[
         stamp: Stamp::Var {
             module: "github.com/coredns/coredns",
             var: "github.com/coredns/coredns/coremain.GitCommit",
+        },
+        ..GO_UNIT
+    },
+    // Prometheus, for `tandem viz install`, with service discovery trimmed
+    // to Kubernetes (plugins/plugin_*.go: `remove_all_sd` drops every
+    // discoverer but file and http, `enable_kubernetes_sd` keeps ours). The
+    // web UI's assets are not embedded (no `builtinassets`): the API serves.
+    Module {
+        dir: "prometheus",
+        group: Group::Node,
+        files: &[
+            (
+                "go.mod",
+                include_str!("../../../../tools/prometheus/go.mod"),
+            ),
+            (
+                "go.sum",
+                include_str!("../../../../tools/prometheus/go.sum"),
+            ),
+            (
+                "tools.go",
+                include_str!("../../../../tools/prometheus/tools.go"),
+            ),
+        ],
+        builds: &[(
+            "github.com/prometheus/prometheus/cmd/prometheus",
+            PROMETHEUS,
+        )],
+        tags: "remove_all_sd,enable_kubernetes_sd",
+        stamp: Stamp::Mapped {
+            module: "github.com/prometheus/prometheus",
+            var: "github.com/prometheus/common/version.Version",
+            map: super::prometheus_release,
         },
         ..GO_UNIT
     },

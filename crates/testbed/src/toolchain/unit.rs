@@ -38,6 +38,10 @@ impl Module {
                 let v = required_version(self.go_mod(), module).unwrap_or("unknown");
                 format!("-s -w -X {var}={v}")
             }
+            Stamp::Mapped { module, var, map } => {
+                let v = required_version(self.go_mod(), module).unwrap_or("unknown");
+                format!("-s -w -X {var}={}", map(v))
+            }
         }
     }
 
@@ -271,6 +275,15 @@ mod tests {
         assert!(
             ctrd.contains("github.com/containerd/containerd/v2/version.Version=v2."),
             "{ctrd}"
+        );
+        let prom = unit("prometheus").ldflags();
+        assert!(
+            prom.ends_with("github.com/prometheus/common/version.Version=3.16.0"),
+            "{prom}"
+        );
+        assert_eq!(
+            unit("prometheus").tags,
+            "remove_all_sd,enable_kubernetes_sd"
         );
         let cni = unit("cni").ldflags();
         assert!(cni.ends_with("buildversion.BuildVersion=v1.10.0"), "{cni}");

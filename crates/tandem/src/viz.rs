@@ -1,0 +1,153 @@
+//! `tandem viz install` and `tandem viz stat`: the workshop's `linkerd viz`.
+//! The logic is in the tandem-viz crate; this is its command line.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Subcommand, ValueEnum};
+use tandem_viz::{
+    install::VizOptions,
+    query::{Kind, Resource, StatRequest, Window},
+    render::{self, NO_TRAFFIC, TableOptions},
+};
+
+use crate::kube_client::ClusterArgs;
+
+#[derive(Debug, Subcommand)]
+pub enum VizCommand {
+    /// Print the viz extension's manifests (Prometheus in `tandem-viz`,
+    /// scraping every injected proxy) for `kubectl apply -f -`.
+    Install(InstallArgs),
+    /// Print the viz extension's objects for `kubectl delete -f -`.
+    Uninstall,
+    /// Show the traffic of resources from the proxies' metrics, as `linkerd
+    /// viz stat`: success rate, requests per second, latency percentiles
+    /// and open TCP connections over a time window.
+    ///
+    /// Prometheus is asked through the API server's service proxy, so this
+    /// works from a workstation. Rows of `svc` are named by the destination
+    /// service the proxies sent to (after a failover, the mirror, e.g.
+    /// `emoji-svc-west`).
+    Stat(StatArgs),
+    /// Serve a page, on localhost, of each cluster's TrafficSplits (live
+    /// weights, failover state), gateways (alive, latency) and services'
+    /// traffic; it refreshes by itself. `/api/state` is the same as JSON.
+    Dashboard(crate::dashboard::DashboardArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// Change a setting, KEY=VALUE (repeatable). Keys: prometheus.image,
+    /// prometheus.scrapeInterval, prometheus.retention, linkerdNamespace,
+    /// grafana.url (recorded as an annotation only: tandem ships no
+    /// Grafana). Unknown keys are ignored with a warning.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+/// How `viz stat` prints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum StatFormat {
+    #[default]
+    Table,
+    /// The table with TCP byte rates.
+    Wide,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct StatArgs {
+    /// The resource type: deploy, svc, po, ts or ns (or KIND/NAME).
+    #[arg(value_name = "TYPE")]
+    kind: String,
+    /// One resource of that type.
+    #[arg(value_name = "NAME")]
+    name: Option<String>,
+    /// The namespace.
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    /// Every namespace (adds a NAMESPACE column).
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+    /// Only the traffic sent by this resource, KIND/NAME (e.g. deploy/web).
+    #[arg(long, value_name = "RESOURCE")]
+    from: Option<String>,
+    /// The time window of the figures: 30s, 1m, 1h...
+    #[arg(short = 't', long = "time-window", default_value = "1m")]
+    window: String,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = StatFormat::Table)]
+    output: StatFormat,
+    /// The cluster's DNS domain (for svc's authorities).
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+}
+
+impl StatArgs {
+    /// The typed request, or why the arguments make none.
+    fn request(&self) -> Result<StatRequest, tandem_viz::Error> {
+        let mut target: Resource = self.kind.parse()?;
+        if let Some(n) = &self.name {
+            if target.name.is_some() {
+                return Err(tandem_viz::Error::BadArgument(format!(
+                    "give the name once: {} or {} {n}",
+                    self.kind,
+                    target.kind.name()
+                )));
+            }
+            target.name = Some(n.clone());
+        }
+        Ok(StatRequest {
+            kind: target.kind,
+            namespace: (!self.all_namespaces).then(|| self.namespace.clone()),
+            name: target.name,
+            from: self.from.as_deref().map(str::parse).transpose()?,
+            window: self.window.parse::<Window>()?,
+            cluster_domain: self.cluster_domain.clone(),
+        })
+    }
+}
+
+pub async fn run(cluster: &ClusterArgs, cmd: VizCommand) -> Result<ExitCode> {
+    match cmd {
+        VizCommand::Install(args) => {
+            let mut o = VizOptions::default();
+            for w in o.set(&args.set)? {
+                eprintln!("warning: {w}");
+            }
+            crate::install::print_objects(&tandem_viz::install::render(&o))
+        }
+        VizCommand::Uninstall => crate::install::print_objects(&tandem_install::for_deletion(
+            &tandem_viz::install::render(&VizOptions::default()),
+        )),
+        VizCommand::Stat(args) => stat(cluster, args).await,
+        VizCommand::Dashboard(args) => crate::dashboard::run(cluster, args).await,
+    }
+}
+
+async fn stat(cluster: &ClusterArgs, args: StatArgs) -> Result<ExitCode> {
+    let request = args.request()?;
+    let client = cluster.client().await?;
+    let rows = tandem_viz::stat(&client, &request).await?;
+    match args.output {
+        StatFormat::Json => print!("{}", render::json(&rows, request.window)),
+        f => {
+            if rows.is_empty() {
+                eprintln!("{NO_TRAFFIC}");
+            } else {
+                print!(
+                    "{}",
+                    render::table(
+                        &rows,
+                        request.window,
+                        TableOptions {
+                            all_namespaces: args.all_namespaces && request.kind != Kind::Namespace,
+                            wide: f == StatFormat::Wide,
+                        },
+                    )
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,179 @@
+//! One `viz stat`: the queries asked, the resources listed, joined into
+//! rows. The only I/O of the crate besides [`crate::prom::query`].
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Namespace, Pod, Service},
+};
+use kube::{Api, Client, api::ListParams};
+use tandem_inject::PROXY_CONTAINER;
+
+use crate::{
+    Error, prom,
+    query::{self, Kind, StatRequest, Window},
+    stats::{self, Answers, Key, Owner, PodInfo, Row},
+};
+
+/// The rows of one request: Prometheus' figures for every resource with
+/// traffic, and the resources of the kind listed from the API (so that a
+/// resource without traffic shows as `-`), with MESHED.
+pub async fn stat(client: &Client, r: &StatRequest) -> Result<Vec<Row>, Error> {
+    let q = query::build(r);
+    // One query after another, through one API server connection: seven
+    // small answers, whose moments differ by well under the scrape interval.
+    let answers = Answers {
+        requests: prom::query(client, &q.requests).await?,
+        latency: [
+            prom::query(client, &q.latency[0]).await?,
+            prom::query(client, &q.latency[1]).await?,
+            prom::query(client, &q.latency[2]).await?,
+        ],
+        tcp_connections: prom::query(client, &q.tcp_connections).await?,
+        tcp_read: prom::query(client, &q.tcp_read).await?,
+        tcp_write: prom::query(client, &q.tcp_write).await?,
+    };
+    let traffic = stats::traffic(&q, &answers);
+    let (listed, meshed) = list(client, r).await?;
+    Ok(stats::rows(r.kind, &listed, &meshed, traffic))
+}
+
+/// The stats of the services of namespace `ns` over `window`, each row
+/// named by the destination service (what `viz stat -n NS svc` prints).
+pub async fn service_stats(client: &Client, ns: &str, window: Window) -> Result<Vec<Row>, Error> {
+    stat(
+        client,
+        &StatRequest {
+            kind: Kind::Service,
+            namespace: Some(ns.into()),
+            name: None,
+            from: None,
+            window,
+            cluster_domain: "cluster.local".into(),
+        },
+    )
+    .await
+}
+
+fn kube_err(what: String) -> impl FnOnce(kube::Error) -> Error {
+    move |source| Error::Kube { what, source }
+}
+
+/// The resources of the request's kind, and MESHED for the kinds with it.
+async fn list(
+    client: &Client,
+    r: &StatRequest,
+) -> Result<(Vec<Key>, BTreeMap<Key, stats::Meshed>), Error> {
+    let ns = match r.kind {
+        Kind::Namespace => None,
+        _ => r.namespace.as_deref(),
+    };
+    let api = |kind: &str| format!("listing {kind}");
+    let keep = |key: &Key| r.name.as_ref().is_none_or(|n| *n == key.name);
+    let key_of = |meta: &kube::api::ObjectMeta| Key {
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+    };
+    let lp = ListParams::default();
+    match r.kind {
+        Kind::Service | Kind::TrafficSplit => {
+            if r.kind == Kind::TrafficSplit {
+                // A split's rows are its backends' services: the traffic
+                // names them; no listing needed.
+                return Ok((vec![], BTreeMap::new()));
+            }
+            let svcs: Api<Service> = scoped(client, ns);
+            let list = svcs.list(&lp).await.map_err(kube_err(api("services")))?;
+            let keys = list
+                .items
+                .iter()
+                .map(|s| key_of(&s.metadata))
+                .filter(keep)
+                .collect();
+            Ok((keys, BTreeMap::new()))
+        }
+        kind => {
+            let pods: Api<Pod> = scoped(client, ns);
+            let pods: Vec<PodInfo> = pods
+                .list(&lp)
+                .await
+                .map_err(kube_err(api("pods")))?
+                .items
+                .iter()
+                .map(pod_info)
+                .collect();
+            let owners: Vec<Owner> = match kind {
+                Kind::Deployment => {
+                    let deploys: Api<Deployment> = scoped(client, ns);
+                    deploys
+                        .list(&lp)
+                        .await
+                        .map_err(kube_err(api("deployments")))?
+                        .items
+                        .iter()
+                        .map(|d| Owner {
+                            key: key_of(&d.metadata),
+                            selector: d
+                                .spec
+                                .as_ref()
+                                .and_then(|s| s.selector.match_labels.clone())
+                                .unwrap_or_default(),
+                        })
+                        .collect()
+                }
+                Kind::Namespace => {
+                    let nss: Api<Namespace> = Api::all(client.clone());
+                    nss.list(&lp)
+                        .await
+                        .map_err(kube_err(api("namespaces")))?
+                        .items
+                        .iter()
+                        .map(|n| {
+                            let name = n.metadata.name.clone().unwrap_or_default();
+                            Owner {
+                                key: Key {
+                                    namespace: name.clone(),
+                                    name,
+                                },
+                                selector: BTreeMap::new(),
+                            }
+                        })
+                        .collect()
+                }
+                _ => vec![],
+            };
+            let meshed = stats::meshed_counts(kind, &owners, &pods);
+            let keys: Vec<Key> = match kind {
+                Kind::Pod => meshed.keys().cloned().collect(),
+                _ => owners.into_iter().map(|o| o.key).collect(),
+            };
+            Ok((keys.into_iter().filter(|k| keep(k)).collect(), meshed))
+        }
+    }
+}
+
+fn scoped<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn pod_info(p: &Pod) -> PodInfo {
+    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+    PodInfo {
+        namespace: p.metadata.namespace.clone().unwrap_or_default(),
+        name: p.metadata.name.clone().unwrap_or_default(),
+        labels: p.metadata.labels.clone().unwrap_or_default(),
+        meshed: p
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.containers.iter().any(|c| c.name == PROXY_CONTAINER)),
+        live: !matches!(phase, Some("Succeeded" | "Failed")),
+    }
+}
