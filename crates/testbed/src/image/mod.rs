@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 pub use self::{
     archive::{read_image_id, write_archive},
-    images::{binary_image, coredns, pause, tandem, toolbox},
+    images::{binary_image, coredns, emojivoto, pause, tandem, toolbox},
 };
 use crate::Error;
 
