@@ -4,7 +4,9 @@
 //! It counts every request by outcome for the demo,
 //! `votebot_requests_total{path, result}`: `ok`; `doughnut`, the deliberate
 //! 500 of a `:doughnut:` vote; `failed`, anything else (a connection error,
-//! a timeout, any other non-2xx), which is also logged.
+//! a timeout, any other non-2xx), which is also logged. Until web first
+//! lists the emojis the bot only waits (uncounted), so that the pods'
+//! start-up order does not show as failures.
 
 use std::{sync::Arc, time::Duration};
 
@@ -132,6 +134,8 @@ pub struct BotConfig {
     pub rate: f64,
     /// The longest a request may take.
     pub timeout: Duration,
+    /// Wait, uncounted, until `/api/list` answers 2xx before voting.
+    pub wait_for_web: bool,
 }
 
 /// Votes until the task is dropped.
@@ -142,6 +146,9 @@ pub async fn run(config: BotConfig, metrics: BotMetrics) {
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / config.rate));
+    if config.wait_for_web {
+        wait_for_web(&client, &config).await;
+    }
     tracing::info!(web = %config.web_host, rate = config.rate, "voting");
     loop {
         ticks.tick().await;
@@ -153,6 +160,17 @@ pub async fn run(config: BotConfig, metrics: BotMetrics) {
             tick(&client, &config, &metrics).await;
             drop(slot);
         });
+    }
+}
+
+/// Asks `/api/list` once a second until it answers 2xx.
+async fn wait_for_web(client: &HttpClient, config: &BotConfig) {
+    loop {
+        match get(client, config, LIST_PATH).await {
+            Reply::Status(s) if (200..300).contains(&s) => return,
+            reply => tracing::info!(web = %config.web_host, ?reply, "waiting for web"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

@@ -102,6 +102,10 @@ struct BotArgs {
     /// The longest a request may take, in seconds, before it counts as failed.
     #[arg(long, env = "REQUEST_TIMEOUT_SECONDS", default_value_t = 5.0, value_parser = rate)]
     request_timeout_seconds: f64,
+    /// Wait (uncounted) until web lists the emojis before voting, so that
+    /// the pods' start-up order counts no failures.
+    #[arg(long, env = "WAIT_FOR_WEB", default_value_t = true, action = clap::ArgAction::Set)]
+    wait_for_web: bool,
     /// The port of Prometheus' /metrics (votebot_requests_total).
     #[arg(long, env = "PROM_PORT", default_value_t = 8801)]
     prom_port: u16,
@@ -191,6 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 web_host: a.web_host,
                 rate: a.request_rate,
                 timeout: Duration::from_secs_f64(a.request_timeout_seconds),
+                wait_for_web: a.wait_for_web,
             };
             tokio::select! {
                 served = metrics::serve(registry, prom) => {

@@ -196,6 +196,7 @@ async fn vote_bot_counts_ok_doughnut_and_real_failures_apart() {
         web_host: app.web.to_string(),
         rate: 100.0,
         timeout: Duration::from_secs(5),
+        wait_for_web: true,
     };
     let running = tokio::spawn(bot::run(config, metrics.clone()));
     wait_for("vote-bot's ok and doughnut votes", || {
@@ -218,13 +219,15 @@ async fn vote_bot_counts_ok_doughnut_and_real_failures_apart() {
     assert!(counted >= 30, "{board}");
     assert!(!board.to_string().contains(":doughnut:"), "{board}");
 
-    // Against a closed port every request is a real failure.
+    // Against a closed port every request is a real failure (once the bot
+    // no longer waits for web to come up).
     let closed = listener().await.local_addr().unwrap();
     let metrics = BotMetrics::register(&mut Registry::default());
     let config = BotConfig {
         web_host: closed.to_string(),
         rate: 50.0,
         timeout: Duration::from_secs(5),
+        wait_for_web: false,
     };
     let running = tokio::spawn(bot::run(config, metrics.clone()));
     wait_for("vote-bot's failures", || {
