@@ -239,3 +239,41 @@ async fn vote_bot_counts_ok_doughnut_and_real_failures_apart() {
     assert_eq!(metrics.get(bot::VOTE_PATH, Verdict::doughnut), 0);
     assert!(metrics.get(bot::LIST_PATH, Verdict::failed) >= 5);
 }
+
+#[tokio::test]
+async fn vote_bot_waits_uncounted_until_web_lists_the_emojis() {
+    // web's port is bound but not served yet: the bot's first request is
+    // dropped unanswered, and must not count.
+    let mut registry = Registry::default();
+    let grpc = GrpcMetrics::register(&mut registry);
+    let (emoji, voting, web) = (listener().await, listener().await, listener().await);
+    let host = |l: &TcpListener| l.local_addr().unwrap().to_string();
+    let backends = web::Backends::new(
+        web::client::channel(&host(&emoji)).unwrap(),
+        web::client::channel(&host(&voting)).unwrap(),
+    );
+    let metrics = BotMetrics::register(&mut Registry::default());
+    let config = BotConfig {
+        web_host: host(&web),
+        rate: 50.0,
+        timeout: Duration::from_millis(200),
+        wait_for_web: true,
+    };
+    let running = tokio::spawn(bot::run(config, metrics.clone()));
+    let (refused, _) = web.accept().await.expect("the bot's first request");
+    drop(refused);
+    tokio::spawn(tandem_emojivoto::serve_emoji(emoji, grpc.clone()));
+    tokio::spawn(tandem_emojivoto::serve_voting(
+        voting,
+        Arc::new(Ballot::new(1.0)),
+        grpc,
+    ));
+    tokio::spawn(async move { axum::serve(web, web::router(backends)).await });
+    wait_for("vote-bot's ok votes once web serves", || {
+        metrics.get(bot::VOTE_PATH, Verdict::ok) >= 10
+    })
+    .await;
+    running.abort();
+    assert_eq!(metrics.get(bot::LIST_PATH, Verdict::failed), 0);
+    assert_eq!(metrics.get(bot::VOTE_PATH, Verdict::failed), 0);
+}
