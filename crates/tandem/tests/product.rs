@@ -7,6 +7,7 @@ fn bin(name: &str) -> &'static Path {
     match name {
         "tandem" => Path::new(env!("CARGO_BIN_EXE_tandem")),
         "tandem-testbed" => Path::new(env!("CARGO_BIN_EXE_tandem-testbed")),
+        "emojivoto" => Path::new(env!("CARGO_BIN_EXE_emojivoto")),
         _ => Path::new(env!("CARGO_BIN_EXE_tandem-demo")),
     }
 }
@@ -31,6 +32,11 @@ fn the_product_binary_carries_no_testbed() {
         "the demo marker is a fair test"
     );
     assert!(!contains(&product, demo_marker), "tandem links the demo");
+    // Nor the demo app (its page is built into web).
+    let app_marker = b"Tap to vote for your favorite emoji";
+    let app = std::fs::read(bin("emojivoto")).unwrap();
+    assert!(contains(&app, app_marker), "the app marker is a fair test");
+    assert!(!contains(&product, app_marker), "tandem links the demo app");
 }
 
 #[test]

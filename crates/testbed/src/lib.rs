@@ -34,7 +34,8 @@ pub use self::{
 };
 
 /// A binary of tandem's package that sits beside the running one (cargo
-/// builds `tandem`, `tandem-testbed` and `tandem-demo` into one directory).
+/// builds `tandem`, `tandem-testbed`, `tandem-demo` and `emojivoto` into one
+/// directory).
 pub fn dev_binary(name: &str) -> std::path::PathBuf {
     std::env::current_exe()
         .ok()

@@ -32,6 +32,11 @@ pub fn tandem_reference(version: &str) -> String {
     format!("ghcr.io/tandem-io/tandem:{version}")
 }
 
+/// `ghcr.io/tandem-io/emojivoto:<version>`, the demo app (crates/emojivoto).
+pub fn emojivoto_reference(version: &str) -> String {
+    format!("ghcr.io/tandem-io/emojivoto:{version}")
+}
+
 /// `tandem.local/coredns:<version>`.
 pub fn coredns_reference(version: &str) -> String {
     format!("tandem.local/coredns:{version}")
@@ -112,6 +117,17 @@ pub fn tandem(tandem_binary: &Path, version: &str) -> Result<ImageSpec, Error> {
         spec,
         Path::new(DEBIAN_XTABLES_NFT),
         Path::new(DEBIAN_XTABLES_MODULES),
+    )
+}
+
+/// The demo app's image: the `emojivoto` binary at `/emojivoto` as the
+/// entrypoint (a Deployment's `args` picks the part: `emoji-svc`,
+/// `voting-svc`, `web`, `vote-bot`), with its shared libraries.
+pub fn emojivoto(emojivoto_binary: &Path, version: &str) -> Result<ImageSpec, Error> {
+    with_binary(
+        ImageSpec::new(emojivoto_reference(version)),
+        emojivoto_binary,
+        "/emojivoto",
     )
 }
 

@@ -29,7 +29,11 @@ use sha2::{Digest, Sha256};
 
 pub use self::{
     archive::{read_image_id, write_archive},
+<<<<<<< HEAD
     images::{binary_image, coredns, pause, prometheus, tandem, toolbox},
+=======
+    images::{binary_image, coredns, emojivoto, pause, tandem, toolbox},
+>>>>>>> wt-app
 };
 use crate::Error;
 

@@ -337,6 +337,30 @@ fn tandem_image_of_a_dynamic_binary_holds_loader_and_libc() {
 }
 
 #[test]
+fn emojivoto_image_runs_the_app_binary_with_its_libraries() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = images::emojivoto(Path::new("/bin/ls"), "9.8.7").unwrap();
+    assert_eq!(spec.reference, "ghcr.io/tandem-io/emojivoto:9.8.7");
+    let out = dir.path().join("emojivoto.tar");
+    write_archive(&spec, &out).unwrap();
+    let rb = read_back(&out);
+    assert_eq!(
+        rb.index.manifests[0].annotations[IMAGE_NAME_ANNOTATION],
+        "ghcr.io/tandem-io/emojivoto:9.8.7"
+    );
+    assert_eq!(rb.config.config.entrypoint, ["/emojivoto"]);
+    assert_eq!(rb.layer["emojivoto"].data, fs::read("/bin/ls").unwrap());
+    assert!(
+        rb.layer.keys().any(|p| p.ends_with("/libc.so.6")),
+        "no libc in {:?}",
+        rb.layer_order
+    );
+    // The app needs no iptables: that is the tandem image's, for proxy-init.
+    assert!(!rb.layer.keys().any(|p| p.contains("xtables")));
+    assert!(images::emojivoto(Path::new("/nonexistent/emojivoto"), "1").is_err());
+}
+
+#[test]
 fn tandem_image_carries_iptables_nft_with_its_modules_and_libraries() {
     let dir = tempfile::tempdir().unwrap();
     let spec = images::tandem(Path::new("/bin/ls"), "9.8.7").unwrap();

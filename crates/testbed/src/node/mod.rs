@@ -339,33 +339,51 @@ pub fn write_files(l: &ClusterLayout, tc: &crate::Toolchain) -> Result<(), Error
     )
 }
 
-/// The images every node holds: the sandbox, CoreDNS, tandem, the toolbox
-/// and Prometheus (for `tandem viz install`). The tandem image holds the product binary `tandem` beside this
-/// tool (or `TANDEM_IMAGE_BINARY`), without the development tools.
+/// The images every node holds: the sandbox, CoreDNS, tandem, the demo app,
+/// the toolbox and Prometheus (for `tandem viz install`). The tandem image
+/// holds the product binary `tandem` beside this tool (or
+/// `TANDEM_IMAGE_BINARY`), without the development tools; the app's image
+/// holds `emojivoto` from the same place (or `TANDEM_EMOJIVOTO_IMAGE_BINARY`).
 pub fn testbed_images(tc: &crate::Toolchain) -> Result<Vec<crate::image::ImageSpec>, Error> {
     use crate::{image, toolchain};
-    let tandem = std::env::var_os("TANDEM_IMAGE_BINARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::dev_binary("tandem"));
-    if !tandem.is_file() {
-        return Err(Error::Prerequisite {
-            missing: format!("the tandem binary for the tandem image ({})", tandem.display()),
-            fix: "build it with `cargo build -p tandem` (it goes beside tandem-testbed), or set TANDEM_IMAGE_BINARY".into(),
-        });
-    }
+    let tandem = image_binary("TANDEM_IMAGE_BINARY", "tandem", "the tandem image")?;
+    let emojivoto = image_binary(
+        "TANDEM_EMOJIVOTO_IMAGE_BINARY",
+        "emojivoto",
+        "the demo app's image",
+    )?;
+    let version = env!("CARGO_PKG_VERSION");
     Ok(vec![
         image::pause(&tc.artifact(toolchain::PAUSE))?,
         image::coredns(
             &tc.artifact(toolchain::COREDNS),
             &toolchain::coredns_version(),
         )?,
-        image::tandem(&tandem, env!("CARGO_PKG_VERSION"))?,
+        image::tandem(&tandem, version)?,
+        image::emojivoto(&emojivoto, version)?,
         image::toolbox(Path::new(image::images::DEBIAN_BUSYBOX))?,
         image::prometheus(
             &tc.artifact(toolchain::PROMETHEUS),
             &toolchain::prometheus_version(),
         )?,
     ])
+}
+
+/// The binary `name` of an image: `$var` if set, else beside this tool
+/// (cargo builds the tandem package's binaries into one directory).
+fn image_binary(var: &str, name: &str, image: &str) -> Result<PathBuf, Error> {
+    let binary = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::dev_binary(name));
+    if binary.is_file() {
+        return Ok(binary);
+    }
+    Err(Error::Prerequisite {
+        missing: format!("the {name} binary for {image} ({})", binary.display()),
+        fix: format!(
+            "build it with `cargo build -p tandem` (it goes beside tandem-testbed), or set {var}"
+        ),
+    })
 }
 
 /// Builds (or finds) the testbed's image archives and imports into the
@@ -386,4 +404,28 @@ pub fn load_images(l: &ClusterLayout, tc: &crate::Toolchain) -> Result<usize, Er
         }
     }
     Ok(imported)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_image_binary_names_how_to_build_it() {
+        let err = image_binary(
+            "TANDEM_TEST_NEVER_SET_IMAGE_BINARY",
+            "no-such-binary",
+            "the demo app's image",
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "no-such-binary",
+            "the demo app's image",
+            "cargo build -p tandem",
+            "TANDEM_TEST_NEVER_SET_IMAGE_BINARY",
+        ] {
+            assert!(err.contains(want), "{want:?} not in: {err}");
+        }
+    }
 }
