@@ -223,6 +223,12 @@ async fn viz_stat_shows_a_known_load() {
             ROUTING_IDENTITY,
         ),
     );
+    // The workshop's shape: a split of the apex over itself and a backend
+    // that gets nothing (weight 0: the proxy never resolves it).
+    ns.apply(
+        CLUSTER,
+        &dataplane::traffic_split("web", &[("web", 1), ("web-west", 0)]),
+    );
     dataplane::wait_rollout(&ns, CLUSTER, "web");
     dataplane::wait_pod_ready(&ns, CLUSTER, "client");
 
@@ -283,6 +289,14 @@ async fn viz_stat_shows_a_known_load() {
     let svc = stat_row(&env, &ns, "svc", &load).await;
     assert_eq!(svc["kind"], "service");
     assert!(svc.get("meshed").is_none(), "{svc}");
+    // ts: the apex's traffic by the backend it reached; the idle one as `-`.
+    let splits = stat_json(&env, &ns, "ts").unwrap_or_else(|e| panic!("{e}"));
+    check_row(&splits, "web", sent_rate(&load)).unwrap_or_else(|e| panic!("{e}"));
+    let idle = splits.iter().find(|r| r["name"] == "web-west");
+    assert!(
+        idle.is_some_and(|r| r["rps"].is_null() && r["kind"] == "trafficsplit"),
+        "{splits:?}"
+    );
 
     // The table, as people read it.
     let table = ok(
