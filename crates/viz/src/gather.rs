@@ -8,6 +8,7 @@ use k8s_openapi::api::{
     core::v1::{Namespace, Pod, Service},
 };
 use kube::{Api, Client, api::ListParams};
+use tandem_api::smi::v1alpha1::TrafficSplit;
 use tandem_inject::PROXY_CONTAINER;
 
 use crate::{
@@ -20,6 +21,59 @@ use crate::{
 /// traffic, and the resources of the kind listed from the API (so that a
 /// resource without traffic shows as `-`), with MESHED.
 pub async fn stat(client: &Client, r: &StatRequest) -> Result<Vec<Row>, Error> {
+    if r.kind == Kind::TrafficSplit {
+        return split_stats(client, r).await;
+    }
+    let traffic = traffic(client, r).await?;
+    let (listed, meshed) = list(client, r).await?;
+    Ok(stats::rows(r.kind, &listed, &meshed, traffic))
+}
+
+/// `ts`: for each split (of the namespace, or the one named), the traffic
+/// sent to its apex service, one row per backend service it reached
+/// (`dst_service`), and a `-` row for each backend it did not.
+async fn split_stats(client: &Client, r: &StatRequest) -> Result<Vec<Row>, Error> {
+    let api: Api<TrafficSplit> = scoped(client, r.namespace.as_deref());
+    let splits = api
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_err("listing trafficsplits".into()))?;
+    let mut rows = vec![];
+    for ts in &splits.items {
+        if r.name
+            .as_ref()
+            .is_some_and(|n| Some(n) != ts.metadata.name.as_ref())
+        {
+            continue;
+        }
+        let ns = ts.metadata.namespace.clone().unwrap_or_default();
+        let apex = StatRequest {
+            namespace: Some(ns.clone()),
+            name: Some(ts.spec.service.clone()),
+            ..r.clone()
+        };
+        let listed: Vec<Key> = ts
+            .spec
+            .backends
+            .iter()
+            .map(|b| Key {
+                namespace: ns.clone(),
+                name: b.service.clone(),
+            })
+            .collect();
+        let traffic = traffic(client, &apex).await?;
+        rows.extend(stats::rows(
+            Kind::TrafficSplit,
+            &listed,
+            &BTreeMap::new(),
+            traffic,
+        ));
+    }
+    Ok(rows)
+}
+
+/// Prometheus' figures for the request, by resource.
+async fn traffic(client: &Client, r: &StatRequest) -> Result<BTreeMap<Key, stats::Traffic>, Error> {
     let q = query::build(r);
     // One query after another, through one API server connection: seven
     // small answers, whose moments differ by well under the scrape interval.
@@ -34,9 +88,7 @@ pub async fn stat(client: &Client, r: &StatRequest) -> Result<Vec<Row>, Error> {
         tcp_read: prom::query(client, &q.tcp_read).await?,
         tcp_write: prom::query(client, &q.tcp_write).await?,
     };
-    let traffic = stats::traffic(&q, &answers);
-    let (listed, meshed) = list(client, r).await?;
-    Ok(stats::rows(r.kind, &listed, &meshed, traffic))
+    Ok(stats::traffic(&q, &answers))
 }
 
 /// The stats of the services of namespace `ns` over `window`, each row
@@ -78,11 +130,6 @@ async fn list(
     let lp = ListParams::default();
     match r.kind {
         Kind::Service | Kind::TrafficSplit => {
-            if r.kind == Kind::TrafficSplit {
-                // A split's rows are its backends' services: the traffic
-                // names them; no listing needed.
-                return Ok((vec![], BTreeMap::new()));
-            }
             let svcs: Api<Service> = scoped(client, ns);
             let list = svcs.list(&lp).await.map_err(kube_err(api("services")))?;
             let keys = list

@@ -10,7 +10,8 @@
 //! by the workload's labels. `svc` selects the outbound traffic to the
 //! service's authority and groups by `dst_namespace, dst_service`, so rows
 //! are named by the destination service (after a failover, the mirror
-//! `emoji-svc-west`). `ts` is `svc` for the split's apex service.
+//! `emoji-svc-west`). `ts` is `svc` for the split's apex service: its rows
+//! are the backends (leaves) the apex's traffic reached.
 
 use std::{fmt, str::FromStr, time::Duration};
 

@@ -29,11 +29,7 @@ use sha2::{Digest, Sha256};
 
 pub use self::{
     archive::{read_image_id, write_archive},
-<<<<<<< HEAD
-    images::{binary_image, coredns, pause, prometheus, tandem, toolbox},
-=======
-    images::{binary_image, coredns, emojivoto, pause, tandem, toolbox},
->>>>>>> wt-app
+    images::{binary_image, coredns, emojivoto, pause, prometheus, tandem, toolbox},
 };
 use crate::Error;
 
