@@ -51,7 +51,9 @@ command -v kubectl >/dev/null || {
 
 cargo build --release -q -p tandem -p tandem-bench
 target=${CARGO_TARGET_DIR:-target}/release
-"$target/tandem" testbed build >/dev/null
+# The testbed is run by the build's tandem (tandem-testbed lies beside it).
+tandem=$(realpath "$target/tandem")
+"$tandem" testbed build >/dev/null
 
 # The proxy runs as uid 2102, which may not read the build directory.
 dir=$(mktemp -d)
@@ -70,7 +72,7 @@ cleanup() {
     done
   fi
   ip netns del "$ns" 2>/dev/null || true
-  "$dir/tandem" testbed down --purge --dir "$tb" >/dev/null 2>&1 ||
+  "$tandem" testbed down --purge --dir "$tb" >/dev/null 2>&1 ||
     echo "warning: stopping the benchmark testbed in $tb failed; run: tandem testbed down --purge --dir $tb" >&2
   rm -rf "$dir"
   exit "$status"
@@ -80,7 +82,7 @@ trap 'exit 130' INT TERM
 
 echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')" >&2
 echo "testbed: one cluster 'bench' on 127.0.0.1:$base_port in $tb" >&2
-export_line=$("$dir/tandem" testbed up --nodes fake --clusters bench --base-port "$base_port" --dir "$tb" 2>"$dir/up.log") || {
+export_line=$("$tandem" testbed up --nodes fake --clusters bench --base-port "$base_port" --dir "$tb" 2>"$dir/up.log") || {
   cat "$dir/up.log" >&2
   exit 1
 }
