@@ -13,13 +13,20 @@
 # removed at the end. Progress goes to stderr, the summary to stdout, its
 # last line as JSON.
 #
-#   bench/proxy.sh [--rps N] [--secs N]
+# --pin puts the client side (load generator, client proxy) on one CPU and
+# the server side (server proxy, app) on another (taskset), as two pods on
+# two nodes; without it the scheduler places them. --proxy-cores sets
+# LINKERD2_PROXY_CORES (1, the default, is a single-threaded runtime).
+#
+#   bench/proxy.sh [--rps N] [--secs N] [--pin] [--proxy-cores N]
 #
 # Environment: CARGO_TARGET_DIR (default ./target).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 args=()
+pin=false
+cores=1
 while (($#)); do
   case $1 in
     --rps | --secs)
@@ -30,8 +37,20 @@ while (($#)); do
       args+=("$1" "$2")
       shift 2
       ;;
+    --proxy-cores)
+      if (($# < 2)) || ! [[ $2 =~ ^[1-9][0-9]*$ ]]; then
+        echo "error: --proxy-cores needs a positive number" >&2
+        exit 2
+      fi
+      cores=$2
+      shift 2
+      ;;
+    --pin)
+      pin=true
+      shift
+      ;;
     -h | --help)
-      sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -43,6 +62,20 @@ done
 if ((EUID != 0)); then
   echo "error: the proxy benchmark needs root (network namespaces, iptables, setpriv)" >&2
   exit 1
+fi
+
+# The CPUs this process may use; --pin takes the first two.
+mapfile -t cpus < <(taskset -pc $$ | sed 's/.*: //' | tr ',' '\n' |
+  awk -F- '{ if (NF == 2) { for (i = $1; i <= $2; i++) print i } else print $1 }')
+client_side=()
+server_side=()
+if $pin; then
+  if ((${#cpus[@]} < 2)); then
+    echo "error: --pin needs two CPUs; this process may use ${cpus[*]}" >&2
+    exit 1
+  fi
+  client_side=(taskset -c "${cpus[0]}")
+  server_side=(taskset -c "${cpus[1]}")
 fi
 
 cargo build --release -q -p tandem -p tandem-bench
@@ -92,18 +125,20 @@ nat_c -A OUTPUT -m mark --mark 0x2102 -j RETURN
 nat_c -A OUTPUT -p tcp -d "$server_ip" -j REDIRECT --to-port 4140
 nat_s -A PREROUTING -p tcp --dport 8080 -j REDIRECT --to-port 4143
 
-proxy() { # NS LOG
-  ip netns exec "$1" setpriv --reuid 2102 --regid 2102 --clear-groups \
+proxy() { # NS LOG TASKSET...
+  local ns=$1 log=$2
+  shift 2
+  "$@" ip netns exec "$ns" setpriv --reuid 2102 --regid 2102 --clear-groups \
     env LINKERD2_PROXY_IDENTITY_DISABLED=disabled LINKERD2_PROXY_LOG=warn \
-    "$dir/tandem" proxy 2>"$2" &
+    LINKERD2_PROXY_CORES="$cores" "$dir/tandem" proxy 2>"$log" &
   pids+=($!)
 }
-ip netns exec "$ns_s" "$dir/tandem-bench" proxy-app --listen 0.0.0.0:8080 --listen 0.0.0.0:8081 \
-  2>"$dir/app.log" &
+"${server_side[@]}" ip netns exec "$ns_s" "$dir/tandem-bench" proxy-app \
+  --listen 0.0.0.0:8080 --listen 0.0.0.0:8081 2>"$dir/app.log" &
 pids+=($!)
-proxy "$ns_s" "$dir/server-proxy.log"
+proxy "$ns_s" "$dir/server-proxy.log" "${server_side[@]}"
 server_pid=$!
-proxy "$ns_c" "$dir/client-proxy.log"
+proxy "$ns_c" "$dir/client-proxy.log" "${client_side[@]}"
 client_pid=$!
 for ns in "$ns_c" "$ns_s"; do
   for _ in $(seq 100); do
@@ -116,7 +151,7 @@ for ns in "$ns_c" "$ns_s"; do
   }
 done
 
-echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)'); cores: $(nproc); load: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-ip netns exec "$ns_c" "$dir/tandem-bench" proxy \
+echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)'); cores: $(nproc); load: $(cut -d' ' -f1-3 /proc/loadavg); pinned: $pin; proxy cores: $cores" >&2
+"${client_side[@]}" ip netns exec "$ns_c" "$dir/tandem-bench" proxy \
   --proxied "$server_ip:8080" --direct "$server_ip:8081" \
   --pid "client=$client_pid" --pid "server=$server_pid" "${args[@]}"

@@ -72,7 +72,7 @@ pub struct Args {
     json: Option<PathBuf>,
 }
 
-fn req(path: String) -> GetDestination {
+pub(crate) fn req(path: String) -> GetDestination {
     GetDestination {
         scheme: "k8s".into(),
         path,
@@ -234,7 +234,7 @@ pub async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-async fn next(
+pub(crate) async fn next(
     s: &mut Streaming<DestinationProfile>,
     within: Duration,
 ) -> Result<DestinationProfile> {

@@ -14,6 +14,7 @@ mod failover;
 mod mirror;
 mod objects;
 mod proxy;
+mod proxy_weights;
 mod restart;
 mod stats;
 
@@ -55,6 +56,11 @@ enum Command {
     Proxy(proxy::Args),
     /// The app `bench/proxy.sh` measures against: `ok` on every `--listen`.
     ProxyApp(proxy::AppArgs),
+    /// The sidecar proxy and the destination service together: time from a
+    /// TrafficSplit weight change to a running `tandem proxy` sending
+    /// requests by the new weights. Needs the namespace and redirects that
+    /// `bench/proxy-weights.sh` sets up; run it there.
+    ProxyWeights(proxy_weights::Args),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +83,7 @@ fn main() -> ExitCode {
                 Command::Destination(args) => destination::run(args).await,
                 Command::Proxy(args) => proxy::run(args).await,
                 Command::ProxyApp(args) => proxy::app(args).await,
+                Command::ProxyWeights(args) => proxy_weights::run(args).await,
             }
         };
         // On SIGINT or SIGTERM the benchmark is dropped, which kills the

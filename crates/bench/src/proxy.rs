@@ -56,10 +56,10 @@ fn parse_pid(s: &str) -> Result<(String, u32), String> {
     ))
 }
 
-type HttpClient = Client<Connector, Empty<Bytes>>;
+pub(crate) type HttpClient = Client<Connector, Empty<Bytes>>;
 
 #[derive(Clone)]
-struct Connector(Option<u32>);
+pub(crate) struct Connector(Option<u32>);
 
 impl tower::Service<Uri> for Connector {
     type Response = TokioIo<tokio::net::TcpStream>;
@@ -88,7 +88,7 @@ impl tower::Service<Uri> for Connector {
     }
 }
 
-fn client(mark: Option<u32>) -> HttpClient {
+pub(crate) fn client(mark: Option<u32>) -> HttpClient {
     Client::builder(TokioExecutor::new()).build(Connector(mark))
 }
 
