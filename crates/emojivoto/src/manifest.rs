@@ -3,7 +3,8 @@
 //! read and apply the same file the demo applies.
 
 /// `examples/emojivoto.yml`: namespace `emojivoto`, ServiceAccounts
-/// `emoji`, `voting`, `web`, Services `emoji-svc`, `voting-svc`, `web-svc`
+/// `emoji`, `voting`, `web`, Services `emoji-svc`, `voting-svc`, `web-svc` (a
+/// LoadBalancer Service, for the browser)
 /// and Deployments `emoji`, `vote-bot`, `voting`, `web`.
 pub const MANIFEST: &str = include_str!("../../../examples/emojivoto.yml");
 
@@ -109,12 +110,16 @@ mod tests {
             let s = find("Service", svc);
             assert_eq!(field(s, "port:"), ["8080", "8801"], "{svc}");
             assert_eq!(field(s, "app:"), [svc]);
+            assert!(field(s, "type:").is_empty(), "{svc} is a ClusterIP Service");
         }
         let web = find("Service", "web-svc");
         assert_eq!(
             (field(web, "port:"), field(web, "targetPort:")),
             (vec!["80"], vec!["8080"])
         );
+        // Reachable from outside the cluster (the browser), at an address
+        // the cluster's LoadBalancer controller gives it.
+        assert_eq!(field(web, "type:"), ["LoadBalancer"]);
         for (deploy, app, account) in [
             ("emoji", "emoji-svc", Some("emoji")),
             ("voting", "voting-svc", Some("voting")),

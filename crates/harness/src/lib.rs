@@ -8,12 +8,15 @@
 //!   skipped.
 //! - [`failover`] holds the fixtures of the failover controller's tests.
 //! - [`browser`] drives headless Chromium for the tests of pages.
+//! - [`app`] installs the emojivoto-compatible app on real nodes and reads
+//!   vote-bot's counters.
 //! - [`Process`] runs a `tandem` under test; [`launch`] and [`http`] are the
 //!   one process launcher and the one HTTP client that the tests and the
 //!   benchmarks share.
 
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod browser;
 pub mod certificate;
 pub mod cli;

@@ -7,25 +7,25 @@
 use std::{path::Path, time::Duration};
 
 use tandem_harness::{
-    Env, TestNamespace,
-    dataplane::{self, PodNetns, ROUTING_IDENTITY, metric_sum},
-    eventually, run,
+    Env,
+    app::{self, BotCounts, LogsOnFailure},
+    dataplane::{self, ROUTING_IDENTITY, metric_sum},
+    eventually,
 };
 
 const CLUSTER: &str = "east";
-const DEPLOYMENTS: [&str; 4] = ["emoji", "voting", "web", "vote-bot"];
 
 #[tokio::test]
 async fn the_meshed_app_votes_fails_the_doughnut_and_speaks_mtls() {
     let env = Env::real(Path::new(env!("CARGO_BIN_EXE_tandem")));
     dataplane::control_plane(&env, CLUSTER);
     let ns = env.namespace("emojivoto", &[CLUSTER]);
-    let _logs = LogsOnFailure(&env, &ns.name);
-    let app = tandem_emojivoto::manifest(&ns.name);
-    ns.apply(
-        CLUSTER,
-        &dataplane::inject(&env, CLUSTER, &app, ROUTING_IDENTITY),
-    );
+    let _logs = LogsOnFailure {
+        env: &env,
+        ns: &ns.name,
+        clusters: &[CLUSTER],
+    };
+    app::install(&env, &ns, CLUSTER, &tandem_emojivoto::manifest(&ns.name));
     let client = dataplane::inject(
         &env,
         CLUSTER,
@@ -33,17 +33,7 @@ async fn the_meshed_app_votes_fails_the_doughnut_and_speaks_mtls() {
         ROUTING_IDENTITY,
     );
     ns.apply(CLUSTER, &client);
-    for deploy in DEPLOYMENTS {
-        dataplane::wait_rollout(&ns, CLUSTER, deploy);
-    }
     dataplane::wait_pod_ready(&ns, CLUSTER, "client");
-    for deploy in DEPLOYMENTS {
-        let containers = pod_of(&ns, deploy_selector(deploy), ".spec.containers[*].name");
-        assert!(
-            containers.contains("tandem-proxy"),
-            "{deploy} is not meshed: containers {containers:?}"
-        );
-    }
 
     let client = dataplane::pod_netns(&env, &ns, CLUSTER, "client");
     let web = dataplane::service_addr(&ns, CLUSTER, "web-svc");
@@ -102,39 +92,31 @@ async fn the_meshed_app_votes_fails_the_doughnut_and_speaks_mtls() {
 
     // vote-bot votes on: its count of ok votes grows, and nothing but the
     // doughnut fails.
-    let bot = netns_of(&env, &ns, "app=vote-bot");
-    let prom = "127.0.0.1:8801".parse().unwrap();
-    let ok_votes = |bot: &PodNetns| {
-        let m = bot.get(prom, "/metrics").map_err(|e| e.to_string())?;
-        let sum = |result| {
-            metric_sum(
-                &m.body,
-                "votebot_requests_total",
-                &[("path", "/api/vote"), ("result", result)],
-            )
-        };
-        Ok::<_, String>((sum("ok"), sum("failed"), m.body))
-    };
-    let (before, _, _) = ok_votes(&bot).expect("vote-bot's /metrics");
-    let (after, failed, text) = eventually(
+    let bot = app::netns_of(&env, &ns, CLUSTER, "app=vote-bot");
+    let before = BotCounts::read(&bot).expect("vote-bot's /metrics");
+    let after = eventually(
         "vote-bot's ok votes growing",
         Duration::from_secs(60),
         || {
-            let now = ok_votes(&bot);
+            let now = BotCounts::read(&bot);
             async move {
                 match now {
-                    Ok((ok, failed, text)) if ok >= before + 2.0 => Ok((ok, failed, text)),
-                    other => Err(format!("{before} ok votes before, now {other:?}")),
+                    Ok(now) if now.vote_ok >= before.vote_ok + 2.0 => Ok(now),
+                    other => Err(format!("{before:?} before, now {other:?}")),
                 }
             }
         },
     )
     .await;
-    assert!(after >= 2.0, "{text}");
-    assert_eq!(failed, 0.0, "vote-bot saw real failures:\n{text}");
+    assert!(after.vote_ok >= 2.0, "{after:?}");
+    assert_eq!(
+        (after.vote_failed, after.list_failed),
+        (0.0, 0.0),
+        "vote-bot saw real failures: {after:?}"
+    );
 
     // web's proxy sent its gRPC to emoji-svc over mTLS.
-    let web_pod = netns_of(&env, &ns, "app=web-svc");
+    let web_pod = app::netns_of(&env, &ns, CLUSTER, "app=web-svc");
     let metrics = web_pod
         .get("127.0.0.1:4191".parse().unwrap(), "/metrics")
         .expect("web's proxy metrics");
@@ -155,62 +137,4 @@ async fn the_meshed_app_votes_fails_the_doughnut_and_speaks_mtls() {
         metrics.body
     );
     assert_eq!(to_emoji("no_identity"), 0.0, "{}", metrics.body);
-}
-
-/// The pod selector of a Deployment of the manifest: emojivoto's pods are
-/// labelled `app: <x>-svc`, not by the Deployment's name.
-fn deploy_selector(deploy: &str) -> &'static str {
-    match deploy {
-        "emoji" => "app=emoji-svc",
-        "voting" => "app=voting-svc",
-        "web" => "app=web-svc",
-        _ => "app=vote-bot",
-    }
-}
-
-/// A field (`.metadata.name`) of the first pod matching `selector`.
-fn pod_of(ns: &TestNamespace, selector: &str, path: &str) -> String {
-    ns.kubectl(
-        CLUSTER,
-        &[
-            "get",
-            "pods",
-            "-l",
-            selector,
-            "-o",
-            &format!("jsonpath={{.items[0]{path}}}"),
-        ],
-    )
-}
-
-fn netns_of(env: &Env, ns: &TestNamespace, selector: &str) -> PodNetns {
-    let pod = pod_of(ns, selector, ".metadata.name");
-    dataplane::pod_netns(env, ns, CLUSTER, pod.trim())
-}
-
-/// Prints the app's logs if the test fails (the namespace's objects are
-/// dumped by [`TestNamespace`]).
-struct LogsOnFailure<'a>(&'a Env, &'a str);
-
-impl Drop for LogsOnFailure<'_> {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for deploy in DEPLOYMENTS {
-            let out = run(self.0.kubectl(CLUSTER).args([
-                "-n",
-                self.1,
-                "logs",
-                &format!("deploy/{deploy}"),
-                "--all-containers",
-                "--tail=50",
-            ]));
-            eprintln!(
-                "===== logs of {deploy} =====\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
 }

@@ -1,0 +1,192 @@
+//! The issue's acceptance of viz against the app, on real nodes: with viz
+//! installed and the meshed app's vote-bot at a known rate (each tick is
+//! `/api/list` and one vote, 15% of them the failing `:doughnut:`),
+//! `tandem viz stat` shows web's and voting's RPS within ±20% of what
+//! vote-bot itself counted over the same window, and SUCCESS near the
+//! share vote-bot saw succeed (web ≈ 92.5%, voting ≈ 85%). Then `tandem viz
+//! dashboard --context east`, seen in headless Chromium, shows emojivoto's
+//! services with their RPS and success.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use serde_json::Value;
+use tandem_harness::{
+    Env, Process, TestNamespace,
+    app::{self, BotCounts, LogsOnFailure},
+    browser::Browser,
+    dataplane, eventually, free_port, run,
+};
+
+const CLUSTER: &str = "east";
+/// vote-bot's ticks a second: twice as many requests to web.
+const TICKS: u32 = 5;
+/// The window of `viz stat -t`.
+const WINDOW: Duration = Duration::from_secs(30);
+/// `increase()` undercounts a series younger than its window: the
+/// figures are Linkerd's once the traffic has run a window and two 10 s
+/// scrapes.
+const WARM_UP: Duration = Duration::from_secs(25);
+/// How far SUCCESS may be from vote-bot's own share: Prometheus' window
+/// trails vote-bot's by up to a scrape.
+const SUCCESS_SLACK: f64 = 0.05;
+
+fn stat_json(env: &Env, ns: &TestNamespace, kind: &str) -> Result<Vec<Value>, String> {
+    let out = run(env.tandem().args([
+        "--context",
+        CLUSTER,
+        "viz",
+        "stat",
+        "-n",
+        &ns.name,
+        kind,
+        "-t",
+        "30s",
+        "-o",
+        "json",
+    ]));
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {:?}", out.stdout))
+}
+
+/// Row `name`'s RPS within ±20% of `rps` and its SUCCESS within
+/// [`SUCCESS_SLACK`] of `success`.
+fn check(rows: &[Value], name: &str, rps: f64, success: f64) -> Result<(), String> {
+    let row = rows
+        .iter()
+        .find(|r| r["name"] == name)
+        .ok_or_else(|| format!("no row {name} in {rows:?}"))?;
+    let (got_rps, got_success) = match (row["rps"].as_f64(), row["success"].as_f64()) {
+        (Some(r), Some(s)) => (r, s),
+        _ => return Err(format!("{name} has no traffic yet: {row}")),
+    };
+    if (got_rps - rps).abs() > rps * 0.2 {
+        return Err(format!(
+            "{name}: {got_rps:.2} rps, vote-bot counted {rps:.2}: {row}"
+        ));
+    }
+    if (got_success - success).abs() > SUCCESS_SLACK {
+        return Err(format!(
+            "{name}: success {got_success:.3}, vote-bot saw {success:.3}: {row}"
+        ));
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn viz_stat_and_the_dashboard_show_vote_bots_load_and_its_doughnuts() {
+    let env = Env::real(Path::new(env!("CARGO_BIN_EXE_tandem")));
+    dataplane::control_plane(&env, CLUSTER);
+    app::install_viz(&env, CLUSTER);
+    let ns = env.namespace("vizapp", &[CLUSTER]);
+    let _logs = LogsOnFailure {
+        env: &env,
+        ns: &ns.name,
+        clusters: &[CLUSTER],
+    };
+    let manifest = app::with_bot_rate(&tandem_emojivoto::manifest(&ns.name), TICKS);
+    app::install(&env, &ns, CLUSTER, &manifest);
+
+    // vote-bot's traffic flows: it counts only once web first answered.
+    let bot = app::netns_of(&env, &ns, CLUSTER, "app=vote-bot");
+    eventually("vote-bot voting", Duration::from_secs(60), || {
+        let now = BotCounts::read(&bot);
+        async move {
+            match now {
+                Ok(c) if c.vote_ok > 0.0 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    tokio::time::sleep(WARM_UP).await;
+    let start = BotCounts::read(&bot).expect("vote-bot's counters");
+    tokio::time::sleep(WINDOW).await;
+    let end = BotCounts::read(&bot).expect("vote-bot's counters");
+    let deploy = stat_json(&env, &ns, "deploy").unwrap_or_else(|e| panic!("{e}"));
+    let svc = stat_json(&env, &ns, "svc").unwrap_or_else(|e| panic!("{e}"));
+    let sent = end.since(&start);
+    let secs = WINDOW.as_secs_f64();
+    let (web_rps, vote_rps) = (sent.requests() / secs, sent.votes() / secs);
+    eprintln!(
+        "vote-bot over {secs}s: {sent:?}: web {web_rps:.2} rps at {:.3}, voting {vote_rps:.2} rps at {:.3}\ndeploy: {deploy:?}\nsvc: {svc:?}",
+        sent.web_success(),
+        sent.vote_success()
+    );
+    assert!(
+        web_rps >= f64::from(2 * TICKS) * 0.5,
+        "vote-bot sent only {web_rps:.2} rps of {}: the machine is too busy for this test",
+        2 * TICKS
+    );
+    assert_eq!(
+        (sent.list_failed, sent.vote_failed),
+        (0.0, 0.0),
+        "vote-bot saw real failures"
+    );
+    check(&deploy, "web", web_rps, sent.web_success()).unwrap_or_else(|e| panic!("{e}"));
+    check(&deploy, "voting", vote_rps, sent.vote_success()).unwrap_or_else(|e| panic!("{e}"));
+    check(&svc, "web-svc", web_rps, sent.web_success()).unwrap_or_else(|e| panic!("{e}"));
+    check(&svc, "voting-svc", vote_rps, sent.vote_success()).unwrap_or_else(|e| panic!("{e}"));
+    // The failure is the doughnut's, and shows: well below 100%.
+    for (rows, name) in [(&deploy, "voting"), (&svc, "voting-svc")] {
+        let row = rows.iter().find(|r| r["name"] == name).unwrap();
+        assert!(row["success"].as_f64() < Some(0.95), "{row}");
+    }
+
+    // The dashboard's Services, in a browser.
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tandem"));
+    cmd.env("KUBECONFIG", &env.kubeconfig).args([
+        "viz",
+        "dashboard",
+        "--context",
+        CLUSTER,
+        "--addr",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    let mut dashboard = Process::spawn("dashboard", cmd, port);
+    dashboard.wait_http_ok("/api/state", Duration::from_secs(60));
+    let browser = Browser::launch().unwrap_or_else(|e| panic!("{e}"));
+    let mut page = browser.page().await.unwrap_or_else(|e| panic!("{e}"));
+    page.goto(&format!("http://127.0.0.1:{port}/"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let row = |svc: &str| format!("tr[data-service=\"{CLUSTER}/{}/{svc}\"]", ns.name);
+    let cells = |svc: &str| format!("[...document.querySelectorAll('{} td')]", row(svc));
+    let shown = format!(
+        "['web-svc', 'emoji-svc', 'voting-svc'].every(s => document.querySelector(`tr[data-service=\"{CLUSTER}/{}/${{s}}\"]`)) && \
+         parseFloat({}[2]?.textContent) > 0 && parseFloat({}[1]?.textContent) < 100",
+        ns.name,
+        cells("web-svc"),
+        cells("voting-svc"),
+    );
+    page.wait_until(
+        "emojivoto's services with traffic on the dashboard",
+        &shown,
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", dashboard.log_text()));
+    for (svc, rps) in [("web-svc", web_rps), ("voting-svc", vote_rps)] {
+        let cells = page
+            .texts(&format!("{} td", row(svc)))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("dashboard: {cells:?}");
+        let text = cells.join(" ");
+        assert_eq!(cells.first(), Some(&format!("{}/{svc}", ns.name)), "{text}");
+        let shown: f64 = cells
+            .last()
+            .and_then(|c| c.strip_suffix("rps"))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no RPS in {text:?}"));
+        // The dashboard's window is a minute, half of it before the
+        // window above: a wider margin.
+        assert!(
+            (shown - rps).abs() <= rps * 0.35,
+            "{svc}: {text} vs {rps:.2}"
+        );
+        assert!(cells[1].ends_with('%'), "{text}");
+    }
+}
