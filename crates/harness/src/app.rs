@@ -273,6 +273,38 @@ impl Drop for LogsOnFailure<'_> {
     }
 }
 
+/// `tandem --context CLUSTER viz stat -n NS KIND -t 30s -o json`: its rows,
+/// or why there are none (the command failed, or printed no JSON array).
+pub fn viz_stat_json(
+    env: &Env,
+    cluster: &str,
+    ns: &TestNamespace,
+    kind: &str,
+) -> Result<Vec<serde_json::Value>, String> {
+    let out = run(env.tandem().args([
+        "--context",
+        cluster,
+        "viz",
+        "stat",
+        "-n",
+        &ns.name,
+        kind,
+        "-t",
+        "30s",
+        "-o",
+        "json",
+    ]));
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "viz stat -o json printed no JSON array ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,28 +49,7 @@ fn prometheus(env: &Env, query: &str) -> Vec<Value> {
 }
 
 fn stat_json(env: &Env, ns: &TestNamespace, kind: &str) -> Result<Vec<Value>, String> {
-    let out = run(env.tandem().args([
-        "--context",
-        CLUSTER,
-        "viz",
-        "stat",
-        "-n",
-        &ns.name,
-        kind,
-        "-t",
-        "30s",
-        "-o",
-        "json",
-    ]));
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    serde_json::from_slice::<Vec<Value>>(&out.stdout).map_err(|e| {
-        format!(
-            "viz stat -o json printed no JSON array ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+    tandem_harness::app::viz_stat_json(env, CLUSTER, ns, kind)
 }
 
 /// The 30 s window of the queries and two 10 s scrapes.

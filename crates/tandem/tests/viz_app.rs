@@ -14,7 +14,7 @@ use tandem_harness::{
     Env, Process, TestNamespace,
     app::{self, BotCounts, LogsOnFailure},
     browser::Browser,
-    dataplane, eventually, free_port, run,
+    dataplane, eventually, free_port,
 };
 
 const CLUSTER: &str = "east";
@@ -31,23 +31,7 @@ const WARM_UP: Duration = Duration::from_secs(25);
 const SUCCESS_SLACK: f64 = 0.05;
 
 fn stat_json(env: &Env, ns: &TestNamespace, kind: &str) -> Result<Vec<Value>, String> {
-    let out = run(env.tandem().args([
-        "--context",
-        CLUSTER,
-        "viz",
-        "stat",
-        "-n",
-        &ns.name,
-        kind,
-        "-t",
-        "30s",
-        "-o",
-        "json",
-    ]));
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {:?}", out.stdout))
+    tandem_harness::app::viz_stat_json(env, CLUSTER, ns, kind)
 }
 
 /// Row `name`'s RPS within ±20% of `rps` and its SUCCESS within
