@@ -51,8 +51,11 @@ pub enum ResolveError {
 
 // === pure conversions ===
 
-/// A profile message for `target`: weight-0 overrides are dropped; with none
-/// left, everything goes to the service itself.
+/// A profile message for `target`. Backends of weight 0 stay, after the
+/// others, as fallbacks: never picked by weight, but tried when the
+/// weighted ones have no endpoint left or failed to connect (the moment
+/// of a failover, before the weights flip). With no positive weight,
+/// everything goes to the service itself, the others behind it.
 pub fn profile_from_proto(p: DestinationProfile, target: SocketAddr) -> Profile {
     if let Some(ep) = p
         .endpoint
@@ -64,21 +67,33 @@ pub fn profile_from_proto(p: DestinationProfile, target: SocketAddr) -> Profile 
     if fqn.is_empty() {
         return Profile::Unknown;
     }
-    let mut backends: Vec<Backend> = p
-        .dst_overrides
-        .into_iter()
-        .filter(|d| d.weight > 0 && !d.authority.is_empty())
-        .map(|d| Backend {
-            authority: with_port(d.authority.trim_end_matches('.'), target.port()),
-            weight: d.weight,
-        })
-        .collect();
-    if backends.is_empty() {
-        backends.push(Backend {
-            authority: format!("{fqn}:{}", target.port()),
-            weight: 1,
-        });
+    let mut backends: Vec<Backend> = vec![];
+    for d in p.dst_overrides {
+        if d.authority.is_empty() {
+            continue;
+        }
+        let authority = with_port(d.authority.trim_end_matches('.'), target.port());
+        match backends.iter_mut().find(|b| b.authority == authority) {
+            Some(b) => b.weight = b.weight.saturating_add(d.weight),
+            None => backends.push(Backend {
+                authority,
+                weight: d.weight,
+            }),
+        }
     }
+    if backends.iter().all(|b| b.weight == 0) {
+        let apex = format!("{fqn}:{}", target.port());
+        backends.retain(|b| b.authority != apex);
+        backends.insert(
+            0,
+            Backend {
+                authority: apex,
+                weight: 1,
+            },
+        );
+    }
+    // Weighted first, then the fallbacks, each in the profile's order.
+    backends.sort_by_key(|b| b.weight == 0);
     Profile::Logical { fqn, backends }
 }
 
@@ -345,7 +360,7 @@ mod tests {
     }
 
     #[test]
-    fn profiles_drop_weight_zero_and_fall_back_to_the_apex() {
+    fn profiles_keep_weight_zero_as_fallbacks_and_fall_back_to_the_apex() {
         let target: SocketAddr = "10.96.0.10:8080".parse().unwrap();
         let p = |fqn: &str, dsts: &[(&str, u32)]| DestinationProfile {
             fully_qualified_name: fqn.into(),
@@ -380,15 +395,37 @@ mod tests {
                 p(
                     fqn,
                     &[
-                        ("a.ns.svc.cluster.local:8080", 30000),
                         ("b.ns.svc.cluster.local", 0),
+                        ("a.ns.svc.cluster.local:8080", 30000),
+                        ("", 5),
                     ],
                 ),
-                logical(&[("a.ns.svc.cluster.local:8080", 30000)]),
+                logical(&[
+                    ("a.ns.svc.cluster.local:8080", 30000),
+                    ("b.ns.svc.cluster.local:8080", 0),
+                ]),
             ),
             (
                 p(fqn, &[("a.ns.svc.cluster.local", 0)]),
-                logical(&[("emoji-svc.emojivoto.svc.cluster.local:8080", 1)]),
+                logical(&[
+                    ("emoji-svc.emojivoto.svc.cluster.local:8080", 1),
+                    ("a.ns.svc.cluster.local:8080", 0),
+                ]),
+            ),
+            (
+                // The apex at weight 0 is still the one that takes it all.
+                p(
+                    fqn,
+                    &[
+                        ("emoji-svc.emojivoto.svc.cluster.local", 0),
+                        ("a.ns.svc.cluster.local", 0),
+                        ("a.ns.svc.cluster.local:8080", 0),
+                    ],
+                ),
+                logical(&[
+                    ("emoji-svc.emojivoto.svc.cluster.local:8080", 1),
+                    ("a.ns.svc.cluster.local:8080", 0),
+                ]),
             ),
             (
                 p(

@@ -20,8 +20,8 @@ use crate::{
     direct::{self, BoxIo, DirectConn, Gateway, Route},
     endpoint::{self, Endpoint, NoTlsReason, OrigDst, Tls},
     http::{
-        Body, EndpointClient, ReqBody, absolute_uri, authority_of, error_response, record_error,
-        record_response, strip_hop_by_hop,
+        Body, EndpointClient, absolute_uri, authority_of, boxed, error_response, record_error,
+        record_response, strip_hop_by_hop, undelivered_response,
     },
     io::Counted,
     metrics::{Direction, Peer, Target},
@@ -297,11 +297,25 @@ async fn forward(
         return rsp;
     };
     parts.uri = uri;
-    let Some(body) = ReqBody::Streaming(Some(body)).take() else {
-        return error_response(StatusCode::BAD_REQUEST, "request body failed");
-    };
-    match client.request(Request::from_parts(parts, body)).await {
+    match client
+        .request(Request::from_parts(parts, boxed(body)))
+        .await
+    {
         Ok(rsp) => record_response(&ctx.metrics, labels, rsp, start.elapsed()),
+        // Not connected: the application never saw the request (it is
+        // stopping, or not listening yet), so the client's proxy may send
+        // it elsewhere.
+        Err(error) if error.is_connect() => {
+            let rsp = undelivered_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "the application refused the connection: {}",
+                    crate::http::error_chain(&error)
+                ),
+            );
+            record_error(&ctx.metrics, labels, &rsp);
+            rsp
+        }
         Err(error) => {
             let rsp = error_response(
                 StatusCode::BAD_GATEWAY,

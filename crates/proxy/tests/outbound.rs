@@ -5,6 +5,7 @@ mod support;
 
 use std::{net::SocketAddr, time::Duration};
 
+use futures::StreamExt as _;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -362,4 +363,144 @@ async fn grpc_status_in_trailers_classifies_the_response() {
         "{line}"
     );
     p.stop().await;
+}
+
+/// A port held bound but never listening: connecting to it is refused (and
+/// no other listener can be handed it while the socket lives).
+fn refusing_port() -> (tokio::net::TcpSocket, SocketAddr) {
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = held.local_addr().unwrap();
+    (held, addr)
+}
+
+/// An h2c POST through the proxy whose body streams in `chunks` (no
+/// content-length, as gRPC's), echoed by the backend: status and body.
+async fn streamed_post(proxy: SocketAddr, chunks: Vec<String>) -> (u16, String) {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use hyper_util::rt::TokioExecutor;
+
+    let frames = futures::stream::iter(chunks).then(|c| async move {
+        // Frames arrive apart, so that the proxy cannot wait for the body.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        Ok::<_, std::convert::Infallible>(Frame::data(bytes::Bytes::from(c)))
+    });
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let req = hyper::Request::post(format!("http://{proxy}/emojivoto.v1.EmojiService/ListAll"))
+        .header("host", APEX)
+        .header("content-type", "application/grpc")
+        .header("x-echo-body", "1")
+        .body(StreamBody::new(Box::pin(frames)))
+        .unwrap();
+    let rsp = client.request(req).await.expect("the proxy answers");
+    let status = rsp.status().as_u16();
+    let body = rsp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The failover's moment in one proxy: the local backend has all the
+/// weight but its endpoint is gone (nothing listens), the remote one has
+/// none. Every request, its body streamed as gRPC's are, still reaches the
+/// remote backend whole; a body longer than the retry buffer too, since
+/// the failed try never read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_request_to_a_vanished_endpoint_is_sent_to_the_other_backend() {
+    let (_held, gone) = refusing_port();
+    let b2 = Backend::start("b2").await;
+    let ctl = Controller::default();
+    ctl.profile(service_ip(), APEX, &[(B1, 1), (B2, 0)]);
+    ctl.endpoints(B1, &[(gone, "b1-0")]);
+    ctl.endpoints(B2, &[(b2.addr, "b2-0")]);
+    let (dst, _ctl_task) = ctl.clone().serve().await;
+    let p = proxy(Some(dst), service_ip()).await;
+
+    for i in 0..10 {
+        let chunks: Vec<String> = (0..3).map(|c| format!("<{i}.{c}>")).collect();
+        let want = chunks.concat();
+        let (status, body) = streamed_post(p.proxy_outbound, chunks).await;
+        assert_eq!(status, 200, "request {i}: {body}");
+        assert_eq!(body, format!("b2 HTTP/2.0 body={want}"), "request {i}");
+    }
+    let long: Vec<String> = (0..8).map(|c| format!("{c}").repeat(16 * 1024)).collect();
+    let want = long.concat();
+    assert!(want.len() as u64 > tandem_proxy::http::RETRY_BUFFER);
+    let (status, body) = streamed_post(p.proxy_outbound, long).await;
+    assert_eq!(status, 200, "{}", &body[..body.len().min(200)]);
+    assert!(
+        body == format!("b2 HTTP/2.0 body={want}"),
+        "the long body arrived changed"
+    );
+    assert_eq!(b2.hits(), 11);
+    p.stop().await;
+}
+
+/// A peer's proxy whose application refuses the connection (it is
+/// stopping) answers 503 with `tandem-proxy-undelivered`; the client's
+/// proxy sends the request to the other backend instead of failing it.
+/// With nowhere else to go, the client gets that 503 and its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_peers_app_refused_goes_to_another_backend() {
+    let (_held, app_gone) = refusing_port();
+    let peer = proxy(None, app_gone).await;
+    let b2 = Backend::start("b2").await;
+    let ctl = Controller::default();
+    ctl.profile(service_ip(), APEX, &[(B1, 1), (B2, 0)]);
+    ctl.endpoints(B1, &[(peer.proxy_inbound, "b1-0")]);
+    ctl.endpoints(B2, &[(b2.addr, "b2-0")]);
+    let (dst, _ctl_task) = ctl.clone().serve().await;
+    let p = proxy(Some(dst), service_ip()).await;
+
+    for i in 0..10 {
+        let (status, body) = streamed_post(p.proxy_outbound, vec![format!("vote {i}")]).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, format!("b2 HTTP/2.0 body=vote {i}").as_str())
+        );
+        let (status, body) = get(&http1_client(), p.proxy_outbound, APEX).await;
+        assert_eq!((status, &body[..2]), (200, "b2"), "{body}");
+    }
+    let peer_metrics = metrics(peer.admin).await;
+    assert!(
+        peer_metrics
+            .lines()
+            .any(|l| l.starts_with("response_total{direction=\"inbound\"")
+                && l.contains("status_code=\"503\"")),
+        "the peer never answered 503 itself:\n{peer_metrics}"
+    );
+
+    // Nowhere else to go: the peer's answer, with its reason.
+    ctl.profile(service_ip(), APEX, &[(B1, 1)]);
+    until_status(&http1_client(), p.proxy_outbound, 503).await;
+    let rsp = http1_client()
+        .request(
+            hyper::Request::get(format!("http://{}/", p.proxy_outbound))
+                .header("host", APEX)
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(rsp.status(), 503);
+    let why = rsp.headers()["l5d-proxy-error"].to_str().unwrap();
+    assert!(why.contains("refused"), "{why}");
+    p.stop().await;
+    peer.stop().await;
+}
+
+/// Sends requests until one answers `status` (bounded).
+async fn until_status(client: &Client, proxy: SocketAddr, status: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (got, _) = get(client, proxy, APEX).await;
+        if got == status {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never answered {status}; last {got}"
+        );
+    }
 }

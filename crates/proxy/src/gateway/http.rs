@@ -11,7 +11,8 @@ use tokio::time::Instant;
 
 use super::{Gateway, MAX_TRIES, Reason};
 use crate::http::{
-    Body, ReqBody, authority_of, error_response, record_error, record_response, strip_hop_by_hop,
+    Body, ReqBody, authority_of, error_response, is_undelivered, record_error, record_response,
+    strip_hop_by_hop, undelivered_response,
 };
 
 /// The port of an authority that names none.
@@ -90,15 +91,14 @@ impl Gateway {
         {
             parts.headers.insert(header::HOST, host);
         }
-        let mut body = match ReqBody::new(body).await {
-            Ok(b) => b,
-            Err(_) => return error_response(StatusCode::BAD_REQUEST, "request body failed"),
-        };
+        let mut body = ReqBody::new(body);
         let backends = &self.0.backends;
         let metrics = backends.metrics();
         let mut tried = vec![];
         let mut last_error = format!("no endpoints for {}", fwd.authority);
         let mut last_labels = None;
+        // Whether a try may have reached an application.
+        let mut delivered_maybe = false;
         for _ in 0..MAX_TRIES {
             let slot = match backends.pick(&fwd.authority, &tried).await {
                 Ok(Some(s)) => s,
@@ -116,6 +116,17 @@ impl Gateway {
                 .request(Request::from_parts(parts.clone(), b))
                 .await
             {
+                // The endpoint's application never saw it: another
+                // endpoint may take it.
+                Ok(rsp) if is_undelivered(&rsp) && body.can_retry() => {
+                    slot.done(begun, false);
+                    last_error = format!(
+                        "endpoint {}: the application refused the connection",
+                        slot.ep.addr
+                    );
+                    tried.push(slot.ep.addr);
+                    last_labels = Some(labels);
+                }
                 Ok(rsp) => {
                     slot.done(begun, true);
                     self.0.metrics.forwarded("http");
@@ -123,6 +134,7 @@ impl Gateway {
                 }
                 Err(error) => {
                     slot.done(begun, false);
+                    delivered_maybe |= !error.is_connect();
                     last_error = format!("endpoint {} failed: {error}", slot.ep.addr);
                     tried.push(slot.ep.addr);
                     last_labels = Some(labels);
@@ -135,7 +147,13 @@ impl Gateway {
         } else {
             StatusCode::BAD_GATEWAY
         };
-        let rsp = error_response(status, &last_error);
+        // No application saw it: the client's proxy may send it to
+        // another backend (e.g. its own cluster's, at a failback).
+        let rsp = if delivered_maybe {
+            error_response(status, &last_error)
+        } else {
+            undelivered_response(status, &last_error)
+        };
         if let Some(labels) = last_labels {
             record_error(metrics, labels, &rsp);
         }

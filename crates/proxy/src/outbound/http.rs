@@ -11,7 +11,7 @@ use crate::{
     Ctx,
     endpoint::NoTlsReason,
     http::{
-        Body, ReqBody, absolute_uri, error_response, record_error, record_response,
+        Body, ReqBody, absolute_uri, error_response, is_undelivered, record_error, record_response,
         strip_hop_by_hop,
     },
     metrics::{Direction, Target},
@@ -47,13 +47,12 @@ pub async fn handle(ctx: Ctx, router: Arc<Router>, req: Request<Incoming>) -> Re
         }
     };
     parts.uri = uri;
-    let mut body = match ReqBody::new(body).await {
-        Ok(b) => b,
-        Err(_) => return error_response(StatusCode::BAD_REQUEST, "request body failed"),
-    };
+    let mut body = ReqBody::new(body);
     let mut tried: Vec<SocketAddr> = vec![];
     let mut last_error = "no endpoints".to_string();
     let mut last_labels = None;
+    // Whether every try was refused by a peer proxy for its application.
+    let mut undelivered_only = true;
     for _ in 0..MAX_TRIES {
         let Some(slot) = routes.pick(&tried) else {
             break;
@@ -68,12 +67,25 @@ pub async fn handle(ctx: Ctx, router: Arc<Router>, req: Request<Incoming>) -> Re
         let req = Request::from_parts(parts.clone(), b);
         let pending = slot.in_flight();
         match slot.client.request(req).await {
+            // The peer's application never saw it: another endpoint may
+            // take it, if the body can be sent again.
+            Ok(rsp) if is_undelivered(&rsp) && body.can_retry() => {
+                pending.failed();
+                tracing::debug!(endpoint = %slot.ep.addr, "the peer's application refused it; trying another endpoint");
+                last_error = format!(
+                    "endpoint {}: the application refused the connection",
+                    slot.ep.addr
+                );
+                tried.push(slot.ep.addr);
+                last_labels = Some(labels);
+            }
             Ok(rsp) => {
                 pending.answered();
                 return record_response(&ctx.metrics, labels, rsp, start.elapsed());
             }
             Err(error) => {
                 pending.failed();
+                undelivered_only = false;
                 tracing::debug!(endpoint = %slot.ep.addr, %error, "try failed before a response");
                 last_error = format!(
                     "endpoint {} failed: {}",
@@ -85,8 +97,9 @@ pub async fn handle(ctx: Ctx, router: Arc<Router>, req: Request<Incoming>) -> Re
             }
         }
     }
-    // Nothing to try is unavailability (503); tries that all failed, a bad gateway.
-    let status = if tried.is_empty() {
+    // Nothing to try, or no application to take it, is unavailability
+    // (503); tries that failed otherwise, a bad gateway.
+    let status = if tried.is_empty() || undelivered_only {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::BAD_GATEWAY

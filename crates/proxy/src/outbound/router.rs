@@ -194,11 +194,15 @@ async fn build(ctx: &Ctx, target: SocketAddr, p: &Profile, old: &[Arc<Backend>])
 
 impl Routes {
     /// An endpoint for one try: a backend by weight, then P2C among its
-    /// endpoints not in `tried`; a backend with none left yields to the others.
+    /// endpoints not in `tried`; a backend with none left yields to the
+    /// others, the weighted ones first, then the fallbacks of weight 0.
     pub fn pick(&self, tried: &[SocketAddr]) -> Option<Arc<Slot>> {
         let mut rng = rand::rng();
-        let first = self.split.pick(&mut rng)?;
-        let order = std::iter::once(first).chain((0..self.backends.len()).filter(|i| *i != first));
+        // No positive weight resolved: the backends in order.
+        let first = self.split.pick(&mut rng);
+        let order = first
+            .into_iter()
+            .chain((0..self.backends.len()).filter(|i| Some(*i) != first));
         order
             .filter_map(|i| self.backends[i].pick(tried, &mut rng))
             .next()

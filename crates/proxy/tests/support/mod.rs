@@ -342,16 +342,29 @@ impl Backend {
                 let (stream, _) = listener.accept().await.unwrap();
                 let counter = counter.clone();
                 conns.spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        let mut body = format!("{name} {:?}", req.version());
-                        if let Some(id) = req.headers().get("l5d-client-id") {
-                            body.push_str(&format!(" client_id={}", id.to_str().unwrap()));
-                        }
-                        async move {
-                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
-                        }
-                    });
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            let mut body = format!("{name} {:?}", req.version());
+                            if let Some(id) = req.headers().get("l5d-client-id") {
+                                body.push_str(&format!(" client_id={}", id.to_str().unwrap()));
+                            }
+                            let echo = req.headers().contains_key("x-echo-body");
+                            async move {
+                                if echo {
+                                    // What reached the app: " body=<the request's body>".
+                                    let got = req.into_body().collect().await.unwrap().to_bytes();
+                                    body.push_str(&format!(
+                                        " body={}",
+                                        String::from_utf8_lossy(&got)
+                                    ));
+                                }
+                                Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(
+                                    body,
+                                ))))
+                            }
+                        },
+                    );
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
