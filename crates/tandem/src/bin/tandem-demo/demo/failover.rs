@@ -109,7 +109,7 @@ impl Demo {
         };
 
         self.title("viz stat before the failover: emoji's traffic on emoji-svc");
-        self.stat_until("emoji-svc").await?;
+        self.stat_until("emoji-svc", "emoji-svc-west").await?;
 
         let start = votes(bot).await?;
         for round in 1..=rounds {
@@ -134,7 +134,7 @@ impl Demo {
             if round == 1 {
                 self.sh("tandem --context east failover status")?;
                 self.title("viz stat during the failover: emoji's traffic on emoji-svc-west");
-                figures.stat_west_rps = Some(self.stat_until("emoji-svc-west").await?);
+                figures.stat_west_rps = Some(self.stat_until("emoji-svc-west", "emoji-svc").await?);
             }
             self.progress(bot, start).await?;
 
@@ -155,7 +155,7 @@ impl Demo {
         }
 
         self.title("viz stat after the failback: emoji's traffic back on emoji-svc");
-        self.stat_until("emoji-svc").await?;
+        self.stat_until("emoji-svc", "emoji-svc-west").await?;
         self.sh("kubectl --context east -n emojivoto get events --field-selector involvedObject.kind=TrafficSplit")?;
 
         let end = votes(bot).await?;
@@ -235,19 +235,24 @@ impl Demo {
 
     // === viz stat ===
 
-    /// Polls `viz stat -n emojivoto svc` until the row `name` has traffic,
-    /// then prints the table as a user would see it; returns the row's RPS.
-    async fn stat_until(&self, name: &str) -> Result<f64> {
+    /// Polls `viz stat -n emojivoto svc` until the row `name` has more
+    /// traffic than the row `other` (its window still holds what came
+    /// before), then prints the table as a user would see it; returns the
+    /// RPS of `name`.
+    async fn stat_until(&self, name: &str, other: &str) -> Result<f64> {
         let json =
             format!("tandem --context east viz stat -n emojivoto svc -t {STAT_WINDOW} -o json");
         let mut rps = None;
         self.wait_for(
-            &format!("Prometheus to show traffic on {name} (scrapes every 10 s)"),
+            &format!(
+                "Prometheus to show more traffic on {name} than on {other} (it scrapes every 10 s)"
+            ),
             Duration::from_secs(90),
             || {
                 let out = self.quiet(&json)?;
                 rps = stat_rps(&out, name)?;
-                Ok(rps.is_some())
+                let theirs = stat_rps(&out, other)?.unwrap_or(0.0);
+                Ok(rps.is_some_and(|r| r > theirs))
             },
         )
         .await?;

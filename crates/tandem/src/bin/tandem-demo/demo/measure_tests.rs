@@ -2,6 +2,9 @@ use std::time::Duration;
 
 use super::*;
 
+type SumCase<'a> = (&'a str, &'a [(&'a str, &'a str)], f64);
+type MoveCase<'a> = (&'a str, &'a [(u64, f64, f64)], Option<Duration>);
+
 const METRICS: &str = r#"# HELP response_total Total count of HTTP responses.
 # TYPE response_total counter
 response_total{direction="outbound",dst_service="emoji-svc",classification="success"} 40
@@ -15,7 +18,7 @@ votebot_requests_total{path="/api/vote",result="doughnut"} 5
 
 #[test]
 fn sums_cover_the_matching_series_only() {
-    let cases: &[(&str, &[(&str, &str)], f64)] = &[
+    let cases: &[SumCase] = &[
         ("response_total", &[("dst_service", "emoji-svc")], 42.0),
         ("response_total", &[("dst_service", "emoji-svc-west")], 7.0),
         (
@@ -60,7 +63,7 @@ fn polls(rows: &[(u64, f64, f64)]) -> Vec<Poll> {
 fn traffic_has_moved_once_from_is_still_and_to_grows() {
     let quiet = Duration::from_millis(1000);
     let ms = |n| Some(Duration::from_millis(n));
-    let cases: &[(&str, &[(u64, f64, f64)], Option<Duration>)] = &[
+    let cases: &[MoveCase] = &[
         ("no polls", &[], None),
         (
             "moves at 300 ms",
