@@ -11,7 +11,8 @@
 #
 #   bench/workshop.sh [--failovers N] [--rate R] [--json FILE]
 #
-# Environment: CARGO_TARGET_DIR (default ./target), BENCH_BASE_PORT (default 26740).
+# Environment: CARGO_TARGET_DIR (default ./target), BENCH_BASE_PORT (default 26740),
+# TMPDIR (default /tmp; keep it short: the kubelet's Unix sockets live under it).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -33,7 +34,7 @@ while (($#)); do
       shift 2
       ;;
     -h | --help)
-      sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)

@@ -112,6 +112,7 @@ impl Demo {
         self.stat_until("emoji-svc", "emoji-svc-west").await?;
 
         let start = votes(bot).await?;
+        let restarts = self.bot_restarts()?;
         for round in 1..=rounds {
             let of = if rounds > 1 {
                 format!(" (round {round} of {rounds})")
@@ -136,7 +137,7 @@ impl Demo {
                 self.title("viz stat during the failover: emoji's traffic on emoji-svc-west");
                 figures.stat_west_rps = Some(self.stat_until("emoji-svc-west", "emoji-svc").await?);
             }
-            self.progress(bot, start).await?;
+            self.progress(bot, start).await;
 
             self.title(&format!(
                 "scale emoji back to 1: its traffic fails back{of}"
@@ -151,7 +152,7 @@ impl Demo {
                 || Ok(self.split_weights()? == "emoji-svc=1 emoji-svc-west=0"),
             )
             .await?;
-            self.progress(bot, start).await?;
+            self.progress(bot, start).await;
         }
 
         self.title("viz stat after the failback: emoji's traffic back on emoji-svc");
@@ -159,22 +160,49 @@ impl Demo {
         self.sh("kubectl --context east -n emojivoto get events --field-selector involvedObject.kind=TrafficSplit")?;
 
         let end = votes(bot).await?;
+        // A restarted vote-bot starts its counters again: its failures
+        // before the restart would be lost, so the count would prove nothing.
+        let now = self.bot_restarts()?;
+        if now != restarts || end.ok < start.ok || end.failed < start.failed {
+            bail!(
+                "vote-bot restarted during the failovers (pod/restarts {restarts} → {now}): its counts of failed requests are lost"
+            );
+        }
         figures.failed_requests = (end.failed - start.failed).max(0.0) as u64;
         figures.doughnut_failures = (end.doughnut - start.doughnut).max(0.0) as u64;
         figures.ok_requests = (end.ok - start.ok).max(0.0) as u64;
         Ok(figures)
     }
 
-    /// Prints vote-bot's counts since `start`.
-    async fn progress(&self, bot: SocketAddr, start: Votes) -> Result<()> {
-        let now = votes(bot).await?;
-        println!(
-            "  vote-bot so far: {} ok, {} failed, {} :doughnut:",
-            now.ok - start.ok,
-            now.failed - start.failed,
-            now.doughnut - start.doughnut
-        );
-        Ok(())
+    /// Prints vote-bot's counts since `start` (for the audience only: a
+    /// slow read is shown, not fatal).
+    async fn progress(&self, bot: SocketAddr, start: Votes) {
+        match votes(bot).await {
+            Ok(now) => println!(
+                "  vote-bot so far: {} ok, {} failed, {} :doughnut:",
+                now.ok - start.ok,
+                now.failed - start.failed,
+                now.doughnut - start.doughnut
+            ),
+            Err(e) => println!("  (vote-bot's counts are not readable now: {e:#})"),
+        }
+    }
+
+    /// How often vote-bot's container has restarted (its counters with it).
+    fn bot_restarts(&self) -> Result<String> {
+        let out = self.kubectl(&[
+            "--context",
+            "east",
+            "-n",
+            "emojivoto",
+            "get",
+            "pods",
+            "-l",
+            "app=vote-bot",
+            "-o",
+            "jsonpath={.items[*].metadata.name}/{.items[*].status.containerStatuses[?(@.name==\"vote-bot\")].restartCount}",
+        ])?;
+        Ok(out.trim().to_string())
     }
 
     /// Scales emoji in east to `replicas` and polls web's proxy until all
@@ -287,13 +315,13 @@ impl Demo {
 }
 
 /// vote-bot's counters now. Its pod's proxy may be restarting (a liveness
-/// probe on a busy machine), so a refused connection is retried for 30 s.
+/// probe on a busy machine), so a failed read is retried for 60 s.
 async fn votes(bot: SocketAddr) -> Result<Votes> {
     let start = Instant::now();
     let text = loop {
         match http_get(bot, "/metrics") {
             Ok(text) => break text,
-            Err(e) if start.elapsed() > Duration::from_secs(30) => {
+            Err(e) if start.elapsed() > Duration::from_secs(60) => {
                 return Err(e.context("reading vote-bot's /metrics"));
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
