@@ -111,6 +111,7 @@ impl Demo {
         self.title("viz stat before the failover: emoji's traffic on emoji-svc");
         self.stat_until("emoji-svc", "emoji-svc-west").await?;
 
+        self.healthy(bot).await?;
         let start = votes(bot).await?;
         let restarts = self.bot_restarts()?;
         for round in 1..=rounds {
@@ -185,6 +186,35 @@ impl Demo {
                 now.doughnut - start.doughnut
             ),
             Err(e) => println!("  (vote-bot's counts are not readable now: {e:#})"),
+        }
+    }
+
+    /// Waits until vote-bot's requests succeed for 5 s in a row before
+    /// anything is scaled, so that failures counted later are the
+    /// failover's, not an app (or a machine) that was failing already.
+    async fn healthy(&self, bot: SocketAddr) -> Result<()> {
+        // The counts at the start of the current stretch without failures.
+        let mut base = votes(bot).await?;
+        let mut since = Instant::now();
+        let start = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = votes(bot).await?;
+            if now.failed > base.failed || now.ok < base.ok {
+                (base, since) = (now, Instant::now());
+            } else if since.elapsed() >= Duration::from_secs(5) && now.ok > base.ok {
+                println!(
+                    "  ✓ vote-bot's requests succeed (none failed for 5 s) before the failover"
+                );
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(120) {
+                bail!(
+                    "vote-bot's requests were failing before any failover ({} failed, {} ok so far): the app is not healthy (an overloaded machine? try a lower --rate)",
+                    now.failed,
+                    now.ok
+                );
+            }
         }
     }
 
