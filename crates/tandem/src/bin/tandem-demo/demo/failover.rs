@@ -170,6 +170,19 @@ impl Demo {
             );
         }
         figures.failed_requests = (end.failed - start.failed).max(0.0) as u64;
+        if figures.failed_requests > 0 {
+            // Why they failed, from vote-bot and from web's side.
+            self.title("why vote-bot's requests failed");
+            for (deploy, container) in [
+                ("vote-bot", "vote-bot"),
+                ("web", "web-svc"),
+                ("web", "tandem-proxy"),
+            ] {
+                let _ = self.sh(&format!(
+                    "kubectl --context east -n emojivoto logs deploy/{deploy} -c {container} --since=10m | grep -iE 'warn|error|fail' | grep -v doughnut | tail -8 || true"
+                ));
+            }
+        }
         figures.doughnut_failures = (end.doughnut - start.doughnut).max(0.0) as u64;
         figures.ok_requests = (end.ok - start.ok).max(0.0) as u64;
         Ok(figures)
