@@ -175,7 +175,7 @@ impl Demo {
             self.title("why vote-bot's requests failed");
             for (deploy, container) in [
                 ("vote-bot", "vote-bot"),
-                ("web", "web-svc"),
+                ("web", "web"),
                 ("web", "tandem-proxy"),
             ] {
                 let _ = self.sh(&format!(
