@@ -1,6 +1,7 @@
-//! `tandem demo`, start to finish: the workshop's control-plane path on its
-//! own testbed of real nodes, with every tandem component running as a pod,
-//! and the failover and failback checked by the demo itself.
+//! `tandem demo`, start to finish: the whole workshop on its own testbed of
+//! real nodes, with every tandem component running as a pod and the meshed
+//! emojivoto app making traffic; the failover and failback are checked by
+//! the demo itself, with no failed vote-bot request.
 
 use std::{path::Path, process::Command};
 
@@ -13,7 +14,7 @@ fn the_demo_runs_the_workshop_and_cleans_up() {
     let dir = parent.path().join("demo");
 
     let out = Command::new(tandem)
-        .args(["demo", "--base-port", "22440", "--dir"])
+        .args(["demo", "--rate", "10", "--base-port", "22440", "--dir"])
         .arg(&dir)
         .env_remove("KUBECONFIG")
         .output()
@@ -23,7 +24,7 @@ fn the_demo_runs_the_workshop_and_cleans_up() {
     assert!(out.status.success(), "the demo failed:\n{stdout}\n{stderr}");
 
     // Every step ran, showing the workshop's commands with `tandem`.
-    for step in 1..=12 {
+    for step in 1..=16 {
         assert!(
             stdout.contains(&format!("== Step {step}:")),
             "step {step}:\n{stdout}"
@@ -41,6 +42,10 @@ fn the_demo_runs_the_workshop_and_cleans_up() {
         "$ tandem multicluster --context=west link --cluster-name=west | kubectl --context east apply -f -",
         "$ kubectl --context east -n tandem-multicluster rollout status deploy/tandem-service-mirror-west --timeout=120s",
         "$ kubectl --context east -n tandem-failover rollout status deploy/tandem-failover --timeout=120s",
+        "$ tandem --context=east viz install --set grafana.url=grafana.example:3000 | kubectl --context=east apply -f -",
+        "$ cat emojivoto.yml | tandem inject --context west - | kubectl --context west apply -f -",
+        "$ kubectl --context east -n emojivoto scale deploy emoji --replicas=1",
+        "$ tandem --context east viz stat -n emojivoto svc -t 30s",
     ] {
         assert!(stdout.contains(command), "{command:?} shown:\n{stdout}");
     }
@@ -49,15 +54,44 @@ fn the_demo_runs_the_workshop_and_cleans_up() {
         "the mirror appears:\n{stdout}"
     );
     assert!(stdout.contains("== Done: every step held =="), "{stdout}");
-    let ms = |label: &str| -> u64 {
-        stdout
+    // The figures, as the demo prints them and as its JSON summary line.
+    assert!(
+        stdout.contains("vote-bot requests failed during failover and failback: 0 "),
+        "{stdout}"
+    );
+    let summary: serde_json::Value = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("summary: "))
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("a JSON summary line in:\n{stdout}"));
+    assert_eq!(summary["failed_requests"], 0, "{summary}");
+    assert_eq!(summary["failovers"], 1, "{summary}");
+    // vote-bot voted all along (10/s for well over 10 s), and 15% of its
+    // votes are for :doughnut:.
+    assert!(summary["ok_requests"].as_u64().unwrap() > 100, "{summary}");
+    assert!(
+        summary["doughnut_failures"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    for times in ["failover_ms", "failback_ms"] {
+        let ms = summary[times][0].as_u64().unwrap_or(0);
+        // A move takes some polls, and the demo gives up after 60 s.
+        assert!(ms > 0 && ms < 60_000, "{times}: {summary}");
+    }
+    // viz stat showed emoji's traffic on emoji-svc-west, about vote-bot's
+    // rate or more (each tick is a list and a lookup at least).
+    let west = summary["stat_west_rps"].as_f64().unwrap_or(0.0);
+    assert!(west > 0.0, "{summary}");
+    let table = stdout
+        .split("viz stat during the failover")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        table
             .lines()
-            .find(|l| l.starts_with(label))
-            .and_then(|l| l.split_whitespace().rev().nth(1))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("{label} timing in:\n{stdout}"))
-    };
-    assert!(ms("failover") > 0 && ms("failback") > 0);
+            .any(|l| l.trim_start().starts_with("emoji-svc-west ") && l.contains("rps")),
+        "the west row in the table:\n{stdout}"
+    );
 
     // Without --keep: nothing is left running, the directory is gone.
     assert!(!dir.exists(), "the demo removed its directory");

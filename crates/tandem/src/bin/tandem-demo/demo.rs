@@ -1,7 +1,8 @@
-//! `tandem demo`: the workshop's control-plane path, end to end, on a local
-//! testbed with real nodes: each step prints the command a user would type
-//! and its result, everything tandem installs runs as pods, and the failover
-//! and failback are checked, not just shown.
+//! `tandem demo`: the whole workshop, end to end, on a local testbed with
+//! real nodes: each step prints the command a user would type and its
+//! result, everything tandem installs runs as pods, the meshed emojivoto app
+//! makes traffic, and the failover and failback are checked and timed, with
+//! vote-bot's failed requests counted (there must be none).
 
 use std::{io::IsTerminal, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -9,6 +10,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 mod commands;
+mod failover;
+mod measure;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -27,6 +30,22 @@ pub struct DemoArgs {
     /// The first port of the demo's testbed (east takes 10 ports from here, west the next 10).
     #[arg(long, default_value_t = 26640)]
     base_port: u16,
+    /// vote-bot's requests per second (each a list and a vote through web).
+    #[arg(long, default_value_t = 20.0, value_parser = positive)]
+    rate: f64,
+    /// How many times to fail over and back (a benchmark: p50/p99/max).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    failovers: u32,
+    /// Also write the figures as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    summary: Option<PathBuf>,
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 1000.0 => Ok(r),
+        _ => Err(format!("{s:?} is not a rate between 0 and 1000 per second")),
+    }
 }
 
 fn default_dir() -> PathBuf {
@@ -77,27 +96,37 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let keep = args.keep;
     let mut demo = demo;
     let outcome = tokio::select! {
-        res = demo.steps() => res,
+        res = demo.steps(args.rate, args.failovers as usize) => res,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     match outcome {
-        Ok(timings) => {
-            println!("\n== Done: every step held ==");
-            println!(
-                "failover (scale to 0 → weights moved):  {:>6} ms",
-                timings.0.as_millis()
-            );
-            println!(
-                "failback (scale to 1 → weights back):   {:>6} ms",
-                timings.1.as_millis()
-            );
+        Ok(figures) => {
+            println!("\n== Figures ==");
+            figures.print();
+            if let Some(path) = &args.summary {
+                std::fs::write(path, serde_json::to_string_pretty(&figures)? + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            let failed = figures.failed_requests > 0;
+            if failed {
+                println!(
+                    "\nthe demo failed: {} vote-bot requests failed during the failovers (must be 0)",
+                    figures.failed_requests
+                );
+            } else {
+                println!("\n== Done: every step held ==");
+            }
             if keep {
                 demo.explain();
             } else {
                 println!("\ncleaning up (use --keep to explore instead)");
                 demo.teardown()?;
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Err(e) => {
             eprintln!("\nthe demo failed: {e:#}");
@@ -116,7 +145,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
 }
 
 impl Demo {
-    async fn steps(&mut self) -> Result<(Duration, Duration)> {
+    async fn steps(&mut self, rate: f64, failovers: usize) -> Result<failover::Figures> {
         std::fs::create_dir_all(self.certs())?;
         self.title("bring up the clusters east and west");
         self.sh(&format!(
@@ -149,8 +178,39 @@ impl Demo {
 
         self.title("check the installs");
         for c in CLUSTERS {
+            self.sh(&format!(
+                "kubectl --context {c} -n tandem rollout status deploy/tandem-identity --timeout=120s"
+            ))?;
             self.sh(&format!("tandem --context {c} check"))?;
         }
+
+        self.title("install viz: Prometheus scrapes every proxy");
+        for c in CLUSTERS {
+            self.sh(&format!(
+                "tandem --context={c} viz install --set grafana.url=grafana.example:3000 | kubectl --context={c} apply -f -"
+            ))?;
+        }
+
+        self.title(&format!(
+            "mesh and deploy emojivoto in both clusters, vote-bot at {rate}/s"
+        ));
+        std::fs::write(self.certs().join("emojivoto.yml"), emojivoto(rate))?;
+        for c in CLUSTERS {
+            self.sh(&format!(
+                "cat emojivoto.yml | tandem inject --context {c} - | kubectl --context {c} apply -f -"
+            ))?;
+        }
+        for c in CLUSTERS {
+            for deploy in ["emoji", "voting", "web", "vote-bot"] {
+                self.sh(&format!(
+                    "kubectl --context {c} -n emojivoto rollout status deploy/{deploy} --timeout=180s"
+                ))?;
+            }
+            self.sh(&format!(
+                "kubectl --context {c} -n tandem-viz rollout status deploy/prometheus --timeout=120s"
+            ))?;
+        }
+        self.sh("kubectl --context east -n emojivoto get pods")?;
 
         self.title("install smi, failover and multicluster");
         for c in CLUSTERS {
@@ -165,10 +225,9 @@ impl Demo {
             ))?;
         }
 
-        self.title("wait for tandem's pods: identity, the failover controller and the gateway");
+        self.title("wait for tandem's pods: the failover controller and the gateway");
         for c in CLUSTERS {
             for (ns, deploy) in [
-                ("tandem", "tandem-identity"),
                 ("tandem-failover", "tandem-failover"),
                 ("tandem-multicluster", "tandem-gateway"),
             ] {
@@ -178,33 +237,6 @@ impl Demo {
             }
         }
         self.sh("kubectl --context east -n tandem-multicluster get svc tandem-gateway")?;
-
-        self.title("deploy the emojivoto-shaped app in both clusters");
-        let app = emojivoto();
-        std::fs::write(self.certs().join("emojivoto.yaml"), app)?;
-        for c in CLUSTERS {
-            self.sh(&format!("kubectl --context {c} apply -f emojivoto.yaml"))?;
-        }
-        for c in CLUSTERS {
-            self.wait_for(
-                &format!("emojivoto to be available in {c}"),
-                Duration::from_secs(60),
-                || {
-                    let out = self.kubectl(&[
-                        "--context",
-                        c,
-                        "-n",
-                        "emojivoto",
-                        "get",
-                        "deploy",
-                        "-o",
-                        "jsonpath={.items[*].status.availableReplicas}",
-                    ])?;
-                    Ok(out.split_whitespace().count() == 3)
-                },
-            )
-            .await?;
-        }
 
         self.title("link the clusters both ways and export emoji-svc");
         // No --api-server-address or --gateway-addresses: the testbed's
@@ -261,31 +293,7 @@ impl Demo {
         )
         .await?;
 
-        self.title("scale emoji in east to 0: the weights move to emoji-svc-west");
-        self.sh("kubectl --context east -n emojivoto scale deploy emoji --replicas=0")?;
-        let failover = self
-            .wait_for(
-                "weights emoji-svc=0, emoji-svc-west=1",
-                Duration::from_secs(30),
-                || Ok(self.split_weights()? == "emoji-svc=0 emoji-svc-west=1"),
-            )
-            .await?;
-        self.sh(
-            "kubectl --context east -n emojivoto get ts emoji-svc -o yaml | sed -n '/^spec:/,$p'",
-        )?;
-        self.sh("tandem --context east failover status")?;
-
-        self.title("scale emoji back to 1: traffic fails back");
-        self.sh("kubectl --context east -n emojivoto scale deploy emoji --replicas=1")?;
-        let failback = self
-            .wait_for(
-                "weights emoji-svc=1, emoji-svc-west=0",
-                Duration::from_secs(30),
-                || Ok(self.split_weights()? == "emoji-svc=1 emoji-svc-west=0"),
-            )
-            .await?;
-        self.sh("kubectl --context east -n emojivoto get events --field-selector involvedObject.kind=TrafficSplit")?;
-        Ok((failover, failback))
+        self.failovers(failovers, rate).await
     }
 
     fn split_weights(&self) -> Result<String> {
@@ -344,41 +352,25 @@ impl Demo {
     }
 }
 
-/// The emojivoto shape: web, emoji and voting, each a Deployment and a
-/// Service, with emojivoto's names and ports. Until the emojivoto-compatible
-/// app exists, each runs the tandem image (which the testbed loads) serving
-/// a readiness endpoint on the app's port, so that readiness is real.
-fn emojivoto() -> String {
-    let image = format!("ghcr.io/tandem-io/tandem:{}", env!("CARGO_PKG_VERSION"));
-    let mut out = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: emojivoto}\n");
-    for (app, port) in [("web", 80), ("emoji", 8080), ("voting", 8080)] {
-        out.push_str(&format!(
-            r#"---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: {app}, namespace: emojivoto}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: {app}-svc}}}}
-  template:
-    metadata: {{labels: {{app: {app}-svc}}}}
-    spec:
-      containers:
-      - name: {app}-svc
-        image: {image}
-        imagePullPolicy: IfNotPresent
-        args: [gateway, --probe-only, --admin-addr, "0.0.0.0:{port}"]
-        ports: [{{containerPort: {port}}}]
-        readinessProbe: {{httpGet: {{path: /ready, port: {port}}}, periodSeconds: 1}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {app}-svc, namespace: emojivoto}}
-spec:
-  selector: {{app: {app}-svc}}
-  ports: [{{name: http, port: {port}, targetPort: {port}}}]
-"#
-        ));
+/// emojivoto's manifest (`examples/emojivoto.yml`) with vote-bot's rate.
+fn emojivoto(rate: f64) -> String {
+    tandem_emojivoto::MANIFEST.replace(
+        "- name: REQUEST_RATE\n          value: \"1\"",
+        &format!("- name: REQUEST_RATE\n          value: \"{rate}\""),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_manifest_gets_the_rate() {
+        let m = super::emojivoto(20.0);
+        assert!(
+            m.contains("- name: REQUEST_RATE\n          value: \"20\""),
+            "{m}"
+        );
+        assert!(!m.contains("value: \"1\""), "{m}");
+        let m = super::emojivoto(2.5);
+        assert!(m.contains("value: \"2.5\""), "{m}");
     }
-    out
 }

@@ -41,25 +41,7 @@ impl Demo {
     /// the certificate directory, printing the command and its output.
     pub(super) fn sh(&self, command: &str) -> Result<String> {
         println!("$ {command}");
-        let tandem_dir = self
-            .tandem
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let mut paths = vec![tandem_dir];
-        paths.extend(std::env::split_paths(&path));
-        let out = Command::new("bash")
-            .arg("-o")
-            .arg("pipefail")
-            .arg("-c")
-            .arg(command)
-            .current_dir(self.certs())
-            .env("KUBECONFIG", self.kubeconfig())
-            .env("PATH", std::env::join_paths(paths)?)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {command}"))?;
+        let out = self.bash(command)?;
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -72,6 +54,42 @@ impl Demo {
             bail!("`{command}` failed ({})", out.status);
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs a pipeline as `sh` does, without printing it (the demo's own
+    /// checks); returns its stdout, or its stderr as the error.
+    pub(super) fn quiet(&self, command: &str) -> Result<String> {
+        let out = self.bash(command)?;
+        if !out.status.success() {
+            bail!(
+                "`{command}` failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn bash(&self, command: &str) -> Result<std::process::Output> {
+        let tandem_dir = self
+            .tandem
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![tandem_dir];
+        paths.extend(std::env::split_paths(&path));
+        Command::new("bash")
+            .arg("-o")
+            .arg("pipefail")
+            .arg("-c")
+            .arg(command)
+            .current_dir(self.certs())
+            .env("KUBECONFIG", self.kubeconfig())
+            .env("PATH", std::env::join_paths(paths)?)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {command}"))
     }
 
     /// Waits for a condition with a visible progress line and a timeout.

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Benchmarks the workshop's payoff on real nodes: `tandem demo` with
+# vote-bot at --rate requests a second, failing over and back --failovers
+# times (scale emoji in east to 0, then to 1). It prints p50/p99/max of the
+# time from `kubectl scale` until all of emoji's traffic reaches west (and
+# until it is back), and vote-bot's failed requests over all the rounds
+# (the target is 0; the deliberate :doughnut: failures are counted apart).
+# The demo's testbed (a fresh temporary directory, ports from 26740) is
+# always stopped and deleted at the end. The demo's output goes to stderr,
+# the figures to stdout, the last line as JSON. See BENCHMARKS.md.
+#
+#   bench/workshop.sh [--failovers N] [--rate R] [--json FILE]
+#
+# Environment: CARGO_TARGET_DIR (default ./target), BENCH_BASE_PORT (default 26740),
+# TMPDIR (default /tmp; keep it short: the kubelet's Unix sockets live under it).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+failovers=10
+rate=100
+json=
+while (($#)); do
+  case $1 in
+    --failovers | --rate | --json)
+      if (($# < 2)); then
+        echo "error: $1 needs a value" >&2
+        exit 2
+      fi
+      case $1 in
+        --failovers) failovers=$2 ;;
+        --rate) rate=$2 ;;
+        --json) json=$2 ;;
+      esac
+      shift 2
+      ;;
+    -h | --help)
+      sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "error: unknown argument $1 (see --help)" >&2
+      exit 2
+      ;;
+  esac
+done
+command -v kubectl >/dev/null || {
+  echo "error: kubectl is not on PATH; the demo runs it" >&2
+  exit 1
+}
+
+# The demo is a development tool: a debug build, as scripts/demo.sh makes.
+cargo build -q -p tandem
+tandem=$(realpath "${CARGO_TARGET_DIR:-target}/debug/tandem")
+dir=$(mktemp -d "${TMPDIR:-/tmp}/tandem-workshop.XXXXXX")
+summary=$dir/summary.json
+trap '"$tandem" demo --down --dir "$dir/demo" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+
+status=0
+"$tandem" demo --dir "$dir/demo" --base-port "${BENCH_BASE_PORT:-26740}" \
+  --failovers "$failovers" --rate "$rate" --summary "$summary" >&2 || status=$?
+if [[ ! -f $summary ]]; then
+  echo "error: the demo failed before its figures (exit $status); its output is above" >&2
+  exit 1
+fi
+python3 - "$summary" <<'PY'
+import json, math, sys
+s = json.load(open(sys.argv[1]))
+def spread(v):
+    v = sorted(v)
+    rank = lambda q: v[max(1, math.ceil(q * len(v))) - 1]
+    return rank(0.5), rank(0.99), v[-1]
+print(f"{s['failovers']} failovers and failbacks, vote-bot at {s['rate']}/s")
+for what in ("failover", "failback"):
+    p50, p99, mx = spread(s[what + "_ms"])
+    print(f"{what}: scale to all of emoji's traffic moved  p50 {p50} ms  p99 {p99} ms  max {mx} ms")
+print(f"failed requests: {s['failed_requests']}  (ok {s['ok_requests']}, deliberate :doughnut: {s['doughnut_failures']})")
+PY
+if [[ -n $json ]]; then cp "$summary" "$json"; fi
+jq -c . "$summary" 2>/dev/null || python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1]))))' "$summary"
+exit "$status"
