@@ -77,7 +77,7 @@ struct Running {
     pki: Pki,
     metrics: GatewayMetrics,
     exports: Exports,
-    _ctl: Controller,
+    ctl: Controller,
     _tasks: Vec<JoinHandle<()>>,
     _stop: watch::Sender<bool>,
 }
@@ -136,7 +136,7 @@ async fn gateway() -> Running {
         pki,
         metrics,
         exports,
-        _ctl: ctl,
+        ctl,
         _tasks: vec![dst_task, accept],
         _stop: stop,
     }
@@ -395,4 +395,69 @@ async fn http2_from_the_header_is_forwarded_as_http2() {
         body.contains(&format!("forwarded=by={GW};for={CLIENT};")),
         "{body}"
     );
+}
+
+/// emoji-svc's endpoints are a pod whose app refuses connections (its
+/// proxy answers 503 `tandem-proxy-undelivered`) and a working one: the
+/// gateway sends what the first refused to the second. With only the
+/// refusing pod left, the gateway's own answer says the request reached no
+/// application, so that the client's proxy may send it elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_pods_app_refused_goes_to_another_pod_or_back_undelivered() {
+    let gw = gateway().await;
+    let held = tokio::net::TcpSocket::new_v4().unwrap();
+    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let peer = support::proxy(None, held.local_addr().unwrap()).await;
+    let backend = echo_backend().await;
+    let authority = format!("{EMOJI}:8080");
+    gw.ctl.endpoints(
+        &authority,
+        &[(peer.proxy_inbound, "emoji-0"), (backend, "emoji-1")],
+    );
+    let peer_refusals = || async {
+        support::metrics(peer.admin)
+            .await
+            .lines()
+            .filter(|l| {
+                l.starts_with("response_total{direction=\"inbound\"")
+                    && l.contains("status_code=\"503\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let mut requests = 0;
+    while peer_refusals().await < 1.0 {
+        requests += 1;
+        assert!(requests <= 200, "the gateway never tried the refusing pod");
+        let io = through_header(&gw, EMOJI, Some(SessionProtocol::Http1)).await;
+        let (status, body) = get(io, &[]).await.unwrap();
+        assert_eq!(status, 200, "request {requests}: {body}");
+    }
+
+    gw.ctl
+        .endpoints(&authority, &[(peer.proxy_inbound, "emoji-0")]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let io = through_header(&gw, EMOJI, Some(SessionProtocol::Http1)).await;
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::get("/")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let rsp = send.send_request(req).await.unwrap();
+        if rsp.status() == 503 {
+            assert_eq!(
+                rsp.headers()[tandem_proxy::http::UNDELIVERED_HEADER],
+                "true",
+                "{:?}",
+                rsp.headers()
+            );
+            break;
+        }
+        assert_eq!(rsp.status(), 200);
+        assert!(tokio::time::Instant::now() < deadline, "never a 503");
+    }
+    peer.stop().await;
 }

@@ -142,17 +142,13 @@ impl Gateway {
             }
         }
         self.refuse(Reason::Unresolved, client.as_ref(), &last_error);
-        let status = if tried.is_empty() {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else {
-            StatusCode::BAD_GATEWAY
-        };
-        // No application saw it: the client's proxy may send it to
-        // another backend (e.g. its own cluster's, at a failback).
+        // No application saw it (no endpoint, or each refused): 503, and
+        // the client's proxy may send it to another backend (e.g. its own
+        // cluster's, at a failback). Otherwise a bad gateway.
         let rsp = if delivered_maybe {
-            error_response(status, &last_error)
+            error_response(StatusCode::BAD_GATEWAY, &last_error)
         } else {
-            undelivered_response(status, &last_error)
+            undelivered_response(StatusCode::SERVICE_UNAVAILABLE, &last_error)
         };
         if let Some(labels) = last_labels {
             record_error(metrics, labels, &rsp);
