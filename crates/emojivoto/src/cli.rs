@@ -47,6 +47,16 @@ struct Listen {
 }
 
 #[derive(Debug, Args)]
+struct Drain {
+    /// After SIGTERM, go on serving this many seconds before exiting: the
+    /// pod's endpoints are being removed meanwhile, so callers (and their
+    /// proxies) stop sending before the app stops answering, and no
+    /// request is cut off. Keep it under the pod's grace period (30 s).
+    #[arg(long, env = "SHUTDOWN_DRAIN_SECONDS", default_value_t = 5.0, value_parser = seconds)]
+    shutdown_drain_seconds: f64,
+}
+
+#[derive(Debug, Args)]
 struct GrpcArgs {
     /// The gRPC port.
     #[arg(long, env = "GRPC_PORT", default_value_t = 8080)]
@@ -56,6 +66,8 @@ struct GrpcArgs {
     prom_port: u16,
     #[command(flatten)]
     listen: Listen,
+    #[command(flatten)]
+    drain: Drain,
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +101,8 @@ struct WebArgs {
     votingsvc_host: String,
     #[command(flatten)]
     listen: Listen,
+    #[command(flatten)]
+    drain: Drain,
 }
 
 #[derive(Debug, Args)]
@@ -121,6 +135,14 @@ fn share(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A finite number of seconds, 0 or more.
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && (0.0..=3600.0).contains(&x) => Ok(x),
+        _ => Err(format!("{s:?} is not a number of seconds from 0 to 3600")),
+    }
+}
+
 /// A finite number above 0.
 fn rate(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
@@ -146,10 +168,18 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let drain = cli.command.drain();
     let served = runtime.block_on(async {
         tokio::select! {
             served = run(cli) => served,
-            stop = stopped() => stop,
+            stop = async {
+                stopped().await?;
+                if !drain.is_zero() {
+                    tracing::info!(?drain, "draining: serving on until the endpoints are gone");
+                    tokio::time::sleep(drain).await;
+                }
+                Ok(())
+            } => stop,
         }
     });
     match served {
@@ -158,6 +188,20 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+impl Command {
+    /// How long the servers go on serving after SIGTERM; vote-bot serves
+    /// no one and stops at once.
+    fn drain(&self) -> Duration {
+        let drain = match self {
+            Command::EmojiSvc(a) => &a.drain,
+            Command::VotingSvc(a) => &a.grpc.drain,
+            Command::Web(a) => &a.drain,
+            Command::VoteBot(_) => return Duration::ZERO,
+        };
+        Duration::from_secs_f64(drain.shutdown_drain_seconds)
     }
 }
 
@@ -266,11 +310,36 @@ mod tests {
         for bad in ["0", "-1", "nan", "inf", "x", ""] {
             assert!(rate(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(seconds("0"), Ok(0.0));
+        assert_eq!(seconds("2.5"), Ok(2.5));
+        for bad in ["-1", "nan", "3601", "x"] {
+            assert!(seconds(bad).is_err(), "{bad:?}");
+        }
         assert_eq!(share("0"), Ok(0.0));
         assert_eq!(share("1"), Ok(1.0));
         for bad in ["1.5", "-0.1", "x"] {
             assert!(share(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_servers_drain_after_sigterm_and_vote_bot_does_not() {
+        let drain = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+                .command
+                .drain()
+        };
+        assert_eq!(drain(&["emojivoto", "emoji-svc"]), Duration::from_secs(5));
+        assert_eq!(
+            drain(&["emojivoto", "voting-svc", "--shutdown-drain-seconds", "0.5"]),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            drain(&["emojivoto", "web", "--shutdown-drain-seconds", "0"]),
+            Duration::ZERO
+        );
+        assert_eq!(drain(&["emojivoto", "vote-bot"]), Duration::ZERO);
     }
 
     #[test]
