@@ -24,8 +24,10 @@ pub struct ProxyAwaitArgs {
     /// the proxy's container).
     #[arg(long, default_value = "2m", value_parser = Duration::parse_period)]
     timeout: Duration,
-    /// The pause between two checks.
-    #[arg(long, default_value = "1s", value_parser = Duration::parse_period)]
+    /// The pause between two checks. Short: the application's start (and
+    /// so the pod's readiness, e.g. at a failback) waits on this hook, and
+    /// a check is one local request.
+    #[arg(long, default_value = "100ms", value_parser = Duration::parse_period)]
     backoff: Duration,
 }
 
