@@ -397,25 +397,26 @@ async fn http2_from_the_header_is_forwarded_as_http2() {
     );
 }
 
-/// emoji-svc's endpoints are a pod whose app refuses connections (its
-/// proxy answers 503 `tandem-proxy-undelivered`) and a working one: the
-/// gateway sends what the first refused to the second. With only the
-/// refusing pod left, the gateway's own answer says the request reached no
-/// application, so that the client's proxy may send it elsewhere.
+/// emoji-svc's endpoints are two pods whose apps refuse connections
+/// (their proxies answer 503 `tandem-proxy-undelivered`): the gateway sends
+/// the request on to the second pod when the first refused it, and when
+/// both did, its own answer says the request reached no application, so
+/// that the client's proxy may send it elsewhere (e.g. at a failback, to
+/// its own cluster's backend).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_pods_app_refused_goes_to_another_pod_or_back_undelivered() {
     let gw = gateway().await;
-    let held = tokio::net::TcpSocket::new_v4().unwrap();
-    held.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let peer = support::proxy(None, held.local_addr().unwrap()).await;
-    let backend = echo_backend().await;
-    let authority = format!("{EMOJI}:8080");
-    gw.ctl.endpoints(
-        &authority,
-        &[(peer.proxy_inbound, "emoji-0"), (backend, "emoji-1")],
-    );
-    let peer_refusals = || async {
-        support::metrics(peer.admin)
+    let held = [0, 1].map(|_| {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        s
+    });
+    let peers = [
+        support::proxy(None, held[0].local_addr().unwrap()).await,
+        support::proxy(None, held[1].local_addr().unwrap()).await,
+    ];
+    let refusals = |admin| async move {
+        support::metrics(admin)
             .await
             .lines()
             .filter(|l| {
@@ -425,19 +426,16 @@ async fn what_a_pods_app_refused_goes_to_another_pod_or_back_undelivered() {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>()
     };
-    let mut requests = 0;
-    while peer_refusals().await < 1.0 {
-        requests += 1;
-        assert!(requests <= 200, "the gateway never tried the refusing pod");
-        let io = through_header(&gw, EMOJI, Some(SessionProtocol::Http1)).await;
-        let (status, body) = get(io, &[]).await.unwrap();
-        assert_eq!(status, 200, "request {requests}: {body}");
-    }
-
-    gw.ctl
-        .endpoints(&authority, &[(peer.proxy_inbound, "emoji-0")]);
+    gw.ctl.endpoints(
+        &format!("{EMOJI}:8080"),
+        &[
+            (peers[0].proxy_inbound, "emoji-0"),
+            (peers[1].proxy_inbound, "emoji-1"),
+        ],
+    );
+    // Until the new endpoints apply, the fixture's backend answers 200.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let rsp = loop {
         let io = through_header(&gw, EMOJI, Some(SessionProtocol::Http1)).await;
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
@@ -447,17 +445,26 @@ async fn what_a_pods_app_refused_goes_to_another_pod_or_back_undelivered() {
             .body(Full::new(Bytes::new()))
             .unwrap();
         let rsp = send.send_request(req).await.unwrap();
-        if rsp.status() == 503 {
-            assert_eq!(
-                rsp.headers()[tandem_proxy::http::UNDELIVERED_HEADER],
-                "true",
-                "{:?}",
-                rsp.headers()
-            );
-            break;
+        if rsp.status() != 200 {
+            break rsp;
         }
-        assert_eq!(rsp.status(), 200);
-        assert!(tokio::time::Instant::now() < deadline, "never a 503");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the endpoints never changed"
+        );
+    };
+    assert_eq!(rsp.status(), 503, "{:?}", rsp.headers());
+    assert_eq!(
+        rsp.headers()[tandem_proxy::http::UNDELIVERED_HEADER],
+        "true"
+    );
+    let why = rsp.headers()["l5d-proxy-error"].to_str().unwrap();
+    assert!(why.contains("refused"), "{why}");
+    // That one request was tried on both pods.
+    for p in &peers {
+        assert_eq!(refusals(p.admin).await, 1.0, "each pod refused it once");
     }
-    peer.stop().await;
+    for p in peers {
+        p.stop().await;
+    }
 }
