@@ -285,6 +285,9 @@ async fn serve_and_probe(
     let uri: Uri = format!("http://{apex}/").parse()?;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Failures count from the first answer on: before it the proxy is
+    // still starting (its listener, its first profile).
+    let mut up = false;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -297,9 +300,12 @@ async fn serve_and_probe(
             }
             _ => false,
         };
-        if !ok {
+        if ok {
+            up = true;
+        } else if up {
             errors.fetch_add(1, Ordering::Relaxed);
-            // Not before the proxy is up; no busy loop while it is not.
+        } else {
+            // No busy loop while the proxy is starting.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -497,7 +503,7 @@ pub async fn run(args: Args) -> Result<()> {
         w.p50, w.p99, d.p50, d.p99
     );
     println!(
-        "requests to the old backend after the switch: {stale}; failed probe requests: {probe_errors}"
+        "requests to the old backend after the switch: {stale}; failed probe requests once the proxy answered: {probe_errors}"
     );
     let summary = json!({
         "bench": "proxy-weights",
