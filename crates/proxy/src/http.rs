@@ -1,5 +1,6 @@
 //! HTTP pieces shared by inbound and outbound: the client of one endpoint,
-//! request bodies buffered for retries, the response body that records
+//! request bodies that can be sent again, the "undelivered" answer, the
+//! response body that records
 //! `response_total` at its end, and serving a detected connection.
 
 use std::{

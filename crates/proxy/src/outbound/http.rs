@@ -1,5 +1,7 @@
-//! One outbound HTTP request: an endpoint per try, retried on another when
-//! the connection failed before any response (bounded, buffered bodies only).
+//! One outbound HTTP request: an endpoint per try, retried on another (or on
+//! another backend) when the try failed before any response or the peer's
+//! proxy answered that its application never got it; bounded, and only
+//! while the body can be sent again (see [`ReqBody`]).
 
 use std::{net::SocketAddr, sync::Arc};
 
