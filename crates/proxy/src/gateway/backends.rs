@@ -1,7 +1,7 @@
 //! The local side of the gateway: each target `<fqdn>:<port>` resolved
 //! through the destination service (`Get`), its endpoints balanced P2C over
 //! peak-EWMA, each with a pooled HTTP client. Connections go through the
-//! proxy's [`endpoint::connect`], the seam where mTLS to the pod's identity
+//! proxy's [`crate::endpoint::connect`], the seam where mTLS to the pod's identity
 //! plugs in.
 
 use std::{
