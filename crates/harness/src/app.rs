@@ -134,6 +134,12 @@ pub async fn lb_address(ns: &TestNamespace, cluster: &str, svc: &str) -> IpAddr 
 /// until Prometheus is Ready (on failure, its pods and logs are printed).
 pub fn install_viz(env: &Env, cluster: &str) {
     env.apply_tandem(cluster, &["viz", "install"]);
+    wait_prometheus(env, cluster);
+}
+
+/// Waits for viz's Prometheus to roll out in `cluster`; if it does not,
+/// fails with its pods described and its last log lines.
+pub fn wait_prometheus(env: &Env, cluster: &str) {
     let rollout = run(env.kubectl(cluster).args([
         "-n",
         VIZ_NS,

@@ -8,7 +8,7 @@ use std::{path::Path, process::Output, time::Duration};
 
 use serde_json::Value;
 use tandem_harness::{
-    Env, TestNamespace,
+    Env, TestNamespace, app,
     dataplane::{self, Load, LoadSpec, ROUTING_IDENTITY},
     eventually, run,
 };
@@ -49,7 +49,7 @@ fn prometheus(env: &Env, query: &str) -> Vec<Value> {
 }
 
 fn stat_json(env: &Env, ns: &TestNamespace, kind: &str) -> Result<Vec<Value>, String> {
-    tandem_harness::app::viz_stat_json(env, CLUSTER, ns, kind)
+    app::viz_stat_json(env, CLUSTER, ns, kind)
 }
 
 /// The 30 s window of the queries and two 10 s scrapes.
@@ -145,32 +145,7 @@ async fn viz_stat_shows_a_known_load() {
         "the Grafana URL is recorded"
     );
     env.apply(CLUSTER, &manifest);
-    let rollout = run(env.kubectl(CLUSTER).args([
-        "-n",
-        "tandem-viz",
-        "rollout",
-        "status",
-        "deploy/prometheus",
-        "--timeout=120s",
-    ]));
-    if !rollout.status.success() {
-        let pods = run(env
-            .kubectl(CLUSTER)
-            .args(["-n", "tandem-viz", "describe", "pods"]));
-        let logs = run(env.kubectl(CLUSTER).args([
-            "-n",
-            "tandem-viz",
-            "logs",
-            "deploy/prometheus",
-            "--tail=40",
-        ]));
-        panic!(
-            "Prometheus is not Ready: {}\n{}\n{}",
-            String::from_utf8_lossy(&rollout.stderr),
-            String::from_utf8_lossy(&pods.stdout),
-            String::from_utf8_lossy(&logs.stdout)
-        );
-    }
+    app::wait_prometheus(&env, CLUSTER);
 
     let ns = env.namespace("viz", &[CLUSTER]);
     // Nothing meshed here yet: linkerd's words, on stderr.
