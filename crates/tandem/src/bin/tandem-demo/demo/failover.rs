@@ -123,16 +123,7 @@ impl Demo {
             self.title(&format!(
                 "scale emoji in east to 0: its traffic moves to emoji-svc-west{of}"
             ));
-            let t = self
-                .scale_and_time(0, web, "emoji-svc", "emoji-svc-west")
-                .await?;
-            figures.failover_ms.push(t);
-            self.wait_for(
-                "weights emoji-svc=0, emoji-svc-west=1",
-                Duration::from_secs(30),
-                || Ok(self.split_weights()? == "emoji-svc=0 emoji-svc-west=1"),
-            )
-            .await?;
+            figures.failover_ms.push(self.move_traffic(0, web).await?);
             if round == 1 {
                 self.sh("tandem --context east failover status")?;
                 self.title("viz stat during the failover: emoji's traffic on emoji-svc-west");
@@ -143,16 +134,7 @@ impl Demo {
             self.title(&format!(
                 "scale emoji back to 1: its traffic fails back{of}"
             ));
-            let t = self
-                .scale_and_time(1, web, "emoji-svc-west", "emoji-svc")
-                .await?;
-            figures.failback_ms.push(t);
-            self.wait_for(
-                "weights emoji-svc=1, emoji-svc-west=0",
-                Duration::from_secs(30),
-                || Ok(self.split_weights()? == "emoji-svc=1 emoji-svc-west=0"),
-            )
-            .await?;
+            figures.failback_ms.push(self.move_traffic(1, web).await?);
             self.progress(bot, start).await;
         }
 
@@ -229,6 +211,32 @@ impl Demo {
                 );
             }
         }
+    }
+
+    /// Scales emoji in east to `replicas` (0: a failover, 1: a failback),
+    /// times until all of emoji's traffic from web moved, and checks the
+    /// split's weights followed; the time it took.
+    async fn move_traffic(&self, replicas: u32, web: SocketAddr) -> Result<Duration> {
+        let (from, to, weights) = match replicas {
+            0 => (
+                "emoji-svc",
+                "emoji-svc-west",
+                "emoji-svc=0 emoji-svc-west=1",
+            ),
+            _ => (
+                "emoji-svc-west",
+                "emoji-svc",
+                "emoji-svc=1 emoji-svc-west=0",
+            ),
+        };
+        let took = self.scale_and_time(replicas, web, from, to).await?;
+        self.wait_for(
+            &format!("weights {}", weights.replace(' ', ", ")),
+            Duration::from_secs(30),
+            || Ok(self.split_weights()? == weights),
+        )
+        .await?;
+        Ok(took)
     }
 
     /// How often vote-bot's container has restarted (its counters with it).
