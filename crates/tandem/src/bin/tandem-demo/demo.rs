@@ -259,18 +259,15 @@ impl Demo {
                 &format!("{mirror} in {c} with a ready endpoint"),
                 Duration::from_secs(60),
                 || {
-                    let out = self.kubectl(&[
-                        "--context",
+                    let out = self.app_get(
                         c,
-                        "-n",
-                        "emojivoto",
-                        "get",
-                        "endpointslices",
-                        "-l",
-                        &format!("kubernetes.io/service-name={mirror}"),
-                        "-o",
-                        "jsonpath={.items[*].endpoints[*].conditions.ready}",
-                    ])?;
+                        &[
+                            "endpointslices",
+                            "-l",
+                            &format!("kubernetes.io/service-name={mirror}"),
+                        ],
+                        "{.items[*].endpoints[*].conditions.ready}",
+                    )?;
                     Ok(out.split_whitespace().any(|r| r == "true"))
                 },
             )
@@ -297,32 +294,20 @@ impl Demo {
     }
 
     fn split_weights(&self) -> Result<String> {
-        let out = self.kubectl(&[
-            "--context",
+        let out = self.app_get(
             "east",
-            "-n",
-            "emojivoto",
-            "get",
-            "ts",
-            "emoji-svc",
-            "-o",
-            "jsonpath={range .spec.backends[*]}{.service}={.weight} {end}",
-        ])?;
+            &["ts", "emoji-svc"],
+            "{range .spec.backends[*]}{.service}={.weight} {end}",
+        )?;
         Ok(out.trim().to_string())
     }
 
     fn split_state(&self) -> Result<Option<String>> {
-        let out = self.kubectl(&[
-            "--context",
+        let out = self.app_get(
             "east",
-            "-n",
-            "emojivoto",
-            "get",
-            "ts",
-            "emoji-svc",
-            "-o",
-            "jsonpath={.metadata.annotations.failover\\.tandem\\.io/state}",
-        ])?;
+            &["ts", "emoji-svc"],
+            "{.metadata.annotations.failover\\.tandem\\.io/state}",
+        )?;
         Ok((!out.trim().is_empty()).then(|| out.trim().to_string()))
     }
 

@@ -136,6 +136,16 @@ impl Demo {
         }
     }
 
+    /// `kubectl --context CLUSTER -n emojivoto get WHAT... -o
+    /// jsonpath=PATH`, quietly: a field of the app's objects.
+    pub(super) fn app_get(&self, cluster: &str, what: &[&str], path: &str) -> Result<String> {
+        let path = format!("jsonpath={path}");
+        let mut args = vec!["--context", cluster, "-n", "emojivoto", "get"];
+        args.extend_from_slice(what);
+        args.extend(["-o", path.as_str()]);
+        self.kubectl(&args)
+    }
+
     /// Runs kubectl quietly (for the demo's own checks), returning stdout.
     pub(super) fn kubectl(&self, args: &[&str]) -> Result<String> {
         let out = Command::new("kubectl")

@@ -241,18 +241,7 @@ impl Demo {
 
     /// How often vote-bot's container has restarted (its counters with it).
     fn bot_restarts(&self) -> Result<String> {
-        let out = self.kubectl(&[
-            "--context",
-            "east",
-            "-n",
-            "emojivoto",
-            "get",
-            "pods",
-            "-l",
-            "app=vote-bot",
-            "-o",
-            "jsonpath={.items[*].metadata.name}/{.items[*].status.containerStatuses[?(@.name==\"vote-bot\")].restartCount}",
-        ])?;
+        let out = self.app_get("east", &["pods", "-l", "app=vote-bot"], "{.items[*].metadata.name}/{.items[*].status.containerStatuses[?(@.name==\"vote-bot\")].restartCount}")?;
         Ok(out.trim().to_string())
     }
 
@@ -345,18 +334,11 @@ impl Demo {
 
     /// The address of the first pod in east's emojivoto matching `selector`.
     fn pod_addr(&self, selector: &str, port: u16) -> Result<SocketAddr> {
-        let ip = self.kubectl(&[
-            "--context",
+        let ip = self.app_get(
             "east",
-            "-n",
-            "emojivoto",
-            "get",
-            "pods",
-            "-l",
-            selector,
-            "-o",
-            "jsonpath={.items[0].status.podIP}",
-        ])?;
+            &["pods", "-l", selector],
+            "{.items[0].status.podIP}",
+        )?;
         let ip: std::net::IpAddr = ip
             .trim()
             .parse()
