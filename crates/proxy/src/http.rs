@@ -79,6 +79,57 @@ pub fn is_undelivered<B>(rsp: &Response<B>) -> bool {
             .is_some_and(|v| v == "true")
 }
 
+/// Whether a try of a `method` request that failed with `error` before any
+/// response may be sent again, to another endpoint: when no peer can have
+/// acted on it, or when acting twice is harmless.
+///
+/// - The connection could not be made (refused, unreachable, timed out, TLS).
+/// - The request was never written: the pooled connection closed first
+///   (hyper calls it canceled), or the HTTP/2 peer refused the stream
+///   (`REFUSED_STREAM`) or shut down gracefully before it (a stream past
+///   a `GOAWAY`'s last stream id, with no error code).
+/// - The method is idempotent (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE,
+///   PUT, DELETE).
+///
+/// Anything else, e.g. a POST (every gRPC call) whose connection was reset
+/// after it was sent, is not retried: the peer may have acted on it.
+pub fn retry_is_safe(method: &http::Method, error: &hyper_util::client::legacy::Error) -> bool {
+    use http::Method;
+    if error.is_connect() || never_sent(error) {
+        return true;
+    }
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(method)
+}
+
+/// Whether some error in `error`'s chain says that the request never
+/// reached the peer's application (see [`retry_is_safe`]).
+fn never_sent(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && h.is_canceled()
+        {
+            return true;
+        }
+        if let Some(h2) = e.downcast_ref::<h2::Error>()
+            && (h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR)))
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// A response the proxy makes itself, with `l5d-proxy-error` saying why.
 pub fn error_response(status: StatusCode, why: &str) -> Response<Body> {
     let mut rsp = Response::new(boxed(Full::new(Bytes::from(format!("{why}\n")))));

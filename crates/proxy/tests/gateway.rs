@@ -468,3 +468,67 @@ async fn what_a_pods_app_refused_goes_to_another_pod_or_back_undelivered() {
         p.stop().await;
     }
 }
+
+/// A pod whose connection broke after the request was sent may have acted
+/// on it: the gateway sends a POST to no second pod and answers 502 (not
+/// "undelivered", so the client's proxy does not send it elsewhere
+/// either); a GET (idempotent) is tried on the other pod too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cut_off_after_it_was_sent_goes_to_a_second_pod_only_if_idempotent() {
+    let gw = gateway().await;
+    let (cutters, heads): (Vec<_>, Vec<_>) = [
+        support::cutting_endpoint().await,
+        support::cutting_endpoint().await,
+    ]
+    .into_iter()
+    .unzip();
+    let sent = || {
+        heads
+            .iter()
+            .map(|h| h.load(std::sync::atomic::Ordering::SeqCst))
+            .sum::<usize>()
+    };
+    gw.ctl.endpoints(
+        &format!("{EMOJI}:8080"),
+        &[(cutters[0], "emoji-0"), (cutters[1], "emoji-1")],
+    );
+    let request = |method: hyper::Method| {
+        let gw = &gw;
+        async move {
+            let io = through_header(gw, EMOJI, Some(SessionProtocol::Http1)).await;
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let req = hyper::Request::builder()
+                .method(method)
+                .uri("/")
+                .body(Full::new(Bytes::from_static(b"vote")))
+                .unwrap();
+            send.send_request(req).await.unwrap()
+        }
+    };
+    // Until the new endpoints apply, the fixture's backend answers 200.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while sent() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the endpoints never changed"
+        );
+        request(hyper::Method::PUT).await;
+    }
+
+    let before = sent();
+    let rsp = request(hyper::Method::POST).await;
+    assert_eq!(rsp.status(), 502, "{:?}", rsp.headers());
+    assert!(
+        !rsp.headers()
+            .contains_key(tandem_proxy::http::UNDELIVERED_HEADER),
+        "a request a pod may have acted on is not undelivered"
+    );
+    assert_eq!(sent(), before + 1, "the POST went to one pod only");
+
+    let rsp = request(hyper::Method::GET).await;
+    assert_eq!(rsp.status(), 502, "{:?}", rsp.headers());
+    assert_eq!(sent(), before + 3, "the GET went to both pods");
+}

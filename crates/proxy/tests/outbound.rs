@@ -3,7 +3,14 @@
 
 mod support;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use futures::StreamExt as _;
 use support::*;
@@ -488,6 +495,110 @@ async fn a_request_the_peers_app_refused_goes_to_another_backend() {
     assert!(why.contains("refused"), "{why}");
     p.stop().await;
     peer.stop().await;
+}
+
+/// An HTTP/2 endpoint that refuses every stream (`REFUSED_STREAM`), as a
+/// server at its stream limit or shutting down does: how many it refused.
+async fn refusing_h2_endpoint() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let count = refused.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let Ok(mut h2) = h2::server::handshake(conn).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = h2.accept().await {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                }
+            });
+        }
+    });
+    (addr, refused)
+}
+
+/// A request whose connection broke after it was sent may have been acted
+/// on: a POST is answered 502 and not sent again; a GET (idempotent) goes
+/// to the other backend. An HTTP/2 stream the peer refused was never acted
+/// on, so even a POST (a gRPC call) goes to the other backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_requests_safe_to_repeat_are_retried() {
+    let (cutter, heads) = cutting_endpoint().await;
+    let b2 = Backend::start("b2").await;
+    let ctl = Controller::default();
+    ctl.profile(service_ip(), APEX, &[(B1, 1), (B2, 0)]);
+    ctl.endpoints(B1, &[(cutter, "b1-0")]);
+    ctl.endpoints(B2, &[(b2.addr, "b2-0")]);
+    let (dst, _ctl_task) = ctl.clone().serve().await;
+    let p = proxy(Some(dst), service_ip()).await;
+    let client = http1_client();
+
+    // The first request may find no endpoint yet (503): wait for the cut.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while heads.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the cutter never got a request"
+        );
+        send(
+            &client,
+            p.proxy_outbound,
+            APEX,
+            hyper::Method::PUT,
+            "warm-up",
+        )
+        .await;
+    }
+    let (heads_before, b2_before) = (heads.load(Ordering::SeqCst), b2.hits());
+
+    let (status, body) = send(&client, p.proxy_outbound, APEX, hyper::Method::POST, "vote").await;
+    assert_eq!(status, 502, "a cut-off POST: {body}");
+    assert_eq!(heads.load(Ordering::SeqCst), heads_before + 1, "sent once");
+    assert_eq!(
+        b2.hits(),
+        b2_before,
+        "a cut-off POST must not be sent again"
+    );
+
+    let (status, body) = get(&client, p.proxy_outbound, APEX).await;
+    assert_eq!(
+        (status, &body[..2]),
+        (200, "b2"),
+        "a cut-off GET is retried: {body}"
+    );
+    assert_eq!(heads.load(Ordering::SeqCst), heads_before + 2);
+    assert_eq!(b2.hits(), b2_before + 1);
+
+    // HTTP/2, the stream refused: the POST goes to b2, whole.
+    let (refuser, refused) = refusing_h2_endpoint().await;
+    ctl.endpoints(B1, &[(refuser, "b1-0")]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while refused.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refuser never got a stream"
+        );
+        let (status, body) = streamed_post(p.proxy_outbound, vec!["vote".into()]).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let refused_before = refused.load(Ordering::SeqCst);
+    for i in 0..5 {
+        let (status, body) = streamed_post(p.proxy_outbound, vec![format!("vote {i}")]).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, format!("b2 HTTP/2.0 body=vote {i}").as_str())
+        );
+    }
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        refused_before + 5,
+        "each was tried on b1 first"
+    );
+    p.stop().await;
 }
 
 /// Sends requests until one answers `status` (bounded).

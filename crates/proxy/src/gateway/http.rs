@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use super::{Gateway, MAX_TRIES, Reason};
 use crate::http::{
     Body, ReqBody, authority_of, error_response, is_undelivered, record_error, record_response,
-    strip_hop_by_hop, undelivered_response,
+    retry_is_safe, strip_hop_by_hop, undelivered_response,
 };
 
 /// The port of an authority that names none.
@@ -138,6 +138,10 @@ impl Gateway {
                     last_error = format!("endpoint {} failed: {error}", slot.ep.addr);
                     tried.push(slot.ep.addr);
                     last_labels = Some(labels);
+                    // The endpoint may have acted on it: one answer, not two.
+                    if !retry_is_safe(&parts.method, &error) {
+                        break;
+                    }
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! One outbound HTTP request: an endpoint per try, retried on another (or on
-//! another backend) when the try failed before any response or the peer's
-//! proxy answered that its application never got it; bounded, and only
-//! while the body can be sent again (see [`ReqBody`]).
+//! another backend) when the try failed before any response in a way that
+//! is safe to repeat (see [`retry_is_safe`]), or the peer's proxy answered
+//! that its application never got it; bounded, and only while the body can
+//! be sent again (see [`ReqBody`]).
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -14,7 +15,7 @@ use crate::{
     endpoint::NoTlsReason,
     http::{
         Body, ReqBody, absolute_uri, error_response, is_undelivered, record_error, record_response,
-        strip_hop_by_hop,
+        retry_is_safe, strip_hop_by_hop,
     },
     metrics::{Direction, Target},
     outbound::router::Router,
@@ -96,6 +97,10 @@ pub async fn handle(ctx: Ctx, router: Arc<Router>, req: Request<Incoming>) -> Re
                 );
                 tried.push(slot.ep.addr);
                 last_labels = Some(labels);
+                // The peer may have acted on it: one answer, not two.
+                if !retry_is_safe(&parts.method, &error) {
+                    break;
+                }
             }
         }
     }

@@ -501,6 +501,35 @@ pub async fn start_with(
     }
 }
 
+// === endpoints that fail ===
+
+/// An endpoint that reads each HTTP/1 request's head and then closes the
+/// connection without an answer, as a pod killed mid-request does: how
+/// many request heads it read.
+pub async fn cutting_endpoint() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(AtomicUsize::new(0));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tokio::io::AsyncReadExt::read(&mut conn, &mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, heads)
+}
+
 // === clients ===
 
 pub type Client = hyper_util::client::legacy::Client<
@@ -520,9 +549,23 @@ pub fn h2_client() -> Client {
 
 /// GETs `authority` through the proxy; the status and body.
 pub async fn get(client: &Client, proxy: SocketAddr, authority: &str) -> (u16, String) {
-    let req = hyper::Request::get(format!("http://{proxy}/"))
+    send(client, proxy, authority, hyper::Method::GET, "").await
+}
+
+/// Sends a `method` request with `body` to `authority` through the proxy;
+/// the status and body.
+pub async fn send(
+    client: &Client,
+    proxy: SocketAddr,
+    authority: &str,
+    method: hyper::Method,
+    body: &str,
+) -> (u16, String) {
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{proxy}/"))
         .header("host", authority)
-        .body(Full::new(Bytes::new()))
+        .body(Full::new(Bytes::from(body.to_owned())))
         .unwrap();
     let rsp = client.request(req).await.expect("the proxy answers");
     let status = rsp.status().as_u16();
