@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Benchmarks the service mirror (release build) on a private two-cluster
 # testbed: the time to mirror 1,000 Services exported at once, each with a
-# ready endpoint, the time for a remote readiness change to reach the
-# mirror's EndpointSlice, and the mirror's RSS. The testbed (east on
-# 21440-21445, west on 21450-21455, a fresh temporary directory) is always
-# stopped and deleted at the end. Progress goes to stderr, the summary to
-# stdout, its last line as JSON. See BENCHMARKS.md.
+# ready endpoint (and, as a yardstick, the time the local API server takes
+# to create as many Services and slices directly), the time for a remote
+# readiness change to reach the mirror's EndpointSlice, and the mirror's
+# RSS. The testbed (east on 21440-21445, west on 21450-21455, a fresh
+# temporary directory) is always stopped and deleted at the end. Progress
+# goes to stderr, the summary to stdout, its last line as JSON. See
+# BENCHMARKS.md.
 #
 #   bench/mirror.sh [--services N] [--flips N] [--gap-ms N] [--in-flight N] [--json FILE]
 #
@@ -25,7 +27,7 @@ while (($#)); do
       shift 2
       ;;
     -h | --help)
-      sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)

@@ -48,9 +48,10 @@ command -v kubectl >/dev/null || {
   exit 1
 }
 
-# The demo is a development tool: a debug build, as scripts/demo.sh makes.
-cargo build -q -p tandem
-tandem=$(realpath "${CARGO_TARGET_DIR:-target}/debug/tandem")
+# A release build, as a user's images would be: the testbed's images take
+# the proxy (tandem) and the app (emojivoto) from beside the demo tool.
+cargo build --release -q -p tandem -p tandem-emojivoto
+tandem=$(realpath "${CARGO_TARGET_DIR:-target}/release/tandem")
 dir=$(mktemp -d "${TMPDIR:-/tmp}/tandem-workshop.XXXXXX")
 summary=$dir/summary.json
 trap '"$tandem" demo --down --dir "$dir/demo" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT

@@ -8,7 +8,11 @@
 //!    `tandem multicluster install` in both clusters, each piped to
 //!    `kubectl apply -f -`. It waits for the remote-access token, then pipes
 //!    `tandem multicluster --context=west link ...` to the local cluster.
-//! 2. In the remote cluster, creates N Services without selectors. Each gets
+//! 2. The floor, a yardstick measured in the same run: in the local cluster,
+//!    creates N Services and their EndpointSlices directly, as many at a
+//!    time as the labelling, and times it; then deletes them and waits until
+//!    they are gone.
+//!    In the remote cluster, creates N Services without selectors. Each gets
 //!    one EndpointSlice, written by the benchmark alone, with one ready
 //!    endpoint. None is exported yet.
 //! 3. Starts `tandem gateway` (the remote gateway's probe endpoint) and
@@ -39,12 +43,12 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail};
 use futures::StreamExt;
 use k8s_openapi::api::{
-    core::v1::{Secret, Service},
+    core::v1::{Namespace, Secret, Service},
     discovery::v1::EndpointSlice,
 };
 use kube::{
     Api, Client,
-    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
+    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams},
     runtime::{
         WatchStreamExt,
         watcher::{self, Event},
@@ -242,9 +246,11 @@ pub async fn run(mut args: Args) -> Result<()> {
             .await
             .with_context(|| format!("widening the service range of {context}"))?;
     }
+    let n = args.services;
+    // === the API server's own pace for the same writes, as a yardstick ===
+    let floor = floor(&p, &local, n, args.in_flight).await?;
     let services: Api<Service> = Api::namespaced(remote.clone(), ns);
     let slices: Api<EndpointSlice> = Api::namespaced(remote.clone(), ns);
-    let n = args.services;
     create_all(&p, "remote Services", 0..n, |k| {
         let api = services.clone();
         async move {
@@ -360,6 +366,7 @@ pub async fn run(mut args: Args) -> Result<()> {
     let mirroring = Mirroring {
         labelled,
         mirrored,
+        floor,
         writes: stats::series_total(&after, WRITES, &[])
             - stats::series_total(&before, WRITES, &[]),
         write_errors: stats::series_total(&after, WRITE_ERRORS, &[])
@@ -769,6 +776,96 @@ fn export_patch() -> Value {
 fn mirror_slice_name(k: usize, cluster: &str) -> String {
     format!("{}-{cluster}-gateway", objects::service_name(k))
 }
+
+/// The namespace of the floor's objects, in the local cluster.
+const FLOOR_NAMESPACE: &str = "bench-floor";
+
+/// The API server's own pace for what mirroring `n` Services writes: `n`
+/// Services and their EndpointSlices created directly in the local cluster
+/// (each Service, then its slice, as the mirror does), `in_flight` at a
+/// time, before the mirror runs. The mirroring is compared with it, both
+/// measured in the same run on the same machine. Then the namespace is
+/// deleted and its Services waited out: Kubernetes counts every allocated
+/// cluster IP at each allocation, so the mirroring must meet as few as the
+/// floor did.
+async fn floor(p: &Progress, local: &Client, n: usize, in_flight: usize) -> Result<Duration> {
+    let ns = FLOOR_NAMESPACE;
+    create_namespace(local, ns).await?;
+    let services: Api<Service> = Api::namespaced(local.clone(), ns);
+    let slices: Api<EndpointSlice> = Api::namespaced(local.clone(), ns);
+    let (services, slices) = (&services, &slices);
+    p.say(format_args!(
+        "floor: creating {n} Services and their EndpointSlices directly ({in_flight} in flight)"
+    ));
+    let start = Instant::now();
+    let mut results = futures::stream::iter(0..n)
+        .map(|k| async move {
+            let service = crate::failover::create_one(|| async {
+                services
+                    .create(&post(), &objects::service(ns, k))
+                    .await
+                    .map(drop)
+            })
+            .await;
+            let slice = match service {
+                Ok(()) => {
+                    crate::failover::create_one(|| async {
+                        slices
+                            .create(&post(), &objects::endpoint_slice(ns, k))
+                            .await
+                            .map(drop)
+                    })
+                    .await
+                }
+                Err(e) => Err(e),
+            };
+            (k, slice)
+        })
+        .buffer_unordered(in_flight);
+    while let Some((k, r)) = results.next().await {
+        r.with_context(|| {
+            format!(
+                "floor: creating Service {} and its slice",
+                objects::service_name(k)
+            )
+        })?;
+    }
+    let took = start.elapsed();
+    p.say(format_args!(
+        "floor: {n} Services and slices in {:.2} s; deleting them",
+        took.as_secs_f64()
+    ));
+    let namespaces: Api<Namespace> = Api::all(local.clone());
+    timeout(
+        REQUEST_TIMEOUT,
+        namespaces.delete(ns, &DeleteParams::default()),
+    )
+    .await
+    .context("floor: deleting its namespace timed out")?
+    .with_context(|| format!("floor: deleting the namespace {ns}"))?;
+    let deadline = Instant::now() + FLOOR_CLEANUP;
+    loop {
+        let gone = matches!(
+            timeout(REQUEST_TIMEOUT, namespaces.get_opt(ns)).await,
+            Ok(Ok(None))
+        );
+        if gone {
+            break;
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "floor: the namespace {ns} and its {n} Services are not gone after {} s",
+                FLOOR_CLEANUP.as_secs()
+            );
+        }
+        sleep(Duration::from_millis(500)).await;
+    }
+    p.say("floor: deleted");
+    Ok(took)
+}
+
+/// How long the floor's namespace may take to go.
+const FLOOR_CLEANUP: Duration = Duration::from_secs(180);
 
 /// When the labelling started and ended.
 #[derive(Debug)]
@@ -1213,6 +1310,8 @@ impl Memory {
 struct Mirroring {
     labelled: Labelled,
     mirrored: Mirrored,
+    /// The same writes made directly: see [`floor`].
+    floor: Duration,
     writes: f64,
     write_errors: f64,
 }
@@ -1248,6 +1347,11 @@ impl Mirroring {
 
     fn met(&self) -> bool {
         self.since_first_label() < MIRRORING_TARGET
+    }
+
+    /// The mirroring's time over the floor's, both measured in this run.
+    fn over_floor(&self) -> f64 {
+        self.since_first_label().as_secs_f64() / self.floor.as_secs_f64().max(1e-3)
     }
 }
 
@@ -1313,6 +1417,8 @@ impl Report<'_> {
                 "half_ready_s": secs(m.half_ready()),
                 "all_ready_from_first_label_s": secs(m.since_first_label()),
                 "all_ready_from_last_label_ack_s": secs(m.since_last_ack()),
+                "floor_s": secs(m.floor),
+                "over_floor": stats::round(m.over_floor()),
                 "mirror_writes": m.writes,
                 "mirror_write_errors": m.write_errors,
             },
@@ -1380,6 +1486,12 @@ impl Report<'_> {
                 "  all {n} mirror slices with a ready endpoint: {:.2} s after the first label request, {:.2} s after the last label's answer",
                 m.since_first_label().as_secs_f64(),
                 m.since_last_ack().as_secs_f64()
+            ),
+            format!(
+                "  the API server's floor, the same {n} Services and slices created directly ({} in flight, before the mirror ran): {:.2} s; the mirroring took {:.2}x that",
+                self.args.in_flight,
+                m.floor.as_secs_f64(),
+                m.over_floor()
             ),
             format!(
                 "  the first ready after {:.2} s, half after {:.2} s; {} mirror writes, {} write errors; mirrored_services gauge {}",
