@@ -15,27 +15,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-args=()
-while (($#)); do
-  case $1 in
-    --flips | --splits | --rss-splits | --gap-ms | --restart-secs | --noise-per-sec | --json)
-      if (($# < 2)); then
-        echo "error: $1 needs a value" >&2
-        exit 2
-      fi
-      args+=("$1" "$2")
-      shift 2
-      ;;
-    -h | --help)
-      sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
-      exit 0
-      ;;
-    *)
-      echo "error: unknown argument $1 (see --help)" >&2
-      exit 2
-      ;;
-  esac
-done
+. bench/lib.sh
+bench_parse "--flips --splits --rss-splits --gap-ms --restart-secs --noise-per-sec --json" "$@"
 command -v kubectl >/dev/null || {
   echo "error: kubectl is not on PATH; the benchmark applies the TrafficSplit CRD with it" >&2
   exit 1

@@ -19,27 +19,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-args=()
-while (($#)); do
-  case $1 in
-    --changes | --gap-ms | --json)
-      if (($# < 2)); then
-        echo "error: $1 needs a value" >&2
-        exit 2
-      fi
-      args+=("$1" "$2")
-      shift 2
-      ;;
-    -h | --help)
-      sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
-      exit 0
-      ;;
-    *)
-      echo "error: unknown argument $1 (see --help)" >&2
-      exit 2
-      ;;
-  esac
-done
+. bench/lib.sh
+bench_parse "--changes --gap-ms --json" "$@"
 if ((EUID != 0)); then
   echo "error: the proxy-weights benchmark needs root (network namespaces, iptables, setpriv)" >&2
   exit 1

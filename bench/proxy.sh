@@ -23,6 +23,7 @@
 # Environment: CARGO_TARGET_DIR (default ./target).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. bench/lib.sh
 
 args=()
 pin=false
@@ -50,7 +51,7 @@ while (($#)); do
       shift
       ;;
     -h | --help)
-      sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
+      bench_usage
       exit 0
       ;;
     *)

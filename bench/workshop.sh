@@ -16,31 +16,16 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+. bench/lib.sh
+bench_parse "--failovers --rate --json" "$@"
 failovers=10
 rate=100
 json=
-while (($#)); do
-  case $1 in
-    --failovers | --rate | --json)
-      if (($# < 2)); then
-        echo "error: $1 needs a value" >&2
-        exit 2
-      fi
-      case $1 in
-        --failovers) failovers=$2 ;;
-        --rate) rate=$2 ;;
-        --json) json=$2 ;;
-      esac
-      shift 2
-      ;;
-    -h | --help)
-      sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
-      exit 0
-      ;;
-    *)
-      echo "error: unknown argument $1 (see --help)" >&2
-      exit 2
-      ;;
+for ((i = 0; i < ${#args[@]}; i += 2)); do
+  case ${args[i]} in
+    --failovers) failovers=${args[i + 1]} ;;
+    --rate) rate=${args[i + 1]} ;;
+    --json) json=${args[i + 1]} ;;
   esac
 done
 command -v kubectl >/dev/null || {
