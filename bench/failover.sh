@@ -22,11 +22,7 @@ command -v kubectl >/dev/null || {
   exit 1
 }
 
-cargo build --release -q -p tandem -p tandem-bench
-target=${CARGO_TARGET_DIR:-target}/release
-tandem=$(realpath "$target/tandem")
-bench=$(realpath "$target/tandem-bench")
-"$tandem" testbed build >/dev/null
+bench_build
 
 base_port=${BENCH_BASE_PORT:-25440}
 dir=$(mktemp -d)
@@ -37,8 +33,7 @@ cleanup() {
     echo "--- last lines of the controller log ($log) ---" >&2
     tail -n 30 "$log" >&2
   fi
-  "$tandem" testbed down --purge --dir "$dir" >/dev/null 2>&1 ||
-    echo "warning: stopping the benchmark testbed in $dir failed; run: $tandem testbed down --purge --dir $dir" >&2
+  bench_testbed_down "$dir"
   rm -rf "$dir"
   ((status != 0)) || rm -f "$log"
   exit "$status"
@@ -46,16 +41,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')" >&2
+bench_header
 echo "testbed: one cluster 'bench' on 127.0.0.1:$base_port in $dir" >&2
-export_line=$("$tandem" testbed up --nodes fake --clusters bench --base-port "$base_port" --dir "$dir" 2>"$dir.up.log") || {
-  cat "$dir.up.log" >&2
-  rm -f "$dir.up.log"
-  exit 1
-}
-rm -f "$dir.up.log"
-kubeconfig=${export_line#export KUBECONFIG=}
-kubeconfig=${kubeconfig/#\~/$HOME}
+bench_testbed_up "$dir" bench "$base_port"
 
 "$bench" failover --kubeconfig "$kubeconfig" --context bench --tandem "$tandem" \
   --controller-log "$log" "${args[@]}"

@@ -36,3 +36,39 @@ bench_parse() {
     esac
   done
 }
+
+# Builds tandem and tandem-bench in release mode, and the testbed's
+# Kubernetes binaries; sets `target` (the build directory), `tandem` and
+# `bench` (the two binaries).
+bench_build() {
+  cargo build --release -q -p tandem -p tandem-bench
+  target=${CARGO_TARGET_DIR:-target}/release
+  tandem=$(realpath "$target/tandem")
+  bench=$(realpath "$target/tandem-bench")
+  "$tandem" testbed build >/dev/null
+}
+
+# Says on stderr when, and at which commit, the figures were taken.
+bench_header() {
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')" >&2
+}
+
+# bench_testbed_up DIR CLUSTERS BASE_PORT: a testbed of fake nodes in DIR;
+# sets `kubeconfig`. On failure, shows what `testbed up` said and exits 1.
+bench_testbed_up() {
+  local export_line
+  export_line=$("$tandem" testbed up --nodes fake --clusters "$2" --base-port "$3" --dir "$1" 2>"$1.up.log") || {
+    cat "$1.up.log" >&2
+    rm -f "$1.up.log"
+    exit 1
+  }
+  rm -f "$1.up.log"
+  kubeconfig=${export_line#export KUBECONFIG=}
+  kubeconfig=${kubeconfig/#\~/$HOME}
+}
+
+# bench_testbed_down DIR: stops and deletes the testbed in DIR, or says how.
+bench_testbed_down() {
+  "$tandem" testbed down --purge --dir "$1" >/dev/null 2>&1 ||
+    echo "warning: stopping the benchmark testbed in $1 failed; run: $tandem testbed down --purge --dir $1" >&2
+}

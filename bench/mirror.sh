@@ -22,11 +22,7 @@ command -v kubectl >/dev/null || {
   exit 1
 }
 
-cargo build --release -q -p tandem -p tandem-bench
-target=${CARGO_TARGET_DIR:-target}/release
-tandem=$(realpath "$target/tandem")
-bench=$(realpath "$target/tandem-bench")
-"$tandem" testbed build >/dev/null
+bench_build
 
 base_port=${BENCH_MIRROR_BASE_PORT:-21440}
 dir=$(mktemp -d)
@@ -51,25 +47,17 @@ cleanup() {
       fi
     done
   fi
-  "$tandem" testbed down --purge --dir "$dir" >/dev/null 2>&1 ||
-    echo "warning: stopping the benchmark testbed in $dir failed; run: $tandem testbed down --purge --dir $dir" >&2
+  bench_testbed_down "$dir"
   rm -rf "$dir" "$work"
   exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')" >&2
+bench_header
 echo "machine: nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), load average $(cut -d' ' -f1-3 /proc/loadavg) (a shared machine: other work skews the figures)" >&2
 echo "testbed: clusters east (127.0.0.1:$base_port) and west (127.0.0.1:$((base_port + 10))) in $dir" >&2
-export_line=$("$tandem" testbed up --nodes fake --clusters east,west --base-port "$base_port" --dir "$dir" 2>"$dir.up.log") || {
-  cat "$dir.up.log" >&2
-  rm -f "$dir.up.log"
-  exit 1
-}
-rm -f "$dir.up.log"
-kubeconfig=${export_line#export KUBECONFIG=}
-kubeconfig=${kubeconfig/#\~/$HOME}
+bench_testbed_up "$dir" east,west "$base_port"
 
 mkdir -p "$work"
 "$bench" mirror --kubeconfig "$kubeconfig" --local-context east --remote-context west \

@@ -30,11 +30,8 @@ command -v kubectl >/dev/null || {
   exit 1
 }
 
-cargo build --release -q -p tandem -p tandem-bench
-target=${CARGO_TARGET_DIR:-target}/release
 # The testbed is run by the build's tandem (tandem-testbed lies beside it).
-tandem=$(realpath "$target/tandem")
-"$tandem" testbed build >/dev/null
+bench_build
 
 # The proxy runs as uid 2102, which may not read the build directory.
 dir=$(mktemp -d)
@@ -53,22 +50,16 @@ cleanup() {
     done
   fi
   ip netns del "$ns" 2>/dev/null || true
-  "$tandem" testbed down --purge --dir "$tb" >/dev/null 2>&1 ||
-    echo "warning: stopping the benchmark testbed in $tb failed; run: tandem testbed down --purge --dir $tb" >&2
+  bench_testbed_down "$tb"
   rm -rf "$dir"
   exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')" >&2
+bench_header
 echo "testbed: one cluster 'bench' on 127.0.0.1:$base_port in $tb" >&2
-export_line=$("$tandem" testbed up --nodes fake --clusters bench --base-port "$base_port" --dir "$tb" 2>"$dir/up.log") || {
-  cat "$dir/up.log" >&2
-  exit 1
-}
-kubeconfig=${export_line#export KUBECONFIG=}
-kubeconfig=${kubeconfig/#\~/$HOME}
+bench_testbed_up "$tb" bench "$base_port"
 
 # The namespace: a veth to the host (the destination service), lo for the
 # backends, and the redirect of ClusterIP traffic to the proxy.
