@@ -29,8 +29,8 @@ use tonic::Streaming;
 use crate::{
     controller::{Controller, free_port},
     failover::{
-        FIELD_MANAGER, Machine, Progress, client, create_all, create_namespace, install_split_crd,
-        post, wait_served,
+        FIELD_MANAGER, Machine, Progress, client, create_namespace, create_objects,
+        install_split_crd, wait_served,
     },
     objects,
     stats::Summary,
@@ -95,23 +95,12 @@ pub async fn run(args: Args) -> Result<()> {
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     let splits: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), ns, &objects::traffic_split_api());
-    create_all(&p, "Services", 0..2 * args.splits, |k| {
-        let api = services.clone();
-        async move {
-            api.create(&post(), &objects::headless_service(ns, k))
-                .await
-                .map(drop)
-        }
+    create_objects(&p, "Services", &services, 0..2 * args.splits, |k| {
+        objects::headless_service(ns, k)
     })
     .await?;
-    create_all(&p, "TrafficSplits", 0..args.splits, |j| {
-        let api = splits.clone();
-        let pairs = args.splits;
-        async move {
-            api.create(&post(), &objects::traffic_split(ns, j, pairs))
-                .await
-                .map(drop)
-        }
+    create_objects(&p, "TrafficSplits", &splits, 0..args.splits, |j| {
+        objects::traffic_split(ns, j, args.splits)
     })
     .await?;
 

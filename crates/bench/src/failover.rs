@@ -169,32 +169,16 @@ pub async fn run(mut args: Args) -> Result<()> {
     let splits: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), ns, &objects::traffic_split_api());
     let n_services = 2 * args.splits;
-    create_all(&p, "Services", 0..n_services, |k| {
-        let api = services.clone();
-        async move {
-            api.create(&post(), &objects::headless_service(ns, k))
-                .await
-                .map(drop)
-        }
+    create_objects(&p, "Services", &services, 0..n_services, |k| {
+        objects::headless_service(ns, k)
     })
     .await?;
-    create_all(&p, "EndpointSlices", 0..n_services, |k| {
-        let api = slices.clone();
-        async move {
-            api.create(&post(), &objects::endpoint_slice(ns, k))
-                .await
-                .map(drop)
-        }
+    create_objects(&p, "EndpointSlices", &slices, 0..n_services, |k| {
+        objects::endpoint_slice(ns, k)
     })
     .await?;
-    create_all(&p, "TrafficSplits", 0..args.splits, |j| {
-        let api = splits.clone();
-        let pairs = args.splits;
-        async move {
-            api.create(&post(), &objects::traffic_split(ns, j, pairs))
-                .await
-                .map(drop)
-        }
+    create_objects(&p, "TrafficSplits", &splits, 0..args.splits, |j| {
+        objects::traffic_split(ns, j, args.splits)
     })
     .await?;
     let setup = setup_start.elapsed();
@@ -250,19 +234,12 @@ pub async fn run(mut args: Args) -> Result<()> {
     let small = Memory::read(&ctl, args.splits, n_services).await?;
     p.say(format_args!("memory: {}", small.describe()));
     let large = if args.rss_splits > args.splits {
-        create_all(
+        create_objects(
             &p,
             "more TrafficSplits",
+            &splits,
             args.splits..args.rss_splits,
-            |j| {
-                let api = splits.clone();
-                let pairs = args.splits;
-                async move {
-                    api.create(&post(), &objects::traffic_split(ns, j, pairs))
-                        .await
-                        .map(drop)
-                }
-            },
+            |j| objects::traffic_split(ns, j, args.splits),
         )
         .await?;
         watch
@@ -467,6 +444,29 @@ where
         total as f64 / secs.max(1e-3)
     ));
     Ok(())
+}
+
+/// Creates `make(i)` through `api` for each `i` of `range`, as
+/// [`create_all`] does.
+pub(crate) async fn create_objects<K, F>(
+    p: &Progress,
+    what: &str,
+    api: &Api<K>,
+    range: Range<usize>,
+    make: F,
+) -> Result<()>
+where
+    K: Clone
+        + k8s_openapi::serde::de::DeserializeOwned
+        + k8s_openapi::serde::Serialize
+        + std::fmt::Debug,
+    F: Fn(usize) -> K,
+{
+    create_all(p, what, range, |i| {
+        let obj = make(i);
+        async move { api.create(&post(), &obj).await.map(drop) }
+    })
+    .await
 }
 
 pub(crate) async fn create_one<F, Fut>(create: F) -> Result<()>

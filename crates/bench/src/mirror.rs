@@ -66,8 +66,8 @@ use tokio::{
 use crate::{
     controller::{self, Controller},
     failover::{
-        FIELD_MANAGER, Machine, Progress, REQUEST_TIMEOUT, SETTLE, client, create_all,
-        create_namespace, mib, post,
+        FIELD_MANAGER, Machine, Progress, REQUEST_TIMEOUT, SETTLE, client, create_namespace,
+        create_objects, mib, post,
     },
     objects,
     stats::{self, Summary},
@@ -251,22 +251,12 @@ pub async fn run(mut args: Args) -> Result<()> {
     let floor = floor(&p, &local, n, args.in_flight).await?;
     let services: Api<Service> = Api::namespaced(remote.clone(), ns);
     let slices: Api<EndpointSlice> = Api::namespaced(remote.clone(), ns);
-    create_all(&p, "remote Services", 0..n, |k| {
-        let api = services.clone();
-        async move {
-            api.create(&post(), &objects::service(ns, k))
-                .await
-                .map(drop)
-        }
+    create_objects(&p, "remote Services", &services, 0..n, |k| {
+        objects::service(ns, k)
     })
     .await?;
-    create_all(&p, "remote EndpointSlices", 0..n, |k| {
-        let api = slices.clone();
-        async move {
-            api.create(&post(), &objects::endpoint_slice(ns, k))
-                .await
-                .map(drop)
-        }
+    create_objects(&p, "remote EndpointSlices", &slices, 0..n, |k| {
+        objects::endpoint_slice(ns, k)
     })
     .await?;
 

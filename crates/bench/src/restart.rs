@@ -36,7 +36,8 @@ use tokio::{task::JoinHandle, time::Instant};
 use crate::{
     controller::Controller,
     failover::{
-        FIELD_MANAGER, FlipOf, Flips, Progress, SplitWatch, create_all, flip_one, post, summary,
+        FIELD_MANAGER, FlipOf, Flips, Progress, SplitWatch, create_all, create_objects, flip_one,
+        summary,
     },
     objects,
     stats::Summary,
@@ -105,30 +106,20 @@ pub async fn run(
     })
     .await?;
     let base = 2 * s.pairs;
-    create_all(p, "solo Services", base..base + 2 * SOLO, |k| {
-        let api = services.clone();
-        async move {
-            api.create(&post(), &objects::headless_service(ns, k))
-                .await
-                .map(drop)
-        }
+    create_objects(p, "solo Services", &services, base..base + 2 * SOLO, |k| {
+        objects::headless_service(ns, k)
     })
     .await?;
-    create_all(p, "solo EndpointSlices", base..base + 2 * SOLO, |k| {
-        let api = slices.clone();
-        async move {
-            api.create(&post(), &objects::endpoint_slice(ns, k))
-                .await
-                .map(drop)
-        }
-    })
+    create_objects(
+        p,
+        "solo EndpointSlices",
+        &slices,
+        base..base + 2 * SOLO,
+        |k| objects::endpoint_slice(ns, k),
+    )
     .await?;
-    create_all(p, "solo TrafficSplits", 0..SOLO, |i| {
-        let api = splits.clone();
-        async move {
-            let obj = objects::split_between(ns, &solo_name(i), base + 2 * i, base + 2 * i + 1);
-            api.create(&post(), &obj).await.map(drop)
-        }
+    create_objects(p, "solo TrafficSplits", &splits, 0..SOLO, |i| {
+        objects::split_between(ns, &solo_name(i), base + 2 * i, base + 2 * i + 1)
     })
     .await?;
 
