@@ -1,12 +1,17 @@
 //! Small helpers tandem's crates share, each with one home: bounded API calls
 //! with one typed error ([`call`]), kube clients from kubeconfigs ([`client`]),
 //! times as Kubernetes writes them ([`time`]), retry backoff, text cut to an
-//! API field's limit, and an error with its causes on one line.
+//! API field's limit, and an error with its causes on one line. The first
+//! three need the `kube` feature (on by default); the data plane leaves it
+//! off.
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "kube")]
 pub mod call;
+#[cfg(feature = "kube")]
 pub mod client;
+#[cfg(feature = "kube")]
 pub mod time;
 
 use std::time::Duration;
