@@ -215,11 +215,7 @@ pub async fn run(args: Args) -> Result<()> {
         "met": met,
         "rss_kib": rss.map(|r| r.0),
     });
-    println!("{summary}");
-    if let Some(path) = &args.json {
-        std::fs::write(path, summary.to_string())
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    crate::emit_json(&summary, args.json.as_deref())?;
     Ok(())
 }
 

@@ -132,3 +132,20 @@ fn default_log() -> PathBuf {
         std::process::id()
     ))
 }
+
+/// Prints a benchmark's summary as one JSON line on stdout (the last line
+/// the scripts show), and writes the same line to `file` if one is given
+/// (`--json FILE`).
+pub(crate) fn emit_json(
+    summary: &serde_json::Value,
+    file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let line = serde_json::to_string(summary)?;
+    if let Some(path) = file {
+        std::fs::write(path, format!("{line}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!("{line}");
+    Ok(())
+}

@@ -423,14 +423,8 @@ pub async fn run(mut args: Args) -> Result<()> {
         after_mirroring,
         after_flips,
     };
-    let json = report.to_json();
     print!("{}", report.text());
-    let line = serde_json::to_string(&json)?;
-    if let Some(path) = &args.json {
-        std::fs::write(path, format!("{line}\n"))
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
-    println!("{line}");
+    crate::emit_json(&report.to_json(), args.json.as_deref())?;
     if args.work_dir.is_none() {
         let _ = std::fs::remove_dir_all(&work);
     }

@@ -515,11 +515,7 @@ pub async fn run(args: Args) -> Result<()> {
         "target_p99_ms": TARGET_P99_MS,
         "met": met,
     });
-    println!("{summary}");
-    if let Some(path) = &args.json {
-        std::fs::write(path, summary.to_string())
-            .with_context(|| format!("writing {}", path.display()))?;
-    }
+    crate::emit_json(&summary, args.json.as_deref())?;
     Ok(())
 }
 
