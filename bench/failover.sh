@@ -27,19 +27,7 @@ bench_build
 base_port=${BENCH_BASE_PORT:-25440}
 dir=$(mktemp -d)
 log=$dir.controller.log
-cleanup() {
-  status=$?
-  if ((status != 0)) && [[ -s $log ]]; then
-    echo "--- last lines of the controller log ($log) ---" >&2
-    tail -n 30 "$log" >&2
-  fi
-  bench_testbed_down "$dir"
-  rm -rf "$dir"
-  ((status != 0)) || rm -f "$log"
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_trap_testbed "$dir" "$log" controller
 
 bench_header
 echo "testbed: one cluster 'bench' on 127.0.0.1:$base_port in $dir" >&2

@@ -72,3 +72,26 @@ bench_testbed_down() {
   "$tandem" testbed down --purge --dir "$1" >/dev/null 2>&1 ||
     echo "warning: stopping the benchmark testbed in $1 failed; run: $tandem testbed down --purge --dir $1" >&2
 }
+
+# bench_trap_testbed DIR LOG WHAT: on exit, shows the last lines of LOG (the
+# log of WHAT) if the run failed, stops and deletes the testbed in DIR, and
+# removes LOG after a success.
+bench_trap_testbed() {
+  bench_dir=$1
+  bench_log=$2
+  bench_what=$3
+  trap bench_cleanup_testbed EXIT
+  trap 'exit 130' INT TERM
+}
+
+bench_cleanup_testbed() {
+  local status=$?
+  if ((status != 0)) && [[ -s $bench_log ]]; then
+    echo "--- last lines of the $bench_what log ($bench_log) ---" >&2
+    tail -n 30 "$bench_log" >&2
+  fi
+  bench_testbed_down "$bench_dir"
+  rm -rf "$bench_dir"
+  ((status != 0)) || rm -f "$bench_log"
+  exit "$status"
+}
