@@ -274,6 +274,41 @@ mod tests {
 
     use super::*;
 
+    // === never_sent ===
+
+    /// An error with a source, as hyper's and hyper-util's wrap theirs.
+    #[derive(Debug)]
+    struct Wrapped(Box<dyn std::error::Error + Send + Sync>);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("wrapped")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    fn wrapped(e: impl std::error::Error + Send + Sync + 'static) -> Wrapped {
+        Wrapped(Box::new(Wrapped(Box::new(e))))
+    }
+
+    #[test]
+    fn only_a_refused_stream_in_the_chain_says_never_sent() {
+        let refused = wrapped(h2::Error::from(h2::Reason::REFUSED_STREAM));
+        assert!(never_sent(&refused), "a refused stream, two sources down");
+        let reset = wrapped(h2::Error::from(h2::Reason::INTERNAL_ERROR));
+        assert!(
+            !never_sent(&reset),
+            "a stream reset otherwise may have been acted on"
+        );
+        let cut = wrapped(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(!never_sent(&cut), "a connection cut after the request");
+    }
+
     type Sent = Result<Frame<Bytes>, Infallible>;
 
     /// A client body fed through a channel, so a test decides when each
