@@ -172,6 +172,56 @@ async fn through_header(
     io
 }
 
+/// One request over a fresh connection through the gateway to emoji-svc,
+/// in `protocol`: the response.
+async fn send_through(
+    gw: &Running,
+    protocol: SessionProtocol,
+    req: hyper::Request<Full<Bytes>>,
+) -> hyper::Response<hyper::body::Incoming> {
+    let io = TokioIo::new(through_header(gw, EMOJI, Some(protocol)).await);
+    if protocol == SessionProtocol::Http2 {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        send.send_request(req).await.unwrap()
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        send.send_request(req).await.unwrap()
+    }
+}
+
+/// Sends `req()` through the gateway until the answer is not 200 (until
+/// new endpoints apply, the fixture's backend answers 200): that answer.
+async fn first_not_ok(
+    gw: &Running,
+    protocol: SessionProtocol,
+    req: impl Fn() -> hyper::Request<Full<Bytes>>,
+) -> hyper::Response<hyper::body::Incoming> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rsp = send_through(gw, protocol, req()).await;
+        if rsp.status() != 200 {
+            return rsp;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the endpoints never changed"
+        );
+    }
+}
+
+/// The gateway's own answer that no application got the request.
+fn assert_undelivered<B>(rsp: &hyper::Response<B>) {
+    assert_eq!(rsp.status(), 503, "{:?}", rsp.headers());
+    assert_eq!(
+        rsp.headers()[tandem_proxy::http::UNDELIVERED_HEADER],
+        "true"
+    );
+}
+
 /// One HTTP/1 GET over `io`; the status and body, or the error.
 async fn get<I>(io: I, headers: &[(&str, &str)]) -> Result<(u16, String), hyper::Error>
 where
@@ -433,31 +483,13 @@ async fn what_a_pods_app_refused_goes_to_another_pod_or_back_undelivered() {
             (peers[1].proxy_inbound, "emoji-1"),
         ],
     );
-    // Until the new endpoints apply, the fixture's backend answers 200.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let rsp = loop {
-        let io = through_header(&gw, EMOJI, Some(SessionProtocol::Http1)).await;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        let req = hyper::Request::get("/")
+    let rsp = first_not_ok(&gw, SessionProtocol::Http1, || {
+        hyper::Request::get("/")
             .body(Full::new(Bytes::new()))
-            .unwrap();
-        let rsp = send.send_request(req).await.unwrap();
-        if rsp.status() != 200 {
-            break rsp;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the endpoints never changed"
-        );
-    };
-    assert_eq!(rsp.status(), 503, "{:?}", rsp.headers());
-    assert_eq!(
-        rsp.headers()[tandem_proxy::http::UNDELIVERED_HEADER],
-        "true"
-    );
+            .unwrap()
+    })
+    .await;
+    assert_undelivered(&rsp);
     let why = rsp.headers()["l5d-proxy-error"].to_str().unwrap();
     assert!(why.contains("refused"), "{why}");
     // That one request was tried on both pods.
@@ -493,20 +525,12 @@ async fn a_request_cut_off_after_it_was_sent_goes_to_a_second_pod_only_if_idempo
         &[(cutters[0], "emoji-0"), (cutters[1], "emoji-1")],
     );
     let request = |method: hyper::Method| {
-        let gw = &gw;
-        async move {
-            let io = through_header(gw, EMOJI, Some(SessionProtocol::Http1)).await;
-            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            let req = hyper::Request::builder()
-                .method(method)
-                .uri("/")
-                .body(Full::new(Bytes::from_static(b"vote")))
-                .unwrap();
-            send.send_request(req).await.unwrap()
-        }
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri("/")
+            .body(Full::new(Bytes::from_static(b"vote")))
+            .unwrap();
+        send_through(&gw, SessionProtocol::Http1, req)
     };
     // Until the new endpoints apply, the fixture's backend answers 200.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -531,4 +555,30 @@ async fn a_request_cut_off_after_it_was_sent_goes_to_a_second_pod_only_if_idempo
     let rsp = request(hyper::Method::GET).await;
     assert_eq!(rsp.status(), 502, "{:?}", rsp.headers());
     assert_eq!(sent(), before + 3, "the GET went to both pods");
+}
+
+/// A pod that refused the HTTP/2 stream never saw the request: the gateway
+/// says so (503, undelivered), so that the client's proxy may send even a
+/// POST to another backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stream_is_answered_undelivered() {
+    let gw = gateway().await;
+    let (refuser, refused) = support::refusing_h2_endpoint().await;
+    gw.ctl
+        .endpoints(&format!("{EMOJI}:8080"), &[(refuser, "emoji-0")]);
+    let rsp = first_not_ok(&gw, SessionProtocol::Http2, || {
+        hyper::Request::post(format!(
+            "http://{EMOJI}:8080/emojivoto.v1.VotingService/VoteDoughnut"
+        ))
+        .header("content-type", "application/grpc")
+        .body(Full::new(Bytes::from_static(b"vote")))
+        .unwrap()
+    })
+    .await;
+    assert_undelivered(&rsp);
+    assert_eq!(
+        refused.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the one pod was tried once"
+    );
 }

@@ -3,14 +3,7 @@
 
 mod support;
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::atomic::Ordering, time::Duration};
 
 use futures::StreamExt as _;
 use support::*;
@@ -495,30 +488,6 @@ async fn a_request_the_peers_app_refused_goes_to_another_backend() {
     assert!(why.contains("refused"), "{why}");
     p.stop().await;
     peer.stop().await;
-}
-
-/// An HTTP/2 endpoint that refuses every stream (`REFUSED_STREAM`), as a
-/// server at its stream limit or shutting down does: how many it refused.
-async fn refusing_h2_endpoint() -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let refused = Arc::new(AtomicUsize::new(0));
-    let count = refused.clone();
-    tokio::spawn(async move {
-        while let Ok((conn, _)) = listener.accept().await {
-            let count = count.clone();
-            tokio::spawn(async move {
-                let Ok(mut h2) = h2::server::handshake(conn).await else {
-                    return;
-                };
-                while let Some(Ok((_req, mut respond))) = h2.accept().await {
-                    count.fetch_add(1, Ordering::SeqCst);
-                    respond.send_reset(h2::Reason::REFUSED_STREAM);
-                }
-            });
-        }
-    });
-    (addr, refused)
 }
 
 /// A request whose connection broke after it was sent may have been acted

@@ -20,21 +20,15 @@ pub const RETRY_BUFFER: u64 = 64 * 1024;
 
 /// Whether a try of a `method` request that failed with `error` before any
 /// response may be sent again, to another endpoint: when no peer can have
-/// acted on it, or when acting twice is harmless.
-///
-/// - The connection could not be made (refused, unreachable, timed out, TLS).
-/// - The request was never written: the pooled connection closed first
-///   (hyper calls it canceled), or the HTTP/2 peer refused the stream
-///   (`REFUSED_STREAM`) or shut down gracefully before it (a stream past
-///   a `GOAWAY`'s last stream id, with no error code).
-/// - The method is idempotent (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE,
-///   PUT, DELETE).
+/// acted on it ([`never_delivered`]), or when acting twice is harmless (the
+/// method is idempotent, RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT,
+/// DELETE).
 ///
 /// Anything else, e.g. a POST (every gRPC call) whose connection was reset
 /// after it was sent, is not retried: the peer may have acted on it.
 pub fn retry_is_safe(method: &http::Method, error: &hyper_util::client::legacy::Error) -> bool {
     use http::Method;
-    if error.is_connect() || never_sent(error) {
+    if never_delivered(error) {
         return true;
     }
     [
@@ -48,8 +42,20 @@ pub fn retry_is_safe(method: &http::Method, error: &hyper_util::client::legacy::
     .contains(method)
 }
 
-/// Whether some error in `error`'s chain says that the request never
-/// reached the peer's application (see [`retry_is_safe`]).
+/// Whether a try that failed with `error` certainly never reached the
+/// peer's application:
+///
+/// - the connection could not be made (refused, unreachable, timed out, TLS);
+/// - or the request was never written: the pooled connection closed first
+///   (hyper calls it canceled), or the HTTP/2 peer refused the stream
+///   (`REFUSED_STREAM`) or shut down gracefully before it (a stream past a
+///   `GOAWAY`'s last stream id, with no error code).
+pub fn never_delivered(error: &hyper_util::client::legacy::Error) -> bool {
+    error.is_connect() || never_sent(error)
+}
+
+/// Whether some error in `error`'s chain says that the request was never
+/// written (see [`never_delivered`]).
 fn never_sent(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(e) = next {

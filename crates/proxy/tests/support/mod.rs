@@ -530,6 +530,30 @@ pub async fn cutting_endpoint() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, heads)
 }
 
+/// An HTTP/2 endpoint that refuses every stream (`REFUSED_STREAM`), as a
+/// server at its stream limit or shutting down does: how many it refused.
+pub async fn refusing_h2_endpoint() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let count = refused.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let Ok(mut h2) = h2::server::handshake(conn).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = h2.accept().await {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                }
+            });
+        }
+    });
+    (addr, refused)
+}
+
 // === clients ===
 
 pub type Client = hyper_util::client::legacy::Client<
