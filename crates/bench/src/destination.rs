@@ -27,12 +27,11 @@ use tokio::time::Instant;
 use tonic::Streaming;
 
 use crate::{
+    api::{FIELD_MANAGER, client, create_namespace, create_objects, wait_served},
+    cli::install_split_crd,
     controller::{Controller, free_port},
-    failover::{
-        FIELD_MANAGER, Machine, Progress, client, create_namespace, create_objects,
-        install_split_crd, wait_served,
-    },
     objects,
+    report::{Machine, Progress},
     stats::Summary,
 };
 

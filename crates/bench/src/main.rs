@@ -8,13 +8,17 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
+mod api;
+mod cli;
 mod controller;
 mod destination;
 mod failover;
+mod flips;
 mod mirror;
 mod objects;
 mod proxy;
 mod proxy_weights;
+mod report;
 mod restart;
 mod stats;
 

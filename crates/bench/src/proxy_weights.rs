@@ -55,13 +55,12 @@ use tokio::{
 };
 
 use crate::{
+    api::{FIELD_MANAGER, client, create_namespace, post, wait_served},
+    cli::install_split_crd,
     controller::{Controller, free_port},
     destination::{next, req},
-    failover::{
-        FIELD_MANAGER, Machine, Progress, client, create_namespace, install_split_crd, post,
-        wait_served,
-    },
     objects::traffic_split_api,
+    report::{Machine, Progress},
     stats::Summary,
 };
 

@@ -28,19 +28,19 @@ use anyhow::Result;
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::{
     Api,
-    api::{DynamicObject, Patch, PatchParams},
+    api::{DynamicObject, Patch},
 };
 use serde_json::{Value, json};
 use tokio::{task::JoinHandle, time::Instant};
 
 use crate::{
+    api::{create_all, create_objects, patch_params},
     controller::Controller,
-    failover::{
-        FIELD_MANAGER, FlipOf, Flips, Progress, SplitWatch, create_all, create_objects, flip_one,
-        summary,
-    },
+    failover::{FlipOf, REACTION_TARGET_MS, SplitWatch, flip_one},
+    flips::Flips,
     objects,
-    stats::Summary,
+    report::{Progress, Rss, SETTLE, describe, summary},
+    stats::{Summary, round},
 };
 
 /// Splits with Services of their own, flipped during the restart.
@@ -74,8 +74,8 @@ pub struct Outcome {
     pub noise_errors: usize,
     /// From the start to every split carrying its state again.
     pub all_recorded_after: Duration,
-    pub rss_kib: u64,
-    pub hwm_kib: u64,
+    /// The controller's memory once the backlog is done.
+    pub rss: Rss,
 }
 
 /// Runs the phase on a stopped controller; returns the restarted one.
@@ -99,9 +99,13 @@ pub async fn run(
         let api = splits.clone();
         let patch = unrecord.clone();
         async move {
-            api.patch(&objects::split_name(j), &params(), &Patch::Merge(&patch))
-                .await
-                .map(drop)
+            api.patch(
+                &objects::split_name(j),
+                &patch_params(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map(drop)
         }
     })
     .await?;
@@ -187,9 +191,9 @@ pub async fn run(
         "every split recorded again {:.1} s after the restart",
         all_recorded_after.as_secs_f64()
     ));
-    tokio::time::sleep(crate::failover::SETTLE).await;
+    tokio::time::sleep(SETTLE).await;
     ctl.check_running()?;
-    let (rss_kib, hwm_kib) = ctl.memory_kib()?;
+    let rss = Rss::read(&ctl)?;
     let outcome = Outcome {
         splits: s.splits + SOLO,
         secs: s.secs,
@@ -199,21 +203,13 @@ pub async fn run(
         noise_sent,
         noise_errors,
         all_recorded_after,
-        rss_kib,
-        hwm_kib,
+        rss,
     };
     Ok((outcome, ctl))
 }
 
 fn solo_name(i: usize) -> String {
     format!("restart-{i}")
-}
-
-fn params() -> PatchParams {
-    PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..Default::default()
-    }
 }
 
 /// Unrelated endpoint changes at a steady rate: the fallback Service of
@@ -245,7 +241,11 @@ impl Noise {
                     tokio::spawn(async move {
                         let patch = objects::move_patch(k, moved);
                         let res = api
-                            .patch(&objects::service_name(k), &params(), &Patch::Merge(&patch))
+                            .patch(
+                                &objects::service_name(k),
+                                &patch_params(),
+                                &Patch::Merge(&patch),
+                            )
                             .await;
                         sent.fetch_add(1, Ordering::Relaxed);
                         if res.is_err() {
@@ -278,28 +278,28 @@ impl Drop for Noise {
 
 impl Outcome {
     pub fn reaction_met(&self) -> Option<bool> {
-        Summary::of(&self.flips.from_ack).map(|s| s.p99 < crate::failover::REACTION_TARGET_MS)
+        Summary::of(&self.flips.from_ack).map(|s| s.p99 < REACTION_TARGET_MS)
     }
 
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "splits": self.splits,
             "window_s": self.secs,
-            "ready_after_s": crate::stats::round(self.ready_after.as_secs_f64()),
+            "ready_after_s": round(self.ready_after.as_secs_f64()),
             "flips": self.flips.from_ack.len(),
             "end_to_end": summary(&self.flips.from_ack),
-            "failover": summary(&self.flips.failover),
-            "failback": summary(&self.flips.failback),
+            "failover": summary(&self.flips.down),
+            "failback": summary(&self.flips.up),
             "noise_per_sec": self.noise_per_sec,
             "noise_sent": self.noise_sent,
             "noise_errors": self.noise_errors,
-            "all_recorded_after_s": crate::stats::round(self.all_recorded_after.as_secs_f64()),
-            "vm_rss_mib": crate::stats::round(crate::failover::mib(self.rss_kib)),
-            "vm_hwm_mib": crate::stats::round(crate::failover::mib(self.hwm_kib)),
-        })
+            "all_recorded_after_s": round(self.all_recorded_after.as_secs_f64()),
+        });
+        self.rss.add_to(&mut v);
+        v
     }
 
-    pub fn text(&self, fmt: &dyn Fn(Option<Summary>) -> String) -> Vec<String> {
+    pub fn text(&self) -> Vec<String> {
         vec![
             format!(
                 "restart:  {} splits to record; ready {:.1} s after the restart; {} flips in the first {} s, under {} unrelated endpoint changes/s ({} made, {} failed)",
@@ -313,13 +313,12 @@ impl Outcome {
             ),
             format!(
                 "  reaction after the restart, end to end: {}",
-                fmt(Summary::of(&self.flips.from_ack))
+                describe(Summary::of(&self.flips.from_ack))
             ),
             format!(
-                "  every split recorded again {:.1} s after the restart; then VmRSS {:.1} MiB (VmHWM {:.1} MiB)",
+                "  every split recorded again {:.1} s after the restart; then {}",
                 self.all_recorded_after.as_secs_f64(),
-                crate::failover::mib(self.rss_kib),
-                crate::failover::mib(self.hwm_kib)
+                self.rss.describe()
             ),
         ]
     }
