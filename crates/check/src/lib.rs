@@ -67,13 +67,12 @@ impl CheckResult {
         error: impl Into<String>,
         hint: impl Into<String>,
     ) -> Self {
-        Self {
-            description: description.into(),
-            outcome: Outcome::Warning,
-            error: Some(error.into()),
-            hint: Some(hint.into()),
-            retryable: false,
-        }
+        Self::problem(
+            Outcome::Warning,
+            description.into(),
+            error.into(),
+            hint.into(),
+        )
     }
 
     pub fn fail(
@@ -81,11 +80,20 @@ impl CheckResult {
         error: impl Into<String>,
         hint: impl Into<String>,
     ) -> Self {
+        Self::problem(
+            Outcome::Error,
+            description.into(),
+            error.into(),
+            hint.into(),
+        )
+    }
+
+    fn problem(outcome: Outcome, description: String, error: String, hint: String) -> Self {
         Self {
-            description: description.into(),
-            outcome: Outcome::Error,
-            error: Some(error.into()),
-            hint: Some(hint.into()),
+            description,
+            outcome,
+            error: Some(error),
+            hint: Some(hint),
             retryable: false,
         }
     }
