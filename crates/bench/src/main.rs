@@ -100,7 +100,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", tandem_util::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -33,7 +33,10 @@ pub async fn run(cluster: &ClusterArgs, args: CheckArgs) -> Result<ExitCode> {
     let deadline = std::time::Instant::now() + args.wait.as_std();
     let mut waiting = false;
     let report = loop {
-        let client = cluster.client().await.map_err(|e| format!("{e:#}"));
+        let client = cluster
+            .client()
+            .await
+            .map_err(|e| tandem_util::error_chain(e.as_ref()));
         let report = tandem_check::run(client, options.clone()).await;
         if !report.only_retryable_failures() || std::time::Instant::now() >= deadline {
             break report;

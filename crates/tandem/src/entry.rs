@@ -52,7 +52,9 @@ where
     match runtime.block_on(body()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Each cause once: many (kube's among them) repeat their source's
+            // text in their own, which `{:#}` would print again.
+            eprintln!("error: {}", tandem_util::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }

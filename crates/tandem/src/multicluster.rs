@@ -313,7 +313,10 @@ async fn check(cluster: &ClusterArgs, a: CheckArgs) -> Result<ExitCode> {
     };
     let deadline = std::time::Instant::now() + a.wait.as_std();
     let report = loop {
-        let client = cluster.client().await.map_err(|e| format!("{e:#}"));
+        let client = cluster
+            .client()
+            .await
+            .map_err(|e| tandem_util::error_chain(e.as_ref()));
         let report = tandem_check::run_multicluster(client, options.clone()).await;
         if !report.only_retryable_failures() || std::time::Instant::now() >= deadline {
             break report;

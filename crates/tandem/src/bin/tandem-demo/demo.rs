@@ -129,7 +129,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             })
         }
         Err(e) => {
-            eprintln!("\nthe demo failed: {e:#}");
+            eprintln!(
+                "\nthe demo failed: {}",
+                tandem_util::error_chain(e.as_ref())
+            );
             eprintln!(
                 "the testbed's logs: {}",
                 demo.testbed_dir().join("clusters").display()
