@@ -145,10 +145,12 @@ pub async fn run(config: BotConfig, metrics: BotMetrics) {
         .build_http();
     let config = Arc::new(config);
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / config.rate));
     if config.wait_for_web {
         wait_for_web(&client, &config).await;
     }
+    // Made after the wait: an interval made before it would fire every tick
+    // missed while waiting at once, a burst of requests at a web just up.
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / config.rate));
     tracing::info!(web = %config.web_host, rate = config.rate, "voting");
     loop {
         ticks.tick().await;

@@ -256,7 +256,9 @@ async fn vote_bot_waits_uncounted_until_web_lists_the_emojis() {
     let config = BotConfig {
         web_host: host(&web),
         rate: 50.0,
-        timeout: Duration::from_millis(200),
+        // The dropped request fails at once whatever the timeout; a short
+        // one would make a slow answer on a busy machine a failure.
+        timeout: Duration::from_secs(5),
         wait_for_web: true,
     };
     let running = tokio::spawn(bot::run(config, metrics.clone()));
