@@ -6,10 +6,10 @@ use std::{path::Path, time::Duration};
 
 use serde_json::Value;
 use tandem_harness::{
-    Env,
+    Env, eventually,
     failover::{
         annotation, backend, controller, event_reasons, scale, split, unix_seconds, wait_event,
-        wait_weights,
+        wait_state, wait_weights,
     },
 };
 
@@ -46,7 +46,32 @@ async fn the_failback_delay_is_honoured() {
             &[("failover.tandem.io/failback-delay", &format!("{DELAY}s"))],
         ),
     );
+    // Both backends ready before the controller starts: one that starts
+    // first fails over at once and back after the delay, events the count
+    // below would take for flapping.
+    for svc in ["p", "f"] {
+        eventually(
+            &format!("a ready endpoint of {svc}"),
+            Duration::from_secs(60),
+            || {
+                let ready = ns.kubectl(
+                    "east",
+                    &[
+                        "get",
+                        "endpointslices",
+                        "-l",
+                        &format!("kubernetes.io/service-name={svc}"),
+                        "-o",
+                        "jsonpath={.items[*].endpoints[*].conditions.ready}",
+                    ],
+                );
+                async move { ready.contains("true").then_some(()).ok_or(ready) }
+            },
+        )
+        .await;
+    }
     let _c = controller(&env, "east", &label, &[]);
+    wait_state(&ns, "s", "primary").await;
     wait_weights(&ns, "east", "s", &[("p", 1), ("f", 0)]).await;
     scale(&ns, "east", "p", 0);
     wait_weights(&ns, "east", "s", &[("p", 0), ("f", 1)]).await;
