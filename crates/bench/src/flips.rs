@@ -4,9 +4,13 @@
 
 use std::time::Duration;
 
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::{report::Progress, stats::Summary};
+use crate::{
+    report::{Progress, summary},
+    stats::Summary,
+};
 
 /// How long one flip took.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -62,6 +66,27 @@ impl Flips {
         }
     }
 
+    /// The JSON summary's flip fields, the two directions named `down` and
+    /// `up`, with a benchmark's own fields (`extra`, an object) added.
+    pub(crate) fn to_json(&self, gap_ms: u64, down: &str, up: &str, extra: Value) -> Value {
+        let mut v = json!({
+            "count": self.from_ack.len(),
+            "gap_ms": gap_ms,
+            "seen_before_patch_ack": self.before_ack,
+            "end_to_end": summary(&self.from_ack),
+            "end_to_end_from_patch_sent": summary(&self.from_send),
+            "patch_round_trip": summary(&self.patch),
+        });
+        v[down] = summary(&self.down);
+        v[up] = summary(&self.up);
+        if let Value::Object(fields) = extra {
+            for (k, f) in fields {
+                v[k] = f;
+            }
+        }
+        v
+    }
+
     /// A progress line every 50 flips, and after the last of `total`.
     pub(crate) fn progress(&self, p: &Progress, total: usize) {
         let done = self.from_ack.len();
@@ -99,5 +124,22 @@ mod tests {
         assert_eq!(flips.from_ack, [ms(7), Duration::ZERO]);
         assert_eq!((flips.down.len(), flips.up.len()), (1, 1));
         assert_eq!(flips.before_ack, 1);
+    }
+
+    #[test]
+    fn the_json_names_the_directions_and_keeps_a_benchmarks_fields() {
+        let sent = Instant::now();
+        let mut flips = Flips::default();
+        flips.record(
+            &FlipTime::new(sent, sent, sent + Duration::from_millis(4)),
+            true,
+        );
+        let v = flips.to_json(100, "failover", "failback", json!({"watch_errors": 0}));
+        assert_eq!(v["count"], 1);
+        assert_eq!(v["gap_ms"], 100);
+        assert_eq!(v["failover"]["p99_ms"], 4.0);
+        assert_eq!(v["failback"], Value::Null);
+        assert_eq!(v["watch_errors"], 0);
+        assert_eq!(v["end_to_end"]["n"], 1);
     }
 }

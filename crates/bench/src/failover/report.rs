@@ -10,7 +10,7 @@ use super::{Args, REACTION_HISTOGRAM, REACTION_TARGET_MS, RSS_TARGET_KIB};
 use crate::{
     controller::Controller,
     flips::Flips,
-    report::{Machine, Rss, describe, summary, unix_time, verdict},
+    report::{Machine, Rss, describe, unix_time, verdict},
     restart,
     stats::{self, Histogram, Summary},
 };
@@ -96,19 +96,16 @@ impl Report<'_> {
                 "controller_ready_s": stats::round(self.ready_after.as_secs_f64()),
                 "all_primary_s": stats::round(self.all_primary_after.as_secs_f64()),
             },
-            "flips": {
-                "count": self.flips.from_ack.len(),
-                "gap_ms": self.args.gap_ms,
-                "seen_before_patch_ack": self.flips.before_ack,
-                "end_to_end": summary(&self.flips.from_ack),
-                "end_to_end_from_patch_sent": summary(&self.flips.from_send),
-                "patch_round_trip": summary(&self.flips.patch),
-                "failover": summary(&self.flips.down),
-                "failback": summary(&self.flips.up),
-                "controller_reaction_seconds": self.internal.to_json_ms(),
-                "controller_write_errors": self.write_errors,
-                "watch_errors": self.watch_errors,
-            },
+            "flips": self.flips.to_json(
+                self.args.gap_ms,
+                "failover",
+                "failback",
+                json!({
+                    "controller_reaction_seconds": self.internal.to_json_ms(),
+                    "controller_write_errors": self.write_errors,
+                    "watch_errors": self.watch_errors,
+                }),
+            ),
             "rss": {
                 "with_flip_splits": self.small.to_json(),
                 "with_rss_splits": self.large.as_ref().map(Memory::to_json),
