@@ -576,6 +576,11 @@ pub async fn get(client: &Client, proxy: SocketAddr, authority: &str) -> (u16, S
     send(client, proxy, authority, hyper::Method::GET, "").await
 }
 
+/// How long [`send`] waits for an answer and its body: a request held
+/// longer fails its test with the request named, instead of hanging the
+/// suite (no request of these tests takes more than a few seconds).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Sends a `method` request with `body` to `authority` through the proxy;
 /// the status and body.
 pub async fn send(
@@ -585,16 +590,22 @@ pub async fn send(
     method: hyper::Method,
     body: &str,
 ) -> (u16, String) {
+    let what = format!("{method} {authority} through {proxy}");
     let req = hyper::Request::builder()
         .method(method)
         .uri(format!("http://{proxy}/"))
         .header("host", authority)
         .body(Full::new(Bytes::from(body.to_owned())))
         .unwrap();
-    let rsp = client.request(req).await.expect("the proxy answers");
-    let status = rsp.status().as_u16();
-    let body = rsp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let answer = async {
+        let rsp = client.request(req).await.expect("the proxy answers");
+        let status = rsp.status().as_u16();
+        let body = rsp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    tokio::time::timeout(ANSWER_TIMEOUT, answer)
+        .await
+        .unwrap_or_else(|_| panic!("no answer to {what} within {ANSWER_TIMEOUT:?}"))
 }
 
 /// The admin server's `/ready` status.

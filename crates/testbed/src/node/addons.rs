@@ -15,6 +15,7 @@ use kube::{
     api::{ApiResource, DynamicObject, Patch, PatchParams},
 };
 use serde_json::{Value, json};
+use tandem_util::call::call_retrying;
 
 use crate::{ClusterLayout, Error};
 
@@ -150,16 +151,18 @@ pub async fn apply(client: &Client, l: &ClusterLayout, objects: &[Value]) -> Res
     for obj in objects {
         let kind = obj["kind"].as_str().unwrap_or_default();
         let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let what = format!("applying {kind} {name}");
         let failed = |detail: String| Error::Cluster {
             cluster: l.name.clone(),
-            detail: format!("applying {kind} {name}: {detail}"),
+            detail,
         };
-        let ar = api_resource(kind).ok_or_else(|| failed("unknown kind".into()))?;
+        let ar = api_resource(kind).ok_or_else(|| failed(format!("{what}: unknown kind")))?;
         let api: Api<DynamicObject> = match obj["metadata"]["namespace"].as_str() {
             Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
             None => Api::all_with(client.clone(), &ar),
         };
-        api.patch(name, &params, &Patch::Apply(obj))
+        let patch = Patch::Apply(obj);
+        call_retrying(&what, || api.patch(name, &params, &patch))
             .await
             .map_err(|e| failed(e.to_string()))?;
     }

@@ -16,6 +16,8 @@ use kube::{
     api::{ObjectMeta, PostParams},
 };
 
+use tandem_util::call::call_retrying;
+
 use super::{
     Testbed, groups,
     health::{admin_config, cluster_err, startup_timeout, wait_healthy, wait_until},
@@ -329,10 +331,16 @@ async fn register_node(client: &Client, l: &ClusterLayout) -> Result<(), Error> 
         }),
         status: None,
     };
-    match nodes.create(&PostParams::default(), &node).await {
+    // A create whose answer was lost is made again and then meets itself.
+    let post = PostParams::default();
+    match call_retrying(&format!("creating node {name}"), || {
+        nodes.create(&post, &node)
+    })
+    .await
+    {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(cluster_err(&l.name, format!("creating node {name}: {e}"))),
+        Err(e) if e.code() == Some(409) => Ok(()),
+        Err(e) => Err(cluster_err(&l.name, e)),
     }
 }
 
@@ -359,13 +367,13 @@ async fn install_gateway_api(
             .map_err(|e| cluster_err(&l.name, format!("{}: {e}", file.display())))?;
         for crd in docs {
             let name = crd.metadata.name.clone().unwrap_or_default();
-            crds.patch(
-                &name,
-                &kube::api::PatchParams::apply("tandem-testbed").force(),
-                &kube::api::Patch::Apply(&crd),
-            )
+            let params = kube::api::PatchParams::apply("tandem-testbed").force();
+            let patch = kube::api::Patch::Apply(&crd);
+            call_retrying(&format!("applying CRD {name}"), || {
+                crds.patch(&name, &params, &patch)
+            })
             .await
-            .map_err(|e| cluster_err(&l.name, format!("applying CRD {name}: {e}")))?;
+            .map_err(|e| cluster_err(&l.name, e))?;
         }
     }
     Ok(())
