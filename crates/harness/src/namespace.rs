@@ -29,6 +29,35 @@ impl TestNamespace {
         )
     }
 
+    /// The addresses of `svc`'s ready endpoints in `cluster`. Read as JSON:
+    /// a slice with no endpoints has none at all, which kubectl's jsonpath
+    /// filters refuse.
+    pub fn ready_addresses(&self, cluster: &str, svc: &str) -> Vec<String> {
+        let out = self.kubectl(
+            cluster,
+            &[
+                "get",
+                "endpointslices",
+                "-l",
+                &format!("kubernetes.io/service-name={svc}"),
+                "-o",
+                "json",
+            ],
+        );
+        let list: serde_json::Value = serde_json::from_str(&out).expect("kubectl prints JSON");
+        let mut addrs = vec![];
+        for slice in list["items"].as_array().into_iter().flatten() {
+            for ep in slice["endpoints"].as_array().into_iter().flatten() {
+                if ep["conditions"]["ready"] == true
+                    && let Some(a) = ep["addresses"][0].as_str()
+                {
+                    addrs.push(a.to_string());
+                }
+            }
+        }
+        addrs
+    }
+
     fn dump(&self) {
         for c in &self.clusters {
             let out = run(self.env.kubectl(c).args([

@@ -54,18 +54,12 @@ async fn the_failback_delay_is_honoured() {
             &format!("a ready endpoint of {svc}"),
             Duration::from_secs(60),
             || {
-                let ready = ns.kubectl(
-                    "east",
-                    &[
-                        "get",
-                        "endpointslices",
-                        "-l",
-                        &format!("kubernetes.io/service-name={svc}"),
-                        "-o",
-                        "jsonpath={.items[*].endpoints[*].conditions.ready}",
-                    ],
-                );
-                async move { ready.contains("true").then_some(()).ok_or(ready) }
+                let ready = ns.ready_addresses("east", svc);
+                async move {
+                    (!ready.is_empty())
+                        .then_some(())
+                        .ok_or(format!("ready endpoints {ready:?}"))
+                }
             },
         )
         .await;

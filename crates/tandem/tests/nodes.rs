@@ -114,34 +114,6 @@ fn sh(env: &Env, ns: &TestNamespace, cluster: &str, pod: &str, script: &str) -> 
     (out.status.success(), text)
 }
 
-/// The addresses of a Service's ready endpoints. Read as JSON: a slice with
-/// no endpoints has none at all, which kubectl's jsonpath filters refuse.
-fn ready_addresses(ns: &TestNamespace, cluster: &str, svc: &str) -> Vec<String> {
-    let out = ns.kubectl(
-        cluster,
-        &[
-            "get",
-            "endpointslices",
-            "-l",
-            &format!("kubernetes.io/service-name={svc}"),
-            "-o",
-            "json",
-        ],
-    );
-    let list: serde_json::Value = serde_json::from_str(&out).expect("kubectl prints JSON");
-    let mut addrs = vec![];
-    for slice in list["items"].as_array().into_iter().flatten() {
-        for ep in slice["endpoints"].as_array().into_iter().flatten() {
-            if ep["conditions"]["ready"] == true
-                && let Some(a) = ep["addresses"][0].as_str()
-            {
-                addrs.push(a.to_string());
-            }
-        }
-    }
-    addrs
-}
-
 #[tokio::test]
 async fn the_tandem_image_runs_behind_a_readiness_probe_and_answers_by_service_and_dns() {
     let env = env();
@@ -153,7 +125,7 @@ async fn the_tandem_image_runs_behind_a_readiness_probe_and_answers_by_service_a
 
     // Both replicas are ready endpoints, on the cluster's pod range.
     let addrs = eventually("2 ready endpoints", Duration::from_secs(30), || async {
-        let a = ready_addresses(&ns, "east", "gw");
+        let a = ns.ready_addresses("east", "gw");
         if a.len() == 2 {
             Ok(a)
         } else {
@@ -339,7 +311,7 @@ async fn the_kubelet_restarts_a_killed_container_and_endpoints_follow_scaling() 
         "no endpoints at 0 replicas",
         Duration::from_secs(60),
         || async {
-            let a = ready_addresses(&ns, "east", "gw");
+            let a = ns.ready_addresses("east", "gw");
             a.is_empty().then_some(()).ok_or(format!("{a:?}"))
         },
     )
@@ -349,7 +321,7 @@ async fn the_kubelet_restarts_a_killed_container_and_endpoints_follow_scaling() 
         "2 ready endpoints again",
         Duration::from_secs(90),
         || async {
-            let a = ready_addresses(&ns, "east", "gw");
+            let a = ns.ready_addresses("east", "gw");
             (a.len() == 2).then_some(()).ok_or(format!("{a:?}"))
         },
     )
