@@ -9,6 +9,7 @@ use std::{path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 
 mod api;
+mod churn;
 mod cli;
 mod controller;
 mod destination;
@@ -65,6 +66,11 @@ enum Command {
     /// requests by the new weights. Needs the namespace and redirects that
     /// `bench/proxy-weights.sh` sets up; run it there.
     ProxyWeights(proxy_weights::Args),
+    /// Pooled HTTP/1 connections closed by the server just as they are
+    /// reused: how many requests hyper-util's client alone and the proxy's
+    /// endpoint client answer, fail, give up as stranded, or leave hung.
+    /// Needs nothing but loopback.
+    Churn(churn::Args),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +94,7 @@ fn main() -> ExitCode {
                 Command::Proxy(args) => proxy::run(args).await,
                 Command::ProxyApp(args) => proxy::app(args).await,
                 Command::ProxyWeights(args) => proxy_weights::run(args).await,
+                Command::Churn(args) => churn::run(args).await,
             }
         };
         // On SIGINT or SIGTERM the benchmark is dropped, which kills the

@@ -8,6 +8,8 @@
 //!   skipped.
 //! - [`failover`] holds the fixtures of the failover controller's tests.
 //! - [`browser`] drives headless Chromium for the tests of pages.
+//! - [`churn`] closes pooled connections under their clients, and counts
+//!   how each request ended.
 //! - [`app`] installs the emojivoto-compatible app on real nodes and reads
 //!   vote-bot's counters.
 //! - [`Process`] runs a `tandem` under test; [`launch`] and [`http`] are the
@@ -19,6 +21,7 @@
 pub mod app;
 pub mod browser;
 pub mod certificate;
+pub mod churn;
 pub mod cli;
 pub mod dataplane;
 mod env;

@@ -26,6 +26,7 @@ fn run(name: &str, args: &[&str]) -> (i32, String, String) {
 
 /// Every script with options, and one option of it that takes a value.
 const SCRIPTS: &[(&str, &str)] = &[
+    ("churn.sh", "--requests"),
     ("destination.sh", "--json"),
     ("failover.sh", "--json"),
     ("mirror.sh", "--json"),

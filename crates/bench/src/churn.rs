@@ -1,0 +1,138 @@
+//! `tandem-bench churn`: requests over pooled HTTP/1 connections that the
+//! server closes, without a word, just as they are reused
+//! ([`tandem_harness::churn`]). The same requests go once through
+//! hyper-util's pooled client alone and once through the proxy's endpoint
+//! client (the same pool, with its watch on each try). It counts, for each,
+//! the requests answered, failed, given up as stranded (their connection
+//! closed and nothing ever answered) and hung (no end after `--hung-after`).
+//! hyper-util's client alone leaves some hung; the endpoint client should
+//! leave none.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tandem_harness::churn::{Outcome, Tally, churning_server, drive};
+use tandem_proxy::{
+    endpoint::Endpoint,
+    http::{EndpointClient, TryError},
+    metrics::Metrics,
+};
+use tokio::net::TcpListener;
+
+use crate::report::{Machine, Progress};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Requests through each client.
+    #[arg(long, default_value_t = 1_000_000)]
+    requests: u64,
+    /// Requests in flight at once (one task each).
+    #[arg(long, default_value_t = 16)]
+    clients: u64,
+    /// A request with no end after this many seconds counts as hung.
+    #[arg(long, default_value_t = 5)]
+    hung_after: u64,
+    /// Also write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<std::path::PathBuf>,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    if args.requests == 0 || args.clients == 0 {
+        bail!("--requests and --clients must be at least 1");
+    }
+    let p = Progress::new();
+    let machine = Machine::read();
+    p.say(format_args!("machine: {}", machine.describe()));
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(churning_server(listener));
+    let hung_after = Duration::from_secs(args.hung_after);
+    let uri = format!("http://{addr}/");
+
+    p.say(format_args!(
+        "{} requests through hyper-util's client alone",
+        args.requests
+    ));
+    let plain: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let target = uri.clone();
+    let hyper_util = drive(args.requests, args.clients, hung_after, move || {
+        let (client, uri) = (plain.clone(), target.clone());
+        async move {
+            let req = http::Request::get(uri).body(Empty::new()).expect("a GET");
+            match client.request(req).await {
+                Ok(_) => Outcome::Answered,
+                Err(_) => Outcome::Failed,
+            }
+        }
+    })
+    .await;
+    p.say(describe(&hyper_util));
+
+    p.say(format_args!(
+        "{} requests through the proxy's endpoint client",
+        args.requests
+    ));
+    let endpoint = EndpointClient::new(
+        Endpoint::forward(addr),
+        vec![],
+        Metrics::register(&mut Registry::default()),
+        Duration::from_secs(5),
+    );
+    let tandem = drive(args.requests, args.clients, hung_after, move || {
+        let (client, uri) = (endpoint.clone(), uri.clone());
+        async move {
+            let req = http::Request::get(uri)
+                .body(Empty::<Bytes>::new().map_err(|e| match e {}).boxed())
+                .expect("a GET");
+            match client.request(req).await {
+                Ok(_) => Outcome::Answered,
+                Err(TryError::Stranded(_)) => Outcome::Stranded,
+                Err(_) => Outcome::Failed,
+            }
+        }
+    })
+    .await;
+    p.say(describe(&tandem));
+    server.abort();
+
+    println!("hyper-util client alone: {}", describe(&hyper_util));
+    println!("the proxy's endpoint client: {}", describe(&tandem));
+    let summary = json!({
+        "bench": "churn",
+        "clients": args.clients,
+        "hung_after_s": args.hung_after,
+        "hyper_util": hyper_util,
+        "endpoint_client": tandem,
+        "machine": machine.to_json(&Machine::read().load),
+    });
+    crate::emit_json(&summary, args.json.as_deref())?;
+    if tandem.hung > 0 {
+        bail!(
+            "{} requests through the endpoint client never ended",
+            tandem.hung
+        );
+    }
+    Ok(())
+}
+
+fn describe(t: &Tally) -> String {
+    format!(
+        "{} requests: {} answered, {} failed, {} stranded, {} hung ({:.1} per million)",
+        t.requests,
+        t.answered,
+        t.failed,
+        t.stranded,
+        t.hung,
+        t.hung as f64 * 1e6 / t.requests as f64
+    )
+}
