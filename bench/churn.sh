@@ -3,10 +3,8 @@
 # connections that the server closes, without a word, just as they are
 # reused (3 answers in 10 close their connection 0-300 µs later). The same
 # N requests (default 1,000,000, 16 at a time) go through hyper-util's
-# pooled client alone and through the proxy's endpoint client, which gives
-# up a try whose connection closed with nothing ever answering for it
-# ("stranded", then retried as never sent). For each, it counts the
-# requests answered, failed, stranded and hung (no end after 5 s). Target:
+# pooled client alone and through the proxy's endpoint client. For each, it
+# counts the requests answered, failed and hung (no end after 5 s). Target:
 # 0 hung through the endpoint client. Loopback only; needs no testbed.
 # Progress goes to stderr, the summary to stdout, its last line as JSON.
 #

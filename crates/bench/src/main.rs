@@ -68,7 +68,7 @@ enum Command {
     ProxyWeights(proxy_weights::Args),
     /// Pooled HTTP/1 connections closed by the server just as they are
     /// reused: how many requests hyper-util's client alone and the proxy's
-    /// endpoint client answer, fail, give up as stranded, or leave hung.
+    /// endpoint client answer, fail, or leave hung.
     /// Needs nothing but loopback.
     Churn(churn::Args),
 }

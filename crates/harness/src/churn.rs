@@ -1,9 +1,8 @@
 //! Connection churn: a server that closes pooled HTTP/1 connections without
 //! a word, just as clients reuse them, and a driver that counts how each of
 //! many requests ended. hyper's client can leave a request in the queue of
-//! a connection that closed under it, unanswered forever; the proxy's
-//! endpoint client ends such a try as stranded. The proxy's tests and
-//! `tandem-bench churn` share this.
+//! a connection that closed under it, unanswered forever
+//! (`tandem-bench churn` counts them).
 
 use std::{
     future::Future,
@@ -62,9 +61,6 @@ async fn serve(mut stream: TcpStream) {
 pub enum Outcome {
     Answered,
     Failed,
-    /// The proxy's client gave it up: its connection closed and nothing
-    /// answered for it.
-    Stranded,
 }
 
 /// How many requests ended each way; `hung` never ended.
@@ -73,7 +69,6 @@ pub struct Tally {
     pub requests: u64,
     pub answered: u64,
     pub failed: u64,
-    pub stranded: u64,
     pub hung: u64,
 }
 
@@ -85,7 +80,7 @@ where
     Fut: Future<Output = Outcome> + Send,
 {
     let sent = Arc::new(AtomicU64::new(0));
-    let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+    let counts: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
     let workers: Vec<_> = (0..clients)
         .map(|_| {
             let (send, sent, counts) = (send.clone(), sent.clone(), counts.clone());
@@ -94,8 +89,7 @@ where
                     let i = match tokio::time::timeout(hung_after, send()).await {
                         Ok(Outcome::Answered) => 0,
                         Ok(Outcome::Failed) => 1,
-                        Ok(Outcome::Stranded) => 2,
-                        Err(_) => 3,
+                        Err(_) => 2,
                     };
                     counts[i].fetch_add(1, Ordering::Relaxed);
                 }
@@ -105,13 +99,11 @@ where
     for w in workers {
         w.await.expect("a churn client panicked");
     }
-    let [answered, failed, stranded, hung] =
-        [0, 1, 2, 3].map(|i| counts[i].load(Ordering::Relaxed));
+    let [answered, failed, hung] = [0, 1, 2].map(|i| counts[i].load(Ordering::Relaxed));
     Tally {
         requests: total,
         answered,
         failed,
-        stranded,
         hung,
     }
 }

@@ -302,19 +302,14 @@ async fn forward(
         .await
     {
         Ok(rsp) => record_response(&ctx.metrics, labels, rsp, start.elapsed()),
-        // Not connected (the application is stopping, or not listening
-        // yet), or not written: the application never saw the request, so
-        // the client's proxy may send it elsewhere.
-        Err(error) if crate::http::never_delivered(&error) => {
+        // Not connected: the application never saw the request (it is
+        // stopping, or not listening yet), so the client's proxy may send
+        // it elsewhere.
+        Err(error) if error.is_connect() => {
             let rsp = undelivered_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!(
-                    "the application {}: {}",
-                    if error.is_connect() {
-                        "refused the connection"
-                    } else {
-                        "never got the request"
-                    },
+                    "the application refused the connection: {}",
                     crate::http::error_chain(&error)
                 ),
             );

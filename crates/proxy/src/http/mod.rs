@@ -8,9 +8,7 @@ mod client;
 mod record;
 mod retry;
 
-pub use client::{
-    Connector, ConnectorInner, EndpointClient, STRANDED_AFTER, TryError, log_tls_failure,
-};
+pub use client::{Connector, ConnectorInner, EndpointClient, log_tls_failure};
 pub use record::{ResponseBody, dst_labels, record_error, record_response};
 pub use retry::{RETRY_BUFFER, ReqBody, never_delivered, retry_is_safe};
 /// An error and its sources on one line (hyper's errors hide the cause,

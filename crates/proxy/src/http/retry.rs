@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use hyper::body::{Frame, Incoming, SizeHint};
 
-use super::{Body, BoxError, TryError, boxed};
+use super::{Body, BoxError, boxed};
 
 /// Request bodies up to this size are kept while they are sent, so that a
 /// request whose connection failed can be sent again.
@@ -26,7 +26,7 @@ pub const RETRY_BUFFER: u64 = 64 * 1024;
 ///
 /// Anything else, e.g. a POST (every gRPC call) whose connection was reset
 /// after it was sent, is not retried: the peer may have acted on it.
-pub fn retry_is_safe(method: &http::Method, error: &TryError) -> bool {
+pub fn retry_is_safe(method: &http::Method, error: &hyper_util::client::legacy::Error) -> bool {
     use http::Method;
     if never_delivered(error) {
         return true;
@@ -49,13 +49,9 @@ pub fn retry_is_safe(method: &http::Method, error: &TryError) -> bool {
 /// - or the request was never written: the pooled connection closed first
 ///   (hyper calls it canceled), or the HTTP/2 peer refused the stream
 ///   (`REFUSED_STREAM`) or shut down gracefully before it (a stream past a
-///   `GOAWAY`'s last stream id, with no error code), or the try was
-///   [stranded](TryError::Stranded) in a closed connection's queue.
-pub fn never_delivered(error: &TryError) -> bool {
-    match error {
-        TryError::Stranded(_) => true,
-        TryError::Client(e) => e.is_connect() || never_sent(e),
-    }
+///   `GOAWAY`'s last stream id, with no error code).
+pub fn never_delivered(error: &hyper_util::client::legacy::Error) -> bool {
+    error.is_connect() || never_sent(error)
 }
 
 /// Whether some error in `error`'s chain says that the request was never
