@@ -63,10 +63,7 @@ pub async fn run(args: Args) -> Result<()> {
         let (client, uri) = (plain.clone(), target.clone());
         async move {
             let req = http::Request::get(uri).body(Empty::new()).expect("a GET");
-            match client.request(req).await {
-                Ok(_) => Outcome::Answered,
-                Err(_) => Outcome::Failed,
-            }
+            Outcome::of(&client.request(req).await)
         }
     })
     .await;
@@ -88,10 +85,7 @@ pub async fn run(args: Args) -> Result<()> {
             let req = http::Request::get(uri)
                 .body(Empty::<Bytes>::new().map_err(|e| match e {}).boxed())
                 .expect("a GET");
-            match client.request(req).await {
-                Ok(_) => Outcome::Answered,
-                Err(_) => Outcome::Failed,
-            }
+            Outcome::of(&client.request(req).await)
         }
     })
     .await;

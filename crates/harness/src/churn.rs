@@ -63,6 +63,16 @@ pub enum Outcome {
     Failed,
 }
 
+impl Outcome {
+    /// A client's result: any response is an answer.
+    pub fn of<T, E>(result: &Result<T, E>) -> Self {
+        match result {
+            Ok(_) => Outcome::Answered,
+            Err(_) => Outcome::Failed,
+        }
+    }
+}
+
 /// How many requests ended each way; `hung` never ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Tally {
@@ -79,19 +89,25 @@ where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Outcome> + Send,
 {
-    let sent = Arc::new(AtomicU64::new(0));
-    let counts: Arc<[AtomicU64; 3]> = Arc::new(Default::default());
+    #[derive(Default)]
+    struct Counts {
+        sent: AtomicU64,
+        answered: AtomicU64,
+        failed: AtomicU64,
+        hung: AtomicU64,
+    }
+    let counts = Arc::new(Counts::default());
     let workers: Vec<_> = (0..clients)
         .map(|_| {
-            let (send, sent, counts) = (send.clone(), sent.clone(), counts.clone());
+            let (send, counts) = (send.clone(), counts.clone());
             tokio::spawn(async move {
-                while sent.fetch_add(1, Ordering::Relaxed) < total {
-                    let i = match tokio::time::timeout(hung_after, send()).await {
-                        Ok(Outcome::Answered) => 0,
-                        Ok(Outcome::Failed) => 1,
-                        Err(_) => 2,
+                while counts.sent.fetch_add(1, Ordering::Relaxed) < total {
+                    let count = match tokio::time::timeout(hung_after, send()).await {
+                        Ok(Outcome::Answered) => &counts.answered,
+                        Ok(Outcome::Failed) => &counts.failed,
+                        Err(_) => &counts.hung,
                     };
-                    counts[i].fetch_add(1, Ordering::Relaxed);
+                    count.fetch_add(1, Ordering::Relaxed);
                 }
             })
         })
@@ -99,11 +115,10 @@ where
     for w in workers {
         w.await.expect("a churn client panicked");
     }
-    let [answered, failed, hung] = [0, 1, 2].map(|i| counts[i].load(Ordering::Relaxed));
     Tally {
         requests: total,
-        answered,
-        failed,
-        hung,
+        answered: counts.answered.load(Ordering::Relaxed),
+        failed: counts.failed.load(Ordering::Relaxed),
+        hung: counts.hung.load(Ordering::Relaxed),
     }
 }
