@@ -18,7 +18,11 @@ use hyper_util::{
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use tandem_harness::churn::{Outcome, Tally, churning_server, drive};
-use tandem_proxy::{endpoint::Endpoint, http::EndpointClient, metrics::Metrics};
+use tandem_proxy::{
+    endpoint::Endpoint,
+    http::{EndpointClient, TryError},
+    metrics::Metrics,
+};
 use tokio::net::TcpListener;
 
 use crate::report::{Machine, Progress};
@@ -34,6 +38,10 @@ pub struct Args {
     /// A request with no end after this many seconds counts as hung.
     #[arg(long, default_value_t = 5)]
     hung_after: u64,
+    /// Threads that spin for the whole run, beside the clients: the race
+    /// that hangs requests shows mostly on a loaded machine.
+    #[arg(long, default_value_t = 1)]
+    busy_threads: u64,
     /// Also write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<std::path::PathBuf>,
@@ -46,6 +54,7 @@ pub async fn run(args: Args) -> Result<()> {
     let p = Progress::new();
     let machine = Machine::read();
     p.say(format_args!("machine: {}", machine.describe()));
+    let busy = Busy::start(args.busy_threads);
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(churning_server(listener));
@@ -77,7 +86,9 @@ pub async fn run(args: Args) -> Result<()> {
         Endpoint::forward(addr),
         vec![],
         Metrics::register(&mut Registry::default()),
-        Duration::from_secs(5),
+        // The proxy's default connect timeout: tries stranded in a closed
+        // connection are given up 3 s after it closed (`stranded_after`).
+        Duration::from_secs(1),
     );
     let tandem = drive(args.requests, args.clients, hung_after, move || {
         let (client, uri) = (endpoint.clone(), uri.clone());
@@ -85,18 +96,23 @@ pub async fn run(args: Args) -> Result<()> {
             let req = http::Request::get(uri)
                 .body(Empty::<Bytes>::new().map_err(|e| match e {}).boxed())
                 .expect("a GET");
-            Outcome::of(&client.request(req).await)
+            match client.request(req).await {
+                Err(TryError::Stranded(_)) => Outcome::Stranded,
+                res => Outcome::of(&res),
+            }
         }
     })
     .await;
     p.say(describe(&tandem));
     server.abort();
+    drop(busy);
 
     println!("hyper-util client alone: {}", describe(&hyper_util));
     println!("the proxy's endpoint client: {}", describe(&tandem));
     let summary = json!({
         "bench": "churn",
         "clients": args.clients,
+        "busy_threads": args.busy_threads,
         "hung_after_s": args.hung_after,
         "hyper_util": hyper_util,
         "endpoint_client": tandem,
@@ -112,11 +128,49 @@ pub async fn run(args: Args) -> Result<()> {
 
 fn describe(t: &Tally) -> String {
     format!(
-        "{} requests: {} answered, {} failed, {} hung ({:.1} per million)",
+        "{} requests: {} answered, {} failed, {} stranded and given up, {} hung ({:.1} per million)",
         t.requests,
         t.answered,
         t.failed,
+        t.stranded,
         t.hung,
         t.hung as f64 * 1e6 / t.requests as f64
     )
+}
+
+/// Threads that spin until dropped.
+struct Busy {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Busy {
+    fn start(n: u64) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        Busy { stop, threads }
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.halt();
+    }
 }

@@ -61,6 +61,9 @@ async fn serve(mut stream: TcpStream) {
 pub enum Outcome {
     Answered,
     Failed,
+    /// Given up by the client as left in a closed connection, never
+    /// written (the proxy's endpoint client sends it again).
+    Stranded,
 }
 
 impl Outcome {
@@ -79,6 +82,7 @@ pub struct Tally {
     pub requests: u64,
     pub answered: u64,
     pub failed: u64,
+    pub stranded: u64,
     pub hung: u64,
 }
 
@@ -94,6 +98,7 @@ where
         sent: AtomicU64,
         answered: AtomicU64,
         failed: AtomicU64,
+        stranded: AtomicU64,
         hung: AtomicU64,
     }
     let counts = Arc::new(Counts::default());
@@ -105,6 +110,7 @@ where
                     let count = match tokio::time::timeout(hung_after, send()).await {
                         Ok(Outcome::Answered) => &counts.answered,
                         Ok(Outcome::Failed) => &counts.failed,
+                        Ok(Outcome::Stranded) => &counts.stranded,
                         Err(_) => &counts.hung,
                     };
                     count.fetch_add(1, Ordering::Relaxed);
@@ -119,6 +125,7 @@ where
         requests: total,
         answered: counts.answered.load(Ordering::Relaxed),
         failed: counts.failed.load(Ordering::Relaxed),
+        stranded: counts.stranded.load(Ordering::Relaxed),
         hung: counts.hung.load(Ordering::Relaxed),
     }
 }

@@ -20,8 +20,8 @@ use crate::{
     direct::{self, BoxIo, DirectConn, Gateway, Route},
     endpoint::{self, Endpoint, NoTlsReason, OrigDst, Tls},
     http::{
-        Body, EndpointClient, absolute_uri, authority_of, boxed, error_response, record_error,
-        record_response, strip_hop_by_hop, undelivered_response,
+        Body, EndpointClient, ReqBody, absolute_uri, authority_of, error_response, record_error,
+        record_response, resend_stranded_once, strip_hop_by_hop, undelivered_response,
     },
     io::Counted,
     metrics::{Direction, Peer, Target},
@@ -297,19 +297,22 @@ async fn forward(
         return rsp;
     };
     parts.uri = uri;
-    match client
-        .request(Request::from_parts(parts, boxed(body)))
-        .await
-    {
+    let sent = resend_stranded_once(ReqBody::new(body), &parts, |req| client.request(req)).await;
+    match sent {
         Ok(rsp) => record_response(&ctx.metrics, labels, rsp, start.elapsed()),
-        // Not connected: the application never saw the request (it is
-        // stopping, or not listening yet), so the client's proxy may send
-        // it elsewhere.
-        Err(error) if error.is_connect() => {
+        // Not connected (the application is stopping, or not listening
+        // yet), or not written: the application never saw the request, so
+        // the client's proxy may send it elsewhere.
+        Err(error) if crate::http::never_delivered(&error) => {
             let rsp = undelivered_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!(
-                    "the application refused the connection: {}",
+                    "the application {}: {}",
+                    if error.is_connect() {
+                        "refused the connection"
+                    } else {
+                        "never got the request"
+                    },
                     crate::http::error_chain(&error)
                 ),
             );

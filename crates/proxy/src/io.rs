@@ -9,7 +9,10 @@ use std::{
 
 use bytes::{Buf, Bytes};
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    sync::watch,
+};
 
 use crate::metrics::TcpGuard;
 
@@ -63,7 +66,15 @@ pub struct Counted<I> {
     read: Counter,
     write: Counter,
     _open: Option<TcpGuard>,
+    /// Dropped with the io: its receivers see the connection closed.
+    life: Option<watch::Sender<()>>,
 }
+
+/// Closes (its `changed()` fails) when a client connection's io is
+/// dropped: hyper-util hands it out as the connection's extra (see
+/// [`crate::http::EndpointClient`]).
+#[derive(Clone, Debug)]
+pub struct ConnLife(pub watch::Receiver<()>);
 
 impl<I> Counted<I> {
     pub fn new(io: I, read: Counter, write: Counter) -> Self {
@@ -72,7 +83,15 @@ impl<I> Counted<I> {
             read,
             write,
             _open: None,
+            life: None,
         }
+    }
+
+    /// Lets the connection's users (through [`ConnLife`]) see when it
+    /// closes.
+    pub fn with_life(mut self) -> Self {
+        self.life = Some(watch::channel(()).0);
+        self
     }
 
     /// Keeps the connection counted as open while this io lives.
@@ -126,7 +145,11 @@ impl hyper_util::client::legacy::connect::Connection for Counted<tokio::net::Tcp
 
 impl hyper_util::client::legacy::connect::Connection for Counted<crate::connect::Conn> {
     fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
-        hyper_util::client::legacy::connect::Connected::new()
+        let connected = hyper_util::client::legacy::connect::Connected::new();
+        match &self.life {
+            Some(life) => connected.extra(ConnLife(life.subscribe())),
+            None => connected,
+        }
     }
 }
 

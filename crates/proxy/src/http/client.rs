@@ -1,6 +1,15 @@
 //! The client of one endpoint: pooled HTTP/1 and HTTP/2 connections made
 //! by [`connect::connect`] (mTLS when the endpoint has an identity), each
 //! counted in the TCP metrics.
+//!
+//! A try is watched for one known way to hang. A request handed to a pooled
+//! HTTP/1 connection at the moment its dispatcher ends can be left in the
+//! closed connection's queue: hyper queues it after the dispatcher's last
+//! look, and the queue is only dropped with the client's handle, which
+//! waits for that request's answer. Nothing answers, ever (hyperium/hyper
+//! issue 4122 describes the same hole). So when a try's connection has
+//! closed and no answer came within [`stranded_after`], the try ends as
+//! [`TryError::Stranded`]: never written, safe to send again.
 
 use std::{
     future::Future,
@@ -17,18 +26,53 @@ use std::{
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::{
-    client::legacy::Client,
+    client::legacy::{
+        Client,
+        connect::{CaptureConnection, Connected, capture_connection},
+    },
     rt::{TokioExecutor, TokioIo},
 };
 use tandem_meshtls::{Tls, transport_header::SessionProtocol};
+use tokio::sync::watch;
 
 use super::Body;
 use crate::{
     connect::{self, Conn, ConnectError},
     endpoint::Endpoint,
-    io::Counted,
+    io::{ConnLife, Counted},
     metrics::{Labels, Metrics},
 };
+
+/// How long a try may go unanswered after its connection closed before it
+/// counts as stranded, for a client whose connects time out after
+/// `connect_timeout`. hyper answers a closed connection's requests at once,
+/// or hyper-util sends a canceled request again on another connection,
+/// which the watch then follows. That connection is known once its TCP
+/// connect and TLS handshake are done, each bounded by `connect_timeout`;
+/// one second more covers a busy scheduler. Short beside a client's
+/// patience, and only for a request that would otherwise never end.
+pub fn stranded_after(connect_timeout: Duration) -> Duration {
+    connect_timeout * 2 + Duration::from_secs(1)
+}
+
+/// Why a try got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum TryError {
+    /// The client's own error.
+    #[error(transparent)]
+    Client(#[from] hyper_util::client::legacy::Error),
+    /// The connection closed, and the client never answered for the
+    /// request: it was never written (see the module's docs).
+    #[error("the connection closed without sending the request (no answer {0:?} after)")]
+    Stranded(Duration),
+}
+
+impl TryError {
+    /// Whether the connection could not be made.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, TryError::Client(e) if e.is_connect())
+    }
+}
 
 // === impl EndpointClient ===
 
@@ -37,6 +81,8 @@ use crate::{
 pub struct EndpointClient {
     http1: Client<Connector, Body>,
     h2: Client<Connector, Body>,
+    /// See [`stranded_after`].
+    grace: Duration,
 }
 
 impl EndpointClient {
@@ -73,20 +119,68 @@ impl EndpointClient {
         let h2 = Client::builder(TokioExecutor::new())
             .http2_only(true)
             .build(connector(SessionProtocol::Http2));
-        EndpointClient { http1, h2 }
+        EndpointClient {
+            http1,
+            h2,
+            grace: stranded_after(timeout),
+        }
     }
 
+    /// One try: the response's head, or why there is none.
     pub fn request(
         &self,
-        req: Request<Body>,
-    ) -> impl Future<Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>> + use<>
-    {
-        if req.version() == http::Version::HTTP_2 {
+        mut req: Request<Body>,
+    ) -> impl Future<Output = Result<Response<Incoming>, TryError>> + use<> {
+        let capture = capture_connection(&mut req);
+        let answer = if req.version() == http::Version::HTTP_2 {
             self.h2.request(req)
         } else {
             self.http1.request(req)
+        };
+        watched(answer, capture, self.grace)
+    }
+}
+
+/// The client's `answer` to a try, or [`TryError::Stranded`] once the
+/// connection captured for it has been closed for `grace` without one.
+async fn watched(
+    answer: impl Future<Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>>,
+    capture: CaptureConnection,
+    grace: Duration,
+) -> Result<Response<Incoming>, TryError> {
+    tokio::select! {
+        biased;
+        res = answer => res.map_err(TryError::Client),
+        () = stranded(capture, grace) => {
+            tracing::warn!(grace = ?grace, "a request was left unanswered in a closed connection; it counts as never sent");
+            Err(TryError::Stranded(grace))
         }
     }
+}
+
+/// Ends when the connection that the client chose for a request (the last
+/// one, if the client moved it) has been closed for `grace`; pending
+/// while it is open, or when there is none.
+async fn stranded(mut capture: CaptureConnection, grace: Duration) {
+    loop {
+        let Some(mut life) = life_of(&*capture.wait_for_connection_metadata().await) else {
+            return std::future::pending().await;
+        };
+        // Nothing is ever sent: `changed` fails when the io is dropped.
+        while life.changed().await.is_ok() {}
+        tokio::time::sleep(grace).await;
+        match life_of(&capture.connection_metadata()) {
+            Some(now) if !now.same_channel(&life) => continue,
+            _ => return,
+        }
+    }
+}
+
+/// The [`ConnLife`] of a connection, from its metadata.
+fn life_of(connected: &Option<Connected>) -> Option<watch::Receiver<()>> {
+    let mut extras = http::Extensions::new();
+    connected.as_ref()?.get_extras(&mut extras);
+    extras.remove::<ConnLife>().map(|l| l.0)
 }
 
 /// Connects every URI to the one endpoint, through [`connect::connect`].
@@ -147,8 +241,96 @@ impl tower::Service<Uri> for Connector {
             let stream = inner.connect().await?;
             let (guard, read, write) = inner.metrics.tcp(inner.labels.clone());
             Ok(TokioIo::new(
-                Counted::new(stream, read, write).with_guard(guard),
+                Counted::new(stream, read, write)
+                    .with_guard(guard)
+                    .with_life(),
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use http_body_util::{BodyExt, Empty};
+    use prometheus_client::registry::Registry;
+    use tokio::{io::AsyncReadExt, net::TcpListener};
+
+    use super::*;
+    use crate::http::never_delivered;
+
+    /// A client of an endpoint that accepts connections and never answers.
+    async fn silent_endpoint() -> (EndpointClient, TcpListener, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = Metrics::register(&mut Registry::default());
+        let client = EndpointClient::new(
+            Endpoint::forward(addr),
+            vec![],
+            metrics,
+            Duration::from_secs(5),
+        );
+        (client, listener, addr)
+    }
+
+    fn get(addr: SocketAddr) -> Request<Body> {
+        Request::get(format!("http://{addr}/"))
+            .body(Empty::new().map_err(|e| match e {}).boxed())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_try_its_client_never_answers_ends_stranded_after_its_connection_closed() {
+        let (client, listener, addr) = silent_endpoint().await;
+        let mut req = get(addr);
+        let capture = capture_connection(&mut req);
+        // The real try: it goes out on a real connection (and gets hyper's
+        // error when that closes). The watched answer never comes, as for a
+        // request left in a closed connection's queue.
+        let sent = tokio::spawn(client.http1.request(req));
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 64];
+        assert!(
+            conn.read(&mut head).await.unwrap() > 0,
+            "the try sent nothing"
+        );
+        let watch = tokio::spawn(watched(
+            std::future::pending(),
+            capture,
+            Duration::from_millis(50),
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !watch.is_finished(),
+            "a try whose connection is open is not stranded"
+        );
+        drop(conn);
+        let error = tokio::time::timeout(Duration::from_secs(10), watch)
+            .await
+            .expect("the try was not given up after its connection closed")
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(error, TryError::Stranded(_)), "{error}");
+        assert!(never_delivered(&error));
+        assert!(sent.await.unwrap().is_err(), "the closed try was answered");
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_under_a_try_is_the_clients_own_error() {
+        let (client, listener, addr) = silent_endpoint().await;
+        let try_ = tokio::spawn(client.request(get(addr)));
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 64];
+        assert!(
+            conn.read(&mut head).await.unwrap() > 0,
+            "the try sent nothing"
+        );
+        drop(conn);
+        let error = try_.await.unwrap().unwrap_err();
+        // Sent, then cut off: hyper says so at once, and the try may have
+        // been acted on.
+        assert!(matches!(error, TryError::Client(_)), "{error}");
+        assert!(!never_delivered(&error), "{error}");
     }
 }

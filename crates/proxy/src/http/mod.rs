@@ -8,9 +8,11 @@ mod client;
 mod record;
 mod retry;
 
-pub use client::{Connector, ConnectorInner, EndpointClient, log_tls_failure};
+pub use client::{
+    Connector, ConnectorInner, EndpointClient, TryError, log_tls_failure, stranded_after,
+};
 pub use record::{ResponseBody, dst_labels, record_error, record_response};
-pub use retry::{RETRY_BUFFER, ReqBody, never_delivered, retry_is_safe};
+pub use retry::{RETRY_BUFFER, ReqBody, never_delivered, resend_stranded_once, retry_is_safe};
 /// An error and its sources on one line (hyper's errors hide the cause,
 /// e.g. which TLS check failed, in their sources).
 pub use tandem_util::error_chain;

@@ -1,18 +1,20 @@
 //! What a retry needs: a request body that can be sent again
-//! ([`ReqBody`]), and whether a failed try may be repeated at all
-//! ([`retry_is_safe`]).
+//! ([`ReqBody`]), whether a failed try may be repeated at all
+//! ([`retry_is_safe`]), and one more try for a stranded one
+//! ([`resend_stranded_once`]).
 
 use std::{
+    future::Future,
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
 };
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, Request};
 use hyper::body::{Frame, Incoming, SizeHint};
 
-use super::{Body, BoxError, boxed};
+use super::{Body, BoxError, TryError, boxed};
 
 /// Request bodies up to this size are kept while they are sent, so that a
 /// request whose connection failed can be sent again.
@@ -26,7 +28,7 @@ pub const RETRY_BUFFER: u64 = 64 * 1024;
 ///
 /// Anything else, e.g. a POST (every gRPC call) whose connection was reset
 /// after it was sent, is not retried: the peer may have acted on it.
-pub fn retry_is_safe(method: &http::Method, error: &hyper_util::client::legacy::Error) -> bool {
+pub fn retry_is_safe(method: &http::Method, error: &TryError) -> bool {
     use http::Method;
     if never_delivered(error) {
         return true;
@@ -49,9 +51,13 @@ pub fn retry_is_safe(method: &http::Method, error: &hyper_util::client::legacy::
 /// - or the request was never written: the pooled connection closed first
 ///   (hyper calls it canceled), or the HTTP/2 peer refused the stream
 ///   (`REFUSED_STREAM`) or shut down gracefully before it (a stream past a
-///   `GOAWAY`'s last stream id, with no error code).
-pub fn never_delivered(error: &hyper_util::client::legacy::Error) -> bool {
-    error.is_connect() || never_sent(error)
+///   `GOAWAY`'s last stream id, with no error code), or the try was
+///   [stranded](TryError::Stranded) in a closed connection's queue.
+pub fn never_delivered(error: &TryError) -> bool {
+    match error {
+        TryError::Stranded(_) => true,
+        TryError::Client(e) => e.is_connect() || never_sent(e),
+    }
 }
 
 /// Whether some error in `error`'s chain says that the request was never
@@ -73,6 +79,31 @@ fn never_sent(error: &(dyn std::error::Error + 'static)) -> bool {
         next = e.source();
     }
     false
+}
+
+/// Sends a request (`parts` and `body`) with `send`, for a proxy with one
+/// endpoint to send it to (the inbound proxy's application): a try left
+/// [stranded](TryError::Stranded) in a closed connection was never written,
+/// so it goes once more, on another connection, when its body can be sent
+/// again. Any other outcome is the one answer.
+pub async fn resend_stranded_once<B, R, Fut>(
+    mut body: ReqBody<B>,
+    parts: &http::request::Parts,
+    mut send: impl FnMut(Request<Body>) -> Fut,
+) -> Result<R, TryError>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin + Send + 'static,
+    B::Error: Into<BoxError>,
+    Fut: Future<Output = Result<R, TryError>>,
+{
+    let res = send(Request::from_parts(parts.clone(), body.next_try())).await;
+    if let Err(TryError::Stranded(_)) = &res
+        && let Some(again) = body.take()
+    {
+        tracing::debug!("a request was stranded in a closed connection; sending it again");
+        return send(Request::from_parts(parts.clone(), again)).await;
+    }
+    res
 }
 
 /// A request body that can be sent again: each try streams it from the
@@ -137,18 +168,24 @@ where
     /// The body for one more try, if it can be sent (again). A body handed
     /// out earlier stops with an error if it is still read.
     pub fn take(&mut self) -> Option<Body> {
-        let mut r = self.shared.lock().unwrap();
-        if self.tries > 0 && r.spent {
+        if self.tries > 0 && self.shared.lock().unwrap().spent {
             return None;
         }
+        Some(self.next_try())
+    }
+
+    /// The body for the next try, whether or not all of it can be sent
+    /// (the first try's always can).
+    pub fn next_try(&mut self) -> Body {
+        let mut r = self.shared.lock().unwrap();
         self.tries += 1;
         r.current = self.tries;
-        Some(boxed(TryBody {
+        boxed(TryBody {
             shared: self.shared.clone(),
             try_: self.tries,
             next: 0,
             trailers_sent: false,
-        }))
+        })
     }
 }
 
@@ -410,5 +447,66 @@ mod tests {
         let b = empty.take().unwrap();
         assert!(b.is_end_stream(), "an empty body is known to be empty");
         assert_eq!(b.size_hint().exact(), Some(0));
+    }
+
+    // === resend_stranded_once ===
+
+    /// Sends with `outcomes` in turn (`true`: answered, `false`: stranded),
+    /// reading each try's whole body; returns the result and the bodies.
+    async fn resend_with(limit: u64, outcomes: &[bool]) -> (Result<Bytes, TryError>, Vec<Bytes>) {
+        let (tx, body) = client_body(limit);
+        send(&tx, "vote").await;
+        drop(tx);
+        let parts = Request::post("http://app/")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let bodies = Mutex::new(vec![]);
+        let mut next = outcomes.iter();
+        let res = resend_stranded_once(body, &parts, |req: Request<Body>| {
+            let answered = *next.next().expect("more tries than outcomes");
+            let bodies = &bodies;
+            async move {
+                let got = req.into_body().collect().await.unwrap().to_bytes();
+                bodies.lock().unwrap().push(got.clone());
+                if answered {
+                    Ok(got)
+                } else {
+                    Err(TryError::Stranded(std::time::Duration::from_secs(3)))
+                }
+            }
+        })
+        .await;
+        (res, bodies.into_inner().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_stranded_try_is_sent_once_more_with_its_whole_body() {
+        let (res, bodies) = resend_with(RETRY_BUFFER, &[false, true]).await;
+        assert_eq!(res.unwrap(), "vote");
+        assert_eq!(bodies, ["vote", "vote"]);
+    }
+
+    #[tokio::test]
+    async fn an_answered_try_is_not_sent_again() {
+        let (res, bodies) = resend_with(RETRY_BUFFER, &[true]).await;
+        assert_eq!(res.unwrap(), "vote");
+        assert_eq!(bodies.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_try_stranded_twice_is_the_answer() {
+        let (res, bodies) = resend_with(RETRY_BUFFER, &[false, false]).await;
+        assert!(matches!(res, Err(TryError::Stranded(_))), "{res:?}");
+        assert_eq!(bodies.len(), 2, "sent twice, not more");
+    }
+
+    #[tokio::test]
+    async fn a_stranded_try_whose_body_cannot_be_replayed_is_the_answer() {
+        // 4 bytes sent with a 2-byte buffer: the body is spent.
+        let (res, bodies) = resend_with(2, &[false]).await;
+        assert!(matches!(res, Err(TryError::Stranded(_))), "{res:?}");
+        assert_eq!(bodies.len(), 1);
     }
 }
