@@ -11,8 +11,8 @@ use tokio::time::Instant;
 
 use super::{Gateway, MAX_TRIES, Reason};
 use crate::http::{
-    Body, ReqBody, TryError, authority_of, error_response, is_undelivered, never_delivered,
-    record_error, record_response, retry_is_safe, strip_hop_by_hop, undelivered_response,
+    Body, ReqBody, authority_of, error_response, is_undelivered, never_delivered, record_error,
+    record_response, retry_is_safe, strip_hop_by_hop, undelivered_response,
 };
 
 /// The port of an authority that names none.
@@ -136,8 +136,7 @@ impl Gateway {
                     slot.done(begun, false);
                     delivered_maybe |= !never_delivered(&error);
                     last_error = format!("endpoint {} failed: {error}", slot.ep.addr);
-                    // A stranded try says nothing against its endpoint.
-                    if !matches!(error, TryError::Stranded(_)) {
+                    if error.blames_endpoint() {
                         tried.push(slot.ep.addr);
                     }
                     last_labels = Some(labels);

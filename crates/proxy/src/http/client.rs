@@ -72,6 +72,13 @@ impl TryError {
     pub fn is_connect(&self) -> bool {
         matches!(self, TryError::Client(e) if e.is_connect())
     }
+
+    /// Whether the try speaks against its endpoint. A stranded one does
+    /// not (the endpoint never saw it), so the endpoint may take the next
+    /// try too; a service with one endpoint must.
+    pub fn blames_endpoint(&self) -> bool {
+        !matches!(self, TryError::Stranded(_))
+    }
 }
 
 // === impl EndpointClient ===
@@ -313,6 +320,10 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error, TryError::Stranded(_)), "{error}");
         assert!(never_delivered(&error));
+        assert!(
+            !error.blames_endpoint(),
+            "a stranded try counted against its endpoint"
+        );
         assert!(sent.await.unwrap().is_err(), "the closed try was answered");
     }
 
@@ -332,5 +343,6 @@ mod tests {
         // been acted on.
         assert!(matches!(error, TryError::Client(_)), "{error}");
         assert!(!never_delivered(&error), "{error}");
+        assert!(error.blames_endpoint(), "{error}");
     }
 }

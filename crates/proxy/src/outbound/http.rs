@@ -14,8 +14,8 @@ use crate::{
     Ctx,
     endpoint::NoTlsReason,
     http::{
-        Body, ReqBody, TryError, absolute_uri, error_response, is_undelivered, record_error,
-        record_response, retry_is_safe, strip_hop_by_hop,
+        Body, ReqBody, absolute_uri, error_response, is_undelivered, record_error, record_response,
+        retry_is_safe, strip_hop_by_hop,
     },
     metrics::{Direction, Target},
     outbound::router::Router,
@@ -95,9 +95,7 @@ pub async fn handle(ctx: Ctx, router: Arc<Router>, req: Request<Incoming>) -> Re
                     slot.ep.addr,
                     crate::http::error_chain(&error)
                 );
-                // A stranded try says nothing against its endpoint: it may
-                // take the next try too (a single endpoint must).
-                if !matches!(error, TryError::Stranded(_)) {
+                if error.blames_endpoint() {
                     tried.push(slot.ep.addr);
                 }
                 last_labels = Some(labels);
