@@ -59,6 +59,13 @@ print(f"{s['failovers']} failovers and failbacks, vote-bot at {s['rate']}/s")
 for what in ("failover", "failback"):
     p50, p99, mx = spread(s[what + "_ms"])
     print(f"{what}: scale to all of emoji's traffic moved  p50 {p50} ms  p99 {p99} ms  max {mx} ms")
+    # Where it went (see BENCHMARKS.md): until the endpoints changed it is
+    # Kubernetes', until the weights did tandem's controller's.
+    for step in ("endpoints", "weights"):
+        seen = [m[step + "_ms"] for m in s.get(what + "_steps", []) if m.get(step + "_ms") is not None]
+        if seen:
+            p50, p99, mx = spread(seen)
+            print(f"  {step} changed  p50 {p50} ms  p99 {p99} ms  max {mx} ms  (seen in {len(seen)} of {s['failovers']})")
 print(f"failed requests: {s['failed_requests']}  (ok {s['ok_requests']}, deliberate :doughnut: {s['doughnut_failures']})")
 PY
 if [[ -n $json ]]; then cp "$summary" "$json"; fi

@@ -78,6 +78,26 @@ fn the_demo_runs_the_workshop_and_cleans_up() {
         // A move takes some polls, and the demo gives up after 60 s.
         assert!(ms > 0 && ms < 60_000, "{times}: {summary}");
     }
+    // Where the time went: the endpoints changed, then the controller wrote
+    // the weights (it reacts to that change, with a write in between), both
+    // within the move, not long after the traffic had moved.
+    for (times, steps) in [
+        ("failover_ms", "failover_steps"),
+        ("failback_ms", "failback_steps"),
+    ] {
+        let step = &summary[steps][0];
+        let (endpoints, weights) = (step["endpoints_ms"].as_u64(), step["weights_ms"].as_u64());
+        let (Some(endpoints), Some(weights)) = (endpoints, weights) else {
+            panic!("{steps}: both milestones seen: {summary}");
+        };
+        let traffic = summary[times][0].as_u64().unwrap_or(0);
+        assert!(endpoints <= weights, "{steps}: {summary}");
+        assert!(weights <= traffic + 1_000, "{steps}: {summary}");
+    }
+    assert!(
+        stdout.contains("failback, where the time went: emoji-svc's endpoint ready at "),
+        "{stdout}"
+    );
     // viz stat showed emoji's traffic on emoji-svc-west, about vote-bot's
     // rate or more (each tick is a list and a lookup at least).
     let west = summary["stat_west_rps"].as_f64().unwrap_or(0.0);

@@ -12,6 +12,7 @@ use clap::Args;
 mod commands;
 mod failover;
 mod measure;
+mod milestones;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {

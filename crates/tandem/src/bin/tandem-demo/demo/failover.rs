@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::{
     Demo,
     measure::{Poll, Spread, http_get, metric_sum, moved_at, stat_rps},
+    milestones::{FAILBACK, FAILOVER, Milestones, Recorder, where_it_went},
 };
 
 /// How often web's proxy is polled while traffic moves.
@@ -35,6 +36,10 @@ pub struct Figures {
     pub failover_ms: Vec<Duration>,
     #[serde(serialize_with = "millis")]
     pub failback_ms: Vec<Duration>,
+    /// Where each failover's time went (`milestones`).
+    pub failover_steps: Vec<Milestones>,
+    /// Where each failback's time went.
+    pub failback_steps: Vec<Milestones>,
     /// vote-bot's failed requests during the failovers and failbacks.
     pub failed_requests: u64,
     /// The deliberate `:doughnut:` failures in the same time.
@@ -69,6 +74,25 @@ impl Figures {
             ms(fb.max),
             self.failovers
         );
+        for (what, goal, traffic, steps) in [
+            (
+                "failover",
+                FAILOVER,
+                &self.failover_ms,
+                &self.failover_steps,
+            ),
+            (
+                "failback",
+                FAILBACK,
+                &self.failback_ms,
+                &self.failback_steps,
+            ),
+        ] {
+            println!(
+                "  {what}, where the time went: {}",
+                where_it_went(goal, traffic, steps)
+            );
+        }
         println!(
             "vote-bot requests failed during failover and failback: {} (ok {}, deliberate :doughnut: failures {}, at {}/s)",
             self.failed_requests, self.ok_requests, self.doughnut_failures, self.rate
@@ -102,6 +126,9 @@ impl Demo {
     pub(super) async fn failovers(&mut self, rounds: usize, rate: f64) -> Result<Figures> {
         let web = self.pod_addr("app=web-svc", 4191)?;
         let bot = self.pod_addr("app=vote-bot", 8801)?;
+        let east = tandem_util::client::from_file(&self.kubeconfig(), Some("east"))
+            .await
+            .context("a client of east, to watch emoji-svc's slices and split")?;
         let mut figures = Figures {
             rate,
             failovers: rounds,
@@ -123,7 +150,9 @@ impl Demo {
             self.title(&format!(
                 "scale emoji in east to 0: its traffic moves to emoji-svc-west{of}"
             ));
-            figures.failover_ms.push(self.move_traffic(0, web).await?);
+            let (took, steps) = self.move_traffic(0, web, &east).await?;
+            figures.failover_ms.push(took);
+            figures.failover_steps.push(steps);
             if round == 1 {
                 self.sh("tandem --context east failover status")?;
                 self.title("viz stat during the failover: emoji's traffic on emoji-svc-west");
@@ -134,7 +163,9 @@ impl Demo {
             self.title(&format!(
                 "scale emoji back to 1: its traffic fails back{of}"
             ));
-            figures.failback_ms.push(self.move_traffic(1, web).await?);
+            let (took, steps) = self.move_traffic(1, web, &east).await?;
+            figures.failback_ms.push(took);
+            figures.failback_steps.push(steps);
             self.progress(bot, start).await;
         }
 
@@ -215,28 +246,29 @@ impl Demo {
 
     /// Scales emoji in east to `replicas` (0: a failover, 1: a failback),
     /// times until all of emoji's traffic from web moved, and checks the
-    /// split's weights followed; the time it took.
-    async fn move_traffic(&self, replicas: u32, web: SocketAddr) -> Result<Duration> {
-        let (from, to, weights) = match replicas {
-            0 => (
-                "emoji-svc",
-                "emoji-svc-west",
-                "emoji-svc=0 emoji-svc-west=1",
-            ),
-            _ => (
-                "emoji-svc-west",
-                "emoji-svc",
-                "emoji-svc=1 emoji-svc-west=0",
-            ),
+    /// split's weights followed; the time it took, and where it went.
+    async fn move_traffic(
+        &self,
+        replicas: u32,
+        web: SocketAddr,
+        east: &kube::Client,
+    ) -> Result<(Duration, Milestones)> {
+        let (from, to, goal) = match replicas {
+            0 => ("emoji-svc", "emoji-svc-west", FAILOVER),
+            _ => ("emoji-svc-west", "emoji-svc", FAILBACK),
         };
-        let took = self.scale_and_time(replicas, web, from, to).await?;
+        let recorder = Recorder::start(east, "emojivoto", goal).await?;
+        let scale = Instant::now();
+        let took = self.scale_and_time(scale, replicas, web, from, to).await?;
         self.wait_for(
-            &format!("weights {}", weights.replace(' ', ", ")),
+            &format!("weights {}", goal.weights.replace(' ', ", ")),
             Duration::from_secs(30),
-            || Ok(self.split_weights()? == weights),
+            || Ok(self.split_weights()? == goal.weights),
         )
         .await?;
-        Ok(took)
+        let steps = recorder.finish(scale);
+        println!("    {}", steps.describe(goal));
+        Ok((took, steps))
     }
 
     /// How often vote-bot's container has restarted (its counters with it).
@@ -247,9 +279,10 @@ impl Demo {
 
     /// Scales emoji in east to `replicas` and polls web's proxy until all
     /// of emoji's traffic goes to `to` instead of `from`; returns the time
-    /// from the scale to that instant.
+    /// from `scale` (just before the `kubectl scale`) to that instant.
     async fn scale_and_time(
         &self,
+        scale: Instant,
         replicas: u32,
         web: SocketAddr,
         from: &str,
@@ -269,7 +302,6 @@ impl Demo {
                 ),
             )
         };
-        let scale = Instant::now();
         self.sh(&format!(
             "kubectl --context east -n emojivoto scale deploy emoji --replicas={replicas}"
         ))?;
