@@ -13,16 +13,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::{
-    Api, Client, Resource,
-    runtime::watcher::{self, Event},
-};
+use kube::{Api, Client, Resource, runtime::watcher};
 use serde::Serialize;
 use tandem_api::smi::v1alpha2::TrafficSplit;
-use tokio::{sync::watch, task::JoinHandle};
+use tandem_runtime::{
+    Task,
+    watch::{Update, folded},
+};
+use tokio::sync::watch;
 
 use super::measure::Spread;
 
@@ -153,20 +154,27 @@ pub fn weights(split: &TrafficSplit) -> String {
         .join(" ")
 }
 
+/// A slice as the endpoints milestone needs it: its name and ready endpoints.
+fn slice_ready(slice: EndpointSlice) -> (String, usize) {
+    let ready = tandem_api::endpoints::ready_endpoints(&slice);
+    (slice.meta().name.clone().unwrap_or_default(), ready)
+}
+
 /// Ready endpoints over a service's slices, by slice name.
 #[derive(Debug, Default)]
 struct Slices(BTreeMap<String, usize>);
 
 impl Slices {
-    fn apply(&mut self, slice: &EndpointSlice) {
-        let name = slice.meta().name.clone().unwrap_or_default();
-        self.0
-            .insert(name, tandem_api::endpoints::ready_endpoints(slice));
+    fn listed(slices: Vec<(String, usize)>) -> Slices {
+        Slices(slices.into_iter().collect())
     }
 
-    fn delete(&mut self, slice: &EndpointSlice) {
-        self.0
-            .remove(slice.meta().name.as_deref().unwrap_or_default());
+    fn apply(&mut self, (name, ready): (String, usize)) {
+        self.0.insert(name, ready);
+    }
+
+    fn delete(&mut self, (name, _): (String, usize)) {
+        self.0.remove(&name);
     }
 
     fn ready(&self) -> usize {
@@ -176,11 +184,12 @@ impl Slices {
 
 // === the watches ===
 
-/// The two watches of one move, running until [`Recorder::finish`].
+/// The two watches of one move, running until [`Recorder::finish`] (or
+/// the recorder's drop) stops them.
 pub struct Recorder {
     endpoints: Arc<Mutex<First>>,
     weights: Arc<Mutex<First>>,
-    tasks: Vec<JoinHandle<()>>,
+    _watches: [Task; 2],
 }
 
 impl Recorder {
@@ -195,28 +204,18 @@ impl Recorder {
         let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
         let config = watcher::Config::default().labels("kubernetes.io/service-name=emoji-svc");
         let (first, done) = (endpoints_at.clone(), listed_tx.clone());
-        let slice_task = tokio::spawn(async move {
+        let slice_watch = Task::spawn(async move {
             let mut state = Slices::default();
-            let mut relist = Slices::default();
-            let mut events = watcher::watcher(slices, config).boxed();
-            while let Some(event) = events.next().await {
-                // A list (or a re-list) counts once it is whole.
-                match event {
-                    Ok(Event::Init) => {
-                        relist = Slices::default();
-                        continue;
-                    }
-                    Ok(Event::InitApply(s)) => {
-                        relist.apply(&s);
-                        continue;
-                    }
-                    Ok(Event::InitDone) => {
-                        state = std::mem::take(&mut relist);
+            let mut updates = std::pin::pin!(folded(slices, config, slice_ready));
+            while let Some(update) = updates.next().await {
+                match update {
+                    Update::Listed(all) => {
+                        state = Slices::listed(all);
                         done.send_modify(|n| *n += 1);
                     }
-                    Ok(Event::Apply(s)) => state.apply(&s),
-                    Ok(Event::Delete(s)) => state.delete(&s),
-                    Err(e) => {
+                    Update::Apply(s) => state.apply(s),
+                    Update::Delete(s) => state.delete(s),
+                    Update::Failed(e) => {
                         tracing::debug!("watching emoji-svc's slices: {e}");
                         continue;
                     }
@@ -229,38 +228,39 @@ impl Recorder {
         let splits: Api<TrafficSplit> = Api::namespaced(client.clone(), namespace);
         let config = watcher::Config::default().fields("metadata.name=emoji-svc");
         let (first, done) = (weights_at.clone(), listed_tx);
-        let split_task = tokio::spawn(async move {
-            let mut events = watcher::watcher(splits, config).boxed();
-            while let Some(event) = events.next().await {
-                let holds = match event {
-                    Ok(Event::InitApply(s) | Event::Apply(s)) => weights(&s) == goal.weights,
-                    Ok(Event::InitDone) => {
+        let split_watch = Task::spawn(async move {
+            let mut updates = std::pin::pin!(folded(splits, config, |s| weights(&s)));
+            while let Some(update) = updates.next().await {
+                let now = match update {
+                    Update::Listed(all) => {
                         done.send_modify(|n| *n += 1);
-                        continue;
+                        all
                     }
-                    Ok(Event::Init | Event::Delete(_)) => continue,
-                    Err(e) => {
+                    Update::Apply(w) => vec![w],
+                    Update::Delete(_) => continue,
+                    Update::Failed(e) => {
                         tracing::debug!("watching the split: {e}");
                         continue;
                     }
                 };
-                lock(&first).observe(holds, Instant::now());
+                for w in now {
+                    lock(&first).observe(w == goal.weights, Instant::now());
+                }
             }
         });
 
         let recorder = Recorder {
             endpoints: endpoints_at,
             weights: weights_at,
-            tasks: vec![slice_task, split_task],
+            _watches: [slice_watch, split_watch],
         };
         match tokio::time::timeout(LISTED, listed.wait_for(|n| *n >= 2)).await {
             Ok(Ok(_)) => Ok(recorder),
             Ok(Err(_)) => bail!("the watches of emoji-svc's slices and split ended"),
-            Err(_) => Err(anyhow::anyhow!(
-                "the watches of emoji-svc's slices and split did not list them within {}s",
+            Err(_) => bail!(
+                "the watches of emoji-svc's slices and split in east did not list them within {}s",
                 LISTED.as_secs()
-            ))
-            .context("east's API server is not answering"),
+            ),
         }
     }
 
@@ -274,14 +274,6 @@ impl Recorder {
         Milestones {
             endpoints: since(&self.endpoints),
             weights: since(&self.weights),
-        }
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
         }
     }
 }
@@ -329,14 +321,12 @@ mod tests {
             }))
             .unwrap()
         };
-        let mut slices = Slices::default();
-        let a = slice("a", &[Some(true), Some(false)]);
-        slices.apply(&a);
-        slices.apply(&slice("b", &[None]));
+        let mut slices = Slices::listed(vec![slice_ready(slice("a", &[Some(true), Some(false)]))]);
+        slices.apply(slice_ready(slice("b", &[None])));
         assert_eq!(slices.ready(), 2, "nil ready counts as ready");
-        slices.apply(&slice("a", &[Some(false)]));
+        slices.apply(slice_ready(slice("a", &[Some(false)])));
         assert_eq!(slices.ready(), 1, "a slice's update replaces it");
-        slices.delete(&slice("b", &[]));
+        slices.delete(slice_ready(slice("b", &[])));
         assert_eq!(slices.ready(), 0);
     }
 
