@@ -124,6 +124,33 @@ impl Cli {
         self.cert(&all);
     }
 
+    /// A trust anchor `root.crt`/`root.key` for `identity.tandem.cluster.local`,
+    /// and an issuer it signed in `issuer/crt.pem` and `issuer/key.pem` (the
+    /// layout `tandem identity --issuer-dir` reads); the root's PEM.
+    pub fn root_and_issuer_dir(&self) -> String {
+        self.cert(&["root", "root.crt", "root.key", "--profile", "root-ca"]);
+        self.cert_signed(
+            "root",
+            &[
+                "identity.tandem.cluster.local",
+                "crt.pem",
+                "key.pem",
+                "--profile",
+                "intermediate-ca",
+            ],
+        );
+        let issuer = self.dir.join("issuer");
+        std::fs::create_dir(&issuer)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", issuer.display()));
+        for f in ["crt.pem", "key.pem"] {
+            std::fs::rename(self.dir.join(f), issuer.join(f))
+                .unwrap_or_else(|e| panic!("cannot move {f} into {}: {e}", issuer.display()));
+        }
+        let root = self.dir.join("root.crt");
+        std::fs::read_to_string(&root)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", root.display()))
+    }
+
     /// `tandem install` of the core into `namespace` of context `ctx`, with
     /// `root` as trust anchors and `issuer`.crt/.key as the issuer.
     pub fn install_core(&self, ctx: &str, namespace: &str, root: &str, issuer: &str) {

@@ -171,24 +171,7 @@ const CLUSTER: &str = "east";
 
 /// A root, and an issuer it signed in `dir/issuer/{crt,key}.pem`; the root's PEM.
 fn certificates(dir: &Path) -> String {
-    let cli = Cli::offline(env!("CARGO_BIN_EXE_tandem"), dir);
-    cli.cert(&["root", "root.crt", "root.key", "--profile", "root-ca"]);
-    cli.cert_signed(
-        "root",
-        &[
-            "identity.tandem.cluster.local",
-            "crt.pem",
-            "key.pem",
-            "--profile",
-            "intermediate-ca",
-        ],
-    );
-    let issuer = dir.join("issuer");
-    std::fs::create_dir(&issuer).unwrap();
-    for f in ["crt.pem", "key.pem"] {
-        std::fs::rename(dir.join(f), issuer.join(f)).unwrap();
-    }
-    std::fs::read_to_string(dir.join("root.crt")).unwrap()
+    Cli::offline(env!("CARGO_BIN_EXE_tandem"), dir).root_and_issuer_dir()
 }
 
 /// A server on 127.0.0.1 answering every HTTP/1 request with `echo`, its

@@ -17,27 +17,12 @@ fn id(sa: &str, ns: &str) -> Name {
     Name::service_account(sa, ns, "tandem", "cluster.local").unwrap()
 }
 
-/// A root, and an issuer it signed in `dir/issuer/{crt,key}.pem`.
+/// A root, and an issuer it signed in `dir/issuer/{crt,key}.pem`; and a
+/// second root, `other.crt`, that signed nothing. The first root's PEM.
 fn certificates(dir: &Path) -> String {
     let cli = Cli::offline(env!("CARGO_BIN_EXE_tandem"), dir);
-    cli.cert(&["root", "root.crt", "root.key", "--profile", "root-ca"]);
     cli.cert(&["other", "other.crt", "other.key", "--profile", "root-ca"]);
-    cli.cert_signed(
-        "root",
-        &[
-            "identity.tandem.cluster.local",
-            "crt.pem",
-            "key.pem",
-            "--profile",
-            "intermediate-ca",
-        ],
-    );
-    let issuer = dir.join("issuer");
-    std::fs::create_dir(&issuer).unwrap();
-    for f in ["crt.pem", "key.pem"] {
-        std::fs::rename(dir.join(f), issuer.join(f)).unwrap();
-    }
-    std::fs::read_to_string(dir.join("root.crt")).unwrap()
+    cli.root_and_issuer_dir()
 }
 
 /// A token of ServiceAccount `sa` for the identity audience, from the API.
