@@ -198,7 +198,9 @@ impl Recorder {
     pub async fn start(client: &Client, namespace: &str, goal: Goal) -> Result<Recorder> {
         let endpoints_at = Arc::new(Mutex::new(First::default()));
         let weights_at = Arc::new(Mutex::new(First::default()));
-        let (listed_tx, mut listed) = watch::channel(0usize);
+        // Each watch sets its own bit once it has listed: a re-list of one
+        // never stands for the other's first list.
+        let (listed_tx, mut listed) = watch::channel(0u8);
         let listed_tx = Arc::new(listed_tx);
 
         let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
@@ -211,7 +213,7 @@ impl Recorder {
                 match update {
                     Update::Listed(all) => {
                         state = Slices::listed(all);
-                        done.send_modify(|n| *n += 1);
+                        done.send_modify(|n| *n |= SLICES_LISTED);
                     }
                     Update::Apply(s) => state.apply(s),
                     Update::Delete(s) => state.delete(s),
@@ -233,7 +235,7 @@ impl Recorder {
             while let Some(update) = updates.next().await {
                 let now = match update {
                     Update::Listed(all) => {
-                        done.send_modify(|n| *n += 1);
+                        done.send_modify(|n| *n |= SPLIT_LISTED);
                         all
                     }
                     Update::Apply(w) => vec![w],
@@ -254,7 +256,12 @@ impl Recorder {
             weights: weights_at,
             _watches: [slice_watch, split_watch],
         };
-        match tokio::time::timeout(LISTED, listed.wait_for(|n| *n >= 2)).await {
+        match tokio::time::timeout(
+            LISTED,
+            listed.wait_for(|n| *n == SLICES_LISTED | SPLIT_LISTED),
+        )
+        .await
+        {
             Ok(Ok(_)) => Ok(recorder),
             Ok(Err(_)) => bail!("the watches of emoji-svc's slices and split ended"),
             Err(_) => bail!(
@@ -277,6 +284,10 @@ impl Recorder {
         }
     }
 }
+
+/// The bits of the watches that have listed, in [`Recorder::start`].
+const SLICES_LISTED: u8 = 1;
+const SPLIT_LISTED: u8 = 2;
 
 fn lock(first: &Mutex<First>) -> std::sync::MutexGuard<'_, First> {
     first.lock().unwrap_or_else(|e| e.into_inner())
