@@ -35,6 +35,11 @@ impl NodeFiles {
     pub fn kubelet_root(&self) -> PathBuf {
         self.dir.join("kubelet")
     }
+    /// The kubelet's self-signed serving certificate (its default,
+    /// /var/lib/kubelet/pki, would be shared by every node).
+    pub fn kubelet_cert_dir(&self) -> PathBuf {
+        self.dir.join("kubelet-pki")
+    }
     pub fn pod_logs(&self) -> PathBuf {
         self.dir.join("pod-logs")
     }
@@ -190,6 +195,7 @@ pub fn kubelet_args(l: &ClusterLayout, kubeconfig: &Path) -> Vec<String> {
         format!("--config={}", p(f.kubelet_config())),
         format!("--kubeconfig={}", p(kubeconfig)),
         format!("--root-dir={}", p(f.kubelet_root())),
+        format!("--cert-dir={}", p(f.kubelet_cert_dir())),
         format!("--hostname-override={}", l.node_name()),
         format!("--node-ip={}", l.node_ip()),
         format!("--node-labels=topology.kubernetes.io/zone={}", l.name),
@@ -288,6 +294,16 @@ mod tests {
         let kb = kubelet_config(&west, Path::new("/ca.crt")).unwrap();
         assert!(ka.contains("/tandem2-east") && kb.contains("/tandem2-west"));
         assert!(east.containerd_socket().as_os_str().len() < 100);
+        // Every directory a kubelet writes is its node's own.
+        for (l, other) in [(&east, "/west/"), (&west, "/east/")] {
+            let args = kubelet_args(l, Path::new("/kubeconfig")).join(" ");
+            for flag in ["--root-dir=", "--cert-dir="] {
+                let value = args.split(flag).nth(1).expect(flag);
+                let value = value.split(' ').next().unwrap();
+                assert!(value.starts_with("/tb/clusters/"), "{flag}{value}");
+                assert!(!value.contains(other), "{flag}{value}");
+            }
+        }
     }
 
     #[test]

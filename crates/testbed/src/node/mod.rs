@@ -8,13 +8,16 @@
 //! - cgroups `/tandem<slot>-<cluster>` in every hierarchy;
 //! - sockets under `/run/tandem/<slot>/<cluster>`;
 //! - the host-wide sysctls that the kubelet sets, restored when the last
-//!   testbed with real nodes goes down.
+//!   testbed with real nodes goes down;
+//! - the kubelet's device plugin socket, whose path is fixed (see
+//!   [`kubelet_start`]), removed when the last testbed goes down.
 //!
 //! The host's `ip_forward` is never touched.
 
 pub mod addons;
 pub mod cgroup;
 pub mod files;
+pub mod kubelet_start;
 pub mod mounts;
 pub mod net;
 mod sysctl;
@@ -261,6 +264,7 @@ pub fn teardown(config: &Config, progress: &dyn Progress) -> Result<(), Error> {
         let _ = fs::remove_dir(&slot_run);
     }
     keep(sysctl::restore_if_last());
+    kubelet_start::remove_socket_if_last();
     match errors.into_iter().next() {
         Some(e) => Err(e),
         None => Ok(()),

@@ -3,7 +3,7 @@
 
 use std::{
     path::Path,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use kube::Client;
@@ -13,7 +13,8 @@ use super::{
     state::{ClusterStatus, ComponentStatus, Status},
 };
 use crate::{
-    ClusterLayout, Component, Error, Nodes, component,
+    ClusterLayout, Component, Error, Nodes, Toolchain, component,
+    node::kubelet_start,
     process::{self, ProcessId},
     toolchain,
 };
@@ -74,7 +75,7 @@ pub(super) fn stop_grace(c: Component) -> Duration {
     }
 }
 
-pub(super) fn startup_timeout(c: Component) -> Duration {
+fn startup_timeout(c: Component) -> Duration {
     match c {
         // The apiserver installs its bootstrap objects before /readyz passes;
         // on a loaded 2-core machine that can take a while.
@@ -133,10 +134,34 @@ pub(super) async fn probe(base: &kube::Config, url: &str) -> Result<(), String> 
     }
 }
 
-pub(super) async fn wait_healthy(
+/// Starts component `c` and waits until it is healthy; returns when it was
+/// started. Kubelets start one at a time on this machine (see
+/// [`kubelet_start`]).
+pub(super) async fn start_healthy(
+    l: &ClusterLayout,
+    tc: &Toolchain,
+    c: Component,
+    base: &kube::Config,
+) -> Result<SystemTime, Error> {
+    let _one_at_a_time = match c {
+        Component::Kubelet => Some(kubelet_start::lock().await?),
+        _ => None,
+    };
+    let since = SystemTime::now();
+    let id = component::spec(l, tc, c).spawn()?;
+    wait_healthy(l, c, id, since, base, startup_timeout(c)).await?;
+    Ok(since)
+}
+
+/// Waits until component `c`, started as process `id` at `since`, is
+/// healthy. A kubelet also has to be past its device plugin registry's
+/// start: its /healthz answers before that step, which can still make it
+/// exit.
+async fn wait_healthy(
     l: &ClusterLayout,
     c: Component,
     id: ProcessId,
+    since: SystemTime,
     base: &kube::Config,
     timeout: Duration,
 ) -> Result<(), Error> {
@@ -153,7 +178,13 @@ pub(super) async fn wait_healthy(
         if !id.is_alive() {
             return Err(failed(format!("process {} exited", id.pid)));
         }
-        let last = probe(base, &url).await;
+        let mut last = probe(base, &url).await;
+        if last.is_ok() && c == Component::Kubelet {
+            last = kubelet_start::registry_listening(
+                Path::new(kubelet_start::DEVICE_PLUGIN_SOCKET),
+                since,
+            );
+        }
         if last.is_ok() {
             return Ok(());
         }

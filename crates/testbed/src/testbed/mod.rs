@@ -17,11 +17,11 @@ pub use self::{
     state::{ClusterStatus, ComponentStatus, State, Status, UpOutcome, default_dir},
 };
 use self::{
-    health::{admin_config, cluster_err, startup_timeout, stop_grace, wait_healthy},
+    health::{admin_config, cluster_err, start_healthy, stop_grace},
     state::read_state,
 };
 use crate::{
-    ClusterLayout, Component, Config, Error, Nodes, Toolchain, component,
+    ClusterLayout, Component, Config, Error, Nodes, Toolchain,
     process::{self, ProcessId},
     toolchain,
 };
@@ -92,8 +92,9 @@ impl Testbed {
             return Ok(());
         }
         let base = admin_config(&self.kubeconfig_path(), cluster).await?;
-        let id = component::spec(&l, &self.toolchain(), c).spawn()?;
-        wait_healthy(&l, c, id, &base, startup_timeout(c)).await
+        start_healthy(&l, &self.toolchain(), c, &base)
+            .await
+            .map(drop)
     }
 
     // === images ===

@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::core::v1::{Node, ServiceAccount};
+use k8s_openapi::{
+    api::core::v1::{Node, ServiceAccount},
+    jiff::Timestamp,
+};
 use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
@@ -20,7 +23,7 @@ use tandem_util::call::call_retrying;
 
 use super::{
     Testbed, groups,
-    health::{admin_config, cluster_err, startup_timeout, wait_healthy, wait_until},
+    health::{admin_config, cluster_err, start_healthy, wait_until},
     state::{STATE_FILE, STATE_VERSION, State, Status, UpOutcome, lock_dir, read_state},
 };
 use crate::{
@@ -198,10 +201,15 @@ impl Testbed {
     ) -> Result<(), Error> {
         let start = Instant::now();
         let base = admin_config(&self.kubeconfig_path(), &l.name).await?;
+        // When this cluster's kubelet started: its node is Ready only with a
+        // heartbeat from then on, not by a status left in etcd by the last run.
+        let mut kubelet_since = None;
         for c in Component::started(l.nodes) {
             let t = Instant::now();
-            let id = component::spec(l, tc, c).spawn()?;
-            wait_healthy(l, c, id, &base, startup_timeout(c)).await?;
+            let since = start_healthy(l, tc, c, &base).await?;
+            if c == Component::Kubelet {
+                kubelet_since = Timestamp::try_from(since).ok();
+            }
             progress.step(&format!(
                 "{}: {c} healthy in {:.1}s",
                 l.name,
@@ -231,7 +239,7 @@ impl Testbed {
             &l.name,
             "the node to become Ready",
             Duration::from_secs(60),
-            || node_ready(&client, l),
+            || node_ready(&client, l, kubelet_since),
         )
         .await?;
         wait_until(
@@ -379,15 +387,31 @@ async fn install_gateway_api(
     Ok(())
 }
 
-async fn node_ready(client: &Client, l: &ClusterLayout) -> Result<bool, kube::Error> {
+async fn node_ready(
+    client: &Client,
+    l: &ClusterLayout,
+    since: Option<Timestamp>,
+) -> Result<bool, kube::Error> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let node = nodes.get(&l.node_name()).await?;
-    Ok(node
-        .status
-        .and_then(|s| s.conditions)
-        .unwrap_or_default()
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True"))
+    Ok(ready_since(&nodes.get(&l.node_name()).await?, since))
+}
+
+/// The node's Ready condition is True and, when `since` is given, was
+/// reported at or after it (the API keeps whole seconds).
+fn ready_since(node: &Node, since: Option<Timestamp>) -> bool {
+    let since = since.and_then(|t| Timestamp::from_second(t.as_second()).ok());
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            c.type_ == "Ready"
+                && c.status == "True"
+                && since.is_none_or(|since| {
+                    c.last_heartbeat_time.as_ref().is_some_and(|t| t.0 >= since)
+                })
+        })
 }
 
 async fn default_sa_exists(client: &Client) -> Result<bool, kube::Error> {
@@ -398,6 +422,45 @@ async fn default_sa_exists(client: &Client) -> Result<bool, kube::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::{api::core::v1::NodeCondition, apimachinery::pkg::apis::meta::v1::Time};
+
+    fn node(status: &str, heartbeat: Option<&str>) -> Node {
+        Node {
+            status: Some(k8s_openapi::api::core::v1::NodeStatus {
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: status.into(),
+                    last_heartbeat_time: heartbeat.map(|t| Time(t.parse().unwrap())),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_ready_status_left_from_the_last_run_is_not_ready() {
+        let start: Timestamp = "2026-12-03T08:51:42.015Z".parse().unwrap();
+        // Left in etcd by the kubelet of the last run.
+        assert!(!ready_since(
+            &node("True", Some("2026-12-03T08:41:58Z")),
+            Some(start)
+        ));
+        // Reported in the second the kubelet started (the API keeps seconds).
+        assert!(ready_since(
+            &node("True", Some("2026-12-03T08:51:42Z")),
+            Some(start)
+        ));
+        assert!(!ready_since(
+            &node("False", Some("2026-12-03T08:51:43Z")),
+            Some(start)
+        ));
+        assert!(!ready_since(&node("True", None), Some(start)));
+        assert!(!ready_since(&Node::default(), None));
+        // kwok's node: Ready is enough.
+        assert!(ready_since(&node("True", None), None));
+    }
 
     #[test]
     fn a_taken_port_is_named_with_its_owner() {
