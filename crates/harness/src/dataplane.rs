@@ -209,6 +209,7 @@ pub fn dump_control_plane(env: &Env, cluster: &str) {
             String::from_utf8_lossy(&out.stderr)
         );
     };
+    env.dump_nodes(cluster);
     show(&["get", "pods", "-o", "wide"]);
     show(&["describe", "pods"]);
     for deploy in [IDENTITY, DESTINATION] {

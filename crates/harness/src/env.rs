@@ -155,6 +155,32 @@ impl Env {
         self.apply(cluster, &manifest);
     }
 
+    /// Prints each node's Ready condition (its status, reason, message and
+    /// last heartbeat) and the testbed's component health, for a failed
+    /// test's output: a node whose kubelet stopped shows as Unknown there.
+    pub fn dump_nodes(&self, cluster: &str) {
+        let nodes = run(self.kubectl(cluster).args([
+            "get",
+            "nodes",
+            "-o",
+            "custom-columns=NAME:.metadata.name,\
+             READY:.status.conditions[?(@.type==\"Ready\")].status,\
+             REASON:.status.conditions[?(@.type==\"Ready\")].reason,\
+             HEARTBEAT:.status.conditions[?(@.type==\"Ready\")].lastHeartbeatTime,\
+             MESSAGE:.status.conditions[?(@.type==\"Ready\")].message",
+        ]));
+        let status = run(Command::new(&self.tandem)
+            .args(["testbed", "status", "--cluster", cluster, "--dir"])
+            .arg(&self.dir));
+        eprintln!(
+            "===== {cluster}: nodes =====\n{}{}===== {cluster}: tandem testbed status =====\n{}{}",
+            String::from_utf8_lossy(&nodes.stdout),
+            String::from_utf8_lossy(&nodes.stderr),
+            String::from_utf8_lossy(&status.stdout),
+            String::from_utf8_lossy(&status.stderr),
+        );
+    }
+
     /// A fresh namespace, created in each of `clusters`.
     pub fn namespace(&self, prefix: &str, clusters: &[&str]) -> TestNamespace {
         let suffix = format!(

@@ -60,6 +60,7 @@ impl TestNamespace {
 
     fn dump(&self) {
         for c in &self.clusters {
+            self.env.dump_nodes(c);
             let out = run(self.env.kubectl(c).args([
                 "get",
                 "all,endpointslices,events,configmaps,serviceaccounts",
