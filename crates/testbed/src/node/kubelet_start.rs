@@ -72,15 +72,13 @@ pub fn registry_listening(socket: &Path, since: SystemTime) -> Result<(), String
         .map_err(|e| format!("its device plugin registry {}: {e}", socket.display()))
 }
 
-/// Removes the registry socket that the testbed's kubelets left, once no
-/// testbed bridge is left and nothing listens on it (a kubelet of the host's
-/// own would).
-pub fn remove_socket_if_last() {
-    let any_bridge =
-        (0..crate::NET_SLOTS).any(|s| super::net::link_exists(&crate::config::bridge_name(s)));
+/// Removes the registry socket that the testbed's kubelets left (when the
+/// last testbed goes down), unless something listens on it: a kubelet of
+/// the host's own would.
+pub fn remove_stale_socket() {
     let socket = Path::new(DEVICE_PLUGIN_SOCKET);
     let is_socket = fs::symlink_metadata(socket).is_ok_and(|m| m.file_type().is_socket());
-    if !any_bridge && is_socket && UnixStream::connect(socket).is_err() {
+    if is_socket && UnixStream::connect(socket).is_err() {
         let _ = fs::remove_file(socket);
     }
 }

@@ -263,8 +263,11 @@ pub fn teardown(config: &Config, progress: &dyn Progress) -> Result<(), Error> {
     if slot_run.exists() && fs::read_dir(&slot_run).is_ok_and(|mut d| d.next().is_none()) {
         let _ = fs::remove_dir(&slot_run);
     }
-    keep(sysctl::restore_if_last());
-    kubelet_start::remove_socket_if_last();
+    // What is host-wide goes back only with the last testbed of real nodes.
+    if !net::any_bridge() {
+        keep(sysctl::restore());
+        kubelet_start::remove_stale_socket();
+    }
     match errors.into_iter().next() {
         Some(e) => Err(e),
         None => Ok(()),

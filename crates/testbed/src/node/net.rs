@@ -38,6 +38,12 @@ pub fn netns_path(name: &str) -> PathBuf {
     Path::new("/run/netns").join(name)
 }
 
+/// Whether the bridge of any testbed slot exists: a testbed with real
+/// nodes still runs.
+pub fn any_bridge() -> bool {
+    (0..crate::NET_SLOTS).any(|s| link_exists(&crate::config::bridge_name(s)))
+}
+
 pub fn link_exists(name: &str) -> bool {
     Path::new("/sys/class/net").join(name).exists()
 }

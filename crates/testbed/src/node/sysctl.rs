@@ -52,12 +52,10 @@ pub fn record_and_set() -> Result<(), Error> {
     Ok(())
 }
 
-/// Puts the recorded values back once no testbed bridge is left.
-pub fn restore_if_last() -> Result<(), Error> {
-    let any_bridge =
-        (0..crate::NET_SLOTS).any(|s| net::link_exists(&crate::config::bridge_name(s)));
+/// Puts the recorded values back (when the last testbed goes down).
+pub fn restore() -> Result<(), Error> {
     let record = Path::new(RECORD);
-    if any_bridge || !record.exists() {
+    if !record.exists() {
         return Ok(());
     }
     let text = fs::read_to_string(record).map_err(|e| Error::io(record, e))?;
