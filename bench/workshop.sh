@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks the workshop's payoff on real nodes: `tandem demo` with
-# vote-bot at --rate requests a second, failing over and back --failovers
+# vote-bot at --rate votes a second (200 requests a second to web at the
+# default 100: a list and a vote each), failing over and back --failovers
 # times (scale emoji in east to 0, then to 1). It prints p50/p99/max of the
 # time from `kubectl scale` until all of emoji's traffic reaches west (and
 # until it is back), and vote-bot's failed requests over all the rounds

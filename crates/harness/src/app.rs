@@ -279,36 +279,68 @@ impl Drop for LogsOnFailure<'_> {
     }
 }
 
-/// `tandem --context CLUSTER viz stat -n NS KIND -t 30s -o json`: its rows,
-/// or why there are none (the command failed, or printed no JSON array).
+/// `tandem --context CLUSTER viz stat ARGS... -t 30s EXTRA...`.
+fn viz_stat(env: &Env, cluster: &str, args: &[&str], extra: &[&str]) -> Result<String, String> {
+    let out = run(env
+        .tandem()
+        .args(["--context", cluster, "viz", "stat"])
+        .args(args)
+        .args(["-t", "30s"])
+        .args(extra));
+    if !out.status.success() {
+        return Err(format!(
+            "viz stat {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `tandem --context CLUSTER viz stat ARGS... -t 30s -o json` (ARGS: the
+/// namespace, the type and any flags, e.g. `["-n", NS, "svc", "--from",
+/// "deploy/web"]`): its rows, or why there are none (the command failed,
+/// or printed no JSON array).
 pub fn viz_stat_json(
     env: &Env,
     cluster: &str,
-    ns: &TestNamespace,
-    kind: &str,
+    args: &[&str],
 ) -> Result<Vec<serde_json::Value>, String> {
-    let out = run(env.tandem().args([
-        "--context",
-        cluster,
-        "viz",
-        "stat",
-        "-n",
-        &ns.name,
-        kind,
-        "-t",
-        "30s",
-        "-o",
-        "json",
-    ]));
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    let out = viz_stat(env, cluster, args, &["-o", "json"])?;
+    serde_json::from_str(&out)
+        .map_err(|e| format!("viz stat -o json printed no JSON array ({e}): {out}"))
+}
+
+/// `viz stat`'s table, as people read it.
+#[derive(Clone, Debug)]
+pub struct StatTable {
+    pub text: String,
+}
+
+impl StatTable {
+    /// `tandem --context CLUSTER viz stat ARGS... -t 30s` (ARGS may add
+    /// `-o wide`), or why it failed.
+    pub fn get(env: &Env, cluster: &str, args: &[&str]) -> Result<Self, String> {
+        viz_stat(env, cluster, args, &[]).map(|text| Self { text })
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| {
-        format!(
-            "viz stat -o json printed no JSON array ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
+
+    /// The column names.
+    pub fn header(&self) -> Vec<&str> {
+        self.text
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect()
+    }
+
+    /// The cells of the first row whose first cell starts with `prefix`.
+    pub fn row(&self, prefix: &str) -> Option<Vec<&str>> {
+        self.text
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|cells| cells.first().is_some_and(|c| c.starts_with(prefix)))
+    }
 }
 
 #[cfg(test)]

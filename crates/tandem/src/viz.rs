@@ -66,8 +66,8 @@ pub struct StatArgs {
     /// The namespace.
     #[arg(short, long, default_value = "default")]
     namespace: String,
-    /// Every namespace (adds a NAMESPACE column).
-    #[arg(short = 'A', long)]
+    /// Every namespace (adds a NAMESPACE column). Not with --namespace.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
     all_namespaces: bool,
     /// Only the traffic sent by this resource, KIND/NAME (e.g. deploy/web).
     #[arg(long, value_name = "RESOURCE")]
@@ -150,4 +150,81 @@ async fn stat(cluster: &ClusterArgs, args: StatArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        stat: StatArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("stat").chain(args.iter().copied()))
+    }
+
+    fn request(args: &[&str]) -> Result<StatRequest, String> {
+        let cli = parse(args).map_err(|e| e.to_string())?;
+        cli.stat.request().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_flags_make_the_request() {
+        let r = request(&[
+            "-n",
+            "emojivoto",
+            "svc",
+            "--from",
+            "deploy/vote-bot",
+            "-t",
+            "30s",
+        ])
+        .unwrap();
+        assert_eq!(r.kind, Kind::Service);
+        assert_eq!(r.namespace.as_deref(), Some("emojivoto"));
+        assert_eq!(r.name, None);
+        assert_eq!(
+            r.from,
+            Some(Resource {
+                kind: Kind::Deployment,
+                name: Some("vote-bot".into())
+            })
+        );
+        assert_eq!(r.window, "30s".parse::<Window>().unwrap());
+
+        let all = request(&["-A", "deploy"]).unwrap();
+        assert_eq!((all.kind, all.namespace), (Kind::Deployment, None));
+        for args in [&["deploy/web"][..], &["deploy", "web"]] {
+            let one = request(args).unwrap();
+            assert_eq!(one.name.as_deref(), Some("web"), "{args:?}");
+            assert_eq!(one.namespace.as_deref(), Some("default"), "{args:?}");
+        }
+        assert_eq!(request(&["po"]).unwrap().kind, Kind::Pod);
+        assert_eq!(request(&["ns", "emojivoto"]).unwrap().kind, Kind::Namespace);
+        assert_eq!(request(&["ts/emoji-svc"]).unwrap().kind, Kind::TrafficSplit);
+        let wide = parse(&["-o", "wide", "deploy"]).unwrap();
+        assert_eq!(wide.stat.output, StatFormat::Wide);
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_the_reason() {
+        let twice = request(&["deploy/web", "web"]).unwrap_err();
+        assert!(twice.contains("give the name once"), "{twice}");
+        let both = request(&["-A", "-n", "x", "deploy"]).unwrap_err();
+        assert!(both.contains("cannot be used with"), "{both}");
+        for (args, what) in [
+            (&["cronjob"][..], "cronjob"),
+            (&["deploy", "--from", "nothing/x"], "nothing"),
+            (&["deploy", "-t", "soon"], "soon"),
+            (&["deploy", "-o", "yaml"], "yaml"),
+        ] {
+            let e = request(args).unwrap_err();
+            assert!(e.contains(what), "{args:?}: {e}");
+        }
+    }
 }

@@ -49,7 +49,7 @@ fn prometheus(env: &Env, query: &str) -> Vec<Value> {
 }
 
 fn stat_json(env: &Env, ns: &TestNamespace, kind: &str) -> Result<Vec<Value>, String> {
-    app::viz_stat_json(env, CLUSTER, ns, kind)
+    app::viz_stat_json(env, CLUSTER, &["-n", &ns.name, kind])
 }
 
 /// The 30 s window of the queries and two 10 s scrapes.
@@ -243,39 +243,37 @@ async fn viz_stat_shows_a_known_load() {
     let svc = stat_row(&env, &ns, "svc", &load).await;
     assert_eq!(svc["kind"], "service");
     assert!(svc.get("meshed").is_none(), "{svc}");
-    // ts: the apex's traffic by the backend it reached; the idle one as `-`.
+    // ts: the apex's traffic by the backend it reached (LEAF), the idle one
+    // as `-`; each row named by the split, with its apex and the weights.
     let splits = stat_json(&env, &ns, "ts").unwrap_or_else(|e| panic!("{e}"));
-    check_row(&splits, "web", sent_rate(&load)).unwrap_or_else(|e| panic!("{e}"));
-    let idle = splits.iter().find(|r| r["name"] == "web-west");
+    let leaves: Vec<Value> = splits
+        .iter()
+        .map(|r| {
+            assert_eq!(
+                (&r["kind"], &r["name"], &r["apex"]),
+                (&"trafficsplit".into(), &"web".into(), &"web".into()),
+                "{r}"
+            );
+            assert!(r.get("meshed").is_none(), "{r}");
+            let mut leaf = r.clone();
+            leaf["name"] = r["leaf"].clone();
+            leaf
+        })
+        .collect();
+    let busy = check_row(&leaves, "web", sent_rate(&load)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(busy["weight"], "1", "{busy}");
+    let idle = leaves.iter().find(|r| r["name"] == "web-west");
     assert!(
-        idle.is_some_and(|r| r["rps"].is_null() && r["kind"] == "trafficsplit"),
+        idle.is_some_and(|r| r["rps"].is_null() && r["weight"] == "0"),
         "{splits:?}"
     );
 
     // The table, as people read it.
-    let table = ok(
-        &run(env.tandem().args([
-            "--context",
-            CLUSTER,
-            "viz",
-            "stat",
-            "-n",
-            &ns.name,
-            "deploy",
-            "-t",
-            "30s",
-        ])),
-        "viz stat deploy",
-    );
-    eprintln!("{table}");
-    let mut lines = table.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
+    let table = app::StatTable::get(&env, CLUSTER, &["-n", &ns.name, "deploy"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{}", table.text);
     assert_eq!(
-        header,
+        table.header(),
         [
             "NAME",
             "MESHED",
@@ -287,13 +285,16 @@ async fn viz_stat_shows_a_known_load() {
             "TCP_CONN"
         ]
     );
-    let web: Vec<&str> = lines
-        .find(|l| l.starts_with("web "))
-        .unwrap_or_else(|| panic!("no web row:\n{table}"))
-        .split_whitespace()
-        .collect();
-    assert_eq!(&web[1..3], ["1/1", "100.00%"], "{table}");
-    assert!(web[3].ends_with("rps") && web[4].ends_with("ms"), "{table}");
+    let web = table
+        .row("web")
+        .filter(|cells| cells[0] == "web")
+        .unwrap_or_else(|| panic!("no web row:\n{}", table.text));
+    assert_eq!(&web[1..3], ["1/1", "100.00%"], "{}", table.text);
+    assert!(
+        web[3].ends_with("rps") && web[4].ends_with("ms"),
+        "{}",
+        table.text
+    );
 
     let samples = load.stop();
     let failed = samples.iter().filter(|s| s.failed()).count();

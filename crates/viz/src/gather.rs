@@ -14,7 +14,7 @@ use tandem_inject::PROXY_CONTAINER;
 use crate::{
     Error, prom,
     query::{self, Kind, StatRequest, Window},
-    stats::{self, Answers, Key, Owner, PodInfo, Row},
+    stats::{self, Answers, Key, Owner, PodInfo, Row, SplitLeaf},
 };
 
 /// The rows of one request: Prometheus' figures for every resource with
@@ -25,8 +25,12 @@ pub async fn stat(client: &Client, r: &StatRequest) -> Result<Vec<Row>, Error> {
         return split_stats(client, r).await;
     }
     let traffic = traffic(client, r).await?;
-    let (listed, meshed) = list(client, r).await?;
-    Ok(stats::rows(r.kind, &listed, &meshed, traffic))
+    let listed = list(client, r).await?;
+    let mut rows = stats::rows(r.kind, &listed.keys, &listed.meshed, traffic);
+    for row in &mut rows {
+        row.status = listed.status.get(&row.key).cloned();
+    }
+    Ok(rows)
 }
 
 /// `ts`: for each split (of the namespace, or the one named), the traffic
@@ -62,14 +66,32 @@ async fn split_stats(client: &Client, r: &StatRequest) -> Result<Vec<Row>, Error
             })
             .collect();
         let traffic = traffic(client, &apex).await?;
-        rows.extend(stats::rows(
-            Kind::TrafficSplit,
-            &listed,
-            &BTreeMap::new(),
-            traffic,
-        ));
+        let split = ts.metadata.name.clone().unwrap_or_default();
+        for mut row in stats::rows(Kind::TrafficSplit, &listed, &BTreeMap::new(), traffic) {
+            let weight = ts
+                .spec
+                .backends
+                .iter()
+                .find(|b| b.service == row.key.name)
+                .map_or_else(|| "-".into(), |b| weight_text(&b.weight));
+            row.split = Some(SplitLeaf {
+                split: split.clone(),
+                apex: ts.spec.service.clone(),
+                weight,
+            });
+            rows.push(row);
+        }
     }
     Ok(rows)
+}
+
+/// A weight as the split writes it: `1`, `500m`.
+fn weight_text(w: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString) -> String {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    match w {
+        IntOrString::Int(i) => i.to_string(),
+        IntOrString::String(s) => s.clone(),
+    }
 }
 
 /// Prometheus' figures for the request, by resource.
@@ -112,11 +134,18 @@ fn kube_err(what: String) -> impl FnOnce(kube::Error) -> Error {
     move |source| Error::Kube { what, source }
 }
 
+/// The resources of a request's kind listed from the API.
+#[derive(Default)]
+struct Listed {
+    keys: Vec<Key>,
+    /// MESHED, for the kinds with it.
+    meshed: BTreeMap<Key, stats::Meshed>,
+    /// STATUS, for pods.
+    status: BTreeMap<Key, String>,
+}
+
 /// The resources of the request's kind, and MESHED for the kinds with it.
-async fn list(
-    client: &Client,
-    r: &StatRequest,
-) -> Result<(Vec<Key>, BTreeMap<Key, stats::Meshed>), Error> {
+async fn list(client: &Client, r: &StatRequest) -> Result<Listed, Error> {
     let ns = match r.kind {
         Kind::Namespace => None,
         _ => r.namespace.as_deref(),
@@ -138,18 +167,22 @@ async fn list(
                 .map(|s| key_of(&s.metadata))
                 .filter(keep)
                 .collect();
-            Ok((keys, BTreeMap::new()))
+            Ok(Listed {
+                keys,
+                ..Listed::default()
+            })
         }
         kind => {
             let pods: Api<Pod> = scoped(client, ns);
-            let pods: Vec<PodInfo> = pods
-                .list(&lp)
-                .await
-                .map_err(kube_err(api("pods")))?
-                .items
-                .iter()
-                .map(pod_info)
-                .collect();
+            let pods = pods.list(&lp).await.map_err(kube_err(api("pods")))?.items;
+            let status = match kind {
+                Kind::Pod => pods
+                    .iter()
+                    .map(|p| (key_of(&p.metadata), stats::pod_status(p)))
+                    .collect(),
+                _ => BTreeMap::new(),
+            };
+            let pods: Vec<PodInfo> = pods.iter().map(pod_info).collect();
             let owners: Vec<Owner> = match kind {
                 Kind::Deployment => {
                     let deploys: Api<Deployment> = scoped(client, ns);
@@ -195,7 +228,11 @@ async fn list(
                 Kind::Pod => meshed.keys().cloned().collect(),
                 _ => owners.into_iter().map(|o| o.key).collect(),
             };
-            Ok((keys.into_iter().filter(|k| keep(k)).collect(), meshed))
+            Ok(Listed {
+                keys: keys.into_iter().filter(|k| keep(k)).collect(),
+                meshed,
+                status,
+            })
         }
     }
 }

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::{
-    query::Window,
+    query::{Kind, Window},
     stats::{Row, Traffic},
 };
 
@@ -27,85 +27,134 @@ fn or_dash(v: Option<String>) -> String {
     v.unwrap_or_else(|| "-".into())
 }
 
-/// The cells of one row, after NAME (and NAMESPACE).
-fn cells(row: &Row, window: Window, wide: bool) -> Vec<String> {
-    let meshed = match row.meshed {
-        Some(m) => format!("{}/{}", m.meshed, m.total),
-        None => "-".into(),
-    };
-    let mut out = vec![meshed];
-    let t: Option<&Traffic> = row.traffic.as_ref();
-    let requests = t.filter(|t| t.total() > 0.0);
-    out.push(or_dash(
-        requests
-            .and_then(Traffic::success_rate)
-            .map(|r| format!("{:.2}%", r * 100.0)),
-    ));
-    out.push(or_dash(
-        requests.map(|t| format!("{:.1}rps", t.total() / window.seconds())),
-    ));
-    for i in 0..3 {
-        out.push(or_dash(
-            requests
-                .and_then(|t| t.latency_ms[i])
-                .map(|ms| format!("{}ms", ms.max(0.0) as u64)),
-        ));
-    }
-    out.push(or_dash(
-        t.and_then(|t| t.tcp_connections)
-            .map(|c| format!("{}", c.max(0.0).round() as u64)),
-    ));
-    if wide {
-        for v in [
-            t.and_then(|t| t.read_bytes_per_sec),
-            t.and_then(|t| t.write_bytes_per_sec),
-        ] {
-            out.push(or_dash(v.map(|b| format!("{:.1}B/s", b.max(0.0)))));
-        }
-    }
-    out
+/// The traffic of a row that had requests: Linkerd prints every figure of
+/// a row without requests as `-`, TCP_CONN too.
+fn requests(row: &Row) -> Option<&Traffic> {
+    row.traffic.as_ref().filter(|t| t.total() > 0.0)
 }
 
-/// The table: NAMESPACE and NAME left-aligned, the figures right-aligned,
-/// three spaces between columns, as Linkerd prints it. No rows gives an
-/// empty string (the caller prints [`NO_TRAFFIC`] on stderr).
-pub fn table(rows: &[Row], window: Window, o: TableOptions) -> String {
-    if rows.is_empty() {
-        return String::new();
-    }
-    let mut header: Vec<&str> = vec![];
+/// Whether rows of this kind show TCP_CONN (and, wide, the byte rates):
+/// all but `ts`, as Linkerd's `showTCPConns`.
+fn shows_tcp(kind: Kind) -> bool {
+    kind != Kind::TrafficSplit
+}
+
+/// A column: its header, and whether its cells are left-aligned.
+struct Column {
+    header: &'static str,
+    left: bool,
+}
+
+const fn col(header: &'static str, left: bool) -> Column {
+    Column { header, left }
+}
+
+/// The columns of a table of `kind`, as Linkerd's `printSingleStatTable`.
+fn columns(kind: Kind, o: TableOptions) -> Vec<Column> {
+    let mut c = vec![];
     if o.all_namespaces {
-        header.push("NAMESPACE");
+        c.push(col("NAMESPACE", true));
     }
-    header.extend([
-        "NAME",
-        "MESHED",
+    c.push(col("NAME", true));
+    match kind {
+        Kind::Pod => c.extend([col("STATUS", false), col("MESHED", false)]),
+        Kind::TrafficSplit => {
+            c.extend([col("APEX", true), col("LEAF", true), col("WEIGHT", false)])
+        }
+        _ => c.push(col("MESHED", false)),
+    }
+    for h in [
         "SUCCESS",
         "RPS",
         "LATENCY_P50",
         "LATENCY_P95",
         "LATENCY_P99",
-        "TCP_CONN",
-    ]);
-    if o.wide {
-        header.extend(["READ_BYTES/SEC", "WRITE_BYTES/SEC"]);
+    ] {
+        c.push(col(h, false));
     }
-    let left = if o.all_namespaces { 2 } else { 1 };
-    let mut lines: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
-    for row in rows {
-        let mut line = vec![];
-        if o.all_namespaces {
-            line.push(row.key.namespace.clone());
+    if shows_tcp(kind) {
+        c.push(col("TCP_CONN", false));
+        if o.wide {
+            c.extend([col("READ_BYTES/SEC", false), col("WRITE_BYTES/SEC", false)]);
         }
-        line.push(row.key.name.clone());
-        line.extend(cells(row, window, o.wide));
-        lines.push(line);
     }
-    let widths: Vec<usize> = (0..header.len())
+    c
+}
+
+/// The cells of one row, in the order of [`columns`].
+fn cells(row: &Row, window: Window, o: TableOptions) -> Vec<String> {
+    let mut out = vec![];
+    if o.all_namespaces {
+        out.push(row.key.namespace.clone());
+    }
+    let meshed = || match row.meshed {
+        Some(m) => format!("{}/{}", m.meshed, m.total),
+        None => "-".into(),
+    };
+    match (row.kind, &row.split) {
+        (Kind::TrafficSplit, Some(s)) => out.extend([
+            s.split.clone(),
+            s.apex.clone(),
+            row.key.name.clone(),
+            s.weight.clone(),
+        ]),
+        (Kind::TrafficSplit, None) => {
+            out.extend([row.key.name.clone(), "-".into(), "-".into(), "-".into()])
+        }
+        (Kind::Pod, _) => out.extend([row.key.name.clone(), or_dash(row.status.clone()), meshed()]),
+        _ => out.extend([row.key.name.clone(), meshed()]),
+    }
+    let t = requests(row);
+    out.push(or_dash(
+        t.and_then(Traffic::success_rate)
+            .map(|r| format!("{:.2}%", r * 100.0)),
+    ));
+    out.push(or_dash(
+        t.map(|t| format!("{:.1}rps", t.total() / window.seconds())),
+    ));
+    for i in 0..3 {
+        out.push(or_dash(
+            t.and_then(|t| t.latency_ms[i])
+                .map(|ms| format!("{}ms", ms.max(0.0) as u64)),
+        ));
+    }
+    if shows_tcp(row.kind) {
+        out.push(or_dash(t.map(|t| {
+            format!(
+                "{}",
+                t.tcp_connections.unwrap_or(0.0).max(0.0).round() as u64
+            )
+        })));
+        if o.wide {
+            for v in [
+                t.map(|t| t.read_bytes_per_sec),
+                t.map(|t| t.write_bytes_per_sec),
+            ] {
+                out.push(or_dash(
+                    v.map(|b| format!("{:.1}B/s", b.unwrap_or(0.0).max(0.0))),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// The table: NAMESPACE, NAME, APEX and LEAF left-aligned, the rest
+/// right-aligned, three spaces between columns, as Linkerd prints it. The
+/// columns are those of the first row's kind (one request is one kind). No
+/// rows gives an empty string (the caller prints [`NO_TRAFFIC`] on stderr).
+pub fn table(rows: &[Row], window: Window, o: TableOptions) -> String {
+    let Some(first) = rows.first() else {
+        return String::new();
+    };
+    let columns = columns(first.kind, o);
+    let mut lines: Vec<Vec<String>> = vec![columns.iter().map(|c| c.header.to_string()).collect()];
+    lines.extend(rows.iter().map(|row| cells(row, window, o)));
+    let widths: Vec<usize> = (0..columns.len())
         .map(|i| {
             lines
                 .iter()
-                .map(|l| l[i].chars().count())
+                .map(|l| l.get(i).map_or(0, |c| c.chars().count()))
                 .max()
                 .unwrap_or(0)
         })
@@ -113,16 +162,16 @@ pub fn table(rows: &[Row], window: Window, o: TableOptions) -> String {
     let mut out = String::new();
     for line in &lines {
         let mut text = String::new();
-        for (i, cell) in line.iter().enumerate() {
+        for (i, (cell, column)) in line.iter().zip(&columns).enumerate() {
             let pad = widths[i] - cell.chars().count();
-            if i < left {
-                if i > 0 {
-                    text.push_str(&" ".repeat(PADDING));
-                }
+            if i > 0 {
+                text.push_str(&" ".repeat(PADDING));
+            }
+            if column.left {
                 text.push_str(cell);
                 text.push_str(&" ".repeat(pad));
             } else {
-                text.push_str(&" ".repeat(PADDING + pad));
+                text.push_str(&" ".repeat(pad));
                 text.push_str(cell);
             }
         }
@@ -132,7 +181,9 @@ pub fn table(rows: &[Row], window: Window, o: TableOptions) -> String {
     out
 }
 
-/// One row of `-o json`, with Linkerd's field names.
+/// One row of `-o json`, with Linkerd's field names: the figures are
+/// `null` without requests; the TCP fields are left out then, and for `ts`,
+/// whose rows have `apex`, `leaf` and `weight` instead of `meshed`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct JsonRow {
     pub namespace: String,
@@ -146,33 +197,45 @@ pub struct JsonRow {
     pub latency_ms_p50: Option<u64>,
     pub latency_ms_p95: Option<u64>,
     pub latency_ms_p99: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tcp_open_connections: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_read_bytes_rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_write_bytes_rate: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apex: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leaf: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<String>,
 }
 
 /// The rows as Linkerd's JSON objects.
 pub fn json_rows(rows: &[Row], window: Window) -> Vec<JsonRow> {
     rows.iter()
         .map(|row| {
-            let t = row.traffic.as_ref();
-            let requests = t.filter(|t| t.total() > 0.0);
-            let ms = |i: usize| {
-                requests
-                    .and_then(|t| t.latency_ms[i])
-                    .map(|v| v.max(0.0) as u64)
-            };
+            let t = requests(row);
+            let ms = |i: usize| t.and_then(|t| t.latency_ms[i]).map(|v| v.max(0.0) as u64);
+            let tcp = t.filter(|_| shows_tcp(row.kind));
+            let split = row.split.as_ref();
             JsonRow {
                 namespace: row.key.namespace.clone(),
                 kind: row.kind.name().into(),
-                name: row.key.name.clone(),
+                name: split.map_or_else(|| row.key.name.clone(), |s| s.split.clone()),
                 meshed: row.meshed.map(|m| format!("{}/{}", m.meshed, m.total)),
-                success: requests.and_then(Traffic::success_rate),
-                rps: requests.map(|t| t.total() / window.seconds()),
+                success: t.and_then(Traffic::success_rate),
+                rps: t.map(|t| t.total() / window.seconds()),
                 latency_ms_p50: ms(0),
                 latency_ms_p95: ms(1),
                 latency_ms_p99: ms(2),
-                tcp_open_connections: t
-                    .and_then(|t| t.tcp_connections)
-                    .map(|c| c.max(0.0).round() as u64),
+                tcp_open_connections: tcp
+                    .map(|t| t.tcp_connections.unwrap_or(0.0).max(0.0).round() as u64),
+                tcp_read_bytes_rate: tcp.map(|t| t.read_bytes_per_sec.unwrap_or(0.0).max(0.0)),
+                tcp_write_bytes_rate: tcp.map(|t| t.write_bytes_per_sec.unwrap_or(0.0).max(0.0)),
+                apex: split.map(|s| s.apex.clone()),
+                leaf: split.map(|_| row.key.name.clone()),
+                weight: split.map(|s| s.weight.clone()),
             }
         })
         .collect()

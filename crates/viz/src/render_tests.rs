@@ -1,7 +1,7 @@
 use super::*;
 use crate::{
     query::Kind,
-    stats::{Key, Meshed},
+    stats::{Key, Meshed, SplitLeaf},
 };
 
 fn row(
@@ -19,6 +19,8 @@ fn row(
         },
         meshed: meshed.map(|(meshed, total)| Meshed { meshed, total }),
         traffic,
+        status: None,
+        split: None,
     }
 }
 
@@ -115,14 +117,16 @@ emojivoto   emoji-svc-west        -    96.67%   1.0rps           2ms           3
     );
     let want = "\
 NAME             MESHED   SUCCESS      RPS   LATENCY_P50   LATENCY_P95   LATENCY_P99   TCP_CONN   READ_BYTES/SEC   WRITE_BYTES/SEC
-emoji-svc-west        -    96.67%   0.5rps           2ms           3ms           5ms          1        1234.6B/s                 -
+emoji-svc-west        -    96.67%   0.5rps           2ms           3ms           5ms          1        1234.6B/s            0.0B/s
 ";
     assert_eq!(wide, want, "\n{wide}");
     assert_eq!(table(&[], Window::DEFAULT, TableOptions::default()), "");
 }
 
+/// A row without requests is all `-`, TCP_CONN and the byte rates too, as
+/// Linkerd's `templateStringEmpty`, even if it has open connections.
 #[test]
-fn connections_without_requests_show_only_connections() {
+fn rows_without_requests_are_all_dashes() {
     let rows = vec![row(
         Kind::Deployment,
         "a",
@@ -130,15 +134,92 @@ fn connections_without_requests_show_only_connections() {
         Some((1, 1)),
         Some(Traffic {
             tcp_connections: Some(2.0),
+            read_bytes_per_sec: Some(10.0),
             ..Default::default()
         }),
     )];
-    let t = table(&rows, Window::DEFAULT, TableOptions::default());
+    let wide = TableOptions {
+        all_namespaces: false,
+        wide: true,
+    };
+    let t = table(&rows, Window::DEFAULT, wide);
     assert_eq!(
         t.lines().nth(1),
-        Some("db        1/1         -     -             -             -             -          2"),
+        Some(
+            "db        1/1         -     -             -             -             -          -                -                 -"
+        ),
         "\n{t}"
     );
+    let j: serde_json::Value = serde_json::from_str(&json(&rows, Window::DEFAULT)).unwrap();
+    assert!(j[0].get("tcp_open_connections").is_none(), "{j}");
+    assert!(j[0].get("tcp_read_bytes_rate").is_none(), "{j}");
+}
+
+/// `po` adds STATUS after NAME, as Linkerd's pod table.
+#[test]
+fn pods_have_a_status_column() {
+    let mut web = row(
+        Kind::Pod,
+        "emojivoto",
+        "web-5d9f-abcde",
+        Some((1, 1)),
+        busy(60.0, 0.0, [1.0, 2.0, 3.0], 2.0),
+    );
+    web.status = Some("Running".into());
+    let mut old = row(Kind::Pod, "emojivoto", "web-5d9f-zzzzz", Some((1, 1)), None);
+    old.status = Some("Terminating".into());
+    let t = table(&[web, old], Window::DEFAULT, TableOptions::default());
+    let want = "\
+NAME                  STATUS   MESHED   SUCCESS      RPS   LATENCY_P50   LATENCY_P95   LATENCY_P99   TCP_CONN
+web-5d9f-abcde       Running      1/1   100.00%   1.0rps           1ms           2ms           3ms          2
+web-5d9f-zzzzz   Terminating      1/1         -        -             -             -             -          -
+";
+    assert_eq!(t, want, "\n{t}");
+}
+
+fn split_rows() -> Vec<Row> {
+    let leaf = |name: &str, weight: &str, traffic| {
+        let mut r = row(Kind::TrafficSplit, "emojivoto", name, None, traffic);
+        r.split = Some(SplitLeaf {
+            split: "emoji-split".into(),
+            apex: "emoji-svc".into(),
+            weight: weight.into(),
+        });
+        r
+    };
+    vec![
+        leaf("emoji-svc", "0", None),
+        leaf("emoji-svc-west", "1", busy(30.0, 0.0, [1.0, 2.0, 4.0], 1.0)),
+    ]
+}
+
+/// `ts`: one row per leaf, NAME the split, with APEX, LEAF and WEIGHT in
+/// place of MESHED and no TCP columns, as Linkerd's split table.
+#[test]
+fn splits_show_apex_leaf_and_weight() {
+    let wide = TableOptions {
+        all_namespaces: false,
+        wide: true,
+    };
+    let t = table(&split_rows(), Window::DEFAULT, wide);
+    let want = "\
+NAME          APEX        LEAF             WEIGHT   SUCCESS      RPS   LATENCY_P50   LATENCY_P95   LATENCY_P99
+emoji-split   emoji-svc   emoji-svc             0         -        -             -             -             -
+emoji-split   emoji-svc   emoji-svc-west        1   100.00%   0.5rps           1ms           2ms           4ms
+";
+    assert_eq!(t, want, "\n{t}");
+    let j: serde_json::Value = serde_json::from_str(&json(&split_rows(), Window::DEFAULT)).unwrap();
+    assert_eq!(
+        j[1],
+        serde_json::json!({
+            "namespace": "emojivoto", "kind": "trafficsplit", "name": "emoji-split",
+            "success": 1.0, "rps": 0.5,
+            "latency_ms_p50": 1, "latency_ms_p95": 2, "latency_ms_p99": 4,
+            "apex": "emoji-svc", "leaf": "emoji-svc-west", "weight": "1",
+        })
+    );
+    assert_eq!(j[0]["leaf"], "emoji-svc");
+    assert_eq!(j[0]["rps"], serde_json::Value::Null);
 }
 
 #[test]
@@ -152,10 +233,11 @@ fn json_has_linkerds_fields() {
             "namespace": "emojivoto", "kind": "deployment", "name": "voting", "meshed": "1/1",
             "success": 53.0 / 60.0, "rps": 1.0,
             "latency_ms_p50": 1, "latency_ms_p95": 2, "latency_ms_p99": 2,
-            "tcp_open_connections": 3,
+            "tcp_open_connections": 3, "tcp_read_bytes_rate": 1234.56, "tcp_write_bytes_rate": 0.0,
         })
     );
     assert_eq!(rows[1]["success"], serde_json::Value::Null);
+    assert!(rows[1].get("tcp_open_connections").is_none(), "{}", rows[1]);
     assert_eq!(rows[1]["rps"], serde_json::Value::Null);
     let svc = json(&[row(Kind::Service, "a", "s", None, None)], Window::DEFAULT);
     assert!(!svc.contains("meshed"), "{svc}");

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::{ContainerState, Pod};
+
 use crate::{
     prom::Sample,
     query::{Kind, Queries},
@@ -54,6 +56,21 @@ pub struct Row {
     pub meshed: Option<Meshed>,
     /// `None` when no proxy reported traffic for it.
     pub traffic: Option<Traffic>,
+    /// `po`: the pod's STATUS, as kubectl shows it (`Running`,
+    /// `Terminating`, `CrashLoopBackOff`...).
+    pub status: Option<String>,
+    /// `ts`: the split this row is a leaf of; `key.name` is the leaf.
+    pub split: Option<SplitLeaf>,
+}
+
+/// What a `ts` row adds: the split (NAME), its apex service (APEX) and the
+/// leaf's weight (WEIGHT) as the split writes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SplitLeaf {
+    pub split: String,
+    pub apex: String,
+    /// `-` for a service the apex's traffic reached that is no backend.
+    pub weight: String,
 }
 
 /// What each query of [`Queries`] answered.
@@ -228,9 +245,60 @@ pub fn rows(
                 key,
                 meshed: m,
                 traffic: t,
+                status: None,
+                split: None,
             })
         })
         .collect()
+}
+
+/// A pod's STATUS, as kubectl and Linkerd show it: `Terminating` once it is
+/// being deleted; else the first unfinished init container's state
+/// (`Init:CrashLoopBackOff`, `Init:0/1`); else the reason a container is
+/// waiting or terminated (`CrashLoopBackOff`, `Completed`, `ExitCode:1`);
+/// else the pod's reason or phase (`Running`, `Pending`).
+pub fn pod_status(pod: &Pod) -> String {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return "Terminating".into();
+    }
+    let status = pod.status.clone().unwrap_or_default();
+    let inits = status.init_container_statuses.unwrap_or_default();
+    for (i, c) in inits.iter().enumerate() {
+        let state = c.state.clone().unwrap_or_default();
+        match (&state.terminated, &state.waiting) {
+            (Some(t), _) if t.exit_code == 0 => continue,
+            (Some(_), _) => return format!("Init:{}", state_reason(&state).unwrap_or_default()),
+            (None, Some(w)) => {
+                if let Some(r) = w.reason.as_deref().filter(|r| *r != "PodInitializing") {
+                    return format!("Init:{r}");
+                }
+            }
+            _ => {}
+        }
+        return format!("Init:{i}/{}", inits.len());
+    }
+    let containers = status.container_statuses.unwrap_or_default();
+    containers
+        .iter()
+        .rev()
+        .find_map(|c| c.state.as_ref().and_then(state_reason))
+        .or(status.reason)
+        .or(status.phase)
+        .unwrap_or_else(|| "Unknown".into())
+}
+
+/// Why a container is not running: its waiting or terminated reason, or
+/// its exit (`Signal:9`, `ExitCode:1`). `None` when it runs.
+fn state_reason(state: &ContainerState) -> Option<String> {
+    if let Some(w) = &state.waiting {
+        return w.reason.clone();
+    }
+    let t = state.terminated.as_ref()?;
+    Some(match (&t.reason, t.signal) {
+        (Some(r), _) if !r.is_empty() => r.clone(),
+        (_, Some(sig)) if sig != 0 => format!("Signal:{sig}"),
+        _ => format!("ExitCode:{}", t.exit_code),
+    })
 }
 
 #[cfg(test)]

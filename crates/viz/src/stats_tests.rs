@@ -230,3 +230,64 @@ fn rows_are_listed_resources_and_resources_with_traffic() {
     );
     assert!(super::rows(Kind::Service, &[], &BTreeMap::new(), BTreeMap::new()).is_empty());
 }
+
+/// A pod from its status in JSON, as the API server writes it.
+fn pod_with(status: serde_json::Value, deleting: bool) -> Pod {
+    let mut meta = serde_json::json!({"name": "p", "namespace": "n"});
+    if deleting {
+        meta["deletionTimestamp"] = "2026-12-03T00:00:00Z".into();
+    }
+    serde_json::from_value(serde_json::json!({"metadata": meta, "status": status})).expect("a pod")
+}
+
+#[test]
+fn pod_status_reads_as_kubectl_shows_it() {
+    let running = serde_json::json!({
+        "phase": "Running",
+        "initContainerStatuses": [{"name": "tandem-init", "ready": true, "restartCount": 0,
+            "image": "i", "imageID": "", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}],
+        "containerStatuses": [{"name": "app", "ready": true, "restartCount": 0, "image": "i",
+            "imageID": "", "state": {"running": {}}}],
+    });
+    let crashing = serde_json::json!({
+        "phase": "Running",
+        "containerStatuses": [
+            {"name": "tandem-proxy", "ready": true, "restartCount": 0, "image": "i", "imageID": "",
+             "state": {"running": {}}},
+            {"name": "app", "ready": false, "restartCount": 3, "image": "i", "imageID": "",
+             "state": {"waiting": {"reason": "CrashLoopBackOff"}}}],
+    });
+    let initializing = serde_json::json!({
+        "phase": "Pending",
+        "initContainerStatuses": [{"name": "tandem-init", "ready": false, "restartCount": 0,
+            "image": "i", "imageID": "", "state": {"waiting": {"reason": "PodInitializing"}}}],
+    });
+    let init_failed = serde_json::json!({
+        "phase": "Pending",
+        "initContainerStatuses": [{"name": "tandem-init", "ready": false, "restartCount": 1,
+            "image": "i", "imageID": "", "state": {"terminated": {"exitCode": 2}}}],
+    });
+    let killed = serde_json::json!({
+        "phase": "Failed",
+        "containerStatuses": [{"name": "app", "ready": false, "restartCount": 0, "image": "i",
+            "imageID": "", "state": {"terminated": {"exitCode": 137, "signal": 9}}}],
+    });
+    let evicted = serde_json::json!({"phase": "Failed", "reason": "Evicted"});
+    let cases = [
+        (running.clone(), false, "Running"),
+        (running, true, "Terminating"),
+        (crashing, false, "CrashLoopBackOff"),
+        (initializing, false, "Init:0/1"),
+        (init_failed, false, "Init:ExitCode:2"),
+        (killed, false, "Signal:9"),
+        (evicted, false, "Evicted"),
+        (serde_json::json!({}), false, "Unknown"),
+    ];
+    for (status, deleting, want) in cases {
+        assert_eq!(
+            pod_status(&pod_with(status.clone(), deleting)),
+            want,
+            "{status}"
+        );
+    }
+}

@@ -31,7 +31,8 @@ pub struct DemoArgs {
     /// The first port of the demo's testbed (east takes 10 ports from here, west the next 10).
     #[arg(long, default_value_t = 26640)]
     base_port: u16,
-    /// vote-bot's requests per second (each a list and a vote through web).
+    /// vote-bot's votes a second (each after a list: twice as many requests
+    /// reach web).
     #[arg(long, default_value_t = 20.0, value_parser = positive)]
     rate: f64,
     /// How many times to fail over and back (a benchmark: p50/p99/max).
