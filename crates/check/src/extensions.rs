@@ -33,9 +33,30 @@ pub(crate) async fn installed_namespace(
     Ok(list.items.into_iter().find_map(|n| n.metadata.name))
 }
 
+/// What an extension's namespace lookup means for its checks.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Installed {
+    /// Installed in this namespace: its categories run against it.
+    In(String),
+    /// Not installed: it adds nothing.
+    No,
+    /// The lookup failed: this failing category stands in for its checks.
+    Unknown(Category),
+}
+
+/// Judges an extension's lookup, as [`installed_namespace`] gathered it
+/// (pure). A failed lookup is never taken as "not installed".
+pub(crate) fn judge_lookup(extension: &str, lookup: Result<Option<String>, String>) -> Installed {
+    match lookup {
+        Ok(Some(namespace)) => Installed::In(namespace),
+        Ok(None) => Installed::No,
+        Err(error) => Installed::Unknown(lookup_failed(extension, error)),
+    }
+}
+
 /// When the lookup fails, the extension's category says so, rather than
 /// the extension's checks silently not running.
-pub(crate) fn lookup_failed(extension: &str, error: String) -> Category {
+fn lookup_failed(extension: &str, error: String) -> Category {
     Category {
         name: format!("tandem-{extension}"),
         checks: vec![CheckResult::fail(
@@ -100,5 +121,45 @@ impl Extension for Multicluster {
 
     fn categories<'a>(&'a self, ctx: &'a Context, _namespace: &'a str) -> CategoryFuture<'a> {
         Box::pin(async move { vec![crate::multicluster::category(ctx).await] })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Outcome;
+
+    #[test]
+    fn a_failed_lookup_fails_each_extension_with_its_error() {
+        let error = "namespaces is forbidden: User \"dev\" cannot list resource \"namespaces\"";
+        let mut names = vec![];
+        for ext in EXTENSIONS {
+            let Installed::Unknown(category) = judge_lookup(ext.name(), Err(error.into())) else {
+                panic!("{}: a failed lookup hid the extension", ext.name());
+            };
+            assert_eq!(category.checks.len(), 1, "{category:?}");
+            let check = &category.checks[0];
+            assert_eq!(check.outcome, Outcome::Error, "{category:?}");
+            assert_eq!(check.error.as_deref(), Some(error), "{category:?}");
+            assert!(
+                check
+                    .hint
+                    .as_deref()
+                    .is_some_and(|h| h.contains("did not run")),
+                "{category:?}"
+            );
+            names.push(category.name);
+        }
+        // The categories the extensions' own checks would have filled.
+        assert_eq!(names, ["tandem-failover", "tandem-multicluster"]);
+    }
+
+    #[test]
+    fn a_lookup_that_answers_runs_or_skips_the_extension() {
+        assert_eq!(
+            judge_lookup("failover", Ok(Some("tandem-failover".into()))),
+            Installed::In("tandem-failover".into())
+        );
+        assert_eq!(judge_lookup("failover", Ok(None)), Installed::No);
     }
 }

@@ -20,6 +20,8 @@ use futures::future::BoxFuture;
 use kube::Client;
 use serde::Serialize;
 
+use self::extensions::Installed;
+
 pub use self::{
     extensions::{EXTENSIONS, Extension},
     render::{render_json, render_table},
@@ -193,10 +195,11 @@ pub async fn run(client: Result<Client, String>, options: Options) -> Report {
     categories.push(core::existence(&ctx).await);
     categories.push(core::identity(&ctx).await);
     for ext in EXTENSIONS {
-        match extensions::installed_namespace(&ctx, ext.name()).await {
-            Ok(Some(ns)) => categories.extend(ext.categories(&ctx, &ns).await),
-            Ok(None) => {}
-            Err(e) => categories.push(extensions::lookup_failed(ext.name(), e)),
+        let lookup = extensions::installed_namespace(&ctx, ext.name()).await;
+        match extensions::judge_lookup(ext.name(), lookup) {
+            Installed::In(ns) => categories.extend(ext.categories(&ctx, &ns).await),
+            Installed::No => {}
+            Installed::Unknown(failed) => categories.push(failed),
         }
     }
     Report::new(categories)

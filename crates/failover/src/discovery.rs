@@ -102,7 +102,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::mock::{self, Reply};
+    use tandem_runtime::mock::{self, Reply};
 
     const GROUP: &str = "gateway.networking.k8s.io";
 

@@ -20,7 +20,4 @@ pub use tandem_runtime::progress;
 pub mod resource;
 mod writer;
 
-#[cfg(test)]
-mod mock;
-
 pub use controller::{FIELD_MANAGER, Settings, run};

@@ -99,20 +99,18 @@ impl Metrics {
         self.state.get_or_create(&labels(key, state)).set(1);
     }
 
+    /// Removes every series of a deleted split (its state and its
+    /// transitions), so that deleted splits cost no memory or scrape.
     pub fn forget(&self, key: &Key) {
         for s in STATES {
             self.state.remove(&labels(key, s));
+            self.transitions.remove(&transition_labels(key, s));
         }
     }
 
     pub fn transition(&self, key: &Key, to: State) {
         self.transitions
-            .get_or_create(&TransitionLabels {
-                kind: key.kind.as_str(),
-                namespace: key.namespace.to_string(),
-                name: key.name.to_string(),
-                to: to.as_str(),
-            })
+            .get_or_create(&transition_labels(key, to))
             .inc();
     }
 
@@ -126,11 +124,72 @@ impl Metrics {
     }
 }
 
+fn transition_labels(key: &Key, to: State) -> TransitionLabels {
+    TransitionLabels {
+        kind: key.kind.as_str(),
+        namespace: key.namespace.to_string(),
+        name: key.name.to_string(),
+        to: to.as_str(),
+    }
+}
+
 fn labels(key: &Key, state: State) -> SplitLabels {
     SplitLabels {
         kind: key.kind.as_str(),
         namespace: key.namespace.to_string(),
         name: key.name.to_string(),
         state: state.as_str(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resource::Kind;
+
+    fn key(name: &str) -> Key {
+        Key {
+            kind: Kind::TrafficSplit,
+            namespace: "emojivoto".into(),
+            name: name.into(),
+        }
+    }
+
+    fn encode(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn a_forgotten_split_leaves_no_series() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        let (gone, kept) = (key("web-gone"), key("web-kept"));
+        for k in [&gone, &kept] {
+            m.set_state(k, State::Primary);
+            m.transition(k, State::Failover);
+            m.set_state(k, State::Failover);
+            m.transition(k, State::Primary);
+            m.set_state(k, State::Primary);
+            m.write_error(k, "Timeout");
+        }
+        let before = encode(&registry);
+        assert!(before.contains("name=\"web-gone\""), "{before}");
+
+        m.forget(&gone);
+
+        let after = encode(&registry);
+        let leaked: Vec<&str> = after.lines().filter(|l| l.contains("web-gone")).collect();
+        assert!(leaked.is_empty(), "series of the deleted split: {leaked:?}");
+        // The other split keeps its series.
+        for series in ["split_state{", "transitions_total{"] {
+            assert!(
+                after
+                    .lines()
+                    .any(|l| l.contains(series) && l.contains("name=\"web-kept\"")),
+                "{series} of the kept split:\n{after}"
+            );
+        }
     }
 }

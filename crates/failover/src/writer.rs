@@ -143,7 +143,7 @@ impl Writer {
         let recorded = entry.recorded_state().map(String::from);
         let state_changed = recorded.as_deref() != Some(state.as_str());
         if !weights_changed && !state_changed {
-            self.shared.metrics.set_state(key, state);
+            self.record_state(key, state, false);
             return damped.map_or(Outcome::Nothing, |after| Outcome::Damped { after });
         }
 
@@ -196,7 +196,14 @@ impl Writer {
                     .collect();
                 let entry = resource::read(&res, obj);
                 let reference = object_ref(&res, &entry);
-                self.shared.index().apply_split(entry);
+                {
+                    // A split deleted while its write was in flight stays
+                    // deleted: the answer does not bring it back.
+                    let mut index = self.shared.index();
+                    if index.get(key).is_some() {
+                        index.apply_split(entry);
+                    }
+                }
                 self.queue.done(key);
                 if weights_changed {
                     self.shared
@@ -205,10 +212,7 @@ impl Writer {
                         .observe(at.elapsed().as_secs_f64());
                 }
                 // Recording the state of a split seen for the first time is no transition.
-                if state_changed && recorded.is_some() {
-                    self.shared.metrics.transition(key, state);
-                }
-                self.shared.metrics.set_state(key, state);
+                self.record_state(key, state, state_changed && recorded.is_some());
                 tracing::info!(
                     state = state.as_str(),
                     previous = recorded.as_deref().unwrap_or("none"),
@@ -243,6 +247,7 @@ impl Writer {
             }
             Err(e) if e.code() == Some(404) => {
                 self.shared.index().delete_split(key);
+                self.shared.metrics.forget(key);
                 self.queue.forget(key);
                 Outcome::Nothing
             }
@@ -250,6 +255,22 @@ impl Writer {
                 after: self.failed(key, &e, FIRST_RETRY),
             },
         }
+    }
+
+    /// Records the split's state (and a transition to it) in the metrics,
+    /// only while the split is indexed: one deleted meanwhile, whose series
+    /// the watcher forgot, gets none back. The index lock orders this with
+    /// the watcher's delete, which forgets the series after it.
+    fn record_state(&self, key: &Key, state: State, transition: bool) {
+        let index = self.shared.index();
+        if index.get(key).is_none() {
+            return;
+        }
+        if transition {
+            self.shared.metrics.transition(key, state);
+        }
+        self.shared.metrics.set_state(key, state);
+        drop(index);
     }
 
     /// Counts a failed write and queues it again after a backoff that

@@ -26,7 +26,7 @@ use k8s_openapi::{
 use kube::{
     Api, Client,
     api::{Patch, PatchParams, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
+    config::Kubeconfig,
 };
 use serde_json::{Value, json};
 use tandem_api::multicluster::{CRD_NAME, Link, link_crd};
@@ -357,15 +357,9 @@ pub async fn create_link(
 /// (the harness's clients time out idle reads after 5s, which a
 /// long-running watcher must not).
 pub async fn mirror_client(env: &Env, cluster: &str) -> Client {
-    let kc = Kubeconfig::read_from(&env.kubeconfig).expect("the testbed kubeconfig");
-    let opts = KubeConfigOptions {
-        context: Some(cluster.to_string()),
-        ..Default::default()
-    };
-    let config = kube::Config::from_custom_kubeconfig(kc, &opts)
+    tandem_util::client::from_file(&env.kubeconfig, Some(cluster))
         .await
-        .expect("a client config");
-    Client::try_from(config).expect("a client")
+        .unwrap_or_else(|e| panic!("the mirror's client for {cluster}: {e}"))
 }
 
 /// A service mirror running in this process; stopped when dropped.

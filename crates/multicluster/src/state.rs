@@ -430,4 +430,4 @@ fn slice_remote_key(s: &EndpointSlice) -> Option<Key> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

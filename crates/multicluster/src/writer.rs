@@ -571,3 +571,6 @@ async fn delete_pair(
     let services: Api<Service> = Api::namespaced(local.clone(), &mirror.namespace);
     delete_exactly(&services, metrics, &mirror.name, service_uid).await
 }
+
+#[cfg(test)]
+mod tests;

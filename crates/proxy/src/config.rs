@@ -316,19 +316,17 @@ impl Args {
     }
 }
 
-/// `10s`, `500ms`, `2m`, or a bare number of milliseconds (Linkerd's
-/// `10000ms` style included).
+/// A Go-style duration (`10s`, `500ms`, `1m30s`: [`tandem_core::Duration`]'s
+/// format), or a bare number of milliseconds (`250`), as the proxy's
+/// environment variables are written.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(digits);
-    let n: u64 = n.parse().ok()?;
-    match unit {
-        "" | "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
-        _ => None,
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().ok().map(Duration::from_millis);
     }
+    s.parse::<tandem_core::Duration>()
+        .ok()
+        .map(tandem_core::Duration::as_std)
 }
 
 #[cfg(test)]
@@ -530,7 +528,10 @@ mod tests {
         assert_eq!(parse_duration("3s"), Some(Duration::from_secs(3)));
         assert_eq!(parse_duration("250"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), None);
-        assert_eq!(parse_duration(""), None);
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration(" 1h "), Some(Duration::from_secs(3600)));
+        for bad in ["", "soon", "-5s", "10x", "99999999999999999999"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
     }
 }

@@ -10,9 +10,13 @@
 //! - [`pool`]: bounded concurrency, one job per key.
 //! - [`progress`]: the writer's progress clock, for `/live`.
 //! - [`Task`]: a spawned task aborted when dropped.
+//! - `mock` (with the `mock` feature, for tests): a kube client whose
+//!   requests an in-process handler answers.
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "mock")]
+pub mod mock;
 pub mod pool;
 pub mod progress;
 pub mod queue;

@@ -82,9 +82,22 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
     T: Send + 'static,
 {
-    let events = watcher::watcher(api, config).default_backoff().boxed();
+    fold_events(watcher::watcher(api, config).default_backoff(), fold)
+}
+
+/// [`Update`]s from any stream of watcher events (a watcher's, or a
+/// scripted one in tests): each object is folded by `fold` as it arrives,
+/// so that a (re-)list buffers only the folded values until it is done.
+pub fn fold_events<K, T>(
+    events: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
+    fold: impl Fn(K) -> T + Send + 'static,
+) -> impl Stream<Item = Update<T>> + Send
+where
+    K: Send + 'static,
+    T: Send + 'static,
+{
     futures::stream::unfold(
-        (events, fold, Vec::new()),
+        (events.boxed(), fold, Vec::new()),
         |(mut events, fold, mut buffer)| async move {
             loop {
                 let update = match events.next().await? {
@@ -147,6 +160,11 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
     use super::*;
 
     fn api_error(code: u16) -> kube::Error {
@@ -174,5 +192,137 @@ mod tests {
             code: Some(410),
         };
         assert!(gone.is_expired());
+    }
+
+    /// How many [`Obj`]s are alive now, and at most at once.
+    #[derive(Default)]
+    struct Live {
+        now: AtomicUsize,
+        peak: AtomicUsize,
+    }
+
+    /// A whole object as the API serves it: it counts itself in [`Live`]
+    /// while it exists.
+    struct Obj {
+        n: u32,
+        live: Arc<Live>,
+    }
+
+    impl Obj {
+        fn new(n: u32, live: &Arc<Live>) -> Self {
+            let now = live.now.fetch_add(1, Ordering::SeqCst) + 1;
+            live.peak.fetch_max(now, Ordering::SeqCst);
+            Obj {
+                n,
+                live: live.clone(),
+            }
+        }
+    }
+
+    impl Drop for Obj {
+        fn drop(&mut self) {
+            self.live.now.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// One step of a scripted watch.
+    #[derive(Clone, Copy)]
+    enum Step {
+        Init,
+        InitApply(u32),
+        InitDone,
+        Apply(u32),
+        Delete(u32),
+        Fail(u16),
+    }
+
+    /// The watcher events of `script`, each object made only when the
+    /// stream is polled for it (as a watcher decodes them as they come).
+    fn scripted(
+        script: Vec<Step>,
+        live: &Arc<Live>,
+    ) -> impl Stream<Item = Result<Event<Obj>, watcher::Error>> + Send + 'static {
+        let live = live.clone();
+        futures::stream::iter(script).map(move |step| match step {
+            Step::Init => Ok(Event::Init),
+            Step::InitApply(n) => Ok(Event::InitApply(Obj::new(n, &live))),
+            Step::InitDone => Ok(Event::InitDone),
+            Step::Apply(n) => Ok(Event::Apply(Obj::new(n, &live))),
+            Step::Delete(n) => Ok(Event::Delete(Obj::new(n, &live))),
+            Step::Fail(code) => Err(watcher::Error::WatchFailed(api_error(code))),
+        })
+    }
+
+    /// The fold of the tests: what an index keeps of an object (its
+    /// number), counting its calls.
+    fn fold(calls: &Arc<AtomicUsize>) -> impl Fn(Obj) -> u32 + Send + 'static {
+        let calls = calls.clone();
+        move |o| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            o.n
+        }
+    }
+
+    #[tokio::test]
+    async fn a_list_buffers_each_object_folded_as_it_arrives() {
+        const N: u32 = 1_000;
+        let live = Arc::new(Live::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut script = vec![Step::Init];
+        script.extend((0..N).map(Step::InitApply));
+        script.push(Step::InitDone);
+        let updates: Vec<Update<u32>> = fold_events(scripted(script, &live), fold(&calls))
+            .collect()
+            .await;
+        assert_eq!(updates, [Update::Listed((0..N).collect())]);
+        assert_eq!(calls.load(Ordering::SeqCst), N as usize, "one fold each");
+        assert_eq!(
+            live.peak.load(Ordering::SeqCst),
+            1,
+            "each object is dropped once folded: the list never holds whole objects"
+        );
+        assert_eq!(live.now.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_relist_delivers_only_the_new_lists_folded_objects() {
+        let live = Arc::new(Live::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        use Step::*;
+        let script = vec![
+            Init,
+            InitApply(1),
+            InitApply(2),
+            InitDone,
+            Apply(3),
+            Delete(1),
+            // A re-list that fails half-way: what it had buffered is void.
+            Init,
+            InitApply(5),
+            Fail(500),
+            // The re-list that succeeds.
+            Init,
+            InitApply(2),
+            InitApply(3),
+            InitDone,
+            Apply(4),
+        ];
+        let updates: Vec<Update<u32>> = fold_events(scripted(script, &live), fold(&calls))
+            .collect()
+            .await;
+        let failed = WatchError::from(&watcher::Error::WatchFailed(api_error(500)));
+        assert_eq!(
+            updates,
+            [
+                Update::Listed(vec![1, 2]),
+                Update::Apply(3),
+                Update::Delete(1),
+                Update::Failed(failed),
+                Update::Listed(vec![2, 3]),
+                Update::Apply(4),
+            ]
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 8, "every object folded once");
+        assert_eq!(live.peak.load(Ordering::SeqCst), 1);
     }
 }

@@ -144,9 +144,11 @@ fn wait_gone(id: &ProcessId, within: Duration) -> bool {
     !id.is_alive()
 }
 
-/// Pids of live processes whose command line mentions `needle`: used to
-/// prove that nothing of a testbed directory is left running.
-pub fn processes_mentioning(needle: &str) -> Vec<u32> {
+/// Pids of live processes with a command-line argument that names `dir` or
+/// a path under it (see [`cmdline_names_dir`]): used to find, and to prove
+/// that nothing is left of, the processes of one testbed directory, and
+/// never those of another directory whose path merely starts the same.
+pub fn processes_mentioning(dir: &str) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return vec![];
     };
@@ -157,11 +159,42 @@ pub fn processes_mentioning(needle: &str) -> Vec<u32> {
         .filter(|pid| *pid != me)
         .filter(|pid| {
             fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .map(|c| cmdline_names_dir(&c, dir))
                 .unwrap_or(false)
         })
         .filter(|pid| start_time(*pid).is_some())
         .collect()
+}
+
+/// True when one of the arguments of `cmdline` (as in /proc/PID/cmdline:
+/// NUL-separated) names `dir` or a path under it. An argument names it when
+/// it is `dir` or starts with `dir/` (`--data-dir DIR/etcd`, containerd's
+/// shims' `-address DIR/containerd.sock`), or when it is a flag whose value
+/// after the first `=` does (`--data-dir=DIR/etcd`, `--kubeconfig=DIR/…`),
+/// which is how the testbed starts its own processes. A trailing `/` on
+/// `dir` is ignored; an empty `dir` names nothing.
+pub fn cmdline_names_dir(cmdline: &[u8], dir: &str) -> bool {
+    let dir = dir.trim_end_matches('/');
+    if dir.is_empty() {
+        return false;
+    }
+    cmdline
+        .split(|b| *b == 0)
+        .any(|arg| arg_names_dir(&String::from_utf8_lossy(arg), dir))
+}
+
+fn arg_names_dir(arg: &str, dir: &str) -> bool {
+    let is_dir_or_under = |path: &str| {
+        path.strip_prefix(dir)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    if is_dir_or_under(arg) {
+        return true;
+    }
+    arg.starts_with('-')
+        && arg
+            .split_once('=')
+            .is_some_and(|(_, value)| is_dir_or_under(value))
 }
 
 #[cfg(test)]
@@ -201,6 +234,84 @@ mod tests {
             }
             .is_alive()
         );
+    }
+
+    #[test]
+    fn only_arguments_naming_the_directory_match() {
+        let dir = "/tmp/tb";
+        let names =
+            |args: &[&str]| cmdline_names_dir(format!("{}\0", args.join("\0")).as_bytes(), dir);
+        // The directory itself, a path under it, as a value or a flag's value.
+        assert!(names(&["tandem", "demo", "--dir", "/tmp/tb"]));
+        assert!(names(&["tandem", "demo", "--dir", "/tmp/tb/"]));
+        assert!(names(&["etcd", "--name=east", "--data-dir=/tmp/tb/etcd"]));
+        assert!(names(&[
+            "kubelet",
+            "--root-dir=/tmp/tb/sub/kubelet",
+            "--v=1"
+        ]));
+        assert!(names(&[
+            "shim",
+            "-id",
+            "x",
+            "-address",
+            "/tmp/tb/sub/containerd.sock"
+        ]));
+        assert!(names(&["tandem", "--dir=/tmp/tb"]));
+        // A trailing separator on the directory changes nothing.
+        assert!(cmdline_names_dir(
+            b"etcd\0--data-dir=/tmp/tb/etcd\0",
+            "/tmp/tb/"
+        ));
+        // Another directory whose path starts the same, or contains it.
+        assert!(!names(&["etcd", "--data-dir=/tmp/tb2/etcd"]));
+        assert!(!names(&["tandem", "--dir", "/tmp/tb2"]));
+        assert!(!names(&["etcd", "--data-dir=/x/tmp/tb/etcd"]));
+        assert!(!names(&["shim", "-address", "/var/tmp/tb/containerd.sock"]));
+        // A relative path that reads the same is another directory.
+        assert!(!names(&["etcd", "--data-dir=tmp/tb/etcd"]));
+        assert!(!names(&["etcd", "--data-dir", "./tmp/tb"]));
+        // Only a flag's value counts, and only after the first `=`.
+        assert!(!names(&["sh", "-c", "rm -rf /tmp/tb/etcd"]));
+        assert!(!names(&["env", "X=/tmp/tb/etcd"]));
+        assert!(!names(&["kubelet", "--node-labels=zone=/tmp/tb"]));
+        // Nothing names an empty directory.
+        assert!(!cmdline_names_dir(b"ls\0/\0", ""));
+        assert!(!cmdline_names_dir(b"ls\0/\0", "/"));
+    }
+
+    #[test]
+    fn a_process_is_found_by_its_directory_only() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("tb");
+        let other = parent.path().join("tb2");
+        // A shell that waits on a child (so it cannot exec it away) and
+        // carries the flag as an ignored argument, as etcd carries its own.
+        let start = |d: &Path| {
+            Spec {
+                program: "sh".into(),
+                args: vec![
+                    "-c".into(),
+                    "sleep 30; :".into(),
+                    "sh".into(),
+                    format!("--data-dir={}", d.join("etcd").display()),
+                ],
+                log: d.join("sh.log"),
+                pid_file: d.join("sh.pid"),
+            }
+            .spawn()
+            .unwrap()
+        };
+        let mine = start(&dir);
+        let theirs = start(&other);
+        let found = processes_mentioning(&dir.display().to_string());
+        for id in [mine, theirs] {
+            // The whole group: the shell and its sleep.
+            let _ = signal::killpg(Pid::from_raw(id.pid as i32), signal::Signal::SIGKILL);
+            assert!(wait_gone(&id, Duration::from_secs(5)));
+        }
+        assert!(found.contains(&mine.pid), "{found:?}");
+        assert!(!found.contains(&theirs.pid), "{found:?}");
     }
 
     #[test]

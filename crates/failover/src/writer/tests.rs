@@ -1,4 +1,4 @@
-//! The writer against an in-process API ([`crate::mock`]) under paused
+//! The writer against an in-process API ([`tandem_runtime::mock`]) under paused
 //! time: every call it makes is bounded, and conflicts back off.
 
 use std::sync::{
@@ -13,17 +13,16 @@ use serde_json::{Value, json};
 use tandem_core::failover::STATE_ANNOTATION;
 
 use tandem_lease::Leadership;
-use tandem_runtime::queue::Priority;
+use tandem_runtime::{
+    mock::{self, Reply, status},
+    queue::Priority,
+};
 use tokio::sync::{mpsc, watch};
 
 use super::*;
+
 use crate::{
-    call::CALL_TIMEOUT,
-    controller::Trigger,
-    index::Slice,
-    metrics::Metrics,
-    mock::{self, Reply},
-    resource::Kind,
+    call::CALL_TIMEOUT, controller::Trigger, index::Slice, metrics::Metrics, resource::Kind,
 };
 
 /// The split `ns/s` on its fallback, as a failover left it.
@@ -40,11 +39,6 @@ fn split(rv: &str, weights: [u32; 2]) -> Value {
             {"service": "f", "weight": weights[1]},
         ]},
     })
-}
-
-fn status(code: u16, reason: &str) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-        "message": reason, "reason": reason, "code": code})
 }
 
 fn slice(svc: &str) -> EndpointSlice {
@@ -67,8 +61,15 @@ fn slice(svc: &str) -> EndpointSlice {
 /// A writer over `client`, with `ns/s` on its fallback while both backends
 /// are ready: deciding it moves traffic back to the primary.
 fn writer(client: Client) -> (Writer, Arc<Shared>, Key) {
+    let (w, shared, key, _) = writer_with_metrics(client);
+    (w, shared, key)
+}
+
+/// [`writer`], with the registry of its metrics, the split's state in it.
+fn writer_with_metrics(client: Client) -> (Writer, Arc<Shared>, Key, Registry) {
     let (queue, _) = mpsc::unbounded_channel();
-    let metrics = Metrics::register(&mut Registry::default());
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
     let shared = Arc::new(Shared::new("cluster.local", queue, metrics));
     let res = Resource::traffic_split("v1alpha2");
     shared.add_resource(res.clone());
@@ -79,7 +80,23 @@ fn writer(client: Client) -> (Writer, Arc<Shared>, Key) {
         let obj: DynamicObject = serde_json::from_value(split("42", [0, 1])).unwrap();
         index.apply_split(resource::read(&res, obj))
     };
-    (Writer::new(client, shared.clone(), "test"), shared, key)
+    shared.metrics.set_state(&key, State::Failover);
+    (
+        Writer::new(client, shared.clone(), "test"),
+        shared,
+        key,
+        registry,
+    )
+}
+
+/// The metrics' lines about the split `s`.
+fn series_of_s(registry: &Registry) -> Vec<String> {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.contains("name=\"s\""))
+        .map(String::from)
+        .collect()
 }
 
 fn is_patch(method: &Method, path: &str) -> bool {
@@ -521,4 +538,46 @@ async fn a_state_only_write_in_flight_yields_to_a_flip() {
     }
     run.abort();
     assert_eq!(*patches.lock().unwrap(), ["slow", "flip", "slow"]);
+}
+
+/// A split deleted while its write is in flight (the watcher drops it from
+/// the index and forgets its series) stays deleted when the write answers:
+/// neither the index nor the metrics get it back.
+#[tokio::test(start_paused = true)]
+async fn a_split_deleted_during_its_write_stays_deleted() {
+    let cell: Arc<std::sync::OnceLock<(Arc<Shared>, Key)>> = Arc::default();
+    let during = cell.clone();
+    let client = mock::client(move |method, path, _| {
+        if is_patch(method, path) {
+            // The watcher's Delete, as it runs: the index, then the series.
+            let (shared, key) = during.get().expect("the writer is set up");
+            shared.index().delete_split(key);
+            shared.metrics.forget(key);
+            Reply::json(200, split("43", [1, 0]))
+        } else {
+            Reply::json(201, json!({}))
+        }
+    });
+    let (mut w, shared, key, registry) = writer_with_metrics(client);
+    assert!(!series_of_s(&registry).is_empty());
+    cell.set((shared.clone(), key.clone())).ok();
+
+    reconcile_bounded(&mut w, &key).await;
+
+    assert!(shared.index().get(&key).is_none(), "the split came back");
+    let leaked = series_of_s(&registry);
+    assert!(leaked.is_empty(), "series of the deleted split: {leaked:?}");
+}
+
+/// A write answered 404 (the split is gone) forgets the split's series too.
+#[tokio::test(start_paused = true)]
+async fn a_split_found_gone_at_its_write_leaves_no_series() {
+    let client = mock::client(|_, _, _| Reply::json(404, status(404, "NotFound")));
+    let (mut w, shared, key, registry) = writer_with_metrics(client);
+
+    assert_eq!(reconcile_bounded(&mut w, &key).await, Outcome::Nothing);
+
+    assert!(shared.index().get(&key).is_none());
+    let leaked = series_of_s(&registry);
+    assert!(leaked.is_empty(), "series of the deleted split: {leaked:?}");
 }

@@ -2,7 +2,8 @@ use super::*;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
 use serde_json::json;
 
-fn mk_link() -> Link {
+/// The Link `tandem-multicluster/west` (the writer's tests use it too).
+pub(crate) fn mk_link() -> Link {
     serde_json::from_value(json!({
         "apiVersion": "multicluster.tandem.io/v1alpha1", "kind": "Link",
         "metadata": {"name": "west", "namespace": "tandem-multicluster", "uid": "link-uid"},

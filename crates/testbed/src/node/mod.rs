@@ -229,6 +229,8 @@ pub fn teardown(config: &Config, progress: &dyn Progress) -> Result<(), Error> {
     };
     for l in config.layouts() {
         keep(cgroup::kill_all(&l.cgroup_root()));
+        // The shims name the node's socket (`-address RUN_DIR/containerd.sock`);
+        // matched by whole argument, so never another node's RUN_DIR2.
         let shims = process::processes_mentioning(&l.run_dir().display().to_string());
         for pid in &shims {
             keep(

@@ -91,11 +91,10 @@ impl Testbed {
     }
 }
 
-/// Processes of testbed binaries whose command line names `dir`.
+/// Processes of testbed binaries with an argument that names `dir` or a
+/// path under it: never those of DIR2 or of /x/DIR.
 fn stray_processes(dir: &Path) -> Vec<u32> {
-    // With the separator, so that DIR does not match DIR2's processes.
-    let needle = format!("{}/", dir.display());
-    process::processes_mentioning(&needle)
+    process::processes_mentioning(&dir.display().to_string())
         .into_iter()
         .filter(|pid| {
             fs::read_link(format!("/proc/{pid}/exe"))
