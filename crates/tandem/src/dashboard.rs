@@ -13,7 +13,7 @@ use tandem_dashboard::{
     model::ServiceStat,
     stats::{StatsError, StatsSource},
 };
-use tandem_viz::query::{Kind, StatRequest, Window};
+use tandem_viz::query::{Kind, StatRequest};
 
 use crate::kube_client::ClusterArgs;
 
@@ -106,14 +106,7 @@ impl StatsSource for VizStats {
         client: &'a Client,
     ) -> BoxFuture<'a, Result<Vec<ServiceStat>, StatsError>> {
         Box::pin(async move {
-            let request = StatRequest {
-                kind: Kind::Service,
-                namespace: None,
-                name: None,
-                from: None,
-                window: Window::DEFAULT,
-                cluster_domain: "cluster.local".into(),
-            };
+            let request = StatRequest::new(Kind::Service);
             let rows = tandem_viz::stat(client, &request)
                 .await
                 .map_err(|e| match e {

@@ -70,8 +70,21 @@ pub struct StatArgs {
     #[arg(short = 'A', long, conflicts_with = "namespace")]
     all_namespaces: bool,
     /// Only the traffic sent by this resource, KIND/NAME (e.g. deploy/web).
-    #[arg(long, value_name = "RESOURCE")]
+    #[arg(long, value_name = "RESOURCE", conflicts_with = "to")]
     from: Option<String>,
+    /// The namespace of --from's resource (default: --namespace).
+    #[arg(long, value_name = "NAMESPACE", requires = "from")]
+    from_namespace: Option<String>,
+    /// Only the traffic the rows send to this resource, KIND/NAME (e.g.
+    /// svc/emoji-svc-west): who calls it. For deploy, po and ns.
+    #[arg(long, value_name = "RESOURCE")]
+    to: Option<String>,
+    /// The namespace of --to's resource (default: --namespace).
+    #[arg(long, value_name = "NAMESPACE", requires = "to")]
+    to_namespace: Option<String>,
+    /// Also list the resources without a meshed pod.
+    #[arg(long)]
+    unmeshed: bool,
     /// The time window of the figures: 30s, 1m, 1h...
     #[arg(short = 't', long = "time-window", default_value = "1m")]
     window: String,
@@ -97,13 +110,28 @@ impl StatArgs {
             }
             target.name = Some(n.clone());
         }
+        let peer = |r: &Option<String>, ns: &Option<String>| -> Result<_, tandem_viz::Error> {
+            let Some(r) = r else { return Ok(None) };
+            let mut peer: Resource = r.parse()?;
+            peer.namespace = ns.clone();
+            Ok(Some(peer))
+        };
+        let to = peer(&self.to, &self.to_namespace)?;
+        if to.is_some() && matches!(target.kind, Kind::Service | Kind::TrafficSplit) {
+            return Err(tandem_viz::Error::BadArgument(format!(
+                "--to shows what deploy, po or ns send; for {} use --from",
+                target.kind.name()
+            )));
+        }
         Ok(StatRequest {
             kind: target.kind,
             namespace: (!self.all_namespaces).then(|| self.namespace.clone()),
             name: target.name,
-            from: self.from.as_deref().map(str::parse).transpose()?,
+            from: peer(&self.from, &self.from_namespace)?,
+            to,
             window: self.window.parse::<Window>()?,
             cluster_domain: self.cluster_domain.clone(),
+            unmeshed: self.unmeshed,
         })
     }
 }
@@ -192,9 +220,35 @@ mod tests {
             r.from,
             Some(Resource {
                 kind: Kind::Deployment,
-                name: Some("vote-bot".into())
+                name: Some("vote-bot".into()),
+                namespace: None,
             })
         );
+        assert_eq!(r.to, None);
+        assert!(!r.unmeshed);
+
+        let to = request(&[
+            "-n",
+            "emojivoto",
+            "deploy",
+            "--to",
+            "svc/emoji-svc-west",
+            "--to-namespace",
+            "other",
+            "--unmeshed",
+        ])
+        .unwrap();
+        assert_eq!(
+            to.to,
+            Some(Resource {
+                kind: Kind::Service,
+                name: Some("emoji-svc-west".into()),
+                namespace: Some("other".into()),
+            })
+        );
+        assert!(to.unmeshed);
+        let from = request(&["po", "--from", "deploy/web", "--from-namespace", "x"]).unwrap();
+        assert_eq!(from.from.and_then(|f| f.namespace).as_deref(), Some("x"));
         assert_eq!(r.window, "30s".parse::<Window>().unwrap());
 
         let all = request(&["-A", "deploy"]).unwrap();
@@ -215,8 +269,17 @@ mod tests {
     fn bad_flags_are_refused_with_the_reason() {
         let twice = request(&["deploy/web", "web"]).unwrap_err();
         assert!(twice.contains("give the name once"), "{twice}");
-        let both = request(&["-A", "-n", "x", "deploy"]).unwrap_err();
-        assert!(both.contains("cannot be used with"), "{both}");
+        for args in [
+            &["-A", "-n", "x", "deploy"][..],
+            &["deploy", "--from", "deploy/a", "--to", "deploy/b"],
+        ] {
+            let both = request(args).unwrap_err();
+            assert!(both.contains("cannot be used with"), "{args:?}: {both}");
+        }
+        let alone = request(&["deploy", "--to-namespace", "x"]).unwrap_err();
+        assert!(alone.contains("--to"), "{alone}");
+        let svc_to = request(&["svc", "--to", "deploy/web"]).unwrap_err();
+        assert!(svc_to.contains("use --from"), "{svc_to}");
         for (args, what) in [
             (&["cronjob"][..], "cronjob"),
             (&["deploy", "--from", "nothing/x"], "nothing"),

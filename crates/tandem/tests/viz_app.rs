@@ -5,7 +5,8 @@
 //! web's and voting's RPS within ±20% of both the set rate and what
 //! vote-bot itself counted over the same window, and SUCCESS near the share
 //! vote-bot saw succeed (web ≈ 92.5%, voting ≈ 85%). The other ways to ask
-//! (`--from`, `-A`, `po` with STATUS, `ns`, `-o wide`) show the same load.
+//! (`--from`, `--to`, `-A`, `po` with STATUS, `ns`, `-o wide`) show the same
+//! load.
 //! Then `tandem viz dashboard --context east`, seen in headless Chromium,
 //! shows emojivoto's services with their RPS and success.
 
@@ -176,7 +177,7 @@ async fn viz_stat_and_the_dashboard_show_vote_bots_load_and_its_doughnuts() {
         assert!(row["success"].as_f64() < Some(0.95), "{row}");
     }
 
-    other_ways_to_ask(&env, &ns, web);
+    other_ways_to_ask(&env, &ns, web, voting);
 
     // The dashboard's Services, in a browser.
     let port = free_port();
@@ -235,9 +236,9 @@ async fn viz_stat_and_the_dashboard_show_vote_bots_load_and_its_doughnuts() {
     }
 }
 
-/// `--from`, `-A`, `po` (with STATUS, `-o wide`) and `ns` over the same
-/// load: each shows web's traffic where it should.
-fn other_ways_to_ask(env: &Env, ns: &TestNamespace, web: Load) {
+/// `--from`, `--to`, `-A`, `po` (with STATUS, `-o wide`) and `ns` over the
+/// same load: each shows web's traffic where it should.
+fn other_ways_to_ask(env: &Env, ns: &TestNamespace, web: Load, voting: Load) {
     let stat = |args: &[&str]| {
         tandem_harness::app::viz_stat_json(env, CLUSTER, args)
             .unwrap_or_else(|e| panic!("viz stat {args:?}: {e}"))
@@ -249,6 +250,13 @@ fn other_ways_to_ask(env: &Env, ns: &TestNamespace, web: Load) {
         from.iter()
             .all(|r| r["name"] != "voting-svc" || r["rps"].is_null()),
         "vote-bot sends nothing to voting-svc: {from:?}"
+    );
+    // Who calls voting-svc: web alone, with the votes' rate and doughnuts.
+    let to = stat(&["-n", &ns.name, "deploy", "--to", "svc/voting-svc"]);
+    check(&to, "web", voting).unwrap_or_else(|e| panic!("--to: {e}"));
+    assert!(
+        to.iter().all(|r| r["name"] == "web" || r["rps"].is_null()),
+        "only web calls voting-svc: {to:?}"
     );
     // Every namespace: this one's web among them.
     let all = stat(&["-A", "deploy"]);

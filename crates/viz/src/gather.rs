@@ -26,7 +26,7 @@ pub async fn stat(client: &Client, r: &StatRequest) -> Result<Vec<Row>, Error> {
     }
     let traffic = traffic(client, r).await?;
     let listed = list(client, r).await?;
-    let mut rows = stats::rows(r.kind, &listed.keys, &listed.meshed, traffic);
+    let mut rows = stats::rows(r.kind, &listed.keys, &listed.meshed, traffic, r.unmeshed);
     for row in &mut rows {
         row.status = listed.status.get(&row.key).cloned();
     }
@@ -67,7 +67,13 @@ async fn split_stats(client: &Client, r: &StatRequest) -> Result<Vec<Row>, Error
             .collect();
         let traffic = traffic(client, &apex).await?;
         let split = ts.metadata.name.clone().unwrap_or_default();
-        for mut row in stats::rows(Kind::TrafficSplit, &listed, &BTreeMap::new(), traffic) {
+        for mut row in stats::rows(
+            Kind::TrafficSplit,
+            &listed,
+            &BTreeMap::new(),
+            traffic,
+            false,
+        ) {
             let weight = ts
                 .spec
                 .backends
@@ -119,12 +125,9 @@ pub async fn service_stats(client: &Client, ns: &str, window: Window) -> Result<
     stat(
         client,
         &StatRequest {
-            kind: Kind::Service,
             namespace: Some(ns.into()),
-            name: None,
-            from: None,
             window,
-            cluster_domain: "cluster.local".into(),
+            ..StatRequest::new(Kind::Service)
         },
     )
     .await

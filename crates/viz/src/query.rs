@@ -1,6 +1,6 @@
 //! The PromQL of `viz stat`, built as Linkerd's metrics-api builds it
 //! (`viz/metrics-api/stat_summary.go`, `prometheus.go`): pure, from the
-//! resource kind, namespace, name, `--from` and window.
+//! resource kind, namespace, name, `--from` or `--to`, and window.
 //!
 //! - Requests: `sum(increase(response_total{L}[W])) by (G, classification, tls)`.
 //! - Latency: `histogram_quantile(q, sum(irate(response_latency_ms_bucket{L}[W])) by (le, G))`.
@@ -11,7 +11,10 @@
 //! service's authority and groups by `dst_namespace, dst_service`, so rows
 //! are named by the destination service (after a failover, the mirror
 //! `emoji-svc-west`). `ts` is `svc` for the split's apex service: its rows
-//! are the backends (leaves) the apex's traffic reached.
+//! are the backends (leaves) the apex's traffic reached. `--from RES` turns
+//! a kind's rows into what RES sent them (outbound, named by the `dst_`
+//! labels); `--to RES` into what they sent RES (outbound, named by their
+//! own labels).
 
 use std::{fmt, str::FromStr, time::Duration};
 
@@ -82,6 +85,9 @@ impl fmt::Display for Kind {
 pub struct Resource {
     pub kind: Kind,
     pub name: Option<String>,
+    /// For `--from`/`--to`: the resource's namespace when it is not the
+    /// request's (`--from-namespace`, `--to-namespace`).
+    pub namespace: Option<String>,
 }
 
 impl FromStr for Resource {
@@ -100,6 +106,7 @@ impl FromStr for Resource {
         Ok(Self {
             kind: kind.parse()?,
             name,
+            namespace: None,
         })
     }
 }
@@ -170,9 +177,30 @@ pub struct StatRequest {
     pub name: Option<String>,
     /// `--from KIND/NAME`: only the traffic this resource sends.
     pub from: Option<Resource>,
+    /// `--to KIND/NAME`: only the traffic the rows send this resource.
+    pub to: Option<Resource>,
     pub window: Window,
     /// The cluster's DNS domain, for `svc`'s authority.
     pub cluster_domain: String,
+    /// `--unmeshed`: keep the resources without a meshed pod.
+    pub unmeshed: bool,
+}
+
+impl StatRequest {
+    /// A request for every resource of `kind` in every namespace, over the
+    /// default window; set the rest with struct update syntax.
+    pub fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            namespace: None,
+            name: None,
+            from: None,
+            to: None,
+            window: Window::DEFAULT,
+            cluster_domain: "cluster.local".into(),
+            unmeshed: false,
+        }
+    }
 }
 
 /// The PromQL strings of one request.
@@ -284,12 +312,7 @@ fn plan(
             );
             sel = sel.re("authority", &authority);
             if let Some(from) = &r.from {
-                if let (Some(ns), true) = (&r.namespace, from.kind != Kind::Namespace) {
-                    sel = sel.eq("namespace", ns);
-                }
-                if let Some(n) = &from.name {
-                    sel = sel.eq(from.kind.label(), n);
-                }
+                sel = from_source(sel, from, r.namespace.as_ref());
             }
             let (g, rows) = outbound_to(r.kind);
             (sel, g, rows, "dst")
@@ -304,12 +327,7 @@ fn plan(
                 // What `from` sends to resources of this kind.
                 Some(from) => {
                     sel = sel.eq("direction", "outbound");
-                    if let Some(ns) = &r.namespace {
-                        sel = sel.eq("namespace", ns);
-                    }
-                    if let Some(n) = &from.name {
-                        sel = sel.eq(from.kind.label(), n);
-                    }
+                    sel = from_source(sel, from, r.namespace.as_ref());
                     if let Some(ns) = ns {
                         sel = sel.eq("dst_namespace", ns);
                     }
@@ -318,6 +336,35 @@ fn plan(
                     }
                     let (g, rows) = outbound_to(kind);
                     (sel, g, rows, "dst")
+                }
+                // What resources of this kind send `to`.
+                None if r.to.is_some() => {
+                    let to = r.to.as_ref().expect("matched");
+                    sel = sel.eq("direction", "outbound");
+                    if let Some(ns) = ns {
+                        sel = sel.eq("namespace", ns);
+                    }
+                    if let Some(n) = name {
+                        sel = sel.eq(kind.label(), n);
+                    }
+                    let to_ns = to.namespace.as_ref().or(r.namespace.as_ref());
+                    match (to.kind, &to.name) {
+                        (Kind::Namespace, Some(n)) => sel = sel.eq("dst_namespace", n),
+                        (Kind::Namespace, None) => {}
+                        (k, n) => {
+                            if let Some(ns) = to_ns {
+                                sel = sel.eq("dst_namespace", ns);
+                            }
+                            if let Some(n) = n {
+                                sel = sel.eq(&format!("dst_{}", k.label()), n);
+                            }
+                        }
+                    }
+                    let g = match kind {
+                        Kind::Namespace => vec!["namespace"],
+                        k => vec!["namespace", k.label()],
+                    };
+                    (sel, g, ("namespace", kind.label()), "dst")
                 }
                 // What resources of this kind receive.
                 None => {
@@ -337,6 +384,27 @@ fn plan(
             }
         }
     }
+}
+
+/// The source matchers of `--from`: its namespace (its own, or the
+/// request's), and its name by its kind's label.
+fn from_source(mut sel: Selector, from: &Resource, request_ns: Option<&String>) -> Selector {
+    match from.kind {
+        Kind::Namespace => {
+            if let Some(n) = from.name.as_ref().or(from.namespace.as_ref()) {
+                sel = sel.eq("namespace", n);
+            }
+        }
+        kind => {
+            if let Some(ns) = from.namespace.as_ref().or(request_ns) {
+                sel = sel.eq("namespace", ns);
+            }
+            if let Some(n) = &from.name {
+                sel = sel.eq(kind.label(), n);
+            }
+        }
+    }
+    sel
 }
 
 /// The queries of a request.

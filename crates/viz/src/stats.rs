@@ -218,12 +218,13 @@ pub fn meshed_counts(kind: Kind, owners: &[Owner], pods: &[PodInfo]) -> BTreeMap
 /// The rows: every resource listed from the API (`listed`) and every
 /// resource with traffic, sorted by namespace and name. For kinds with
 /// MESHED, resources with no meshed pod are left out (as Linkerd does
-/// without `--unmeshed`) unless they had traffic.
+/// without `--unmeshed`) unless they had traffic or `unmeshed` keeps them.
 pub fn rows(
     kind: Kind,
     listed: &[Key],
     meshed: &BTreeMap<Key, Meshed>,
     mut traffic: BTreeMap<Key, Traffic>,
+    unmeshed: bool,
 ) -> Vec<Row> {
     let has_meshed = !matches!(kind, Kind::Service | Kind::TrafficSplit);
     let mut keys: Vec<Key> = listed.to_vec();
@@ -237,6 +238,7 @@ pub fn rows(
             if let Some(m) = m
                 && m.meshed == 0
                 && t.is_none()
+                && !unmeshed
             {
                 return None;
             }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::query::{StatRequest, Window, build};
+use crate::query::{StatRequest, build};
 
 fn sample(labels: &[(&str, &str)], value: f64) -> Sample {
     Sample {
@@ -20,12 +20,8 @@ fn key(ns: &str, name: &str) -> Key {
 
 fn svc_queries() -> Queries {
     build(&StatRequest {
-        kind: Kind::Service,
         namespace: Some("emojivoto".into()),
-        name: None,
-        from: None,
-        window: Window::DEFAULT,
-        cluster_domain: "cluster.local".into(),
+        ..StatRequest::new(Kind::Service)
     })
 }
 
@@ -203,7 +199,11 @@ fn rows_are_listed_resources_and_resources_with_traffic() {
             ..Default::default()
         },
     )]);
-    let rows = rows(Kind::Deployment, &listed, &meshed, traffic);
+    let all = rows(Kind::Deployment, &listed, &meshed, traffic.clone(), true);
+    let names: Vec<&str> = all.iter().map(|r| r.key.name.as_str()).collect();
+    // --unmeshed keeps them all.
+    assert_eq!(names, ["db", "gone", "idle", "web"]);
+    let rows = rows(Kind::Deployment, &listed, &meshed, traffic, false);
     let names: Vec<&str> = rows.iter().map(|r| r.key.name.as_str()).collect();
     // db and idle have no meshed pod and no traffic: hidden.
     assert_eq!(names, ["gone", "web"]);
@@ -222,13 +222,14 @@ fn rows_are_listed_resources_and_resources_with_traffic() {
         &[key("a", "web-svc"), key("a", "web-svc-east")],
         &BTreeMap::new(),
         BTreeMap::new(),
+        false,
     );
     assert_eq!(svc.len(), 2);
     assert!(
         svc.iter()
             .all(|r| r.meshed.is_none() && r.traffic.is_none())
     );
-    assert!(super::rows(Kind::Service, &[], &BTreeMap::new(), BTreeMap::new()).is_empty());
+    assert!(super::rows(Kind::Service, &[], &BTreeMap::new(), BTreeMap::new(), false).is_empty());
 }
 
 /// A pod from its status in JSON, as the API server writes it.

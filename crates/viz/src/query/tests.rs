@@ -2,12 +2,9 @@ use super::*;
 
 fn req(kind: Kind, ns: Option<&str>, name: Option<&str>) -> StatRequest {
     StatRequest {
-        kind,
         namespace: ns.map(Into::into),
         name: name.map(Into::into),
-        from: None,
-        window: Window::DEFAULT,
-        cluster_domain: "cluster.local".into(),
+        ..StatRequest::new(kind)
     }
 }
 
@@ -155,4 +152,81 @@ fn kinds_resources_and_windows_parse_as_kubectl_and_prometheus_write_them() {
     for bad in ["", "30", "s", "0s", "1d", "-1m", "1.5m", "m1"] {
         assert!(bad.parse::<Window>().is_err(), "{bad:?}");
     }
+}
+
+/// `--to`: the rows' own outbound traffic to the resource, named by their
+/// own labels; `--from-namespace`/`--to-namespace` name the peer's
+/// namespace.
+#[test]
+fn to_and_the_peers_namespaces() {
+    let mut to = req(Kind::Deployment, Some("emojivoto"), None);
+    to.to = Some("svc/emoji-svc-west".parse().unwrap());
+    let q = build(&to);
+    assert!(
+        q.requests.contains(
+            r#"{direction="outbound", namespace="emojivoto", dst_namespace="emojivoto", dst_service="emoji-svc-west"}"#
+        ),
+        "{}",
+        q.requests
+    );
+    assert!(
+        q.requests
+            .contains("by (namespace, deployment, classification, tls)")
+    );
+    assert_eq!(q.row_labels, ("namespace", "deployment"));
+    assert!(
+        q.tcp_connections.contains(r#"peer="dst""#),
+        "{}",
+        q.tcp_connections
+    );
+
+    // The peer in another namespace; a namespace as the peer.
+    let mut other = req(Kind::Pod, Some("emojivoto"), Some("web-1"));
+    let mut peer: Resource = "deploy/api".parse().unwrap();
+    peer.namespace = Some("backend".into());
+    other.to = Some(peer.clone());
+    let q = build(&other);
+    assert!(
+        q.requests.contains(
+            r#"{direction="outbound", namespace="emojivoto", pod="web-1", dst_namespace="backend", dst_deployment="api"}"#
+        ),
+        "{}",
+        q.requests
+    );
+    let mut to_ns = req(Kind::Namespace, None, Some("emojivoto"));
+    to_ns.to = Some("ns/backend".parse().unwrap());
+    let q = build(&to_ns);
+    assert!(
+        q.requests
+            .contains(r#"{direction="outbound", namespace="emojivoto", dst_namespace="backend"}"#),
+        "{}",
+        q.requests
+    );
+    assert!(q.requests.contains("by (namespace, classification, tls)"));
+
+    let mut from = req(Kind::Deployment, Some("emojivoto"), Some("api"));
+    from.from = Some(peer);
+    let q = build(&from);
+    assert!(
+        q.requests.contains(
+            r#"{direction="outbound", namespace="backend", deployment="api", dst_namespace="emojivoto", dst_deployment="api"}"#
+        ),
+        "{}",
+        q.requests
+    );
+    // --from a namespace: its name is the source namespace, once.
+    let mut from_ns = req(Kind::Service, Some("emojivoto"), None);
+    from_ns.from = Some("ns/clients".parse().unwrap());
+    let q = build(&from_ns);
+    assert_eq!(
+        q.requests.matches("namespace=").count(),
+        1,
+        "{}",
+        q.requests
+    );
+    assert!(
+        q.requests.contains(r#"namespace="clients""#),
+        "{}",
+        q.requests
+    );
 }
