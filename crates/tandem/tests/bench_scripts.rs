@@ -69,3 +69,14 @@ fn a_wrong_argument_is_refused_before_anything_runs() {
         );
     }
 }
+
+#[test]
+fn a_controller_that_is_no_program_is_refused_before_anything_runs() {
+    let missing = "/nonexistent/tandem";
+    let (status, out, err) = run("failover.sh", &["--controller", missing]);
+    assert_eq!(status, 2, "failover.sh --controller {missing}: {out}{err}");
+    assert!(
+        err.contains(&format!("--controller {missing} is not an executable file")),
+        "{err}"
+    );
+}
