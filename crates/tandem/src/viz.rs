@@ -116,23 +116,18 @@ impl StatArgs {
             peer.namespace = ns.clone();
             Ok(Some(peer))
         };
-        let to = peer(&self.to, &self.to_namespace)?;
-        if to.is_some() && matches!(target.kind, Kind::Service | Kind::TrafficSplit) {
-            return Err(tandem_viz::Error::BadArgument(format!(
-                "--to shows what deploy, po or ns send; for {} use --from",
-                target.kind.name()
-            )));
-        }
-        Ok(StatRequest {
+        let request = StatRequest {
             kind: target.kind,
             namespace: (!self.all_namespaces).then(|| self.namespace.clone()),
             name: target.name,
             from: peer(&self.from, &self.from_namespace)?,
-            to,
+            to: peer(&self.to, &self.to_namespace)?,
             window: self.window.parse::<Window>()?,
             cluster_domain: self.cluster_domain.clone(),
             unmeshed: self.unmeshed,
-        })
+        };
+        request.check()?;
+        Ok(request)
     }
 }
 

@@ -3,9 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::{
-    apps::v1::Deployment,
-    core::v1::{Namespace, Pod, Service},
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        core::v1::{Namespace, Pod, Service},
+    },
+    apimachinery::pkg::util::intstr::IntOrString,
 };
 use kube::{Api, Client, api::ListParams};
 use tandem_api::smi::v1alpha1::TrafficSplit;
@@ -21,6 +24,7 @@ use crate::{
 /// traffic, and the resources of the kind listed from the API (so that a
 /// resource without traffic shows as `-`), with MESHED.
 pub async fn stat(client: &Client, r: &StatRequest) -> Result<Vec<Row>, Error> {
+    r.check()?;
     if r.kind == Kind::TrafficSplit {
         return split_stats(client, r).await;
     }
@@ -92,8 +96,7 @@ async fn split_stats(client: &Client, r: &StatRequest) -> Result<Vec<Row>, Error
 }
 
 /// A weight as the split writes it: `1`, `500m`.
-fn weight_text(w: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString) -> String {
-    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+fn weight_text(w: &IntOrString) -> String {
     match w {
         IntOrString::Int(i) => i.to_string(),
         IntOrString::String(s) => s.clone(),

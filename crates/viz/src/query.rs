@@ -201,6 +201,18 @@ impl StatRequest {
             unmeshed: false,
         }
     }
+
+    /// Why the request asks for nothing a query can answer, if it does:
+    /// `--to` with `svc` or `ts`, whose rows are destinations already.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.to.is_some() && matches!(self.kind, Kind::Service | Kind::TrafficSplit) {
+            return Err(Error::BadArgument(format!(
+                "--to shows what deploy, po or ns send; for {} use --from",
+                self.kind.name()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The PromQL strings of one request.
@@ -323,9 +335,9 @@ fn plan(
                 Kind::Namespace => (r.name.as_ref(), None),
                 _ => (r.namespace.as_ref(), r.name.as_ref()),
             };
-            match &r.from {
+            match (&r.from, &r.to) {
                 // What `from` sends to resources of this kind.
-                Some(from) => {
+                (Some(from), _) => {
                     sel = sel.eq("direction", "outbound");
                     sel = from_source(sel, from, r.namespace.as_ref());
                     if let Some(ns) = ns {
@@ -338,8 +350,7 @@ fn plan(
                     (sel, g, rows, "dst")
                 }
                 // What resources of this kind send `to`.
-                None if r.to.is_some() => {
-                    let to = r.to.as_ref().expect("matched");
+                (None, Some(to)) => {
                     sel = sel.eq("direction", "outbound");
                     if let Some(ns) = ns {
                         sel = sel.eq("namespace", ns);
@@ -360,14 +371,11 @@ fn plan(
                             }
                         }
                     }
-                    let g = match kind {
-                        Kind::Namespace => vec!["namespace"],
-                        k => vec!["namespace", k.label()],
-                    };
-                    (sel, g, ("namespace", kind.label()), "dst")
+                    let (g, rows) = own_labels(kind);
+                    (sel, g, rows, "dst")
                 }
                 // What resources of this kind receive.
-                None => {
+                (None, None) => {
                     sel = sel.eq("direction", "inbound");
                     if let Some(ns) = ns {
                         sel = sel.eq("namespace", ns);
@@ -375,15 +383,23 @@ fn plan(
                     if let Some(n) = name {
                         sel = sel.eq(kind.label(), n);
                     }
-                    let g = match kind {
-                        Kind::Namespace => vec!["namespace"],
-                        k => vec!["namespace", k.label()],
-                    };
-                    (sel, g, ("namespace", kind.label()), "src")
+                    let (g, rows) = own_labels(kind);
+                    (sel, g, rows, "src")
                 }
             }
         }
     }
+}
+
+/// The grouping and row labels of rows named by their own labels (what
+/// they receive, or send with `--to`): a namespace by `namespace`, other
+/// kinds by `namespace` and their kind's label.
+fn own_labels(kind: Kind) -> (Vec<&'static str>, (&'static str, &'static str)) {
+    let g = match kind {
+        Kind::Namespace => vec!["namespace"],
+        k => vec!["namespace", k.label()],
+    };
+    (g, ("namespace", kind.label()))
 }
 
 /// The source matchers of `--from`: its namespace (its own, or the

@@ -39,6 +39,30 @@ fn shows_tcp(kind: Kind) -> bool {
     kind != Kind::TrafficSplit
 }
 
+/// Latency `i` (p50, p95, p99) in whole ms, as Linkerd prints it.
+fn latency_ms(t: &Traffic, i: usize) -> Option<u64> {
+    t.latency_ms[i].map(|ms| ms.max(0.0) as u64)
+}
+
+/// The TCP figures of a row with requests, as Linkerd prints them: what
+/// Prometheus did not answer is 0.
+struct Tcp {
+    connections: u64,
+    read_bytes_per_sec: f64,
+    write_bytes_per_sec: f64,
+}
+
+impl Tcp {
+    fn of(t: &Traffic) -> Self {
+        let rate = |v: Option<f64>| v.unwrap_or(0.0).max(0.0);
+        Self {
+            connections: t.tcp_connections.unwrap_or(0.0).max(0.0).round() as u64,
+            read_bytes_per_sec: rate(t.read_bytes_per_sec),
+            write_bytes_per_sec: rate(t.write_bytes_per_sec),
+        }
+    }
+}
+
 /// A column: its header, and whether its cells are left-aligned.
 struct Column {
     header: &'static str,
@@ -114,25 +138,18 @@ fn cells(row: &Row, window: Window, o: TableOptions) -> Vec<String> {
     ));
     for i in 0..3 {
         out.push(or_dash(
-            t.and_then(|t| t.latency_ms[i])
-                .map(|ms| format!("{}ms", ms.max(0.0) as u64)),
+            t.and_then(|t| latency_ms(t, i)).map(|ms| format!("{ms}ms")),
         ));
     }
     if shows_tcp(row.kind) {
-        out.push(or_dash(t.map(|t| {
-            format!(
-                "{}",
-                t.tcp_connections.unwrap_or(0.0).max(0.0).round() as u64
-            )
-        })));
+        let tcp = t.map(Tcp::of);
+        out.push(or_dash(tcp.as_ref().map(|c| c.connections.to_string())));
         if o.wide {
-            for v in [
-                t.map(|t| t.read_bytes_per_sec),
-                t.map(|t| t.write_bytes_per_sec),
+            for b in [
+                tcp.as_ref().map(|c| c.read_bytes_per_sec),
+                tcp.as_ref().map(|c| c.write_bytes_per_sec),
             ] {
-                out.push(or_dash(
-                    v.map(|b| format!("{:.1}B/s", b.unwrap_or(0.0).max(0.0))),
-                ));
+                out.push(or_dash(b.map(|b| format!("{b:.1}B/s"))));
             }
         }
     }
@@ -216,8 +233,8 @@ pub fn json_rows(rows: &[Row], window: Window) -> Vec<JsonRow> {
     rows.iter()
         .map(|row| {
             let t = requests(row);
-            let ms = |i: usize| t.and_then(|t| t.latency_ms[i]).map(|v| v.max(0.0) as u64);
-            let tcp = t.filter(|_| shows_tcp(row.kind));
+            let ms = |i: usize| t.and_then(|t| latency_ms(t, i));
+            let tcp = t.filter(|_| shows_tcp(row.kind)).map(Tcp::of);
             let split = row.split.as_ref();
             JsonRow {
                 namespace: row.key.namespace.clone(),
@@ -229,10 +246,9 @@ pub fn json_rows(rows: &[Row], window: Window) -> Vec<JsonRow> {
                 latency_ms_p50: ms(0),
                 latency_ms_p95: ms(1),
                 latency_ms_p99: ms(2),
-                tcp_open_connections: tcp
-                    .map(|t| t.tcp_connections.unwrap_or(0.0).max(0.0).round() as u64),
-                tcp_read_bytes_rate: tcp.map(|t| t.read_bytes_per_sec.unwrap_or(0.0).max(0.0)),
-                tcp_write_bytes_rate: tcp.map(|t| t.write_bytes_per_sec.unwrap_or(0.0).max(0.0)),
+                tcp_open_connections: tcp.as_ref().map(|c| c.connections),
+                tcp_read_bytes_rate: tcp.as_ref().map(|c| c.read_bytes_per_sec),
+                tcp_write_bytes_rate: tcp.as_ref().map(|c| c.write_bytes_per_sec),
                 apex: split.map(|s| s.apex.clone()),
                 leaf: split.map(|_| row.key.name.clone()),
                 weight: split.map(|s| s.weight.clone()),
