@@ -28,6 +28,12 @@ pub const MIRROR_MANAGED_BY: &str = "service-mirror.multicluster.tandem.io";
 /// The finalizer that deletes a Link's mirrors with it.
 pub const LINK_FINALIZER: &str = "multicluster.tandem.io/mirrors";
 
+/// The leader-election Lease that the replicas of a Link's service mirror
+/// share, in the Link's namespace: Linkerd's name, so that its tools find it.
+pub fn mirror_lease_name(link: &str) -> String {
+    format!("service-mirror-write-{link}")
+}
+
 /// A link to another cluster.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(

@@ -374,17 +374,32 @@ impl Mirror {
     }
 
     pub async fn start_with(env: &Env, ns: &str, link: &str, create_namespaces: bool) -> Self {
-        let east = mirror_client(env, "east").await;
-        let (stop, stopped) = watch::channel(false);
-        let settings = MirrorSettings {
+        Self::start_settings(
+            env,
+            MirrorSettings {
+                create_namespaces,
+                ..Self::settings(ns, link)
+            },
+        )
+        .await
+    }
+
+    /// The settings the tests' mirrors run with.
+    pub fn settings(ns: &str, link: &str) -> MirrorSettings {
+        MirrorSettings {
             link_namespace: ns.to_string(),
             link_name: link.to_string(),
             admin_addr: None,
-            create_namespaces,
             dns_refresh: Duration::from_secs(30),
             status_interval: Duration::from_millis(500),
             ..MirrorSettings::default()
-        };
+        }
+    }
+
+    /// A mirror in east with these settings.
+    pub async fn start_settings(env: &Env, settings: MirrorSettings) -> Self {
+        let east = mirror_client(env, "east").await;
+        let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run_mirror(east, settings, stopped));
         Self {
             stop,

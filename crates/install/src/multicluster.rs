@@ -192,15 +192,16 @@ pub fn link(o: &LinkOptions) -> Vec<Value> {
             "metadata": { "name": mirror, "namespace": ns, "labels": l },
         }),
         // Mirrors can land in any namespace: Services and their slices,
-        // cluster-wide; namespaces only read (or created with a flag).
+        // cluster-wide, with the verbs the mirror uses and no more (a
+        // Service is read again only when its create finds one there).
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
             "metadata": { "name": cluster_role, "labels": l },
             "rules": [
-                rule(&[""], &["services"], &["get", "list", "watch", "create", "update", "patch", "delete"]),
-                rule(&["discovery.k8s.io"], &["endpointslices"], &["get", "list", "watch", "create", "update", "patch", "delete"]),
-                rule(&[""], &["namespaces"], &["get", "list", "watch"]),
+                rule(&[""], &["services"], &["get", "list", "watch", "create", "patch", "delete"]),
+                // A server-side apply that makes a slice needs create.
+                rule(&["discovery.k8s.io"], &["endpointslices"], &["list", "watch", "create", "patch", "delete"]),
                 // Its own ClusterRole goes with its ClusterRoleBinding,
                 // which it deletes once the Link's finalizer ran.
                 named(&["rbac.authorization.k8s.io"], &["clusterroles"], &["patch"], &[&cluster_role]),
@@ -220,10 +221,15 @@ pub fn link(o: &LinkOptions) -> Vec<Value> {
             "kind": "Role",
             "metadata": { "name": mirror, "namespace": ns, "labels": l },
             "rules": [
-                named(&["multicluster.tandem.io"], &["links"], &["get", "list", "watch", "update", "patch"], &[name]),
-                named(&["multicluster.tandem.io"], &["links/status"], &["get", "update", "patch"], &[name]),
+                named(&["multicluster.tandem.io"], &["links"], &["get", "list", "watch", "patch"], &[name]),
+                named(&["multicluster.tandem.io"], &["links/status"], &["patch"], &[name]),
+                // Owner references to the Link that block its deletion.
                 named(&["multicluster.tandem.io"], &["links/finalizers"], &["update"], &[name]),
-                named(&[""], &["secrets"], &["get", "watch"], &[&credentials_secret(name)]),
+                named(&[""], &["secrets"], &["get"], &[&credentials_secret(name)]),
+                // Leader election among the mirror's replicas (a create
+                // cannot be limited to a name).
+                rule(&["coordination.k8s.io"], &["leases"], &["create"]),
+                named(&["coordination.k8s.io"], &["leases"], &["get", "update"], &[&tandem_api::multicluster::mirror_lease_name(name)]),
                 // Events about the Link (a mirror it must leave alone).
                 rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
                 // Its own objects, given to the Link as owner.
@@ -263,6 +269,8 @@ pub fn link(o: &LinkOptions) -> Vec<Value> {
                                 "--own-cluster-role", cluster_role,
                                 "--admin-addr", format!("0.0.0.0:{ADMIN_PORT}"),
                             ],
+                            // The replica's name in the leader election.
+                            "env": [{ "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } }],
                             "ports": [{ "name": "admin-http", "containerPort": ADMIN_PORT }],
                             "livenessProbe": { "httpGet": { "path": "/live", "port": "admin-http" } },
                             "readinessProbe": { "httpGet": { "path": "/ready", "port": "admin-http" } },
@@ -441,10 +449,25 @@ mod tests {
             if r["apiGroups"] == json!(["multicluster.tandem.io"]) {
                 assert_eq!(r["resourceNames"], json!(["west"]), "{r}");
             }
-            if r["apiGroups"] != json!(["events.k8s.io"]) {
+            // Only creates, which cannot name an object, are unnamed.
+            if r["apiGroups"] != json!(["events.k8s.io"]) && r["verbs"] != json!(["create"]) {
                 assert!(r["resourceNames"].is_array(), "{r}");
             }
         }
+        // Leader election on Linkerd's Lease, by the pod's name.
+        let lease = role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| {
+                r["apiGroups"] == json!(["coordination.k8s.io"]) && r["resourceNames"].is_array()
+            })
+            .unwrap();
+        assert_eq!(lease["resourceNames"], json!(["service-mirror-write-west"]));
+        assert_eq!(lease["verbs"], json!(["get", "update"]));
+        let env = &objs[7]["spec"]["template"]["spec"]["containers"][0]["env"][0];
+        assert_eq!(env["name"], "POD_NAME");
+        assert_eq!(env["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
         // Events only where the Link is, never cluster-wide.
         let cluster_role = &objs[3];
         assert!(

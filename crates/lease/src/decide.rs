@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
-    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference},
     jiff::Timestamp,
 };
 
@@ -89,6 +89,15 @@ pub(crate) fn claim(current: Option<&Lease>, now: Timestamp, params: &LeaseParam
             ObjectMeta {
                 name: Some(params.name.clone()),
                 namespace: Some(params.namespace.clone()),
+                owner_references: params.owner.as_ref().map(|o| {
+                    vec![OwnerReference {
+                        api_version: o.api_version.clone(),
+                        kind: o.kind.clone(),
+                        name: o.name.clone(),
+                        uid: o.uid.clone(),
+                        ..OwnerReference::default()
+                    }]
+                }),
                 ..ObjectMeta::default()
             },
             LeaseSpec::default(),

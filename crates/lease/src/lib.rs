@@ -57,6 +57,19 @@ pub struct LeaseParams {
     pub renew_period: Duration,
     /// The field manager of every write; empty lets the apiserver choose.
     pub field_manager: String,
+    /// An owner for the Lease when it is created, so that the garbage
+    /// collector deletes it with that object (a Lease created after its
+    /// owner is gone is collected too).
+    pub owner: Option<Owner>,
+}
+
+/// The object that owns the Lease (its `ownerReferences` entry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub uid: String,
 }
 
 impl LeaseParams {
@@ -73,6 +86,7 @@ impl LeaseParams {
             lease_duration: Duration::from_secs(15),
             renew_period: Duration::from_secs(2),
             field_manager: "tandem-lease".to_string(),
+            owner: None,
         }
     }
 

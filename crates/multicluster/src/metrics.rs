@@ -35,6 +35,7 @@ pub struct Metrics {
     pub remote_reachable: Family<ClusterLabels, Gauge>,
     pub writes: Counter,
     pub write_errors: Counter,
+    pub leader: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -55,6 +56,7 @@ impl Metrics {
             remote_reachable: Family::default(),
             writes: Counter::default(),
             write_errors: Counter::default(),
+            leader: Gauge::default(),
         };
         registry.register(
             "gateway_alive",
@@ -96,7 +98,22 @@ impl Metrics {
             "Failed writes of mirror Services and EndpointSlices",
             m.write_errors.clone(),
         );
+        registry.register(
+            "leader",
+            "1 while this replica leads (or runs without leader election) and writes, 0 while it stands by",
+            m.leader.clone(),
+        );
         m
+    }
+
+    /// A replica that stops leading: the figures of the linked cluster
+    /// belong to the leader, so a standby reports none.
+    pub fn stand_by(&self) {
+        self.leader.set(0);
+        self.gateway_alive.clear();
+        self.gateway_address_alive.clear();
+        self.mirrored_services.clear();
+        self.remote_reachable.clear();
     }
 
     pub fn cluster(cluster: &str) -> ClusterLabels {

@@ -29,6 +29,7 @@ use kube::{
 };
 use prometheus_client::registry::Registry;
 use tandem_api::multicluster::{Link, LinkSpec, MIRROR_MANAGED_BY, MIRRORED_SERVICE_LABEL};
+use tandem_lease::LeaseParams;
 use tandem_runtime::{
     Task,
     pool::Pool,
@@ -78,6 +79,9 @@ pub struct MirrorSettings {
     /// The mirror's own objects, when it runs as `link` deploys it: they
     /// go with the Link (see [`crate::own`]).
     pub own: Option<OwnObjects>,
+    /// Leader election among the mirror's replicas: only the holder of
+    /// this Lease watches and writes. `None` runs as the only writer.
+    pub lease: Option<LeaseParams>,
 }
 
 impl Default for MirrorSettings {
@@ -91,6 +95,7 @@ impl Default for MirrorSettings {
             status_interval: Duration::from_secs(5),
             resync_period: Duration::from_secs(300),
             own: None,
+            lease: None,
         }
     }
 }
@@ -114,7 +119,7 @@ pub(crate) enum Msg {
 pub async fn run_mirror(
     local: Client,
     settings: MirrorSettings,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     if settings.link_name.is_empty() || settings.link_namespace.is_empty() {
         anyhow::bail!("the service mirror needs a Link name and namespace");
@@ -131,6 +136,24 @@ pub async fn run_mirror(
         })
     });
 
+    match settings.lease.clone() {
+        None => {
+            metrics.leader.set(1);
+            serve(local, settings, metrics, readiness, shutdown).await
+        }
+        Some(params) => lead::run(local, settings, params, metrics, readiness, shutdown).await,
+    }
+}
+
+/// Watches and writes until `shutdown` turns true (or the future is
+/// dropped: a leader that steps down drops it, and every task goes with it).
+async fn serve(
+    local: Client,
+    settings: MirrorSettings,
+    metrics: Metrics,
+    readiness: tandem_admin::Readiness,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let span = tracing::info_span!(
         "service_mirror",
         link = %format!("{}/{}", settings.link_namespace, settings.link_name)
@@ -240,6 +263,8 @@ pub async fn run_mirror(
     tracing::info!("service mirror stopped");
     res
 }
+
+mod lead;
 
 // === controller ===
 

@@ -11,7 +11,6 @@ use kube::{
 use serde::Serialize;
 use tandem_api::Duration as GoDuration;
 use tandem_failover::resource::{self, Resource};
-use tandem_lease::LeaseParams;
 
 use crate::{kube_client::ClusterArgs, output::Format};
 
@@ -36,38 +35,18 @@ pub struct RunArgs {
     /// The namespace of the leader-election Lease.
     #[arg(long, env = "POD_NAMESPACE", default_value = tandem_install::failover::DEFAULT_NAMESPACE)]
     lease_namespace: String,
-    /// This replica's name in the Lease and in events. Default: the pod name, else host and pid.
-    #[arg(long, env = "POD_NAME")]
-    identity: Option<String>,
-    /// Run as the only writer, without a Lease (one replica only).
-    #[arg(long)]
-    no_leader_election: bool,
-    /// How long a leader's Lease lasts without renewal; a standby takes over after it.
-    #[arg(long, default_value = "15s")]
-    lease_duration: GoDuration,
-    /// How often the leader renews the Lease.
-    #[arg(long, default_value = "2s")]
-    renew_period: GoDuration,
+    #[command(flatten)]
+    leader: crate::leader::LeaderArgs,
 }
 
 pub async fn run(cluster: &ClusterArgs, args: RunArgs) -> Result<ExitCode> {
     let client = cluster.client().await?;
-    let identity = args.identity.clone().unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "local".into());
-        format!("{host}-{}", std::process::id())
-    });
-    let lease = (!args.no_leader_election).then(|| LeaseParams {
-        lease_duration: args.lease_duration.into(),
-        renew_period: args.renew_period.into(),
-        field_manager: tandem_failover::FIELD_MANAGER.into(),
-        ..LeaseParams::new(
-            &args.lease_namespace,
-            tandem_install::failover::LEASE,
-            &identity,
-        )
-    });
+    let identity = args.leader.identity();
+    let lease = args.leader.params(
+        &args.lease_namespace,
+        tandem_install::failover::LEASE,
+        tandem_failover::FIELD_MANAGER,
+    );
     let settings = tandem_failover::Settings {
         selector: args.selector,
         cluster_domain: args.cluster_domain,
@@ -255,8 +234,6 @@ mod tests {
         );
         let ok = Cli::try_parse_from(["failover", "--resync-period", "30s"]).unwrap();
         assert_eq!(ok.run.resync_period, GoDuration::from_secs(30));
-        let err = Cli::try_parse_from(["failover", "--lease-duration", "15"]).unwrap_err();
-        assert!(err.to_string().contains("a number has no unit"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod failover;
 mod identity;
 mod inject;
 mod install;
+mod leader;
 mod multicluster;
 mod proxy;
 mod proxy_await;

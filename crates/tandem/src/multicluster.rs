@@ -113,6 +113,8 @@ pub struct MirrorArgs {
     #[arg(long, default_value = "127.0.0.1:9991")]
     admin_addr: SocketAddr,
     /// Create a mirror's namespace when it is missing (instead of reporting it).
+    /// Needs `create` on namespaces, which the ClusterRole that `link` prints
+    /// does not grant.
     #[arg(long)]
     create_namespaces: bool,
     /// The name of the mirror's own ServiceAccount, Role, RoleBinding and
@@ -128,6 +130,12 @@ pub struct MirrorArgs {
     /// have changed (a repair of what the watches could not see).
     #[arg(long, default_value = "5m", value_parser = GoDuration::parse_period)]
     resync_period: GoDuration,
+    /// The namespace of the leader-election Lease (`service-mirror-write-LINK`).
+    /// Default: the Link's namespace.
+    #[arg(long)]
+    lease_namespace: Option<String>,
+    #[command(flatten)]
+    leader: crate::leader::LeaderArgs,
 }
 
 pub async fn run(cluster: &ClusterArgs, cmd: MulticlusterCommand) -> Result<ExitCode> {
@@ -446,9 +454,15 @@ async fn mirror(cluster: &ClusterArgs, a: MirrorArgs) -> Result<ExitCode> {
         crate::failover::shutdown_signal().await;
         let _ = stop.send(true);
     });
+    let lease = a.leader.params(
+        a.lease_namespace.as_deref().unwrap_or(&a.namespace),
+        &tandem_api::multicluster::mirror_lease_name(&a.link),
+        tandem_multicluster::FIELD_MANAGER,
+    );
     tandem_multicluster::run_mirror(
         client,
         tandem_multicluster::MirrorSettings {
+            lease,
             link_namespace: a.namespace,
             link_name: a.link,
             admin_addr: Some(a.admin_addr),

@@ -138,6 +138,21 @@ fn unlink_with_a_running_mirror_lets_the_link_and_its_mirrors_go() {
     cmd.args(&args).env("KUBECONFIG", &kubeconfig);
     let _mirror = Process::spawn("service mirror", cmd, admin_port);
 
+    // West's gateway probe, where the Link says it is, passes: so the
+    // mirror writes its slice too (an endpoint at the gateway, not ready:
+    // west's Service has no ready endpoint).
+    let probe =
+        std::net::TcpListener::bind("127.20.19.8:4191").expect("the gateway probe's address");
+    std::thread::spawn(move || {
+        for conn in probe.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 1024];
+            let _ = std::io::Read::read(&mut conn, &mut buf);
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+
     // An exported Service in west is mirrored in east, by the mirror's own rights.
     app.apply(
         "west",
@@ -161,6 +176,23 @@ spec:
         let out = get("east", &app.name, &mirrored);
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
         (text == mirrored)
+            .then_some(())
+            .ok_or(format!("{text:?} {}", String::from_utf8_lossy(&out.stderr)))
+    });
+    // Its slice too, at the gateway's address.
+    wait_for("the mirror's slice is written", 90, || {
+        let out = run(env.kubectl("east").args([
+            "-n",
+            &app.name,
+            "get",
+            "endpointslices",
+            "-l",
+            &format!("kubernetes.io/service-name=emoji-{link}"),
+            "-o",
+            "jsonpath={.items[*].endpoints[*].addresses[*]}",
+        ]));
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (text == "127.20.19.8")
             .then_some(())
             .ok_or(format!("{text:?} {}", String::from_utf8_lossy(&out.stderr)))
     });
@@ -192,6 +224,21 @@ spec:
         ]));
         (owner == "Link").then_some(()).ok_or(owner)
     });
+
+    // It leads through Linkerd's Lease, which it created with the Link as
+    // owner (so that the Lease goes with the Link too).
+    let lease = run_ok(env.kubectl("east").args([
+        "-n",
+        &mc.name,
+        "get",
+        "lease",
+        &format!("service-mirror-write-{link}"),
+        "-o",
+        "jsonpath={.metadata.ownerReferences[*].kind}/{.metadata.ownerReferences[*].name}/{.spec.holderIdentity}",
+    ]));
+    let (owner, holder) = lease.rsplit_once('/').unwrap();
+    assert_eq!(owner, format!("Link/{link}"), "{lease}");
+    assert!(!holder.is_empty(), "{lease}");
 
     // unlink | kubectl delete -f -: kubectl waits for the Link to go.
     let manifest = sh.tandem_ok(&[
@@ -258,6 +305,7 @@ spec:
         format!("serviceaccount/{mirror}"),
         format!("role/{mirror}"),
         format!("rolebinding/{mirror}"),
+        format!("lease/service-mirror-write-{link}"),
     ] {
         wait_for(&format!("{what} goes with the Link"), 60, || {
             gone("east", &mc.name, &what)

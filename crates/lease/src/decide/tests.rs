@@ -206,6 +206,42 @@ fn claim_creates_a_lease() {
 }
 
 #[test]
+fn claim_creates_a_lease_with_its_owner_and_keeps_what_is_there() {
+    let p = LeaseParams {
+        owner: Some(crate::Owner {
+            api_version: "multicluster.tandem.io/v1alpha1".into(),
+            kind: "Link".into(),
+            name: "west".into(),
+            uid: "u-1".into(),
+        }),
+        ..params("a")
+    };
+    let created = claim(None, ts(1.0), &p);
+    let owners = created.metadata.owner_references.clone().unwrap();
+    assert_eq!(owners.len(), 1);
+    assert_eq!(
+        (
+            owners[0].kind.as_str(),
+            owners[0].name.as_str(),
+            owners[0].uid.as_str()
+        ),
+        ("Link", "west", "u-1")
+    );
+    assert_eq!(
+        owners[0].controller, None,
+        "not a controller: nothing else adopts it"
+    );
+    // A Lease that exists keeps its metadata as read: the owner is set only
+    // when the Lease is created.
+    let taken = claim(
+        Some(&mk_lease(Some("b"), Some(0.0), Some(15))),
+        ts(20.0),
+        &p,
+    );
+    assert_eq!(taken.metadata.owner_references, None);
+}
+
+#[test]
 fn claim_takes_over_from_another_holder() {
     let mut old = mk_lease(Some("b"), Some(0.0), Some(15));
     old.spec.as_mut().unwrap().strategy = Some("OldestEmulationVersion".into());

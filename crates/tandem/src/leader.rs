@@ -1,0 +1,96 @@
+//! The leader-election flags that the failover controller and the service
+//! mirror share (each has its own `--lease-namespace`, whose default
+//! differs).
+
+use clap::Args;
+use tandem_api::Duration as GoDuration;
+use tandem_lease::LeaseParams;
+
+#[derive(Debug, Args)]
+pub struct LeaderArgs {
+    /// This replica's name in the Lease and in events. Default: the pod name, else host and pid.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Run as the only writer, without a Lease (one replica only).
+    #[arg(long)]
+    pub no_leader_election: bool,
+    /// How long a leader's Lease lasts without renewal; a standby takes over after it.
+    #[arg(long, default_value = "15s")]
+    pub lease_duration: GoDuration,
+    /// How often the leader renews the Lease.
+    #[arg(long, default_value = "2s")]
+    pub renew_period: GoDuration,
+}
+
+impl LeaderArgs {
+    /// The identity given, else this host's name and process id.
+    pub fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "local".into());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+
+    /// The Lease `namespace/name` to hold, or `None` with
+    /// `--no-leader-election`.
+    pub fn params(&self, namespace: &str, name: &str, field_manager: &str) -> Option<LeaseParams> {
+        (!self.no_leader_election).then(|| LeaseParams {
+            lease_duration: self.lease_duration.into(),
+            renew_period: self.renew_period.into(),
+            field_manager: field_manager.into(),
+            ..LeaseParams::new(namespace, name, self.identity())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        leader: LeaderArgs,
+    }
+
+    #[test]
+    fn the_flags_make_the_lease_params() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--identity",
+            "pod-a",
+            "--lease-duration",
+            "9s",
+            "--renew-period",
+            "1s",
+        ])
+        .unwrap();
+        let p = cli.leader.params("ns", "lease", "mgr").unwrap();
+        assert_eq!(
+            (p.namespace.as_str(), p.name.as_str(), p.identity.as_str()),
+            ("ns", "lease", "pod-a")
+        );
+        assert_eq!(p.lease_duration, std::time::Duration::from_secs(9));
+        assert_eq!(p.renew_period, std::time::Duration::from_secs(1));
+        assert_eq!(p.field_manager, "mgr");
+        assert_eq!(p.owner, None);
+
+        let alone = Cli::try_parse_from(["x", "--no-leader-election"]).unwrap();
+        assert_eq!(alone.leader.params("ns", "lease", "mgr"), None);
+        let err = Cli::try_parse_from(["x", "--lease-duration", "15"]).unwrap_err();
+        assert!(err.to_string().contains("a number has no unit"), "{err}");
+    }
+
+    #[test]
+    fn without_a_pod_name_the_identity_is_the_host_and_pid() {
+        let cli = Cli::try_parse_from(["x"]).unwrap();
+        if cli.leader.identity.is_none() {
+            let id = cli.leader.identity();
+            assert!(id.ends_with(&format!("-{}", std::process::id())), "{id}");
+        }
+    }
+}
