@@ -144,6 +144,17 @@ impl Env {
         cmd
     }
 
+    /// `tandem testbed VERB COMPONENT --cluster CLUSTER` on this testbed
+    /// (`stop` or `start` one of its processes, such as `kube-apiserver`);
+    /// fails the test if it fails.
+    pub fn testbed_process(&self, verb: &str, component: &str, cluster: &str) {
+        crate::run_ok(
+            self.tandem()
+                .args(["testbed", verb, component, "--cluster", cluster, "--dir"])
+                .arg(&self.dir),
+        );
+    }
+
     /// `kubectl apply -f -` of a manifest that names its own namespaces.
     pub fn apply(&self, cluster: &str, manifest: &str) {
         kubectl_apply(self.kubectl(cluster), manifest, cluster);

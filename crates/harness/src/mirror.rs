@@ -40,6 +40,9 @@ use tokio::{
 
 use crate::{Env, eventually};
 
+mod fixture;
+pub use fixture::Mirrored;
+
 pub const MANAGER: &str = "tandem-test-mirror";
 /// The read-only access the linked cluster grants (what `multicluster
 /// install` gives the remote-access account).
@@ -506,6 +509,18 @@ pub fn release_link(env: &Env, ns: &str, link: &str) -> Cleanup {
 }
 
 // === reading east ===
+
+/// Waits until the Service `name` (a mirror) exists, and returns it.
+pub async fn appears(services: &Api<Service>, name: &str) -> Service {
+    eventually(&format!("{name} appears in east"), SETTLE, || async {
+        services
+            .get_opt(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("not yet".to_string())
+    })
+    .await
+}
 
 /// The mirror slice's (addresses, ready flags, ports), or why not.
 pub async fn mirror_endpoints(

@@ -37,23 +37,9 @@ async fn the_next_flip_after_an_apiserver_restart_is_handled() {
     let _c = controller(&env, "east", "restart", &[]);
     wait_weights(&ns, "east", "s", &[("p", 1), ("f", 0)]).await;
 
-    let tb_cmd = |verb: &str| {
-        tandem_harness::run_ok(
-            std::process::Command::new(tandem_bin())
-                .args([
-                    "testbed",
-                    verb,
-                    "kube-apiserver",
-                    "--cluster",
-                    "east",
-                    "--dir",
-                ])
-                .arg(&env.dir),
-        )
-    };
-    tb_cmd("stop");
+    env.testbed_process("stop", "kube-apiserver", "east");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    tb_cmd("start");
+    env.testbed_process("start", "kube-apiserver", "east");
     scale(&ns, "east", "p", 0);
     eventually(
         "the flip after the restart",

@@ -77,20 +77,6 @@ async fn held_by(leases: &Api<Lease>, name: &str, who: &str) {
     .await;
 }
 
-/// Waits until the mirror `name-west` exists in east.
-async fn mirrored(services: &Api<Service>, name: &str) {
-    let mirror = format!("{name}-west");
-    eventually(&format!("{mirror} appears in east"), SETTLE, || async {
-        services
-            .get_opt(&mirror)
-            .await
-            .map_err(|e| e.to_string())?
-            .map(|_| ())
-            .ok_or("not yet".to_string())
-    })
-    .await;
-}
-
 /// Waits until a replica stands by: ready, not leading, with no writes.
 async fn standing_by(r: &Replica, who: &str) {
     eventually(&format!("{who} stands by"), SETTLE, || async {
@@ -122,7 +108,7 @@ async fn only_the_leader_mirrors_and_a_standby_takes_over() {
     // The first replica takes the Lease and mirrors.
     let a = replica(&env, n, link, "a").await;
     export(&west, n, "emoji", n, 1).await;
-    mirrored(&services, "emoji").await;
+    appears(&services, "emoji-west").await;
     assert_eq!(holder(&leases, &lease).await.as_deref(), Some("a"));
     assert_eq!(metric(a.admin, "tandem_mirror_leader").await, Ok(1.0));
 
@@ -131,7 +117,7 @@ async fn only_the_leader_mirrors_and_a_standby_takes_over() {
     let b = replica(&env, n, link, "b").await;
     standing_by(&b, "b").await;
     export(&west, n, "voting", n, 1).await;
-    mirrored(&services, "voting").await;
+    appears(&services, "voting-west").await;
     wait_ready(
         &east,
         n,
@@ -155,7 +141,7 @@ async fn only_the_leader_mirrors_and_a_standby_takes_over() {
     drop(a);
     held_by(&leases, &lease, "b").await;
     export(&west, n, "web", n, 1).await;
-    mirrored(&services, "web").await;
+    appears(&services, "web-west").await;
     wait_ready(&east, n, "web-west", true, SETTLE, "web-west is ready").await;
     assert_eq!(metric(b.admin, "tandem_mirror_leader").await, Ok(1.0));
     let writes = metric(b.admin, "tandem_mirror_mirror_writes_total").await;
@@ -170,7 +156,7 @@ async fn only_the_leader_mirrors_and_a_standby_takes_over() {
     assert_ne!(after.as_deref(), Some("b"), "b released the Lease");
     held_by(&leases, &lease, "c").await;
     export(&west, n, "vote-bot", n, 1).await;
-    mirrored(&services, "vote-bot").await;
+    appears(&services, "vote-bot-west").await;
     let transitions = leases
         .get(&lease)
         .await

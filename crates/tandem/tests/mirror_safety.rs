@@ -105,14 +105,7 @@ async fn a_mirror_starting_with_a_dead_gateway_never_turns_ready() {
     // known dead (2 failures of 500ms probes), and never ready before.
     let mirror = Mirror::start(env, n, link).await;
     let services: Api<Service> = Api::namespaced(east.clone(), n);
-    eventually("emoji-west appears in east", SETTLE, || async {
-        services
-            .get_opt("emoji-west")
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("not yet".to_string())
-    })
-    .await;
+    appears(&services, "emoji-west").await;
     let seen = sample_ready(&east, n, "emoji-west", Duration::from_secs(5)).await;
     assert!(
         !seen.iter().flatten().flatten().any(|r| *r),
