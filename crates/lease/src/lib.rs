@@ -154,8 +154,8 @@ impl Leadership {
 }
 
 /// Errors of the elector. Only [`Error::InvalidParams`],
-/// [`Error::NamespaceNotFound`] and a failed release end [`Elector::run`];
-/// the rest are logged and retried.
+/// [`Error::NamespaceNotFound`], [`Error::Forbidden`] and a failed release
+/// end [`Elector::run`]; the rest are logged and retried.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The parameters cannot work.
@@ -169,6 +169,18 @@ pub enum Error {
         namespace: String,
         /// `namespace/name`.
         lease: String,
+    },
+    /// This candidate may not read or write the Lease (403): its role
+    /// lacks the rights, as after an upgrade that applied a new image but
+    /// not the new role. Retrying would only repeat the warning.
+    #[error("{op} of Lease {lease} is forbidden: {message}")]
+    Forbidden {
+        /// The call: get, create or replace.
+        op: &'static str,
+        /// `namespace/name`.
+        lease: String,
+        /// What the API server said.
+        message: String,
     },
     /// An API call did not answer in time.
     #[error("{op} of Lease {lease} timed out after {after:?}")]

@@ -177,6 +177,7 @@ impl<S: Store> Machine<S> {
             .await
         {
             Ok(current) => current,
+            Err(error @ Error::Forbidden { .. }) => return Err(error),
             Err(error) => {
                 warn!(error = %tandem_util::error_chain(&error), "reading the lease failed; retrying");
                 *state = self.follower_after(self.params.renew_period);
@@ -238,7 +239,7 @@ impl<S: Store> Machine<S> {
                 debug!("another candidate wrote the lease first");
                 Ok(self.follower_after(self.params.renew_period))
             }
-            Err(error @ Error::NamespaceNotFound { .. }) => Err(error),
+            Err(error @ (Error::NamespaceNotFound { .. } | Error::Forbidden { .. })) => Err(error),
             Err(error) => {
                 warn!(error = %tandem_util::error_chain(&error), "taking the lease failed; retrying");
                 Ok(self.follower_after(self.params.renew_period))

@@ -51,6 +51,11 @@ fn classify(op: &'static str, namespace: &str, lease: String, source: kube::Erro
         kube::Error::Api(s) if s.is_conflict() || s.is_already_exists() => {
             Error::Conflict { op, lease }
         }
+        kube::Error::Api(s) if s.code == 403 => Error::Forbidden {
+            op,
+            lease,
+            message: s.message.clone(),
+        },
         // Only the namespace can be missing when creating.
         kube::Error::Api(s) if op == "create" && s.is_not_found() => Error::NamespaceNotFound {
             namespace: namespace.to_string(),
@@ -115,6 +120,10 @@ mod tests {
         assert!(matches!(
             e("replace", 409, "Conflict"),
             Error::Conflict { .. }
+        ));
+        assert!(matches!(
+            e("get", 403, "Forbidden"),
+            Error::Forbidden { op: "get", .. }
         ));
         assert!(matches!(
             e("get", 500, "InternalError"),

@@ -72,15 +72,9 @@ pub async fn run(cluster: &ClusterArgs, args: RunArgs) -> Result<ExitCode> {
 
 pub use tandem::signal::shutdown_signal;
 
-/// A missing Lease namespace is what running from a workstation looks like
-/// before the controller is installed: say how to go on.
+/// The hints of a failed leader election, for the failover controller.
 fn with_lease_hint(e: anyhow::Error) -> anyhow::Error {
-    match e.downcast_ref::<tandem_lease::Error>() {
-        Some(missing @ tandem_lease::Error::NamespaceNotFound { .. }) => anyhow::anyhow!(
-            "{missing}, so there is no leader election to join: install the failover controller (`tandem failover install | kubectl apply -f -`), pass --lease-namespace with an existing namespace, or pass --no-leader-election to run as the only writer"
-        ),
-        _ => e,
-    }
+    crate::leader::with_hint(e, "the failover controller", "tandem failover install")
 }
 
 #[derive(Debug, Args)]
@@ -234,25 +228,5 @@ mod tests {
         );
         let ok = Cli::try_parse_from(["failover", "--resync-period", "30s"]).unwrap();
         assert_eq!(ok.run.resync_period, GoDuration::from_secs(30));
-    }
-
-    #[test]
-    fn a_missing_lease_namespace_gets_a_hint() {
-        let e = anyhow::Error::new(tandem_lease::Error::NamespaceNotFound {
-            namespace: "tandem-failover".into(),
-            lease: "tandem-failover/tandem-failover".into(),
-        })
-        .context("leader election cannot work");
-        let msg = format!("{:#}", with_lease_hint(e));
-        for hint in [
-            "namespace tandem-failover",
-            "tandem failover install",
-            "--lease-namespace",
-            "--no-leader-election",
-        ] {
-            assert!(msg.contains(hint), "{msg}");
-        }
-        let other = with_lease_hint(anyhow::anyhow!("boom"));
-        assert_eq!(format!("{other:#}"), "boom");
     }
 }

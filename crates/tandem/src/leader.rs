@@ -45,6 +45,23 @@ impl LeaderArgs {
     }
 }
 
+/// Says how to go on when leader election cannot work. `who` is the
+/// component, `install` the command whose output holds its Lease rights.
+/// A missing Lease namespace is what running from a workstation looks like
+/// before the component is installed; a forbidden Lease, a new image with
+/// the role of an older release.
+pub fn with_hint(e: anyhow::Error, who: &str, install: &str) -> anyhow::Error {
+    match e.downcast_ref::<tandem_lease::Error>() {
+        Some(missing @ tandem_lease::Error::NamespaceNotFound { .. }) => anyhow::anyhow!(
+            "{missing}, so there is no leader election to join: install {who} (`{install} | kubectl apply -f -`), pass --lease-namespace with an existing namespace, or pass --no-leader-election to run as the only writer"
+        ),
+        Some(forbidden @ tandem_lease::Error::Forbidden { .. }) => anyhow::anyhow!(
+            "{forbidden}; so {who} cannot take part in leader election: its role lacks the Lease rights of this release (apply `{install} | kubectl apply -f -` again), or pass --no-leader-election to run as the only writer"
+        ),
+        _ => e,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -83,6 +100,50 @@ mod tests {
         assert_eq!(alone.leader.params("ns", "lease", "mgr"), None);
         let err = Cli::try_parse_from(["x", "--lease-duration", "15"]).unwrap_err();
         assert!(err.to_string().contains("a number has no unit"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_election_gets_a_hint() {
+        let missing = anyhow::Error::new(tandem_lease::Error::NamespaceNotFound {
+            namespace: "tandem-failover".into(),
+            lease: "tandem-failover/tandem-failover".into(),
+        })
+        .context("leader election cannot work");
+        let msg = format!(
+            "{:#}",
+            with_hint(
+                missing,
+                "the failover controller",
+                "tandem failover install"
+            )
+        );
+        for hint in [
+            "namespace tandem-failover",
+            "install the failover controller (`tandem failover install | kubectl apply -f -`)",
+            "--lease-namespace",
+            "--no-leader-election",
+        ] {
+            assert!(msg.contains(hint), "{msg}");
+        }
+        let forbidden = anyhow::Error::new(tandem_lease::Error::Forbidden {
+            op: "get",
+            lease: "mc/service-mirror-write-west".into(),
+            message: "cannot get resource \"leases\"".into(),
+        })
+        .context("leader election cannot work");
+        let msg = format!(
+            "{:#}",
+            with_hint(forbidden, "the service mirror", "tandem multicluster link")
+        );
+        for hint in [
+            "get of Lease mc/service-mirror-write-west is forbidden: cannot get resource \"leases\"",
+            "apply `tandem multicluster link | kubectl apply -f -` again",
+            "--no-leader-election",
+        ] {
+            assert!(msg.contains(hint), "{msg}");
+        }
+        let other = with_hint(anyhow::anyhow!("boom"), "x", "y");
+        assert_eq!(format!("{other:#}"), "boom");
     }
 
     #[test]

@@ -477,7 +477,8 @@ async fn mirror(cluster: &ClusterArgs, a: MirrorArgs) -> Result<ExitCode> {
         },
         stopped,
     )
-    .await?;
+    .await
+    .map_err(|e| crate::leader::with_hint(e, "the service mirror", "tandem multicluster link"))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -77,6 +77,26 @@ async fn held_by(leases: &Api<Lease>, name: &str, who: &str) {
     .await;
 }
 
+/// The line of `multicluster check` about this Link's leader.
+async fn check_leader_line(env: &Env, n: &str, link: &str) -> String {
+    let mut cmd = env.tandem();
+    cmd.args(["--context", "east", "multicluster", "check", "--wait", "0s"]);
+    let out = tokio::task::spawn_blocking(move || tandem_harness::run(&mut cmd))
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let what = format!("Link {n}/{link}: the service mirror has a leader");
+    let mut lines = text.lines().skip_while(|l| !l.contains(&what));
+    match (lines.next(), lines.next()) {
+        (Some(line), next) => format!("{line}\n{}", next.unwrap_or_default()),
+        (None, _) => panic!("no check of {what}:\n{text}"),
+    }
+}
+
 /// Waits until a replica stands by: ready, not leading, with no writes.
 async fn standing_by(r: &Replica, who: &str) {
     eventually(&format!("{who} stands by"), SETTLE, || async {
@@ -111,6 +131,8 @@ async fn only_the_leader_mirrors_and_a_standby_takes_over() {
     appears(&services, "emoji-west").await;
     assert_eq!(holder(&leases, &lease).await.as_deref(), Some("a"));
     assert_eq!(metric(a.admin, "tandem_mirror_leader").await, Ok(1.0));
+    let line = check_leader_line(&env, n, link).await;
+    assert!(line.starts_with('√'), "{line}");
 
     // A second one stands by: ready, and it writes nothing while the
     // leader mirrors one more Service.
@@ -165,4 +187,61 @@ async fn only_the_leader_mirrors_and_a_standby_takes_over() {
         .and_then(|s| s.lease_transitions);
     assert_eq!(transitions, Some(2), "a → b → c");
     c.mirror.shutdown().await;
+    // With no replica left, `check` says that none leads.
+    let line = check_leader_line(&env, n, link).await;
+    assert!(
+        line.starts_with('×') && line.contains("no replica holds the Lease"),
+        "{line}"
+    );
+}
+
+/// A replica whose role has no rights on Leases (a new image applied with
+/// the role of an older release) stops at once and says how to go on,
+/// rather than standing by, ready, forever.
+#[test]
+fn a_replica_without_lease_rights_stops_and_says_why() {
+    let env = Env::shared(tandem_bin());
+    let ns = env.namespace("mirror-no-lease", &["east"]);
+    let n = ns.name.as_str();
+    tandem_harness::run_ok(env.kubectl("east").args([
+        "-n",
+        n,
+        "create",
+        "serviceaccount",
+        "no-lease",
+    ]));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("no-lease.kubeconfig");
+    env.service_account_kubeconfig("east", n, "no-lease", &kubeconfig);
+    let admin = http::free_addr().unwrap().to_string();
+    let mut child = std::process::Command::new(tandem_bin())
+        .args(["multicluster", "mirror", "--link", "west", "--namespace", n])
+        .args(["--admin-addr", &admin])
+        .env("KUBECONFIG", &kubeconfig)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A deadline for the exit, not a speed bound.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the mirror still runs after 60s without Lease rights");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    for phrase in [
+        format!("get of Lease {n}/service-mirror-write-west is forbidden"),
+        "apply `tandem multicluster link | kubectl apply -f -` again".into(),
+        "--no-leader-election".into(),
+    ] {
+        assert!(stderr.contains(&phrase), "{phrase:?} in:\n{stderr}");
+    }
 }

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use tandem_api::multicluster::{Link, LinkConfig, LinkStatus};
+use k8s_openapi::api::coordination::v1::Lease;
+use tandem_api::multicluster::{Link, LinkConfig, LinkStatus, mirror_lease_name};
 
 use super::{Facts, LinkFacts};
 use crate::CheckResult;
@@ -81,6 +82,7 @@ fn link_checks(
         credentials,
         shared_anchor(&name, cluster, local_anchors, facts.remote_anchors.as_ref()),
         mirror_running(link, &status, now),
+        mirror_leader(link, &facts.lease, now),
         mirror_failures(&name, &status),
         gateway_alive(link, &status),
     ]
@@ -124,6 +126,64 @@ pub(super) fn shared_anchor(
             "finish the rotation on both clusters",
         ),
         (Ok(_), Some(Ok(_))) => CheckResult::ok(&what),
+    }
+}
+
+/// One replica of the mirror holds its Lease, and renews it. A missing
+/// Lease is a warning: a mirror run with `--no-leader-election` has none.
+pub(super) fn mirror_leader(
+    link: &Link,
+    lease: &Result<Option<Lease>, String>,
+    now: time::OffsetDateTime,
+) -> CheckResult {
+    let what = format!("Link {}: the service mirror has a leader", link_name(link));
+    let name = mirror_lease_name(link.metadata.name.as_deref().unwrap_or(""));
+    let pods = format!(
+        "see the mirror's pods: `kubectl -n {} get pods -l mirror.linkerd.io/cluster-name={}`",
+        link.metadata.namespace.as_deref().unwrap_or(""),
+        link.spec.target_cluster_name
+    );
+    let lease = match lease {
+        Err(e) => {
+            return CheckResult::warn(&what, e.clone(), "grant this user `get` on Leases there");
+        }
+        Ok(None) => {
+            return CheckResult::warn(
+                &what,
+                format!(
+                    "no Lease {name}: the mirror has not started, or runs with --no-leader-election"
+                ),
+                pods,
+            );
+        }
+        Ok(Some(l)) => l.spec.clone().unwrap_or_default(),
+    };
+    let Some(holder) = lease.holder_identity.filter(|h| !h.is_empty()) else {
+        return CheckResult::fail(&what, format!("no replica holds the Lease {name}"), pods)
+            .retryable();
+    };
+    let renewed = lease
+        .renew_time
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp_nanos(t.0.as_nanosecond()).ok());
+    let duration = time::Duration::seconds(lease.lease_duration_seconds.unwrap_or(0).into());
+    match renewed {
+        Some(t) if now <= t + duration => CheckResult::ok(&what),
+        Some(t) => CheckResult::fail(
+            &what,
+            format!(
+                "{holder} last renewed the Lease {name} {} s ago, and it ran out after {} s",
+                (now - t).whole_seconds(),
+                duration.whole_seconds()
+            ),
+            pods,
+        )
+        .retryable(),
+        None => CheckResult::fail(
+            &what,
+            format!("the Lease {name} names {holder} but has no renew time"),
+            pods,
+        )
+        .retryable(),
     }
 }
 

@@ -12,9 +12,14 @@ mod tests;
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::{
+    coordination::v1::Lease,
+    core::v1::{ConfigMap, Service},
+};
 use kube::{Api, Client, api::ListParams};
-use tandem_api::multicluster::{CLUSTER_NAME_LABEL, Link, MIRRORED_SERVICE_LABEL};
+use tandem_api::multicluster::{
+    CLUSTER_NAME_LABEL, Link, MIRRORED_SERVICE_LABEL, mirror_lease_name,
+};
 use tandem_install::core::{TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY};
 use tandem_multicluster::remote;
 
@@ -60,6 +65,8 @@ pub(crate) struct LinkFacts {
     pub credentials: Result<(), String>,
     /// The other cluster's trust anchors; `None` when it could not be asked.
     pub remote_anchors: Option<Result<BTreeSet<String>, String>>,
+    /// The leader-election Lease of the Link's service mirror, if any.
+    pub lease: Result<Option<Lease>, String>,
 }
 
 async fn gather(ctx: &Context) -> Facts {
@@ -89,10 +96,20 @@ async fn gather_link(ctx: &Context, link: Link) -> LinkFacts {
         ),
         Err(e) => (Err(e), None),
     };
+    let leases: Api<Lease> = Api::namespaced(
+        ctx.client.clone(),
+        link.metadata.namespace.as_deref().unwrap_or_default(),
+    );
+    let lease_name = mirror_lease_name(link.metadata.name.as_deref().unwrap_or_default());
+    let lease = leases
+        .get_opt(&lease_name)
+        .await
+        .map_err(|e| format!("reading Lease {lease_name}: {e}"));
     LinkFacts {
         link,
         credentials,
         remote_anchors,
+        lease,
     }
 }
 

@@ -148,6 +148,82 @@ fn the_mirror_runs_while_its_heartbeat_is_fresh() {
 }
 
 #[test]
+fn the_mirror_has_a_leader_while_its_lease_is_held_and_renewed() {
+    use k8s_openapi::{
+        api::coordination::v1::{Lease, LeaseSpec},
+        apimachinery::pkg::apis::meta::v1::MicroTime,
+    };
+    let now = at("2026-12-01T12:00:00Z");
+    let lease = |holder: Option<&str>, renewed: Option<&str>| {
+        Ok(Some(Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(String::from),
+                renew_time: renewed.map(|t| MicroTime(t.parse().unwrap())),
+                lease_duration_seconds: Some(15),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    };
+    // (lease, outcome, phrase of the error)
+    let cases = [
+        (
+            lease(Some("pod-a"), Some("2026-12-01T11:59:58Z")),
+            Outcome::Success,
+            "",
+        ),
+        (
+            lease(Some("pod-a"), Some("2026-12-01T11:59:45Z")),
+            Outcome::Success,
+            "",
+        ),
+        (
+            lease(Some("pod-a"), Some("2026-12-01T11:59:44Z")),
+            Outcome::Error,
+            "pod-a last renewed the Lease service-mirror-write-west 16 s ago, and it ran out after 15 s",
+        ),
+        (
+            lease(None, None),
+            Outcome::Error,
+            "no replica holds the Lease service-mirror-write-west",
+        ),
+        (lease(Some(""), None), Outcome::Error, "no replica holds"),
+        (
+            lease(Some("pod-a"), None),
+            Outcome::Error,
+            "has no renew time",
+        ),
+        (
+            Ok(None),
+            Outcome::Warning,
+            "no Lease service-mirror-write-west",
+        ),
+        (
+            Err("reading Lease service-mirror-write-west: forbidden".into()),
+            Outcome::Warning,
+            "forbidden",
+        ),
+    ];
+    for (lease, outcome, phrase) in cases {
+        let r = mirror_leader(&link(|_| {}), &lease, now);
+        assert_eq!(r.outcome, outcome, "{lease:?}");
+        assert!(
+            r.error.clone().unwrap_or_default().contains(phrase),
+            "{r:?}"
+        );
+        if outcome == Outcome::Error {
+            assert!(r.retryable, "a standby may be taking over");
+            assert!(
+                r.hint.unwrap_or_default().contains(
+                    "kubectl -n tandem-multicluster get pods -l mirror.linkerd.io/cluster-name=west"
+                ),
+                "{lease:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn the_clusters_must_share_an_anchor() {
     let ok = |s: &[&str]| Ok::<_, String>(set(s));
     let err = || Err::<BTreeSet<String>, _>("ConfigMap missing".to_string());
@@ -219,6 +295,7 @@ fn facts(link: Link, credentials: Result<(), String>) -> LinkFacts {
         link,
         credentials,
         remote_anchors: Some(Ok(set(&["a"]))),
+        lease: Ok(None),
     }
 }
 
@@ -277,8 +354,8 @@ fn the_whole_category_is_judged_from_the_facts() {
         [Outcome::Warning, Outcome::Success]
     );
 
-    // One Link with broken credentials: six verdicts for it, and the
-    // credentials' error is named.
+    // One Link with broken credentials: seven verdicts for it (and the
+    // orphan check), and the credentials' error is named.
     let broken = Facts {
         links: Ok(vec![LinkFacts {
             remote_anchors: None,
@@ -288,7 +365,7 @@ fn the_whole_category_is_judged_from_the_facts() {
         mirrors: Ok(vec![]),
     };
     let out = judge(&broken, now);
-    assert_eq!(out.len(), 7, "{out:#?}");
+    assert_eq!(out.len(), 8, "{out:#?}");
     let creds = out
         .iter()
         .find(|r| r.description.contains("credentials"))

@@ -37,6 +37,8 @@ struct Fake {
     /// The Lease's namespace does not exist: it reads as absent, and
     /// creating it fails.
     no_namespace: Arc<AtomicBool>,
+    /// The candidate's role has no rights on Leases: every call is refused.
+    forbidden: Arc<AtomicBool>,
 }
 
 impl Fake {
@@ -70,6 +72,13 @@ impl Fake {
         sleep(LATENCY).await;
         if self.stalled.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
+        }
+        if self.forbidden.load(Ordering::SeqCst) {
+            return Err(Error::Forbidden {
+                op,
+                lease: "ns/leader".into(),
+                message: "cannot get resource \"leases\"".into(),
+            });
         }
         if self.failing.load(Ordering::SeqCst) {
             let status =
@@ -492,6 +501,24 @@ async fn a_missing_namespace_ends_the_election() {
         "{res:?}"
     );
     assert_eq!(fake.stored.lock().unwrap().creates, 1, "no retries");
+    assert!(!rx.borrow().is_leader());
+}
+
+/// A candidate whose role may not use Leases (a new image with an old
+/// role) stops at once, saying so, rather than standing by forever.
+#[tokio::test(start_paused = true)]
+async fn a_forbidden_lease_ends_the_election() {
+    let fake = Fake::default();
+    fake.forbidden.store(true, Ordering::SeqCst);
+    let machine = Machine::new(fake.clone(), params("a"), virtual_clock());
+    let rx = machine.subscribe();
+    let res = tokio::time::timeout(Duration::from_secs(60), machine.run(std::future::pending()))
+        .await
+        .expect("the election ends");
+    assert!(
+        matches!(&res, Err(Error::Forbidden { op: "get", .. })),
+        "{res:?}"
+    );
     assert!(!rx.borrow().is_leader());
 }
 

@@ -52,15 +52,20 @@ pub(super) async fn run(
         // Standing by: ready to take over, with no figures of its own.
         metrics.stand_by();
         readiness.set(true);
-        tokio::select! {
+        let led = tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s) => break Ok(()),
             ended = &mut election.0 => return Err(election_ended(ended, &lease)),
-            led = async { leadership.wait_for(|l| l.is_leader()).await.map(|_| ()) } => {
-                if led.is_err() {
-                    break Err(anyhow::anyhow!("leader election of {lease} stopped"));
-                }
-            }
+            led = async { leadership.wait_for(|l| l.is_leader()).await.map(|_| ()) } => led,
+        };
+        if led.is_err() {
+            // The election ended: its result says why.
+            return Err(
+                match tokio::time::timeout(Duration::from_secs(2), &mut election.0).await {
+                    Ok(ended) => election_ended(ended, &lease),
+                    Err(_) => anyhow::anyhow!("leader election of {lease} stopped"),
+                },
+            );
         }
         tracing::info!(%lease, "leading: the service mirror starts");
         metrics.leader.set(1);
@@ -74,6 +79,8 @@ pub(super) async fn run(
         tokio::select! {
             res = term => break res,
             ended = &mut election.0 => return Err(election_ended(ended, &lease)),
+            // A closed channel reads as not leading: the loop's top then
+            // reports the election's end.
             _ = async { leadership.wait_for(|l| !l.is_leader()).await.map(|_| ()) } => {
                 tracing::warn!(%lease, "no longer leading: the service mirror stops writing and stands by");
             }
