@@ -9,7 +9,8 @@
 //!
 //! Run as `link` deploys it (`--own-name`), the Lease is created with the
 //! Link as its owner, so that it goes with the Link like the mirror's other
-//! objects.
+//! objects. A role that may not use the Lease (from a release before
+//! leader election) makes the mirror run alone, with an error that says so.
 
 use std::time::Duration;
 
@@ -54,18 +55,24 @@ pub(super) async fn run(
         readiness.set(true);
         let led = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|s| *s) => break Ok(()),
-            ended = &mut election.0 => return Err(election_ended(ended, &lease)),
-            led = async { leadership.wait_for(|l| l.is_leader()).await.map(|_| ()) } => led,
+            // (Its `Ref` must not live on to the awaits below.)
+            _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => break Ok(()),
+            ended = &mut election.0 => Err(ended),
+            led = async { leadership.wait_for(|l| l.is_leader()).await.map(|_| ()) } => match led {
+                Ok(()) => Ok(()),
+                // The election ended: its result says why.
+                Err(_) => Err(tokio::time::timeout(Duration::from_secs(2), &mut election.0)
+                    .await
+                    .unwrap_or(Ok(Ok(())))),
+            },
         };
-        if led.is_err() {
-            // The election ended: its result says why.
-            return Err(
-                match tokio::time::timeout(Duration::from_secs(2), &mut election.0).await {
-                    Ok(ended) => election_ended(ended, &lease),
-                    Err(_) => anyhow::anyhow!("leader election of {lease} stopped"),
-                },
-            );
+        if let Err(ended) = led {
+            return match ended {
+                Ok(Err(forbidden @ tandem_lease::Error::Forbidden { .. })) => {
+                    alone(forbidden, local, settings, metrics, readiness, shutdown).await
+                }
+                ended => Err(election_ended(ended, &lease)),
+            };
         }
         tracing::info!(%lease, "leading: the service mirror starts");
         metrics.leader.set(1);
@@ -92,6 +99,27 @@ pub(super) async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut election.0).await;
     }
     ended
+}
+
+/// A mirror whose role may not use Leases runs as the only writer, as
+/// mirrors did before they had leader election, and says how to turn it
+/// on: an upgrade that applied a new image with the role of an older
+/// release must not stop the mirroring. (`link` has always deployed one
+/// replica; `multicluster check` warns that no Lease exists.)
+async fn alone(
+    forbidden: tandem_lease::Error,
+    local: Client,
+    settings: MirrorSettings,
+    metrics: Metrics,
+    readiness: tandem_admin::Readiness,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    tracing::error!(
+        error = %forbidden,
+        "the mirror's role may not use its Lease (a role from an older release?): running as the only writer, without leader election; apply `tandem multicluster link | kubectl apply -f -` again to turn it on, or pass --no-leader-election"
+    );
+    metrics.leader.set(1);
+    serve(local, settings, metrics, readiness, shutdown).await
 }
 
 type Elected = Result<(), tandem_lease::Error>;
