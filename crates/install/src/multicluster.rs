@@ -145,7 +145,13 @@ pub struct LinkOptions {
     pub probe_period: String,
     pub target_cluster_domain: String,
     pub target_control_plane_namespace: String,
+    /// Replicas of the service mirror; above one, they elect a leader and
+    /// prefer different nodes.
+    pub replicas: u32,
 }
+
+/// The service mirror's replicas with `link --ha`: one leads, one stands by.
+pub const HA_REPLICAS: u32 = 2;
 
 /// The service mirror's ServiceAccount, Role, RoleBinding and Deployment.
 pub fn mirror_name(cluster: &str) -> String {
@@ -183,7 +189,7 @@ pub fn link(o: &LinkOptions) -> Vec<Value> {
         r
     };
     let [secret, link] = link_and_secret(o);
-    vec![
+    let mut objects = vec![
         secret,
         link,
         json!({
@@ -251,7 +257,7 @@ pub fn link(o: &LinkOptions) -> Vec<Value> {
             "kind": "Deployment",
             "metadata": { "name": mirror, "namespace": ns, "labels": l },
             "spec": {
-                "replicas": 1,
+                "replicas": o.replicas,
                 "selector": { "matchLabels": { "app.kubernetes.io/component": "service-mirror", "mirror.linkerd.io/cluster-name": name } },
                 "template": {
                     "metadata": { "labels": { "app.kubernetes.io/component": "service-mirror", PART_OF: "tandem", "mirror.linkerd.io/cluster-name": name } },
@@ -281,7 +287,23 @@ pub fn link(o: &LinkOptions) -> Vec<Value> {
                 },
             },
         }),
-    ]
+    ];
+    // Replicas on different nodes where possible, so that a node's loss
+    // leaves a standby.
+    if o.replicas > 1
+        && let Some(deployment) = objects.last_mut()
+    {
+        deployment["spec"]["template"]["spec"]["affinity"] = json!({ "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [{
+                "weight": 100,
+                "podAffinityTerm": {
+                    "topologyKey": "kubernetes.io/hostname",
+                    "labelSelector": { "matchLabels": { "app.kubernetes.io/component": "service-mirror", "mirror.linkerd.io/cluster-name": name } },
+                },
+            }],
+        } });
+    }
+    objects
 }
 
 /// What `unlink` prints, for `kubectl delete -f -`: the Link and its
@@ -301,6 +323,7 @@ pub fn unlink(cluster_name: &str, namespace: &str) -> Vec<Value> {
         probe_period: String::new(),
         target_cluster_domain: String::new(),
         target_control_plane_namespace: String::new(),
+        replicas: 1,
     };
     let [secret, link] = link_and_secret(&o);
     crate::for_deletion(&[link, secret])
@@ -415,6 +438,7 @@ mod tests {
             probe_period: "3s".into(),
             target_cluster_domain: "cluster.local".into(),
             target_control_plane_namespace: "tandem".into(),
+            replicas: 1,
         };
         let objs = link(&o);
         let kinds: Vec<&str> = objs.iter().map(|o| o["kind"].as_str().unwrap()).collect();
@@ -482,6 +506,48 @@ mod tests {
                     r#""--own-cluster-role","tandem-service-mirror-west-tandem-multicluster""#
                 ),
             "{args}"
+        );
+    }
+
+    #[test]
+    fn link_ha_runs_two_mirrors_on_different_nodes_where_possible() {
+        let o = |replicas| LinkOptions {
+            replicas,
+            ..LinkOptions {
+                cluster_name: "west".into(),
+                namespace: DEFAULT_NAMESPACE.into(),
+                image: ImageOptions::default(),
+                kubeconfig: String::new(),
+                gateway_addresses: vec![],
+                gateway_port: 4143,
+                gateway_identity: String::new(),
+                probe_path: "/ready".into(),
+                probe_port: 4191,
+                probe_period: "3s".into(),
+                target_cluster_domain: "cluster.local".into(),
+                target_control_plane_namespace: "tandem".into(),
+                replicas: 1,
+            }
+        };
+        let one = link(&o(1));
+        let deployment = one.last().unwrap();
+        assert_eq!(deployment["kind"], "Deployment");
+        assert_eq!(deployment["spec"]["replicas"], 1);
+        assert!(
+            deployment["spec"]["template"]["spec"]
+                .get("affinity")
+                .is_none()
+        );
+        let ha = link(&o(HA_REPLICAS));
+        let deployment = ha.last().unwrap();
+        assert_eq!(deployment["spec"]["replicas"], 2);
+        let term = &deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+            [0]["podAffinityTerm"];
+        assert_eq!(term["topologyKey"], "kubernetes.io/hostname");
+        // It matches exactly the Deployment's own pods.
+        assert_eq!(
+            term["labelSelector"]["matchLabels"],
+            deployment["spec"]["selector"]["matchLabels"]
         );
     }
 

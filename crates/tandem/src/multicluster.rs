@@ -71,6 +71,11 @@ pub struct LinkArgs {
     /// The target cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// Run the service mirror highly available: two replicas, spread over
+    /// nodes where possible; one leads, the other stands by (leader
+    /// election on the Lease `service-mirror-write-NAME`).
+    #[arg(long)]
+    ha: bool,
     #[command(flatten)]
     image: ImageArgs,
 }
@@ -278,6 +283,7 @@ async fn link(cluster: &ClusterArgs, a: LinkArgs) -> Result<ExitCode> {
         probe_period: period,
         target_cluster_domain: a.cluster_domain,
         target_control_plane_namespace: a.control_plane_namespace,
+        replicas: if a.ha { mc::HA_REPLICAS } else { 1 },
     });
     crate::install::print_objects(&objects)
 }

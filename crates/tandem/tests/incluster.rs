@@ -169,16 +169,13 @@ async fn the_workshop_control_plane_runs_in_cluster_and_fails_over() {
     // Linked both ways exactly as the workshop types it, but with no
     // --api-server-address or --gateway-addresses: the testbed's apiserver
     // and LoadBalancer addresses are reachable from the other cluster's pods.
-    for (target, other) in [("west", "east"), ("east", "west")] {
-        env.apply_tandem(
-            other,
-            &[
-                "multicluster",
-                &format!("--context={target}"),
-                "link",
-                &format!("--cluster-name={target}"),
-            ],
-        );
+    // East's mirror of west runs highly available (`--ha`).
+    for (target, other, ha) in [("west", "east", "--ha"), ("east", "west", "")] {
+        let context = format!("--context={target}");
+        let name = format!("--cluster-name={target}");
+        let mut link = vec!["multicluster", &context, "link", &name];
+        link.extend((!ha.is_empty()).then_some(ha));
+        env.apply_tandem(other, &link);
         rollout(
             &env,
             other,
@@ -186,6 +183,59 @@ async fn the_workshop_control_plane_runs_in_cluster_and_fails_over() {
             &format!("tandem-service-mirror-{target}"),
         );
     }
+
+    // Two replicas of east's mirror: one holds the Lease; when its pod
+    // goes, another replica takes the Lease (and mirrors what follows).
+    let lease_holder = || {
+        run_ok(env.kubectl("east").args([
+            "-n",
+            "tandem-multicluster",
+            "get",
+            "lease",
+            "service-mirror-write-west",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ]))
+    };
+    let replicas = run_ok(env.kubectl("east").args([
+        "-n",
+        "tandem-multicluster",
+        "get",
+        "pods",
+        "-l",
+        "mirror.linkerd.io/cluster-name=west",
+        "--field-selector=status.phase=Running",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]));
+    let replicas: Vec<String> = replicas.split_whitespace().map(String::from).collect();
+    assert_eq!(replicas.len(), 2, "{replicas:?}");
+    let leader = eventually(
+        "a mirror replica holds the Lease",
+        Duration::from_secs(60),
+        || async {
+            let h = lease_holder();
+            replicas.contains(&h).then_some(h.clone()).ok_or(h)
+        },
+    )
+    .await;
+    run_ok(env.kubectl("east").args([
+        "-n",
+        "tandem-multicluster",
+        "delete",
+        "pod",
+        &leader,
+        "--wait=false",
+    ]));
+    eventually(
+        "another replica takes the Lease",
+        Duration::from_secs(60),
+        || async {
+            let h = lease_holder();
+            (!h.is_empty() && h != leader).then_some(()).ok_or(h)
+        },
+    )
+    .await;
 
     let ns = env.namespace("incluster", &CLUSTERS);
     for c in CLUSTERS {
