@@ -1,11 +1,14 @@
 //! `tandem proxy-init`: the injected init container. Installs the nat rules
-//! of [`tandem_inject::proxy_init`] in the pod's network namespace with
-//! `iptables`, once: if `iptables-save -t nat` already shows them (a
-//! restarted init container), it does nothing and says so.
+//! of [`tandem_inject::proxy_init`] in the pod's network namespace in one
+//! `iptables-restore --noflush` transaction (all or none), once: if
+//! `iptables-save -t nat` already shows them all (a restarted init
+//! container), it does nothing and says so; if it shows a part, it says
+//! what is missing and installs them whole.
 
 use std::{
+    io::Write,
     path::{Path, PathBuf},
-    process::{Command, ExitCode},
+    process::{Command, ExitCode, Stdio},
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -13,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use tandem_inject::{
     PortRange, parse_ports,
-    proxy_init::{self, Mode, Redirect},
+    proxy_init::{self, Installed, Mode, Redirect},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -48,7 +51,7 @@ pub struct ProxyInitArgs {
     /// Which iptables to use.
     #[arg(long, value_enum, default_value = "nft")]
     iptables_mode: IptablesMode,
-    /// Print the commands instead of running them.
+    /// Print the iptables-restore input instead of applying it.
     #[arg(long)]
     simulate: bool,
 }
@@ -91,9 +94,9 @@ impl ProxyInitArgs {
     }
 }
 
-/// The iptables and iptables-save programs found on PATH.
+/// The iptables-restore and iptables-save programs found on PATH.
 struct Programs {
-    iptables: PathBuf,
+    restore: PathBuf,
     save: PathBuf,
 }
 
@@ -106,28 +109,45 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 
 fn programs(mode: Mode) -> Result<Programs> {
     let candidates = proxy_init::program_candidates(mode);
-    for (iptables, save) in candidates {
-        if let (Some(iptables), Some(save)) = (find_on_path(iptables), find_on_path(save)) {
-            return Ok(Programs { iptables, save });
+    for (restore, save) in candidates {
+        if let (Some(restore), Some(save)) = (find_on_path(restore), find_on_path(save)) {
+            return Ok(Programs { restore, save });
         }
     }
-    let names: Vec<_> = candidates.iter().map(|(i, _)| *i).collect();
+    let names: Vec<_> = candidates.iter().map(|(r, _)| *r).collect();
     bail!(
         "none of {} (with its -save) is on PATH; install iptables (Debian package iptables)",
         names.join(", ")
     )
 }
 
-fn run_ok(program: &Path, args: &[String]) -> Result<String> {
-    let out = Command::new(program)
+/// Runs `program` with `args` and `input` on its stdin; its stdout, or an
+/// error with the command and its stderr.
+fn run_ok(program: &Path, args: &[&str], input: Option<&str>) -> Result<String> {
+    let command = || format!("`{} {}`", program.display(), args.join(" "));
+    let mut child = Command::new(program)
         .args(args)
-        .output()
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .with_context(|| format!("running {}", program.display()))?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(input.as_bytes())
+            .with_context(|| format!("writing the rules to {}", command()))?;
+    }
+    let out = child
+        .wait_with_output()
+        .with_context(|| format!("waiting for {}", command()))?;
     if !out.status.success() {
         bail!(
-            "`{} {}` failed ({}): {}",
-            program.display(),
-            args.join(" "),
+            "{} failed ({}): {}",
+            command(),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
@@ -146,31 +166,49 @@ pub fn run(args: ProxyInitArgs) -> Result<ExitCode> {
         .unwrap_or_default();
     let rules = proxy_init::rules(&args.redirect(), now);
     if args.simulate {
-        let (iptables, _) = proxy_init::program_candidates(mode)[0];
-        for rule in &rules {
-            println!("{iptables} {}", rule.join(" "));
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let p = programs(mode)?;
-    let save_args = ["-t".to_string(), "nat".to_string()];
-    let before = run_ok(&p.save, &save_args)?;
-    if proxy_init::installed(&before) {
-        println!(
-            "proxy-init: the {} and {} rules are already installed; nothing to do",
-            proxy_init::REDIRECT_CHAIN,
-            proxy_init::OUTPUT_CHAIN
+        let (restore, _) = proxy_init::program_candidates(mode)[0];
+        print!(
+            "{restore} --noflush <<'EOF'\n{}EOF\n",
+            proxy_init::restore_input(&rules, "")
         );
         return Ok(ExitCode::SUCCESS);
     }
-    for rule in &rules {
-        run_ok(&p.iptables, rule)?;
+    let p = programs(mode)?;
+    let save = || run_ok(&p.save, &["-t", "nat"], None);
+    let before = save()?;
+    match proxy_init::installed(&before) {
+        Installed::Yes => {
+            println!(
+                "proxy-init: the {} and {} rules are already installed; nothing to do",
+                proxy_init::REDIRECT_CHAIN,
+                proxy_init::OUTPUT_CHAIN
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Installed::Partly { missing } => println!(
+            "proxy-init: only part of the rules is installed (missing: {}); installing them whole",
+            missing.join(", ")
+        ),
+        Installed::No => {}
     }
-    let after = run_ok(&p.save, &save_args)?;
+    let input = proxy_init::restore_input(&rules, &before);
+    run_ok(&p.restore, &["--noflush"], Some(&input))?;
+    let after = save()?;
+    let missing = match proxy_init::installed(&after) {
+        Installed::Yes => None,
+        Installed::Partly { missing } => Some(missing.join(", ")),
+        Installed::No => Some("any of them".to_string()),
+    };
+    if let Some(missing) = missing {
+        bail!(
+            "{} accepted the rules, but `iptables-save -t nat` does not show {missing}:\n{after}",
+            p.restore.display()
+        );
+    }
     println!(
-        "proxy-init: {} rules installed with {}:\n{after}",
+        "proxy-init: {} rules installed in one transaction with {}:\n{after}",
         rules.len(),
-        p.iptables.display()
+        p.restore.display()
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! `tandem proxy-init` for real: in a private network namespace (root
-//! only), it installs the nat rules once however often it runs, and an
+//! only), it installs the nat rules once however often it runs, completes
+//! a part left by a cut-off run, and an
 //! outgoing TCP connection then reaches the proxy's outbound port with its
 //! original destination readable by `SO_ORIGINAL_DST`. The tandem image's
 //! own iptables does the same, run from the image's file tree, and so does
@@ -211,6 +212,56 @@ fn proxy_init_installs_its_rules_once_and_outbound_tcp_reaches_the_proxy_port() 
         unredirected,
         "a connection to the ignored port 4567 was redirected"
     );
+}
+
+/// What Linkerd's proxy-init, which runs its rules one `iptables` command
+/// at a time, leaves when it is cut off after `-N PROXY_INIT_OUTPUT`; it
+/// would take this for done when restarted (it sees `-A PROXY_INIT_`
+/// rules), and the pod's outgoing traffic would bypass the proxy.
+#[test]
+fn a_part_left_by_a_cut_off_run_is_installed_whole() {
+    require_root_and_tools();
+    let ns = Netns::new("part");
+    for rule in [
+        "-N PROXY_INIT_REDIRECT",
+        "-A PROXY_INIT_REDIRECT -p tcp -j REDIRECT --to-port 4143",
+        "-A PREROUTING -j PROXY_INIT_REDIRECT",
+        "-N PROXY_INIT_OUTPUT",
+    ] {
+        let args: Vec<&str> = ["-t", "nat"]
+            .into_iter()
+            .chain(rule.split_whitespace())
+            .collect();
+        ok(&mut ns.exec("iptables-nft", &args));
+    }
+    let tandem = tandem_bin().to_str().unwrap();
+    let out = ok(&mut ns.exec(tandem, ARGS));
+    assert!(
+        out.contains("only part of the rules is installed")
+            && out.contains("PROXY_INIT_OUTPUT's redirect to the outbound port")
+            && out.contains("the jump from OUTPUT")
+            && !out.contains("the jump from PREROUTING"),
+        "{out}"
+    );
+    assert!(out.contains("rules installed"), "{out}");
+    // Whole, and each rule once: the chains were emptied and refilled, and
+    // the jump from PREROUTING that was there is not doubled.
+    let save = ns.nat_rules();
+    let rules = proxy_init_rules(&save);
+    assert_eq!(rules.len(), 8, "{save}");
+    for jump in ["-j PROXY_INIT_REDIRECT", "-j PROXY_INIT_OUTPUT"] {
+        assert_eq!(
+            rules.iter().filter(|r| r.ends_with(jump)).count(),
+            1,
+            "{jump}:\n{save}"
+        );
+    }
+    assert!(
+        save.contains("--uid-owner 2102") && save.contains("--to-ports 4140"),
+        "{save}"
+    );
+    let again = ok(&mut ns.exec(tandem, ARGS));
+    assert!(again.contains("already installed"), "{again}");
 }
 
 /// Writes the image's files, links and directories under `root`, as a

@@ -15,6 +15,13 @@
 //! 4. everything else TCP `REDIRECT --to-port <outgoing>`.
 //!
 //! Each rule carries the comment `proxy-init/<rule>/<unix time>`.
+//!
+//! Linkerd's proxy-init runs these as `iptables` commands one by one, so a
+//! run cut off half-way leaves some of them, and its "already installed"
+//! check (any `-A PROXY_INIT_` rule) then accepts the half as done. Here
+//! they go in as one `iptables-restore --noflush` transaction
+//! ([`restore_input`]): all or none. [`installed`] tells all from part, and
+//! a part (left by an older proxy-init) is installed again whole.
 
 use crate::ports::PortRange;
 
@@ -24,8 +31,6 @@ mod tests;
 /// The chains, and what `iptables-save` shows once they are installed.
 pub const REDIRECT_CHAIN: &str = "PROXY_INIT_REDIRECT";
 pub const OUTPUT_CHAIN: &str = "PROXY_INIT_OUTPUT";
-/// `iptables-save -t nat` output containing this means "already done".
-pub const INSTALLED_MARKER: &str = "-A PROXY_INIT_";
 /// iptables' limit of ports in one `-m multiport` match.
 pub const MULTIPORT_SLOTS: usize = 15;
 
@@ -44,11 +49,106 @@ pub struct Redirect {
 /// One `iptables` invocation: its arguments after the program name.
 pub type Rule = Vec<String>;
 
-/// Whether `iptables-save -t nat` output shows proxy-init's rules.
-pub fn installed(save_output: &str) -> bool {
-    save_output
-        .lines()
-        .any(|l| l.trim_start().starts_with(INSTALLED_MARKER))
+/// What `iptables-save -t nat` shows of proxy-init's rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Installed {
+    /// Nothing of them.
+    No,
+    /// Both chains end in their redirect, and `PREROUTING` and `OUTPUT`
+    /// jump to them.
+    Yes,
+    /// Some of them: what is missing, in words.
+    Partly { missing: Vec<&'static str> },
+}
+
+/// The pieces without which the redirection does not work, each with the
+/// test on an `iptables-save` line that finds it.
+const PIECES: [(&str, &str, &str); 4] = [
+    (
+        "PROXY_INIT_REDIRECT's redirect to the inbound port",
+        "-A PROXY_INIT_REDIRECT ",
+        " -j REDIRECT",
+    ),
+    (
+        "the jump from PREROUTING",
+        "-A PREROUTING ",
+        " -j PROXY_INIT_REDIRECT",
+    ),
+    (
+        "PROXY_INIT_OUTPUT's redirect to the outbound port",
+        "-A PROXY_INIT_OUTPUT ",
+        " -j REDIRECT",
+    ),
+    (
+        "the jump from OUTPUT",
+        "-A OUTPUT ",
+        " -j PROXY_INIT_OUTPUT",
+    ),
+];
+
+/// Whether a piece of [`PIECES`] is on one of the lines.
+fn has(save_output: &str, (_, prefix, target): (&str, &str, &str)) -> bool {
+    save_output.lines().any(|l| {
+        let l = l.trim();
+        l.starts_with(prefix) && (l.ends_with(target) || l.contains(&format!("{target} ")))
+    })
+}
+
+/// Reads `iptables-save -t nat` output.
+pub fn installed(save_output: &str) -> Installed {
+    let missing: Vec<&'static str> = PIECES
+        .into_iter()
+        .filter(|&piece| !has(save_output, piece))
+        .map(|(what, _, _)| what)
+        .collect();
+    if missing.is_empty() {
+        Installed::Yes
+    } else if save_output.contains("PROXY_INIT_") {
+        Installed::Partly { missing }
+    } else {
+        Installed::No
+    }
+}
+
+/// The `iptables-restore --noflush` input that installs `rules` (from
+/// [`rules`]) in one transaction. Declaring the two chains empties them if
+/// they exist, so a part left before is replaced, not doubled; a jump from
+/// `PREROUTING` or `OUTPUT` that `save_output` (the table as it is) already
+/// shows is not added again.
+pub fn restore_input(rules: &[Rule], save_output: &str) -> String {
+    let mut chains = String::new();
+    let mut appends = String::new();
+    for rule in rules {
+        let args: Vec<&str> = rule.iter().map(String::as_str).collect();
+        let args = args.strip_prefix(&["-t", "nat"][..]).unwrap_or(&args);
+        if let ["-N", chain] = args {
+            chains.push_str(&format!(":{chain} - [0:0]\n"));
+            continue;
+        }
+        // PREROUTING's and OUTPUT's jumps go in once only.
+        if let ["-A", chain @ ("PREROUTING" | "OUTPUT"), ..] = args
+            && let Some(jump) = PIECES
+                .into_iter()
+                .find(|(_, prefix, _)| *prefix == format!("-A {chain} "))
+            && has(save_output, jump)
+        {
+            continue;
+        }
+        let line: Vec<String> = args.iter().map(|a| restore_quote(a)).collect();
+        appends.push_str(&line.join(" "));
+        appends.push('\n');
+    }
+    format!("*nat\n{chains}{appends}COMMIT\n")
+}
+
+/// An argument as iptables-restore reads it: in double quotes (with `\"`
+/// and `\\` escaped) when it holds a space or a quote.
+fn restore_quote(arg: &str) -> String {
+    if arg.is_empty() || arg.contains([' ', '\t', '"', '\'', '\\']) {
+        format!("\"{}\"", arg.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        arg.to_string()
+    }
 }
 
 /// Splits ports into multiport lists of at most [`MULTIPORT_SLOTS`] slots.
@@ -206,18 +306,18 @@ pub enum Mode {
     Legacy,
 }
 
-/// The programs to run for `mode`: (iptables, iptables-save), the
-/// mode's own names first, then plain `iptables`/`iptables-save` (which
-/// may be either mode: the caller says which it found).
+/// The programs to run for `mode`: (iptables-restore, iptables-save), the
+/// mode's own names first, then plain `iptables-restore`/`iptables-save`
+/// (which may be either mode: the caller says which it found).
 pub fn program_candidates(mode: Mode) -> [(&'static str, &'static str); 2] {
     match mode {
         Mode::Nft => [
-            ("iptables-nft", "iptables-nft-save"),
-            ("iptables", "iptables-save"),
+            ("iptables-nft-restore", "iptables-nft-save"),
+            ("iptables-restore", "iptables-save"),
         ],
         Mode::Legacy => [
-            ("iptables-legacy", "iptables-legacy-save"),
-            ("iptables", "iptables-save"),
+            ("iptables-legacy-restore", "iptables-legacy-save"),
+            ("iptables-restore", "iptables-save"),
         ],
     }
 }
