@@ -30,6 +30,7 @@ const SCRIPTS: &[(&str, &str)] = &[
     ("destination.sh", "--json"),
     ("failover.sh", "--json"),
     ("mirror.sh", "--json"),
+    ("proxy-init.sh", "--rounds"),
     ("proxy-weights.sh", "--json"),
     ("proxy.sh", "--rps"),
     ("workshop.sh", "--json"),
