@@ -189,6 +189,9 @@ pub fn link(o: &LinkOptions) -> Vec<Value> {
         r
     };
     let [secret, link] = link_and_secret(o);
+    // The mirror's pods: the Deployment's selector, and its replicas'
+    // anti-affinity.
+    let pods = json!({ "app.kubernetes.io/component": "service-mirror", "mirror.linkerd.io/cluster-name": name });
     let mut objects = vec![
         secret,
         link,
@@ -258,7 +261,7 @@ pub fn link(o: &LinkOptions) -> Vec<Value> {
             "metadata": { "name": mirror, "namespace": ns, "labels": l },
             "spec": {
                 "replicas": o.replicas,
-                "selector": { "matchLabels": { "app.kubernetes.io/component": "service-mirror", "mirror.linkerd.io/cluster-name": name } },
+                "selector": { "matchLabels": pods },
                 "template": {
                     "metadata": { "labels": { "app.kubernetes.io/component": "service-mirror", PART_OF: "tandem", "mirror.linkerd.io/cluster-name": name } },
                     "spec": {
@@ -298,7 +301,7 @@ pub fn link(o: &LinkOptions) -> Vec<Value> {
                 "weight": 100,
                 "podAffinityTerm": {
                     "topologyKey": "kubernetes.io/hostname",
-                    "labelSelector": { "matchLabels": { "app.kubernetes.io/component": "service-mirror", "mirror.linkerd.io/cluster-name": name } },
+                    "labelSelector": { "matchLabels": pods },
                 },
             }],
         } });
@@ -423,22 +426,32 @@ mod tests {
         );
     }
 
-    #[test]
-    fn link_prints_the_secret_the_link_and_the_mirror() {
-        let o = LinkOptions {
+    /// A link of west, one replica, no credentials or gateways.
+    fn west() -> LinkOptions {
+        LinkOptions {
             cluster_name: "west".into(),
             namespace: DEFAULT_NAMESPACE.into(),
             image: ImageOptions::default(),
-            kubeconfig: "apiVersion: v1\n".into(),
-            gateway_addresses: vec!["127.20.0.2".into(), "gw.example".into()],
+            kubeconfig: String::new(),
+            gateway_addresses: vec![],
             gateway_port: 4143,
-            gateway_identity: "id".into(),
+            gateway_identity: String::new(),
             probe_path: "/ready".into(),
             probe_port: 4191,
             probe_period: "3s".into(),
             target_cluster_domain: "cluster.local".into(),
             target_control_plane_namespace: "tandem".into(),
             replicas: 1,
+        }
+    }
+
+    #[test]
+    fn link_prints_the_secret_the_link_and_the_mirror() {
+        let o = LinkOptions {
+            kubeconfig: "apiVersion: v1\n".into(),
+            gateway_addresses: vec!["127.20.0.2".into(), "gw.example".into()],
+            gateway_identity: "id".into(),
+            ..west()
         };
         let objs = link(&o);
         let kinds: Vec<&str> = objs.iter().map(|o| o["kind"].as_str().unwrap()).collect();
@@ -511,24 +524,7 @@ mod tests {
 
     #[test]
     fn link_ha_runs_two_mirrors_on_different_nodes_where_possible() {
-        let o = |replicas| LinkOptions {
-            replicas,
-            ..LinkOptions {
-                cluster_name: "west".into(),
-                namespace: DEFAULT_NAMESPACE.into(),
-                image: ImageOptions::default(),
-                kubeconfig: String::new(),
-                gateway_addresses: vec![],
-                gateway_port: 4143,
-                gateway_identity: String::new(),
-                probe_path: "/ready".into(),
-                probe_port: 4191,
-                probe_period: "3s".into(),
-                target_cluster_domain: "cluster.local".into(),
-                target_control_plane_namespace: "tandem".into(),
-                replicas: 1,
-            }
-        };
+        let o = |replicas| LinkOptions { replicas, ..west() };
         let one = link(&o(1));
         let deployment = one.last().unwrap();
         assert_eq!(deployment["kind"], "Deployment");

@@ -148,10 +148,16 @@ mod tests {
 
     #[test]
     fn without_a_pod_name_the_identity_is_the_host_and_pid() {
-        let cli = Cli::try_parse_from(["x"]).unwrap();
-        if cli.leader.identity.is_none() {
-            let id = cli.leader.identity();
-            assert!(id.ends_with(&format!("-{}", std::process::id())), "{id}");
-        }
+        // Built directly, so that a POD_NAME in the test's environment
+        // cannot stand in for the fallback.
+        let args = LeaderArgs {
+            identity: None,
+            no_leader_election: false,
+            lease_duration: "15s".parse().unwrap(),
+            renew_period: "2s".parse().unwrap(),
+        };
+        let id = args.identity();
+        assert!(id.ends_with(&format!("-{}", std::process::id())), "{id}");
+        assert!(id.len() > format!("-{}", std::process::id()).len(), "{id}");
     }
 }

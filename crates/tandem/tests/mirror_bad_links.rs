@@ -139,22 +139,17 @@ async fn bad_links_get_conditions_while_a_good_one_keeps_working() {
     .await;
 
     // Every Link can be deleted, broken or not.
-    for name in [
+    let all = [
         good,
         "broken-kubeconfig",
         "invalid-token",
         "bad-spec",
         "no-gateway",
-    ] {
+    ];
+    for name in all {
         links.delete(name, &DeleteParams::default()).await.unwrap();
     }
-    for name in [
-        good,
-        "broken-kubeconfig",
-        "invalid-token",
-        "bad-spec",
-        "no-gateway",
-    ] {
+    for name in all {
         wait_gone(&links, name, &format!("Link {name} is deleted")).await;
     }
     let services: Api<Service> = Api::namespaced(east.clone(), n);

@@ -104,8 +104,9 @@ pub(super) async fn run(
 /// A mirror whose role may not use Leases runs as the only writer, as
 /// mirrors did before they had leader election, and says how to turn it
 /// on: an upgrade that applied a new image with the role of an older
-/// release must not stop the mirroring. (`link` has always deployed one
-/// replica; `multicluster check` warns that no Lease exists.)
+/// release must not stop the mirroring. (An older role comes with an older
+/// `link` output, which deployed one replica; `multicluster check` warns
+/// that no Lease exists.)
 async fn alone(
     forbidden: tandem_lease::Error,
     local: Client,
