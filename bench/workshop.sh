@@ -10,7 +10,11 @@
 # always stopped and deleted at the end. The demo's output goes to stderr,
 # the figures to stdout, the last line as JSON. See BENCHMARKS.md.
 #
-#   bench/workshop.sh [--failovers N] [--rate R] [--json FILE]
+#   bench/workshop.sh [--failovers N] [--rate R] [--mode init|cni] [--json FILE]
+#
+# --mode cni runs the demo in CNI mode (tandem install-cni, the app injected
+# with --linkerd-cni-enabled: its pods start without an init container); the
+# default, init, is the workshop's (proxy-init as an init container).
 #
 # Environment: CARGO_TARGET_DIR (default ./target), BENCH_BASE_PORT (default 26740),
 # TMPDIR (default /tmp; keep it short: the kubelet's Unix sockets live under it).
@@ -18,17 +22,27 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 . bench/lib.sh
-bench_parse "--failovers --rate --json" "$@"
+bench_parse "--failovers --rate --mode --json" "$@"
 failovers=10
 rate=100
+mode=init
 json=
 for ((i = 0; i < ${#args[@]}; i += 2)); do
   case ${args[i]} in
     --failovers) failovers=${args[i + 1]} ;;
     --rate) rate=${args[i + 1]} ;;
+    --mode) mode=${args[i + 1]} ;;
     --json) json=${args[i + 1]} ;;
   esac
 done
+case $mode in
+  init) mode_flag=() ;;
+  cni) mode_flag=(--cni) ;;
+  *)
+    echo "error: --mode is init or cni, not $mode" >&2
+    exit 2
+    ;;
+esac
 command -v kubectl >/dev/null || {
   echo "error: kubectl is not on PATH; the demo runs it" >&2
   exit 1
@@ -44,7 +58,7 @@ trap '"$tandem" demo --down --dir "$dir/demo" >/dev/null 2>&1 || true; rm -rf "$
 
 status=0
 "$tandem" demo --dir "$dir/demo" --base-port "${BENCH_BASE_PORT:-26740}" \
-  --failovers "$failovers" --rate "$rate" --summary "$summary" >&2 || status=$?
+  --failovers "$failovers" --rate "$rate" "${mode_flag[@]}" --summary "$summary" >&2 || status=$?
 if [[ ! -f $summary ]]; then
   echo "error: the demo failed before its figures (exit $status); its output is above" >&2
   exit 1
@@ -56,7 +70,8 @@ def spread(v):
     v = sorted(v)
     rank = lambda q: v[max(1, math.ceil(q * len(v))) - 1]
     return rank(0.5), rank(0.99), v[-1]
-print(f"{s['failovers']} failovers and failbacks, vote-bot at {s['rate']}/s")
+mode = "CNI mode (tandem-cni)" if s.get("cni") else "proxy-init as an init container"
+print(f"{s['failovers']} failovers and failbacks, vote-bot at {s['rate']}/s, {mode}")
 for what in ("failover", "failback"):
     p50, p99, mx = spread(s[what + "_ms"])
     print(f"{what}: scale to all of emoji's traffic moved  p50 {p50} ms  p99 {p99} ms  max {mx} ms")

@@ -243,12 +243,28 @@ pub const ROUTING_IDENTITY: ProxyIdentity = ProxyIdentity::FromCluster;
 /// user runs it); with [`ProxyIdentity::Disabled`], the proxy's environment
 /// gets `LINKERD2_PROXY_IDENTITY_DISABLED=true`.
 pub fn inject(env: &Env, cluster: &str, manifest: &str, identity: ProxyIdentity) -> String {
+    inject_with(env, cluster, manifest, identity, &[])
+}
+
+/// [`inject`] in CNI mode (`--linkerd-cni-enabled`): no init container.
+pub fn inject_cni(env: &Env, cluster: &str, manifest: &str, identity: ProxyIdentity) -> String {
+    inject_with(env, cluster, manifest, identity, &["--linkerd-cni-enabled"])
+}
+
+fn inject_with(
+    env: &Env,
+    cluster: &str,
+    manifest: &str,
+    identity: ProxyIdentity,
+    flags: &[&str],
+) -> String {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let file = dir.path().join("workload.yaml");
     std::fs::write(&file, manifest).expect("the manifest is written");
     let injected = run_ok(
         env.tandem()
             .args(["inject", "--context", cluster])
+            .args(flags)
             .arg(&file),
     );
     match identity {
@@ -469,6 +485,49 @@ pub fn service_addr(ns: &TestNamespace, cluster: &str, svc: &str) -> SocketAddr 
         .parse()
         .unwrap_or_else(|e| panic!("ClusterIP of {svc}: {ip:?}: {e}"));
     (ip, SERVICE_PORT).into()
+}
+
+/// GETs `/` of `svc` from inside `client`'s pod until a backend answers 200
+/// with its pod name, which starts with `backend` (busybox [`backend`]s
+/// answer so); within 60 s. Returns that pod's name.
+pub async fn answer_through_mesh(client: &PodNetns, svc: SocketAddr, backend: &str) -> String {
+    let prefix = format!("{backend}-");
+    let body = crate::eventually(
+        &format!("{backend} answering through the mesh"),
+        std::time::Duration::from_secs(60),
+        || {
+            let got = client.get(svc, "/");
+            let prefix = prefix.clone();
+            async move {
+                match got {
+                    Ok(r) if r.status == 200 && r.body.starts_with(&prefix) => Ok(r.body),
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await;
+    body.trim().to_string()
+}
+
+/// The CNI directories of `cluster`'s node (its /etc/cni/net.d and
+/// /opt/cni/bin), for `tandem install-cni`.
+pub struct CniDirs {
+    pub net_dir: std::path::PathBuf,
+    pub bin_dir: std::path::PathBuf,
+}
+
+pub fn cni_dirs(env: &Env, cluster: &str) -> CniDirs {
+    let tb = tandem_testbed::Testbed::open(&env.dir).expect("the real testbed is recorded");
+    let layout = tb
+        .config
+        .layout(cluster)
+        .unwrap_or_else(|e| panic!("cluster {cluster} of the testbed: {e}"));
+    let files = tandem_testbed::node::files::NodeFiles::new(&layout);
+    CniDirs {
+        net_dir: files.cni_conf_dir(),
+        bin_dir: files.cni_bin_dir(),
+    }
 }
 
 /// The network namespace of pod `pod`, entered from the host.

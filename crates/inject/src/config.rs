@@ -11,6 +11,7 @@ pub struct Config {
     image: String,
     trust_anchors_pem: String,
     version: String,
+    cni: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,7 +70,21 @@ impl Config {
             image: image.into(),
             trust_anchors_pem: trust_anchors_pem.into(),
             version: version.into(),
+            cni: false,
         })
+    }
+
+    /// CNI mode (`--linkerd-cni-enabled`): the `tandem-cni` plugin installs
+    /// the redirect when the pod's sandbox is made, so injection adds no
+    /// init container, only the annotation [`crate::PROXY_INIT_ANNOTATION`]
+    /// with the arguments the init container would have run.
+    pub fn with_cni(mut self, enabled: bool) -> Self {
+        self.cni = enabled;
+        self
+    }
+
+    pub fn cni(&self) -> bool {
+        self.cni
     }
 
     pub fn control_plane_ns(&self) -> &str {

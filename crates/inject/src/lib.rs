@@ -13,7 +13,10 @@
 //!
 //! What injection adds (tandem has no webhook yet, so this is Linkerd's
 //! webhook patch, done by the CLI: "manual" mode):
-//! - the init container `tandem-init` (`tandem proxy-init ...`), as root
+//! - the init container `tandem-init` (`tandem proxy-init ...`), or in CNI
+//!   mode ([`Config::with_cni`], as Linkerd's `--linkerd-cni-enabled`) no
+//!   init container but the annotation [`PROXY_INIT_ANNOTATION`] with its
+//!   arguments, for the `tandem-cni` plugin. The init container runs as root
 //!   with only NET_ADMIN and NET_RAW (iptables in the pod's network
 //!   namespace needs both. Linkerd 2.12 runs it as uid 65534, which works
 //!   only because its image gives the iptables binaries file capabilities;
@@ -131,3 +134,7 @@ pub const SKIP_OUTBOUND_ANNOTATION: &str = "config.linkerd.io/skip-outbound-port
 pub const OPAQUE_PORTS_ANNOTATION: &str = "config.linkerd.io/opaque-ports";
 /// `disabled`: the proxy goes last, without the postStart hook.
 pub const PROXY_AWAIT_ANNOTATION: &str = "config.linkerd.io/proxy-await";
+/// Written on the pod in CNI mode: a JSON list of the `tandem proxy-init`
+/// arguments the init container would have run, for the `tandem-cni`
+/// plugin (which containerd hands the pod's annotations).
+pub const PROXY_INIT_ANNOTATION: &str = "cni.tandem.io/proxy-init";

@@ -6,9 +6,9 @@ use crate::{
     ADMIN_PORT, ADMIN_PORT_NAME, CLUSTER_NETWORKS, CONTROL_PORT, Config, DEFAULT_IGNORED_PORTS,
     DEFAULT_OPAQUE_PORTS, END_ENTITY_VOLUME, IDENTITY_DIR, INBOUND_PORT, INIT_CONTAINER,
     INJECT_ANNOTATION, KNOWN_SIDECARS, OPAQUE_PORTS_ANNOTATION, OUTBOUND_PORT,
-    PROXY_AWAIT_ANNOTATION, PROXY_CONTAINER, PROXY_PORT_NAME, PROXY_UID, SKIP_INBOUND_ANNOTATION,
-    SKIP_OUTBOUND_ANNOTATION, TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_FILE, TOKEN_VOLUME,
-    XTABLES_LOCK_VOLUME,
+    PROXY_AWAIT_ANNOTATION, PROXY_CONTAINER, PROXY_INIT_ANNOTATION, PROXY_PORT_NAME, PROXY_UID,
+    SKIP_INBOUND_ANNOTATION, SKIP_OUTBOUND_ANNOTATION, TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_FILE,
+    TOKEN_VOLUME, XTABLES_LOCK_VOLUME,
     ports::{PortRange, join, parse_ports},
     workload::Skip,
 };
@@ -134,8 +134,16 @@ pub(crate) fn inject_pod(template: &Value, owner: &Owner, cfg: &Config) -> Resul
         }
     }
 
+    if cfg.cni() {
+        let args = serde_json::to_string(&proxy_init_args(&overrides))
+            .expect("a list of strings serializes");
+        annotations.insert(PROXY_INIT_ANNOTATION.into(), json!(args));
+    }
+
     let spec = out["spec"].as_object_mut().expect("checked above");
-    push(spec, "initContainers", init_container(cfg, &overrides));
+    if !cfg.cni() {
+        push(spec, "initContainers", init_container(cfg, &overrides));
+    }
     let containers = spec
         .get_mut("containers")
         .and_then(Value::as_array_mut)
@@ -150,6 +158,9 @@ pub(crate) fn inject_pod(template: &Value, owner: &Owner, cfg: &Config) -> Resul
         containers.push(proxy);
     }
     for v in volumes() {
+        if cfg.cni() && v["name"] == XTABLES_LOCK_VOLUME {
+            continue;
+        }
         push(spec, "volumes", v);
     }
     Ok(out)
@@ -200,24 +211,38 @@ fn with_defaults(defaults: &str, extra: &[PortRange]) -> String {
     join(&all)
 }
 
-fn init_container(cfg: &Config, o: &Overrides) -> Value {
+/// The arguments of `tandem proxy-init` (after the subcommand): the init
+/// container's, or in CNI mode the plugin's, from the pod's annotation.
+fn proxy_init_args(o: &Overrides) -> Vec<String> {
     let inbound_ignored = with_defaults(
         &format!("{CONTROL_PORT},{ADMIN_PORT},{DEFAULT_IGNORED_PORTS}"),
         &o.skip_inbound,
     );
     let outbound_ignored = with_defaults(DEFAULT_IGNORED_PORTS, &o.skip_outbound);
+    [
+        "--incoming-proxy-port",
+        &INBOUND_PORT.to_string(),
+        "--outgoing-proxy-port",
+        &OUTBOUND_PORT.to_string(),
+        "--proxy-uid",
+        &PROXY_UID.to_string(),
+        "--inbound-ports-to-ignore",
+        &inbound_ignored,
+        "--outbound-ports-to-ignore",
+        &outbound_ignored,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn init_container(cfg: &Config, o: &Overrides) -> Value {
+    let mut args = vec!["proxy-init".to_string()];
+    args.extend(proxy_init_args(o));
     json!({
         "name": INIT_CONTAINER,
         "image": cfg.image(),
         "imagePullPolicy": "IfNotPresent",
-        "args": [
-            "proxy-init",
-            "--incoming-proxy-port", INBOUND_PORT.to_string(),
-            "--outgoing-proxy-port", OUTBOUND_PORT.to_string(),
-            "--proxy-uid", PROXY_UID.to_string(),
-            "--inbound-ports-to-ignore", inbound_ignored,
-            "--outbound-ports-to-ignore", outbound_ignored,
-        ],
+        "args": args,
         "securityContext": {
             "allowPrivilegeEscalation": false,
             "capabilities": { "add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"] },

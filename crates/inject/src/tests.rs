@@ -243,6 +243,57 @@ fn injecting_the_output_again_changes_nothing() {
     );
 }
 
+/// CNI mode: the same proxy, no init container and no xtables volume; the
+/// pod carries the init container's arguments for the plugin, skipped
+/// ports included.
+#[test]
+fn in_cni_mode_the_pod_carries_proxy_inits_arguments_instead_of_an_init_container() {
+    let mut d = deployment(json!({
+        "containers": [{ "name": "app", "image": "app:1", "ports": [{ "containerPort": 8080 }] }],
+    }));
+    d["spec"]["template"]["metadata"]["annotations"] =
+        json!({ SKIP_OUTBOUND_ANNOTATION: "3306", SKIP_INBOUND_ANNOTATION: "9000-9010" });
+    let inject = |cfg: &Config| {
+        let mut reports = Vec::new();
+        let out = inject_object(&d, cfg, &mut reports).expect("injected");
+        out["spec"]["template"].clone()
+    };
+    let plain = inject(&cfg());
+    let cni = inject(&cfg().with_cni(true));
+    let init_args: Vec<String> =
+        serde_json::from_value(plain["spec"]["initContainers"][0]["args"].clone()).unwrap();
+    assert_eq!(init_args[0], "proxy-init");
+    assert_eq!(
+        plain["metadata"]["annotations"].get(PROXY_INIT_ANNOTATION),
+        None
+    );
+
+    assert_eq!(cni["spec"].get("initContainers"), None, "{cni:#}");
+    let annotation = cni["metadata"]["annotations"][PROXY_INIT_ANNOTATION]
+        .as_str()
+        .expect("the annotation is a string");
+    let args: Vec<String> = serde_json::from_str(annotation).unwrap();
+    assert_eq!(args, init_args[1..]);
+    let joined = args.join(" ");
+    assert!(
+        joined.contains("--outbound-ports-to-ignore 4567,4568,3306"),
+        "{joined}"
+    );
+    assert!(joined.contains("9000-9010"), "{joined}");
+    let volumes = |t: &Value| -> Vec<String> {
+        t["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(volumes(&plain).contains(&XTABLES_LOCK_VOLUME.to_string()));
+    assert!(!volumes(&cni).contains(&XTABLES_LOCK_VOLUME.to_string()));
+    // Everything else is the same injection.
+    assert_eq!(cni["spec"]["containers"], plain["spec"]["containers"]);
+}
+
 #[test]
 fn templates_that_must_not_be_injected_are_skipped_with_a_reason() {
     let app = json!([{ "name": "app", "image": "app:1" }]);

@@ -126,6 +126,10 @@ mod tests {
             .map(|(p, body)| (format!("charts/tandem-failover/{p}"), body))
             .collect();
         files.push(("manifests/crds.yaml".into(), crds_yaml().unwrap()));
+        files.push((
+            "manifests/tandem-cni.yaml".into(),
+            crate::cni::manifest_yaml().unwrap(),
+        ));
         for (path, want) in files {
             let file = root.join(path);
             if update {

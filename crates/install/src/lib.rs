@@ -1,10 +1,12 @@
 //! The manifests tandem prints for `kubectl apply -f -`: the core control
-//! plane, the failover extension and the SMI CRD. Pure rendering: no cluster
-//! is read here, and the same options always give the same objects.
+//! plane, the failover extension, the SMI CRD and the CNI installer. Pure
+//! rendering: no cluster is read here, and the same options always give the
+//! same objects. [`cni`] also decides how a node's CNI config is patched.
 
 #![forbid(unsafe_code)]
 
 pub mod chart;
+pub mod cni;
 pub mod core;
 pub mod failover;
 pub mod multicluster;

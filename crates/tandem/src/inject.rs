@@ -48,6 +48,12 @@ pub struct InjectArgs {
     /// image `tandem install` uses (ghcr.io/tandem-io/tandem:<version>).
     #[arg(long, env = "TANDEM_IMAGE", value_name = "REF")]
     proxy_image: Option<String>,
+    /// CNI mode: the tandem-cni plugin (`tandem install-cni`) installs each
+    /// pod's redirect when its sandbox is made, so no init container (which
+    /// needs NET_ADMIN) is added; the pod carries the annotation
+    /// cni.tandem.io/proxy-init instead. As Linkerd's flag of this name.
+    #[arg(long)]
+    linkerd_cni_enabled: bool,
 }
 
 pub async fn run(cluster: &ClusterArgs, args: InjectArgs) -> Result<ExitCode> {
@@ -72,7 +78,8 @@ pub async fn run(cluster: &ClusterArgs, args: InjectArgs) -> Result<ExitCode> {
         &image,
         &anchors,
         env!("CARGO_PKG_VERSION"),
-    )?;
+    )?
+    .with_cni(args.linkerd_cni_enabled);
     let injected = match inject_stream(&input, &cfg) {
         Ok(i) => i,
         Err(e @ StreamError::Broken(_)) => {

@@ -1,5 +1,6 @@
-//! `tandem install`, `uninstall`, `smi install`, `failover install`: manifests
-//! on stdout for `kubectl apply -f -` (or `kubectl delete -f -`).
+//! `tandem install`, `uninstall`, `smi install`, `failover install`,
+//! `install-cni`: manifests on stdout for `kubectl apply -f -` (or `kubectl
+//! delete -f -`).
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -8,6 +9,7 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 use tandem_install::{
     ImageOptions,
+    cni::{self as cni_install, CniOptions},
     core::{self as core_install, CoreOptions},
     failover::{self as failover_install, FailoverOptions},
 };
@@ -116,6 +118,27 @@ pub struct FailoverUninstallArgs {
     /// The namespace of the failover controller.
     #[arg(long, default_value = failover_install::DEFAULT_NAMESPACE)]
     namespace: String,
+}
+
+#[derive(Debug, Args)]
+pub struct InstallCniArgs {
+    /// The nodes' CNI bin dir, where the plugin is copied (absolute).
+    #[arg(long, value_name = "DIR", default_value = cni_install::DEFAULT_BIN_DIR, value_parser = absolute)]
+    dest_cni_bin_dir: String,
+    /// The nodes' CNI config dir, whose config gets the plugin's entry (absolute).
+    #[arg(long, value_name = "DIR", default_value = cni_install::DEFAULT_NET_DIR, value_parser = absolute)]
+    dest_cni_net_dir: String,
+    #[command(flatten)]
+    image: ImageArgs,
+}
+
+/// A host path for a hostPath volume, which must be absolute.
+fn absolute(s: &str) -> Result<String, String> {
+    if s.starts_with('/') {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not an absolute path"))
+    }
 }
 
 /// Prints objects as a YAML stream on stdout.
@@ -241,4 +264,12 @@ pub fn failover_uninstall(args: FailoverUninstallArgs) -> Result<ExitCode> {
         ..Default::default()
     });
     print_objects(&tandem_install::for_deletion(&objects))
+}
+
+pub fn install_cni(args: InstallCniArgs) -> Result<ExitCode> {
+    print_objects(&cni_install::render(&CniOptions {
+        image: args.image.options(),
+        bin_dir: args.dest_cni_bin_dir,
+        net_dir: args.dest_cni_net_dir,
+    }))
 }

@@ -9,6 +9,8 @@ use tandem::{entry, kube_client, output};
 
 mod certificate;
 mod check;
+mod cni;
+mod cni_install;
 mod dashboard;
 mod destination;
 mod failover;
@@ -67,6 +69,13 @@ enum Command {
     Install(install::InstallArgs),
     /// Print the control plane's objects for `kubectl delete -f -`.
     Uninstall(install::UninstallArgs),
+    /// Print the CNI plugin's installer (a DaemonSet) for `kubectl apply -f -`,
+    /// as `linkerd install-cni`: pods are then redirected by the plugin
+    /// instead of an init container.
+    InstallCni(install::InstallCniArgs),
+    /// Install the tandem-cni plugin on this node and keep it installed
+    /// until SIGTERM (what the tandem-cni DaemonSet runs).
+    CniInstall(cni_install::CniInstallArgs),
     /// The SMI TrafficSplit CRD (the workshop's `linkerd smi install`).
     #[command(subcommand)]
     Smi(install::SmiCommand),
@@ -144,6 +153,9 @@ enum FailoverCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    if cni::invoked_as_plugin() {
+        return cni::main();
+    }
     let cli = Cli::parse();
     let log = cli.log.clone();
     let (filter, workers) = match &cli.command {
@@ -178,6 +190,8 @@ fn main() -> std::process::ExitCode {
             Command::Proxy(args) => proxy::run(*args).await,
             Command::Testbed(a) => dev_tool(&cli.cluster, &log, "tandem-testbed", a.args),
             Command::Demo(a) => dev_tool(&cli.cluster, &log, "tandem-demo", a.args),
+            Command::InstallCni(args) => install::install_cni(args),
+            Command::CniInstall(args) => cni_install::run(args).await,
         }
     })
 }

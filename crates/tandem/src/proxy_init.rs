@@ -82,6 +82,13 @@ fn subnets(s: &str) -> Result<Subnets, String> {
 }
 
 impl ProxyInitArgs {
+    fn mode(&self) -> Mode {
+        match self.iptables_mode {
+            IptablesMode::Nft => Mode::Nft,
+            IptablesMode::Legacy => Mode::Legacy,
+        }
+    }
+
     fn redirect(&self) -> Redirect {
         Redirect {
             incoming_proxy_port: self.incoming_proxy_port,
@@ -156,59 +163,87 @@ fn run_ok(program: &Path, args: &[&str], input: Option<&str>) -> Result<String> 
 }
 
 pub fn run(args: ProxyInitArgs) -> Result<ExitCode> {
-    let mode = match args.iptables_mode {
-        IptablesMode::Nft => Mode::Nft,
-        IptablesMode::Legacy => Mode::Legacy,
-    };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let rules = proxy_init::rules(&args.redirect(), now);
     if args.simulate {
-        let (restore, _) = proxy_init::program_candidates(mode)[0];
+        let rules = proxy_init::rules(&args.redirect(), now());
+        let (restore, _) = proxy_init::program_candidates(args.mode())[0];
         print!(
             "{restore} --noflush <<'EOF'\n{}EOF\n",
             proxy_init::restore_input(&rules, "")
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let p = programs(mode)?;
+    install(&args, &mut std::io::stdout().lock())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// The iptables programs of the node (or image), or an error that says
+/// what to install.
+pub fn find_iptables() -> Result<impl Sized> {
+    programs(Mode::Nft).or_else(|_| programs(Mode::Legacy))
+}
+
+/// What of the rules is missing in the calling thread's network namespace:
+/// `None` if they are all there.
+pub fn missing(args: &ProxyInitArgs) -> Result<Option<String>> {
+    let p = programs(args.mode())?;
+    let saved = run_ok(&p.save, &["-t", "nat"], None)?;
+    Ok(missing_in(&saved))
+}
+
+fn missing_in(saved: &str) -> Option<String> {
+    match proxy_init::installed(saved) {
+        Installed::Yes => None,
+        Installed::Partly { missing } => Some(missing.join(", ")),
+        Installed::No => Some("all of them".to_string()),
+    }
+}
+
+/// Installs the rules in the network namespace of the calling thread,
+/// saying what it did on `log` (the init container's stdout; the CNI
+/// plugin's stderr, as its stdout is its result).
+pub fn install(args: &ProxyInitArgs, log: &mut dyn Write) -> Result<()> {
+    let rules = proxy_init::rules(&args.redirect(), now());
+    let p = programs(args.mode())?;
     let save = || run_ok(&p.save, &["-t", "nat"], None);
     let before = save()?;
     match proxy_init::installed(&before) {
         Installed::Yes => {
-            println!(
+            writeln!(
+                log,
                 "proxy-init: the {} and {} rules are already installed; nothing to do",
                 proxy_init::REDIRECT_CHAIN,
                 proxy_init::OUTPUT_CHAIN
-            );
-            return Ok(ExitCode::SUCCESS);
+            )?;
+            return Ok(());
         }
-        Installed::Partly { missing } => println!(
+        Installed::Partly { missing } => writeln!(
+            log,
             "proxy-init: only part of the rules is installed (missing: {}); installing them whole",
             missing.join(", ")
-        ),
+        )?,
         Installed::No => {}
     }
     let input = proxy_init::restore_input(&rules, &before);
     run_ok(&p.restore, &["--noflush"], Some(&input))?;
     let after = save()?;
-    let missing = match proxy_init::installed(&after) {
-        Installed::Yes => None,
-        Installed::Partly { missing } => Some(missing.join(", ")),
-        Installed::No => Some("any of them".to_string()),
-    };
-    if let Some(missing) = missing {
+    if let Some(missing) = missing_in(&after) {
         bail!(
             "{} accepted the rules, but `iptables-save -t nat` does not show {missing}:\n{after}",
             p.restore.display()
         );
     }
-    println!(
+    writeln!(
+        log,
         "proxy-init: {} rules installed in one transaction with {}:\n{after}",
         rules.len(),
         p.restore.display()
-    );
-    Ok(ExitCode::SUCCESS)
+    )?;
+    Ok(())
 }

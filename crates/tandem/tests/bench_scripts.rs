@@ -81,3 +81,13 @@ fn a_controller_that_is_no_program_is_refused_before_anything_runs() {
         "{err}"
     );
 }
+
+#[test]
+fn a_workshop_mode_that_is_neither_init_nor_cni_is_refused_before_anything_runs() {
+    let (status, out, err) = run("workshop.sh", &["--mode", "sidecar"]);
+    assert_eq!(status, 2, "workshop.sh --mode sidecar: {out}{err}");
+    assert!(
+        err.contains("--mode is init or cni, not sidecar"),
+        "workshop.sh: {err}"
+    );
+}

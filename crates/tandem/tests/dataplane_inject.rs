@@ -3,12 +3,11 @@
 //! turns Ready, and an app that declares no port is still reached, through
 //! the proxies (all TCP is redirected).
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
 use tandem_harness::{
     Env,
     dataplane::{self, ROUTING_IDENTITY, metric_sum},
-    eventually,
 };
 
 const CLUSTER: &str = "east";
@@ -86,22 +85,8 @@ async fn an_injected_pod_gets_its_rules_a_ready_proxy_and_an_undeclared_port_wor
 
     // The undeclared port, through the client's proxy and quiet's proxy.
     let svc = dataplane::service_addr(&ns, CLUSTER, "quiet");
-    let body = eventually(
-        "quiet answering through the mesh",
-        Duration::from_secs(60),
-        || {
-            let got = client.get(svc, "/");
-            async move {
-                match got {
-                    Ok(r) if r.status == 200 && r.body.starts_with("quiet-") => Ok(r.body),
-                    other => Err(format!("{other:?}")),
-                }
-            }
-        },
-    )
-    .await;
-    let pod = body.trim();
-    let server = dataplane::pod_netns(&env, &ns, CLUSTER, pod);
+    let pod = dataplane::answer_through_mesh(&client, svc, "quiet").await;
+    let server = dataplane::pod_netns(&env, &ns, CLUSTER, &pod);
     let metrics = server
         .get(admin, "/metrics")
         .expect("the server proxy's metrics");
@@ -131,7 +116,7 @@ async fn an_injected_pod_gets_its_rules_a_ready_proxy_and_an_undeclared_port_wor
         &[
             ("direction", "outbound"),
             ("dst_service", "quiet"),
-            ("dst_pod", pod),
+            ("dst_pod", &pod),
             ("status_code", "200"),
         ],
     );

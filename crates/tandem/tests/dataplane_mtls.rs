@@ -4,12 +4,11 @@
 //! and the client's identity; a plaintext connection from a pod outside the
 //! mesh to the server's inbound port 4143 is refused.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{net::SocketAddr, path::Path};
 
 use tandem_harness::{
     Env,
     dataplane::{self, ProxyIdentity, metric_sum},
-    eventually,
 };
 
 const CLUSTER: &str = "east";
@@ -63,21 +62,7 @@ async fn two_meshed_pods_talk_mtls_and_plaintext_to_4143_is_refused() {
     );
 
     let svc = dataplane::service_addr(&ns, CLUSTER, "server");
-    let body = eventually(
-        "server answering the client",
-        Duration::from_secs(60),
-        || {
-            let got = client.get(svc, "/");
-            async move {
-                match got {
-                    Ok(r) if r.status == 200 && r.body.starts_with("server-") => Ok(r.body),
-                    other => Err(format!("{other:?}")),
-                }
-            }
-        },
-    )
-    .await;
-    let pod = body.trim().to_string();
+    let pod = dataplane::answer_through_mesh(&client, svc, "server").await;
     let server = dataplane::pod_netns(&env, &ns, CLUSTER, &pod);
     let metrics = server
         .get(admin, "/metrics")

@@ -264,6 +264,166 @@ fn a_part_left_by_a_cut_off_run_is_installed_whole() {
     assert!(again.contains("already installed"), "{again}");
 }
 
+/// The `cni.tandem.io/proxy-init` annotation `tandem inject
+/// --linkerd-cni-enabled` writes on a pod that skips outbound port 3306.
+fn cni_annotation() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let pod = dir.path().join("pod.yaml");
+    fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  annotations:\n    config.linkerd.io/skip-outbound-ports: \"3306\"\nspec:\n  containers:\n  - name: web\n    image: web:1\n",
+    )
+    .unwrap();
+    let anchors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../inject/tests/golden/ca.crt");
+    let out = ok(Command::new(tandem_bin())
+        .args(["inject", "--linkerd-cni-enabled", "--trust-anchors-file"])
+        .arg(anchors)
+        .arg(&pod));
+    let pod: serde_json::Value = serde_saphyr::from_str(&out).unwrap();
+    assert_eq!(pod["spec"].get("initContainers"), None, "{out}");
+    pod["metadata"]["annotations"]["cni.tandem.io/proxy-init"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no annotation in {out}"))
+        .to_string()
+}
+
+/// Runs the tandem binary as the CNI plugin `tandem-cni` (its file name)
+/// with `command`, the pod's network namespace and this network config.
+fn cni(plugin: &Path, command: &str, ns: &Netns, config: &serde_json::Value) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(plugin)
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", "0123abcd")
+        .env("CNI_NETNS", format!("/run/netns/{}", ns.name))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", plugin.parent().unwrap())
+        .env(
+            "CNI_ARGS",
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web",
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the plugin starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(config.to_string().as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// CNI mode: the plugin installs the annotated pod's rules (the same 8 as
+/// the init container), hands the previous plugin's result on unchanged,
+/// leaves a pod without the annotation alone, refuses a malformed one
+/// with the error the runtime shows in the pod's events, and CHECK tells
+/// a namespace with the rules from one without.
+#[test]
+fn the_cni_plugin_installs_the_rules_of_an_annotated_pod_only() {
+    require_root_and_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("tandem-cni");
+    std::os::unix::fs::symlink(tandem_bin(), &plugin).unwrap();
+    let annotation = cni_annotation();
+    let prev = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{ "name": "eth0", "sandbox": "/run/netns/x" }],
+        "ips": [{ "address": "198.18.10.5/24", "gateway": "198.18.10.1", "interface": 0 }],
+        "routes": [{ "dst": "0.0.0.0/0" }],
+    });
+    let config = |annotations: serde_json::Value| {
+        serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "tandem-east",
+            "type": "tandem-cni",
+            "capabilities": { "io.kubernetes.cri.pod-annotations": true },
+            "runtimeConfig": { "io.kubernetes.cri.pod-annotations": annotations },
+            "prevResult": prev,
+        })
+    };
+    let stdout = |o: &Output| -> serde_json::Value {
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {}\nstderr: {}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+    };
+
+    let meshed = Netns::new("cni");
+    let injected = config(serde_json::json!({ "cni.tandem.io/proxy-init": annotation }));
+    let out = cni(&plugin, "ADD", &meshed, &injected);
+    assert!(out.status.success(), "{out:?}");
+    let result = stdout(&out);
+    assert_eq!(result["ips"], prev["ips"], "{result}");
+    assert_eq!(result["interfaces"], prev["interfaces"], "{result}");
+    assert_eq!(result["cniVersion"], "1.0.0", "{result}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("shop/web") && said.contains("rules installed"),
+        "{said}"
+    );
+    let save = meshed.nat_rules();
+    assert_eq!(proxy_init_rules(&save).len(), 8, "{save}");
+    assert!(
+        save.contains("4567,4568,3306"),
+        "the pod's skipped port:\n{save}"
+    );
+    let host = ok(Command::new("iptables-nft-save").args(["-t", "nat"]));
+    assert!(
+        !host.contains("PROXY_INIT_"),
+        "the rules leaked to the host"
+    );
+    let check = cni(&plugin, "CHECK", &meshed, &injected);
+    assert!(check.status.success(), "{check:?}");
+
+    // Not injected: passed through, no rule. CHECK has nothing to check.
+    let plain = Netns::new("cni-plain");
+    let other = config(serde_json::json!({ "linkerd.io/inject": "disabled" }));
+    let out = cni(&plugin, "ADD", &plain, &other);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(stdout(&out)["ips"], prev["ips"]);
+    assert!(proxy_init_rules(&plain.nat_rules()).is_empty());
+    assert!(cni(&plugin, "CHECK", &plain, &other).status.success());
+    // An annotated pod whose namespace lacks the rules fails CHECK.
+    let check = cni(&plugin, "CHECK", &plain, &injected);
+    assert!(!check.status.success(), "{check:?}");
+    let error = stdout(&check);
+    assert!(
+        error["msg"]
+            .as_str()
+            .unwrap()
+            .contains("shop/web: the proxy's redirect is not installed"),
+        "{error}"
+    );
+
+    // Malformed: the ADD fails and says which annotation and why.
+    let bad =
+        config(serde_json::json!({ "cni.tandem.io/proxy-init": "[\"--proxy-uid\",\"root\"]" }));
+    let out = cni(&plugin, "ADD", &plain, &bad);
+    assert!(!out.status.success(), "{out:?}");
+    let error = stdout(&out);
+    assert_eq!(error["code"], 7, "{error}");
+    let msg = error["msg"].as_str().unwrap_or_default().to_string()
+        + error["details"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("shop/web")
+            && msg.contains("cni.tandem.io/proxy-init")
+            && msg.contains("root"),
+        "{error}"
+    );
+    assert!(proxy_init_rules(&plain.nat_rules()).is_empty());
+
+    // VERSION, as a runtime asks before anything else.
+    let out = cni(&plugin, "VERSION", &plain, &injected);
+    assert!(out.status.success(), "{out:?}");
+    let versions = stdout(&out)["supportedVersions"].to_string();
+    assert!(versions.contains("1.0.0"), "{versions}");
+}
+
 /// Writes the image's files, links and directories under `root`, as a
 /// container runtime would unpack its layer.
 fn unpack(spec: &ImageSpec, root: &Path) {

@@ -49,6 +49,12 @@ impl NodeFiles {
     pub fn cni_conf_dir(&self) -> PathBuf {
         self.dir.join("net.d")
     }
+    /// The node's own CNI plugins (as a node's /opt/cni/bin), searched
+    /// after the testbed's built ones: where `tandem install-cni` puts
+    /// `tandem-cni`.
+    pub fn cni_bin_dir(&self) -> PathBuf {
+        self.dir.join("cni-bin")
+    }
     pub fn cni_data_dir(&self) -> PathBuf {
         self.dir.join("cni")
     }
@@ -100,7 +106,7 @@ imports = []
   # Root here lacks CAP_SYS_RESOURCE: no process may lower its oom_score_adj.
   restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.cni]
-    bin_dirs = [{cni_bin}]
+    bin_dirs = [{cni_bin}, {node_cni_bin}]
     conf_dir = {cni_conf}
     max_conf_num = 1
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
@@ -130,6 +136,7 @@ imports = []
         ttrpc = q(&run.join("containerd.sock.ttrpc")),
         pause = toml_str(PAUSE_IMAGE),
         cni_bin = q(cni_bin),
+        node_cni_bin = q(&f.cni_bin_dir()),
         cni_conf = q(&f.cni_conf_dir()),
         runc = toml_str(RUNC),
         runc_root = q(&run.join("runc")),
@@ -287,6 +294,10 @@ mod tests {
             assert!(a.contains(needle), "{needle}");
             assert!(!b.contains(needle), "{needle}");
         }
+        assert!(
+            a.contains("bin_dirs = [\"/cni\", \"/tb/clusters/east/node/cni-bin\"]"),
+            "{a}"
+        );
         assert!(a.contains("restrict_oom_score_adj = true"));
         assert!(a.contains("[plugins.'io.containerd.nri.v1.nri']\n  disable = true"));
         assert!(a.contains(PAUSE_IMAGE));

@@ -327,7 +327,12 @@ pub fn leftovers(config: &Config) -> Vec<String> {
 pub fn write_files(l: &ClusterLayout, tc: &crate::Toolchain) -> Result<(), Error> {
     let f = files::NodeFiles::new(l);
     let pki = crate::pki::Pki::new(l);
-    for dir in [f.cni_conf_dir(), f.pod_logs(), f.kubelet_root()] {
+    for dir in [
+        f.cni_conf_dir(),
+        f.cni_bin_dir(),
+        f.pod_logs(),
+        f.kubelet_root(),
+    ] {
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     }
     let cni_bin = tc.artifact(crate::toolchain::CNI_BIN);

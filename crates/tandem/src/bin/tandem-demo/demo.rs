@@ -41,6 +41,11 @@ pub struct DemoArgs {
     /// Also write the figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     summary: Option<PathBuf>,
+    /// CNI mode: install the tandem-cni plugin (`tandem install-cni`) and
+    /// inject the app with `--linkerd-cni-enabled`, so that its pods start
+    /// without an init container.
+    #[arg(long)]
+    cni: bool,
 }
 
 fn positive(s: &str) -> Result<f64, String> {
@@ -66,6 +71,7 @@ struct Demo {
     base_port: u16,
     pause: bool,
     step: usize,
+    cni: bool,
 }
 
 pub async fn run(args: DemoArgs) -> Result<ExitCode> {
@@ -76,6 +82,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         base_port: args.base_port,
         pause: args.pause && std::io::stdin().is_terminal(),
         step: 0,
+        cni: args.cni,
     };
     if args.down {
         demo.teardown()?;
@@ -106,7 +113,9 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             println!("\n== Figures ==");
             figures.print();
             if let Some(path) = &args.summary {
-                std::fs::write(path, serde_json::to_string_pretty(&figures)? + "\n")
+                let mut summary = serde_json::to_value(&figures)?;
+                summary["cni"] = args.cni.into();
+                std::fs::write(path, serde_json::to_string_pretty(&summary)? + "\n")
                     .with_context(|| format!("writing {}", path.display()))?;
             }
             let failed = figures.failed_requests > 0;
@@ -150,6 +159,29 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
 }
 
 impl Demo {
+    /// `tandem install-cni` in both clusters, into their nodes' CNI
+    /// directories (a real node's would be the defaults).
+    fn install_cni(&mut self) -> Result<()> {
+        self.title("install the CNI plugin: injected pods need no init container");
+        let testbed = tandem_testbed::Testbed::open(&self.testbed_dir())
+            .context("reading the demo's testbed")?;
+        for c in CLUSTERS {
+            let layout = testbed.config.layout(c)?;
+            let node = tandem_testbed::node::files::NodeFiles::new(&layout);
+            self.sh(&format!(
+                "tandem install-cni --dest-cni-net-dir {} --dest-cni-bin-dir {} | kubectl --context {c} apply -f -",
+                node.cni_conf_dir().display(),
+                node.cni_bin_dir().display()
+            ))?;
+        }
+        for c in CLUSTERS {
+            self.sh(&format!(
+                "kubectl --context {c} -n tandem-cni rollout status ds/tandem-cni --timeout=120s"
+            ))?;
+        }
+        Ok(())
+    }
+
     async fn steps(&mut self, rate: f64, failovers: usize) -> Result<failover::Figures> {
         std::fs::create_dir_all(self.certs())?;
         self.title("bring up the clusters east and west");
@@ -196,13 +228,19 @@ impl Demo {
             ))?;
         }
 
+        let inject_flags = if self.cni {
+            self.install_cni()?;
+            " --linkerd-cni-enabled"
+        } else {
+            ""
+        };
         self.title(&format!(
             "mesh and deploy emojivoto in both clusters, vote-bot at {rate}/s"
         ));
         std::fs::write(self.certs().join("emojivoto.yml"), emojivoto(rate))?;
         for c in CLUSTERS {
             self.sh(&format!(
-                "cat emojivoto.yml | tandem inject --context {c} - | kubectl --context {c} apply -f -"
+                "cat emojivoto.yml | tandem inject --context {c}{inject_flags} - | kubectl --context {c} apply -f -"
             ))?;
         }
         for c in CLUSTERS {
