@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cni;
 mod core;
 mod extensions;
 mod identity;
@@ -194,6 +195,7 @@ pub async fn run(client: Result<Client, String>, options: Options) -> Report {
     }
     categories.push(core::existence(&ctx).await);
     categories.push(core::identity(&ctx).await);
+    categories.extend(cni::judge(&cni::gather(&ctx).await));
     for ext in EXTENSIONS {
         let lookup = extensions::installed_namespace(&ctx, ext.name()).await;
         match extensions::judge_lookup(ext.name(), lookup) {

@@ -12,6 +12,12 @@ pub use destination::{DESTINATION, GRPC_PORT as DESTINATION_GRPC_PORT};
 pub const DEFAULT_NAMESPACE: &str = "tandem";
 pub const TRUST_ROOTS_CONFIGMAP: &str = "tandem-identity-trust-roots";
 pub const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
+/// The install's settings that other commands read from the cluster (as
+/// Linkerd's `linkerd-config`): `tandem inject` reads [`CNI_ENABLED_KEY`].
+pub const CONFIG_CONFIGMAP: &str = "tandem-config";
+/// `"true"` when the control plane was installed with
+/// `--linkerd-cni-enabled`: injected pods get no init container.
+pub const CNI_ENABLED_KEY: &str = "cniEnabled";
 pub const ISSUER_SECRET: &str = "tandem-identity-issuer";
 pub const ISSUER_CERT_KEY: &str = "crt.pem";
 pub const ISSUER_KEY_KEY: &str = "key.pem";
@@ -31,6 +37,8 @@ pub struct CoreOptions {
     pub issuer_key_pem: String,
     pub cluster_domain: String,
     pub log_level: String,
+    /// `--linkerd-cni-enabled`: the tandem-cni plugin redirects the pods.
+    pub cni_enabled: bool,
 }
 
 /// The control plane's objects, in apply order: identity, then destination.
@@ -55,6 +63,12 @@ fn identity(o: &CoreOptions) -> Vec<Value> {
             "kind": "ConfigMap",
             "metadata": { "name": TRUST_ROOTS_CONFIGMAP, "namespace": ns, "labels": l },
             "data": { TRUST_ROOTS_KEY: o.trust_anchors_pem },
+        }),
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": { "name": CONFIG_CONFIGMAP, "namespace": ns, "labels": { crate::PART_OF: "tandem" } },
+            "data": { CNI_ENABLED_KEY: o.cni_enabled.to_string() },
         }),
         json!({
             "apiVersion": "v1",
@@ -205,6 +219,7 @@ pub(crate) mod tests {
             issuer_key_pem: "KEY".into(),
             cluster_domain: "cluster.local".into(),
             log_level: "info".into(),
+            cni_enabled: false,
         }
     }
 
@@ -224,6 +239,19 @@ pub(crate) mod tests {
         let secret = find(&objs, "Secret", ISSUER_SECRET);
         assert_eq!(secret["data"][ISSUER_CERT_KEY], "Q0VSVA==");
         assert_eq!(secret["data"][ISSUER_KEY_KEY], "S0VZ");
+    }
+
+    #[test]
+    fn the_config_says_whether_the_cni_plugin_redirects_the_pods() {
+        for cni_enabled in [false, true] {
+            let objs = render(&CoreOptions {
+                cni_enabled,
+                ..opts()
+            });
+            let config = find(&objs, "ConfigMap", CONFIG_CONFIGMAP);
+            assert_eq!(config["metadata"]["namespace"], DEFAULT_NAMESPACE);
+            assert_eq!(config["data"][CNI_ENABLED_KEY], cni_enabled.to_string());
+        }
     }
 
     #[test]

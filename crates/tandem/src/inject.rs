@@ -5,8 +5,11 @@
 //! The trust anchors come from the cluster (ConfigMap
 //! `tandem-identity-trust-roots` in the control plane's namespace, through
 //! `--kubeconfig`/`--context`), as `linkerd inject` reads its config, or
-//! from `--trust-anchors-file` with no cluster at all. If any document does
-//! not parse, nothing is printed on stdout and the error names each one.
+//! from `--trust-anchors-file` with no cluster at all. CNI mode (no init
+//! container) is on with `--linkerd-cni-enabled`, or when the cluster's
+//! ConfigMap `tandem-config` says the control plane was installed so. If
+//! any document does not parse, nothing is printed on stdout and the error
+//! names each one.
 
 use std::{
     io::{Read, Write},
@@ -19,7 +22,9 @@ use clap::Args;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use tandem_inject::{Config, StreamError, inject_stream, summary};
-use tandem_install::core::{DEFAULT_NAMESPACE, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY};
+use tandem_install::core::{
+    CNI_ENABLED_KEY, CONFIG_CONFIGMAP, DEFAULT_NAMESPACE, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY,
+};
 
 use crate::kube_client::ClusterArgs;
 
@@ -51,7 +56,8 @@ pub struct InjectArgs {
     /// CNI mode: the tandem-cni plugin (`tandem install-cni`) installs each
     /// pod's redirect when its sandbox is made, so no init container (which
     /// needs NET_ADMIN) is added; the pod carries the annotation
-    /// cni.tandem.io/proxy-init instead. As Linkerd's flag of this name.
+    /// cni.tandem.io/proxy-init instead. Default: on if the control plane
+    /// was installed with --linkerd-cni-enabled (read from the cluster).
     #[arg(long)]
     linkerd_cni_enabled: bool,
 }
@@ -63,11 +69,15 @@ pub async fn run(cluster: &ClusterArgs, args: InjectArgs) -> Result<ExitCode> {
         args.file.display().to_string()
     };
     let input = read_input(&args)?;
-    let anchors = match &args.trust_anchors_file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("reading the trust anchors {}", path.display()))?,
-        None => anchors_from_cluster(cluster, &args.control_plane_namespace).await?,
+    let (anchors, cni_installed) = match &args.trust_anchors_file {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the trust anchors {}", path.display()))?,
+            false,
+        ),
+        None => from_cluster(cluster, &args.control_plane_namespace).await?,
     };
+    let cni = args.linkerd_cni_enabled || cni_installed;
     let image = args
         .proxy_image
         .clone()
@@ -79,7 +89,7 @@ pub async fn run(cluster: &ClusterArgs, args: InjectArgs) -> Result<ExitCode> {
         &anchors,
         env!("CARGO_PKG_VERSION"),
     )?
-    .with_cni(args.linkerd_cni_enabled);
+    .with_cni(cni);
     let injected = match inject_stream(&input, &cfg) {
         Ok(i) => i,
         Err(e @ StreamError::Broken(_)) => {
@@ -108,7 +118,10 @@ fn read_input(args: &InjectArgs) -> Result<String> {
     }
 }
 
-async fn anchors_from_cluster(cluster: &ClusterArgs, namespace: &str) -> Result<String> {
+/// The trust anchors, and whether the control plane was installed with
+/// `--linkerd-cni-enabled` (ConfigMap tandem-config; an install from
+/// before that ConfigMap has none, and is not).
+async fn from_cluster(cluster: &ClusterArgs, namespace: &str) -> Result<(String, bool)> {
     let what = format!("ConfigMap {namespace}/{TRUST_ROOTS_CONFIGMAP}");
     let hint = "is tandem installed there? Or pass --trust-anchors-file";
     let client = cluster
@@ -120,7 +133,17 @@ async fn anchors_from_cluster(cluster: &ClusterArgs, namespace: &str) -> Result<
         .get(TRUST_ROOTS_CONFIGMAP)
         .await
         .with_context(|| format!("reading the trust anchors from {what} ({hint})"))?;
-    cm.data
+    let anchors = cm
+        .data
         .and_then(|mut d| d.remove(TRUST_ROOTS_KEY))
-        .with_context(|| format!("{what} has no key {TRUST_ROOTS_KEY}"))
+        .with_context(|| format!("{what} has no key {TRUST_ROOTS_KEY}"))?;
+    let config = cms
+        .get_opt(CONFIG_CONFIGMAP)
+        .await
+        .with_context(|| format!("reading ConfigMap {namespace}/{CONFIG_CONFIGMAP}"))?;
+    let cni = config
+        .and_then(|c| c.data)
+        .and_then(|mut d| d.remove(CNI_ENABLED_KEY))
+        .is_some_and(|v| v == "true");
+    Ok((anchors, cni))
 }

@@ -61,6 +61,11 @@ pub struct InstallArgs {
     /// The control plane's log filter.
     #[arg(long, default_value = "info")]
     controller_log_level: String,
+    /// The tandem-cni plugin (`tandem install-cni`) redirects the pods:
+    /// `tandem inject` then adds no init container (recorded in the
+    /// ConfigMap tandem-config, which inject and check read). As Linkerd's.
+    #[arg(long)]
+    linkerd_cni_enabled: bool,
     #[command(flatten)]
     image: ImageArgs,
 }
@@ -200,6 +205,7 @@ pub fn install(args: InstallArgs) -> Result<ExitCode> {
         issuer_key_pem: key,
         cluster_domain: args.cluster_domain,
         log_level: args.controller_log_level,
+        cni_enabled: args.linkerd_cni_enabled,
     }))
 }
 
@@ -235,6 +241,7 @@ pub fn uninstall(args: UninstallArgs) -> Result<ExitCode> {
         issuer_key_pem: String::new(),
         cluster_domain: String::new(),
         log_level: String::new(),
+        cni_enabled: false,
     });
     if args.crds {
         objects.extend(crds());

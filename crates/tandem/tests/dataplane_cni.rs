@@ -69,6 +69,43 @@ async fn in_cni_mode_pods_start_without_an_init_container_and_are_redirected() {
     );
     assert!(types.contains(&"bridge".to_string()), "{types:?}");
     assert!(dirs.bin_dir.join("tandem-cni").is_file());
+    // `tandem check` sees it (its tandem-cni category).
+    let report = tandem_harness::run(env.tandem().args([
+        "check",
+        "--context",
+        CLUSTER,
+        "--wait",
+        "0s",
+        "-o",
+        "json",
+    ]));
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout)
+        .unwrap_or_else(|e| panic!("check -o json: {e}: {report:?}"));
+    let cni = report["categories"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["categoryName"] == "tandem-cni"))
+        .unwrap_or_else(|| panic!("no tandem-cni category: {report:#}"));
+    let results: Vec<(&str, &str)> = cni["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["description"].as_str().unwrap(),
+                c["result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("the tandem-cni DaemonSet exists", "success"),
+            (
+                "the tandem-cni plugin is installed on every node",
+                "success"
+            ),
+        ]
+    );
 
     let ns = env.namespace("dp-cni", &[CLUSTER]);
     let mesh = |m: &str| dataplane::inject_cni(&env, CLUSTER, m, ROUTING_IDENTITY);

@@ -197,6 +197,32 @@ fn the_trust_anchors_are_read_from_the_clusters_configmap() {
         .as_str()
     );
 
+    // No tandem-config (an install from before it): the init container.
+    let inits = |doc: &Value| doc["spec"]["template"]["spec"]["initContainers"].clone();
+    assert_eq!(inits(&injected[0])[0]["name"], "tandem-init");
+    // Installed with --linkerd-cni-enabled: CNI mode, without the flag.
+    let config = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": { "name": "tandem-config" },
+        "data": { "cniEnabled": "true" },
+    });
+    ns.apply("east", &config.to_string());
+    let out = with_stdin(
+        env.tandem()
+            .args(["inject", "--context", "east", "-L", &ns.name]),
+        deploy,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let injected = docs(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(inits(&injected[0]), Value::Null, "{:#}", injected[0]);
+    let annotations = &injected[0]["spec"]["template"]["metadata"]["annotations"];
+    assert!(
+        annotations["cni.tandem.io/proxy-init"]
+            .as_str()
+            .is_some_and(|a| a.contains("--proxy-uid")),
+        "{annotations:#}"
+    );
+
     // No ConfigMap in that namespace: a clear error, nothing on stdout.
     let out = with_stdin(
         env.tandem()

@@ -41,9 +41,9 @@ pub struct DemoArgs {
     /// Also write the figures as JSON to this file.
     #[arg(long, value_name = "FILE")]
     summary: Option<PathBuf>,
-    /// CNI mode: install the tandem-cni plugin (`tandem install-cni`) and
-    /// inject the app with `--linkerd-cni-enabled`, so that its pods start
-    /// without an init container.
+    /// CNI mode: install the control plane with `--linkerd-cni-enabled` and
+    /// the tandem-cni plugin (`tandem install-cni`), so that the app's pods
+    /// start without an init container.
     #[arg(long)]
     cni: bool,
 }
@@ -205,12 +205,22 @@ impl Demo {
             self.sh(&format!("tandem check --pre --context {c}"))?;
         }
 
+        // As Linkerd's order: the plugin first, then the control plane with
+        // --linkerd-cni-enabled, which inject reads from the cluster.
+        if self.cni {
+            self.install_cni()?;
+        }
         self.title("install the CRDs and the control plane with the certificates");
         for c in CLUSTERS {
             self.sh(&format!(
                 "tandem install --crds --context {c} | kubectl apply --context {c} -f -"
             ))?;
-            self.sh(&format!("tandem install --context {c} --identity-trust-anchors-file root.crt --identity-issuer-certificate-file {c}-issuer.crt --identity-issuer-key-file {c}-issuer.key | kubectl apply --context {c} -f -"))?;
+            let cni = if self.cni {
+                " --linkerd-cni-enabled"
+            } else {
+                ""
+            };
+            self.sh(&format!("tandem install --context {c}{cni} --identity-trust-anchors-file root.crt --identity-issuer-certificate-file {c}-issuer.crt --identity-issuer-key-file {c}-issuer.key | kubectl apply --context {c} -f -"))?;
         }
 
         self.title("check the installs");
@@ -228,19 +238,13 @@ impl Demo {
             ))?;
         }
 
-        let inject_flags = if self.cni {
-            self.install_cni()?;
-            " --linkerd-cni-enabled"
-        } else {
-            ""
-        };
         self.title(&format!(
             "mesh and deploy emojivoto in both clusters, vote-bot at {rate}/s"
         ));
         std::fs::write(self.certs().join("emojivoto.yml"), emojivoto(rate))?;
         for c in CLUSTERS {
             self.sh(&format!(
-                "cat emojivoto.yml | tandem inject --context {c}{inject_flags} - | kubectl --context {c} apply -f -"
+                "cat emojivoto.yml | tandem inject --context {c} - | kubectl --context {c} apply -f -"
             ))?;
         }
         for c in CLUSTERS {
