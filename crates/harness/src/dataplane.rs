@@ -510,6 +510,31 @@ pub async fn answer_through_mesh(client: &PodNetns, svc: SocketAddr, backend: &s
     body.trim().to_string()
 }
 
+/// Asserts that `client`'s proxy counted an outbound 200 from Service
+/// `service`'s pod `pod`: the request went through the client's proxy.
+#[track_caller]
+pub fn assert_outbound_counted(client: &PodNetns, service: &str, pod: &str) {
+    let admin = "127.0.0.1:4191".parse().expect("an address");
+    let metrics = client
+        .get(admin, "/metrics")
+        .expect("the client proxy's metrics");
+    let outbound = metric_sum(
+        &metrics.body,
+        "response_total",
+        &[
+            ("direction", "outbound"),
+            ("dst_service", service),
+            ("dst_pod", pod),
+            ("status_code", "200"),
+        ],
+    );
+    assert!(
+        outbound >= 1.0,
+        "the client's proxy counted no outbound 200 from {service} ({pod}):\n{}",
+        metrics.body
+    );
+}
+
 /// The CNI directories of `cluster`'s node (its /etc/cni/net.d and
 /// /opt/cni/bin), for `tandem install-cni`.
 pub struct CniDirs {

@@ -29,7 +29,7 @@ const BRIDGE: &str = r#"{
       "ipMasq": true,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{ "subnet": "10.244.0.0/24" }]]
+        "ranges": [[{ "subnet": "198.18.4.0/24" }]]
       }
     },
     { "type": "portmap", "capabilities": { "portMappings": true } }

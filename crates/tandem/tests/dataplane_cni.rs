@@ -9,7 +9,7 @@ use std::{path::Path, time::Duration};
 
 use tandem_harness::{
     Env,
-    dataplane::{self, ROUTING_IDENTITY, metric_sum},
+    dataplane::{self, ROUTING_IDENTITY},
     eventually, run_ok,
 };
 
@@ -137,25 +137,7 @@ async fn in_cni_mode_pods_start_without_an_init_container_and_are_redirected() {
     // bring the client's connection to its proxy.
     let svc = dataplane::service_addr(&ns, CLUSTER, "quiet");
     let pod = dataplane::answer_through_mesh(&client, svc, "quiet").await;
-    let admin = "127.0.0.1:4191".parse().unwrap();
-    let metrics = client
-        .get(admin, "/metrics")
-        .expect("the client proxy's metrics");
-    let outbound = metric_sum(
-        &metrics.body,
-        "response_total",
-        &[
-            ("direction", "outbound"),
-            ("dst_service", "quiet"),
-            ("dst_pod", &pod),
-            ("status_code", "200"),
-        ],
-    );
-    assert!(
-        outbound >= 1.0,
-        "the client's proxy counted no outbound 200 to the Service:\n{}",
-        metrics.body
-    );
+    dataplane::assert_outbound_counted(&client, "quiet", &pod);
 
     // Uninstalled: the DaemonSet's pod takes the plugin out as it stops.
     run_ok(

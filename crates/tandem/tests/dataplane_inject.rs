@@ -107,22 +107,5 @@ async fn an_injected_pod_gets_its_rules_a_ready_proxy_and_an_undeclared_port_wor
         "the server's proxy counted no inbound 200 for {svc} on 8080:\n{}",
         metrics.body
     );
-    let metrics = client
-        .get(admin, "/metrics")
-        .expect("the client proxy's metrics");
-    let outbound = metric_sum(
-        &metrics.body,
-        "response_total",
-        &[
-            ("direction", "outbound"),
-            ("dst_service", "quiet"),
-            ("dst_pod", &pod),
-            ("status_code", "200"),
-        ],
-    );
-    assert!(
-        outbound >= 1.0,
-        "the client's proxy counted no outbound 200 to the Service:\n{}",
-        metrics.body
-    );
+    dataplane::assert_outbound_counted(&client, "quiet", &pod);
 }

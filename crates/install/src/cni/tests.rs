@@ -16,7 +16,7 @@ const BRIDGE: &str = r#"{
       "isGateway": true,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{ "subnet": "10.0.0.0/24" }]]
+        "ranges": [[{ "subnet": "198.18.0.0/24" }]]
       }
     },
     { "type": "portmap", "capabilities": { "portMappings": true } }
@@ -36,7 +36,7 @@ const BRIDGE_PATCHED: &str = r#"{
       "isGateway": true,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{ "subnet": "10.0.0.0/24" }]]
+        "ranges": [[{ "subnet": "198.18.0.0/24" }]]
       }
     },
     { "type": "portmap", "capabilities": { "portMappings": true } },
