@@ -16,7 +16,7 @@ pub trait Extension: Sync {
 }
 
 /// Every extension `check` knows.
-pub static EXTENSIONS: &[&dyn Extension] = &[&Failover, &Multicluster];
+pub static EXTENSIONS: &[&dyn Extension] = &[&Failover, &Multicluster, &Viz];
 
 /// The namespace an extension is installed in, if any, or why that could
 /// not be told.
@@ -124,6 +124,20 @@ impl Extension for Multicluster {
     }
 }
 
+// === Viz ===
+
+struct Viz;
+
+impl Extension for Viz {
+    fn name(&self) -> &'static str {
+        "viz"
+    }
+
+    fn categories<'a>(&'a self, ctx: &'a Context, namespace: &'a str) -> CategoryFuture<'a> {
+        Box::pin(crate::viz::categories(ctx, namespace))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,7 +165,10 @@ mod tests {
             names.push(category.name);
         }
         // The categories the extensions' own checks would have filled.
-        assert_eq!(names, ["tandem-failover", "tandem-multicluster"]);
+        assert_eq!(
+            names,
+            ["tandem-failover", "tandem-multicluster", "tandem-viz"]
+        );
     }
 
     #[test]

@@ -1,12 +1,10 @@
 //! The `tandem-identity` category: the trust anchors and the issuer that the
 //! cluster really holds, read from its ConfigMap and Secret.
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use tandem_identity::checks::{self, CheckOutcome};
-use tandem_install::core::{
-    ISSUER_CERT_KEY, ISSUER_SECRET, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY,
-};
+use tandem_install::core::{ISSUER_CERT_KEY, ISSUER_SECRET};
 
 use crate::{CheckResult, Context};
 
@@ -14,7 +12,7 @@ const HINT: &str = "reinstall with certificates that pass `tandem certificate ve
 
 pub async fn checks(ctx: &Context) -> Vec<CheckResult> {
     let ns = ctx.options.namespace.as_str();
-    let anchors = match read_anchors(ctx, ns).await {
+    let anchors = match crate::anchors::read_pem(&ctx.client, ns).await {
         Ok(a) => a,
         Err(e) => {
             return vec![CheckResult::fail(
@@ -44,21 +42,6 @@ pub async fn checks(ctx: &Context) -> Vec<CheckResult> {
             CheckOutcome::Fail(m) => CheckResult::fail(c.name, m, HINT),
         })
         .collect()
-}
-
-/// Exactly one of two reasons: the object is missing, or it lacks the key.
-async fn read_anchors(ctx: &Context, ns: &str) -> Result<String, String> {
-    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    let cm = cms
-        .get_opt(TRUST_ROOTS_CONFIGMAP)
-        .await
-        .map_err(|e| format!("ConfigMap {ns}/{TRUST_ROOTS_CONFIGMAP}: {e}"))?
-        .ok_or_else(|| format!("ConfigMap {ns}/{TRUST_ROOTS_CONFIGMAP} is missing"))?;
-    cm.data
-        .and_then(|mut d| d.remove(TRUST_ROOTS_KEY))
-        .ok_or_else(|| {
-            format!("ConfigMap {ns}/{TRUST_ROOTS_CONFIGMAP} has no key {TRUST_ROOTS_KEY}")
-        })
 }
 
 async fn read_issuer(ctx: &Context, ns: &str) -> Result<String, String> {

@@ -7,15 +7,19 @@
 //! [`Extension`]: each names the label value its namespace carries
 //! (`tandem.io/extension=<name>`), and its categories run only when such a
 //! namespace exists, so an extension that is not installed adds nothing.
+//! `--proxy` ([`Options::proxy`]) adds the data plane's categories.
 
 #![forbid(unsafe_code)]
 
+mod anchors;
 mod cni;
 mod core;
+mod data_plane;
 mod extensions;
 mod identity;
 mod multicluster;
 mod render;
+mod viz;
 
 use futures::future::BoxFuture;
 use kube::Client;
@@ -154,12 +158,18 @@ pub struct Options {
     pub pre: bool,
     /// The core control plane's namespace.
     pub namespace: String,
+    /// `--proxy`: also check the data plane, the proxies of this namespace
+    /// (`Some(None)`: of every namespace).
+    pub proxy: Option<Option<String>>,
 }
 
 /// What a category gets to work with.
 pub struct Context {
     pub client: Client,
     pub options: Options,
+    /// With `--proxy`: the data plane, gathered once for every category
+    /// that looks at it.
+    pub(crate) data_plane: Option<data_plane::Gathered>,
 }
 
 /// Runs the checks. `client` is `Err` when no client could be made from the
@@ -178,7 +188,11 @@ pub async fn run(client: Result<Client, String>, options: Options) -> Report {
             }]);
         }
     };
-    let ctx = Context { client, options };
+    let mut ctx = Context {
+        client,
+        options,
+        data_plane: None,
+    };
     let mut categories = vec![];
 
     let api = core::kubernetes_api(&ctx).await;
@@ -196,6 +210,11 @@ pub async fn run(client: Result<Client, String>, options: Options) -> Report {
     categories.push(core::existence(&ctx).await);
     categories.push(core::identity(&ctx).await);
     categories.extend(cni::judge(&cni::gather(&ctx).await));
+    if let Some(namespace) = &ctx.options.proxy {
+        let gathered = data_plane::gather(&ctx, namespace.as_deref()).await;
+        categories.extend(data_plane::judge(&gathered, env!("CARGO_PKG_VERSION")));
+        ctx.data_plane = Some(gathered);
+    }
     for ext in EXTENSIONS {
         let lookup = extensions::installed_namespace(&ctx, ext.name()).await;
         match extensions::judge_lookup(ext.name(), lookup) {
@@ -213,7 +232,11 @@ pub async fn run_multicluster(client: Result<Client, String>, options: Options) 
         Ok(c) => c,
         Err(e) => return run(Err(e), options).await,
     };
-    let ctx = Context { client, options };
+    let ctx = Context {
+        client,
+        options,
+        data_plane: None,
+    };
     let api = core::kubernetes_api(&ctx).await;
     let reachable = api.checks.iter().all(|c| c.outcome != Outcome::Error);
     let mut categories = vec![api];

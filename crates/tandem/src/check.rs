@@ -13,8 +13,22 @@ pub struct CheckArgs {
     #[arg(long)]
     pre: bool,
     /// The control plane's namespace.
-    #[arg(long, default_value = tandem_install::core::DEFAULT_NAMESPACE)]
-    namespace: String,
+    #[arg(
+        long,
+        visible_alias = "linkerd-namespace",
+        short = 'L',
+        default_value = tandem_install::core::DEFAULT_NAMESPACE
+    )]
+    control_plane_namespace: String,
+    /// Also check the data plane, as `linkerd check --proxy`: the proxies
+    /// are ready, at the CLI's version and carry the current trust anchors,
+    /// and settings are labels or annotations as they must be.
+    #[arg(long, conflicts_with = "pre")]
+    proxy: bool,
+    /// With --proxy: the namespace whose proxies to check. Default: every
+    /// namespace.
+    #[arg(short, long, requires = "proxy")]
+    namespace: Option<String>,
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Table)]
     output: Format,
@@ -28,7 +42,8 @@ pub struct CheckArgs {
 pub async fn run(cluster: &ClusterArgs, args: CheckArgs) -> Result<ExitCode> {
     let options = tandem_check::Options {
         pre: args.pre,
-        namespace: args.namespace,
+        namespace: args.control_plane_namespace,
+        proxy: args.proxy.then_some(args.namespace),
     };
     let deadline = std::time::Instant::now() + args.wait.as_std();
     let mut waiting = false;
@@ -43,7 +58,12 @@ pub async fn run(cluster: &ClusterArgs, args: CheckArgs) -> Result<ExitCode> {
         }
         if !waiting {
             eprintln!(
-                "waiting for the control plane to become available (up to {})...",
+                "waiting for the {} to become available (up to {})...",
+                if options.proxy.is_some() {
+                    "control plane and the proxies"
+                } else {
+                    "control plane"
+                },
                 args.wait
             );
             waiting = true;

@@ -324,6 +324,7 @@ async fn check(cluster: &ClusterArgs, a: CheckArgs) -> Result<ExitCode> {
     let options = tandem_check::Options {
         pre: false,
         namespace: a.namespace,
+        proxy: None,
     };
     let deadline = std::time::Instant::now() + a.wait.as_std();
     let report = loop {

@@ -88,3 +88,15 @@ fn a_kubeconfig_that_is_not_yaml_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn check_takes_a_data_plane_namespace_only_with_proxy() {
+    let home = tempfile::tempdir().unwrap();
+    // Linkerd's flags: -n is the data plane's namespace, -L the control plane's.
+    let out = tandem(&["check", "-n", "emojivoto"], home.path());
+    let err = error(&out);
+    assert!(err.contains("--proxy"), "{err}");
+    let out = tandem(&["check", "--pre", "--proxy"], home.path());
+    let err = error(&out);
+    assert!(err.contains("cannot be used with"), "{err}");
+}

@@ -44,6 +44,7 @@ fn the_demo_runs_the_workshop_and_cleans_up() {
         "$ kubectl --context east -n tandem-failover rollout status deploy/tandem-failover --timeout=120s",
         "$ tandem --context=east viz install --set grafana.url=grafana.example:3000 | kubectl --context=east apply -f -",
         "$ cat emojivoto.yml | tandem inject --context west - | kubectl --context west apply -f -",
+        "$ tandem --context west check --proxy -n emojivoto",
         "$ kubectl --context east -n emojivoto scale deploy emoji --replicas=1",
         "$ tandem --context east viz stat -n emojivoto svc -t 30s",
     ] {

@@ -127,6 +127,7 @@ async fn viz_stat_and_the_dashboard_show_vote_bots_load_and_its_doughnuts() {
     let end = BotCounts::read(&bot).expect("vote-bot's counters");
     let deploy = stat_json(&env, &ns, "deploy").unwrap_or_else(|e| panic!("{e}"));
     let svc = stat_json(&env, &ns, "svc").unwrap_or_else(|e| panic!("{e}"));
+    check_proxy_sees_every_proxy_scraped(&env, &ns.name);
     let sent = end.since(&start);
     let secs = WINDOW.as_secs_f64();
     let (web_rps, vote_rps) = (sent.requests() / secs, sent.votes() / secs);
@@ -302,4 +303,40 @@ fn other_ways_to_ask(env: &Env, ns: &TestNamespace, web: Load, voting: Load) {
         web_pod[9].ends_with("B/s") && web_pod[10].ends_with("B/s"),
         "{web_pod:?}"
     );
+}
+
+/// `tandem check --proxy -n NS`, with viz installed: the app's proxies are
+/// ready, and Prometheus has scraped each of them (the categories
+/// `tandem-viz` and `tandem-viz-data-plane`, as `linkerd check` has them
+/// once viz is installed).
+fn check_proxy_sees_every_proxy_scraped(env: &Env, ns: &str) {
+    let out = tandem_harness::run(env.tandem().args([
+        "--context",
+        CLUSTER,
+        "check",
+        "--proxy",
+        "-n",
+        ns,
+        "--wait",
+        "60s",
+        "-o",
+        "json",
+    ]));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("check -o json: {e}: {out:?}"));
+    for (category, checks) in [
+        ("tandem-viz", 3),
+        ("tandem-viz-data-plane", 1),
+        ("tandem-data-plane", 6),
+    ] {
+        let found = report["categories"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["categoryName"] == category))
+            .unwrap_or_else(|| panic!("no {category} category: {report:#}"));
+        let results = found["checks"].as_array().unwrap();
+        assert_eq!(results.len(), checks, "{category}: {report:#}");
+        for c in results {
+            assert_eq!(c["result"], "success", "{category}: {c:#}");
+        }
+    }
 }

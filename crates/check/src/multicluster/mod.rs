@@ -12,18 +12,14 @@ mod tests;
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::{
-    coordination::v1::Lease,
-    core::v1::{ConfigMap, Service},
-};
+use k8s_openapi::api::{coordination::v1::Lease, core::v1::Service};
 use kube::{Api, Client, api::ListParams};
 use tandem_api::multicluster::{
     CLUSTER_NAME_LABEL, Link, MIRRORED_SERVICE_LABEL, mirror_lease_name,
 };
-use tandem_install::core::{TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY};
 use tandem_multicluster::remote;
 
-use crate::{Category, Context, core};
+use crate::{Category, Context, anchors, core};
 
 pub async fn category(ctx: &Context) -> Category {
     let mut checks = vec![
@@ -83,7 +79,7 @@ async fn gather(ctx: &Context) -> Facts {
     };
     Facts {
         links,
-        local_anchors: read_anchors(&ctx.client, &ctx.options.namespace).await,
+        local_anchors: anchors::read_set(&ctx.client, &ctx.options.namespace).await,
         mirrors: mirror_services(ctx).await,
     }
 }
@@ -92,7 +88,7 @@ async fn gather_link(ctx: &Context, link: Link) -> LinkFacts {
     let (credentials, remote_anchors) = match remote_client(ctx, &link).await {
         Ok(client) => (
             Ok(()),
-            Some(read_anchors(&client, &link.spec.target_cluster_namespace).await),
+            Some(anchors::read_set(&client, &link.spec.target_cluster_namespace).await),
         ),
         Err(e) => (Err(e), None),
     };
@@ -162,35 +158,4 @@ async fn remote_client(ctx: &Context, link: &Link) -> Result<Client, String> {
             )
         })?;
     Ok(client)
-}
-
-/// The trust anchors of a cluster, as a set of normalised PEM blocks.
-async fn read_anchors(client: &Client, namespace: &str) -> Result<BTreeSet<String>, String> {
-    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let cm = cms
-        .get_opt(TRUST_ROOTS_CONFIGMAP)
-        .await
-        .map_err(|e| format!("ConfigMap {namespace}/{TRUST_ROOTS_CONFIGMAP}: {e}"))?
-        .ok_or_else(|| format!("ConfigMap {namespace}/{TRUST_ROOTS_CONFIGMAP} is missing"))?;
-    let pem = cm
-        .data
-        .and_then(|mut d| d.remove(TRUST_ROOTS_KEY))
-        .ok_or_else(|| {
-            format!("ConfigMap {namespace}/{TRUST_ROOTS_CONFIGMAP} has no {TRUST_ROOTS_KEY}")
-        })?;
-    let blocks: BTreeSet<String> = pem
-        .split("-----END CERTIFICATE-----")
-        .filter_map(|b| {
-            b.split_once("-----BEGIN CERTIFICATE-----")
-                .map(|(_, body)| body)
-        })
-        .map(|body| body.split_whitespace().collect::<String>())
-        .filter(|b| !b.is_empty())
-        .collect();
-    if blocks.is_empty() {
-        return Err(format!(
-            "ConfigMap {namespace}/{TRUST_ROOTS_CONFIGMAP} holds no certificate"
-        ));
-    }
-    Ok(blocks)
 }

@@ -258,6 +258,11 @@ impl Demo {
             ))?;
         }
         self.sh("kubectl --context east -n emojivoto get pods")?;
+        // The workshop checks again once viz is in: with --proxy, the app's
+        // proxies too, each ready and scraped by Prometheus.
+        for c in CLUSTERS {
+            self.sh(&format!("tandem --context {c} check --proxy -n emojivoto"))?;
+        }
 
         self.title("install smi, failover and multicluster");
         for c in CLUSTERS {
@@ -366,7 +371,7 @@ impl Demo {
         println!("  kubectl --context east -n emojivoto scale deploy emoji --replicas=0");
         println!("  tandem --context east failover status");
         println!("  tandem --context east multicluster gateways");
-        println!("  tandem --context east check");
+        println!("  tandem --context east check --proxy -n emojivoto");
         println!("  kubectl --context east -n tandem-failover logs deploy/tandem-failover");
         println!("\nStop and remove it all with `tandem demo --down`.");
     }
