@@ -259,7 +259,7 @@ mod tests {
     fn tc() -> Toolchain {
         Toolchain {
             bin_dir: "/bin-dir".into(),
-            kube_version: "v1.34.4".into(),
+            kube_version: "v1.37.2".into(),
         }
     }
 

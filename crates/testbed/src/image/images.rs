@@ -9,7 +9,7 @@ use super::{
 use crate::Error;
 
 /// The pause (sandbox) image kubelet's pods start with.
-pub const PAUSE_REFERENCE: &str = "tandem.local/pause:3.10.1";
+pub const PAUSE_REFERENCE: &str = "tandem.local/pause:3.10.2";
 /// A shell and network tools for test pods.
 pub const TOOLBOX_REFERENCE: &str = "ghcr.io/tandem-io/toolbox:latest";
 /// Where Debian's `busybox-static` package puts busybox.

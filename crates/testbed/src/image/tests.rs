@@ -512,7 +512,7 @@ fn pause_and_coredns_are_static_with_upstream_settings() {
     let pause_bin = dir.path().join("pause");
     fs::write(&pause_bin, fake_elf(1)).unwrap();
     let pause = images::pause(&pause_bin).unwrap();
-    assert_eq!(pause.reference, "tandem.local/pause:3.10.1");
+    assert_eq!(pause.reference, "tandem.local/pause:3.10.2");
     assert_eq!(pause.entrypoint, ["/pause"]);
     assert_eq!(pause.user.as_deref(), Some("65535:65535"));
     let coredns = images::coredns(&pause_bin, "1.12.1").unwrap();

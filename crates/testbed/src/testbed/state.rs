@@ -166,7 +166,7 @@ mod tests {
         assert_eq!(read_state(dir.path()).unwrap(), None);
         let state = State {
             version: STATE_VERSION,
-            kube_version: "v1.34.4".into(),
+            kube_version: "v1.37.2".into(),
             bin_dir: "/bin".into(),
             base_port: 26440,
             clusters: vec!["east".into()],

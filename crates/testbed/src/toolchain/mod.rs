@@ -91,7 +91,7 @@ pub const PROMETHEUS: &str = "prometheus";
 pub const PAUSE: &str = "pause";
 /// The release of pause that [`PAUSE`] is built as: the tag Kubernetes'
 /// `build/pause/Makefile` gives it. The build checks that it still does.
-pub const PAUSE_VERSION: &str = "3.10.1";
+pub const PAUSE_VERSION: &str = "3.10.2";
 
 /// The built binaries: one directory holding every artifact of the groups
 /// asked for.

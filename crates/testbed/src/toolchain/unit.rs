@@ -206,7 +206,7 @@ mod tests {
                 .map(|l| l.trim().to_string())
                 .collect()
         };
-        assert_eq!(replaces(KUBELET_GO_MOD).len(), 31);
+        assert_eq!(replaces(KUBELET_GO_MOD).len(), 33);
         assert_eq!(replaces(KUBELET_GO_MOD), replaces(unit("kube").go_mod()));
     }
 
@@ -309,9 +309,9 @@ mod tests {
 
     #[test]
     pub(super) fn ldflags_stamp_the_version() {
-        let f = ldflags("v1.34.4");
-        assert!(f.contains("k8s.io/component-base/version.gitVersion=v1.34.4"));
-        assert!(f.contains("gitMajor=1") && f.contains("gitMinor=34"));
+        let f = ldflags("v1.37.2");
+        assert!(f.contains("k8s.io/component-base/version.gitVersion=v1.37.2"));
+        assert!(f.contains("gitMajor=1") && f.contains("gitMinor=37"));
     }
 
     #[test]
