@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 runs=${1:-5}
 pods=${2:-20}
+. scripts/packages.sh && install_packages
 cargo build -q -p tandem
 tandem=${CARGO_TARGET_DIR:-target}/debug/tandem
 "$tandem" testbed build >/dev/null

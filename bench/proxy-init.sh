@@ -18,6 +18,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . bench/lib.sh
 bench_parse "--rounds" "$@"
+. scripts/packages.sh && install_packages
 rounds=21
 for ((i = 0; i < ${#args[@]}; i += 2)); do
   case ${args[i]} in

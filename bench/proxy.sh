@@ -64,6 +64,7 @@ if ((EUID != 0)); then
   echo "error: the proxy benchmark needs root (network namespaces, iptables, setpriv)" >&2
   exit 1
 fi
+. scripts/packages.sh && install_packages
 
 # The CPUs this process may use; --pin takes the first two.
 mapfile -t cpus < <(taskset -pc $$ | sed 's/.*: //' | tr ',' '\n' |

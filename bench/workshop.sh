@@ -23,6 +23,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 . bench/lib.sh
 bench_parse "--failovers --rate --mode --json" "$@"
+. scripts/packages.sh && install_packages
 failovers=10
 rate=100
 mode=init

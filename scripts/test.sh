@@ -43,25 +43,10 @@ need gcc "install gcc and libc6-dev (apt-get install gcc libc6-dev); the pause b
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-# Real nodes run Debian's runc (it needs cgo and libseccomp), and kube-proxy
-# and the CNI plugins call iptables; the toolbox image is busybox-static.
-packages=()
-[[ -x /usr/sbin/runc ]] || packages+=(runc)
-command -v iptables-restore >/dev/null 2>&1 || packages+=(iptables)
-command -v nft >/dev/null 2>&1 || packages+=(nftables)
-# A dynamic /bin/busybox (Debian's busybox package) is replaced by the static one.
-if [[ ! -x /bin/busybox ]] || ldd /bin/busybox >/dev/null 2>&1; then packages+=(busybox-static); fi
-# The pages (the dashboard, the demo app) are tested in headless Chromium.
-command -v chromium >/dev/null 2>&1 || packages+=(chromium)
-if ((${#packages[@]})); then
-  step "apt-get install ${packages[*]}"
-  if [[ $(id -u) != 0 ]]; then
-    echo "error: ${packages[*]} missing, and installing them needs root (the real-node tests need root anyway)" >&2
-    exit 1
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
-fi
+# Debian's runc, iptables, nftables and busybox-static for real nodes, and
+# chromium for the browser tests, when they are missing.
+. scripts/packages.sh
+install_packages --browser
 
 step "cargo fmt --check"
 cargo fmt --all --check

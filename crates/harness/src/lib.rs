@@ -21,6 +21,7 @@
 pub mod app;
 pub mod browser;
 pub mod certificate;
+pub mod check;
 pub mod churn;
 pub mod cli;
 pub mod dataplane;

@@ -65,27 +65,12 @@ subjects:
         .kubectl("east")
         .args(["delete", "clusterrole,clusterrolebinding", &role]));
     assert!(!out.status.success(), "check must fail");
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "check -o json printed JSON ({e}):\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
-    let categories = report["categories"].as_array().unwrap();
+    let report = tandem_harness::check::report(&out);
     for extension in ["failover", "multicluster"] {
-        let category = categories
-            .iter()
-            .find(|c| c["categoryName"] == format!("tandem-{extension}"))
-            .unwrap_or_else(|| panic!("no tandem-{extension} category in {report:#}"));
-        let check = &category["checks"][0];
-        assert_eq!(check["result"], "error", "{category:#}");
-        assert!(
-            check["error"].as_str().unwrap().contains("forbidden"),
-            "{category:#}"
-        );
-        assert!(
-            check["hint"].as_str().unwrap().contains("list namespaces"),
-            "{category:#}"
-        );
+        let category = tandem_harness::check::category(&report, &format!("tandem-{extension}"));
+        let check = &category[0];
+        assert_eq!(check.result, "error", "{category:#?}");
+        assert!(check.error.contains("forbidden"), "{category:#?}");
+        assert!(check.hint.contains("list namespaces"), "{category:#?}");
     }
 }

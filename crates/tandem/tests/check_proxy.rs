@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use serde_json::Value;
+use tandem_harness::check::{category, find};
 use tandem_harness::{Env, dataplane, dataplane::ROUTING_IDENTITY, run, run_ok};
 
 const CLUSTER: &str = "east";
@@ -19,34 +20,7 @@ fn check(env: &Env, args: &[&str]) -> (bool, Value) {
         .tandem()
         .args(["--context", CLUSTER, "check", "--proxy", "-o", "json"])
         .args(args));
-    let report = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("check -o json: {e}: {out:?}"));
-    (out.status.success(), report)
-}
-
-/// A category's checks as (description, result, error).
-fn category(report: &Value, name: &str) -> Vec<(String, String, String)> {
-    let found = report["categories"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["categoryName"] == name))
-        .unwrap_or_else(|| panic!("no {name} category: {report:#}"));
-    found["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
-            (text("description"), text("result"), text("error"))
-        })
-        .collect()
-}
-
-fn result<'a>(checks: &'a [(String, String, String)], what: &str) -> (&'a str, &'a str) {
-    checks
-        .iter()
-        .find(|(d, _, _)| d == what)
-        .map(|(_, r, e)| (r.as_str(), e.as_str()))
-        .unwrap_or_else(|| panic!("no check {what:?} in {checks:?}"))
+    (out.status.success(), tandem_harness::check::report(&out))
 }
 
 #[test]
@@ -65,10 +39,7 @@ fn check_proxy_passes_a_meshed_namespace_and_names_each_problem() {
     dataplane::wait_pod_ready(&good, CLUSTER, "client");
     let (_, report) = check(&env, &["-n", &good.name, "--wait", "0s"]);
     let data_plane = category(&report, "tandem-data-plane");
-    let results: Vec<(&str, &str)> = data_plane
-        .iter()
-        .map(|(d, r, _)| (d.as_str(), r.as_str()))
-        .collect();
+    let results: Vec<(&str, &str)> = data_plane.iter().map(|c| c.outcome()).collect();
     assert_eq!(
         results,
         [
@@ -88,9 +59,10 @@ fn check_proxy_passes_a_meshed_namespace_and_names_each_problem() {
         "{report:#}"
     );
     let identity = category(&report, "tandem-identity-data-plane");
+    let anchors = find(&identity, "data plane proxies certificate match CA");
     assert_eq!(
-        result(&identity, "data plane proxies certificate match CA"),
-        ("success", ""),
+        (anchors.result.as_str(), anchors.error.as_str()),
+        ("success", "")
     );
 
     // Three problems in another namespace.
@@ -142,26 +114,29 @@ fn check_proxy_passes_a_meshed_namespace_and_names_each_problem() {
     let (ok, report) = check(&env, &["-n", &bad.name, "--wait", "0s"]);
     assert!(!ok, "a proxy that is not ready fails the check: {report:#}");
     let data_plane = category(&report, "tandem-data-plane");
-    let (outcome, error) = result(&data_plane, "data plane proxies are ready");
+    let c = find(&data_plane, "data plane proxies are ready");
+    let (outcome, error) = (c.result.as_str(), c.error.as_str());
     assert_eq!(outcome, "error", "{error}");
     assert!(
         error.starts_with("1 of 2 proxies are not ready:")
             && error.contains(&format!("* {}/stale: ", bad.name)),
         "{error}"
     );
-    let (outcome, error) = result(
+    let c = find(
         &data_plane,
         "data plane pod labels are configured correctly",
     );
+    let (outcome, error) = (c.result.as_str(), c.error.as_str());
     assert_eq!(outcome, "warning");
     assert!(
         error.contains(&format!("* {}/labelled\n    linkerd.io/inject", bad.name)),
         "{error}"
     );
-    let (outcome, error) = result(
+    let c = find(
         &data_plane,
         "data plane service annotations are configured correctly",
     );
+    let (outcome, error) = (c.result.as_str(), c.error.as_str());
     assert_eq!(outcome, "warning");
     assert!(
         error.contains(&format!(
@@ -171,7 +146,8 @@ fn check_proxy_passes_a_meshed_namespace_and_names_each_problem() {
         "{error}"
     );
     let identity = category(&report, "tandem-identity-data-plane");
-    let (outcome, error) = result(&identity, "data plane proxies certificate match CA");
+    let c = find(&identity, "data plane proxies certificate match CA");
+    let (outcome, error) = (c.result.as_str(), c.error.as_str());
     assert_eq!(outcome, "warning");
     assert!(
         error.contains(&format!("* {}/stale", bad.name)) && !error.contains("labelled"),
@@ -201,12 +177,16 @@ fn check_proxy_passes_a_meshed_namespace_and_names_each_problem() {
     let (ok, report) = check(&env, &["-n", "no-such-namespace", "--wait", "0s"]);
     assert!(!ok);
     let data_plane = category(&report, "tandem-data-plane");
+    let results: Vec<(&str, &str, &str)> = data_plane
+        .iter()
+        .map(|c| (c.description.as_str(), c.result.as_str(), c.error.as_str()))
+        .collect();
     assert_eq!(
-        data_plane,
+        results,
         [(
-            "data plane namespace exists".to_string(),
-            "error".to_string(),
-            "The \"no-such-namespace\" namespace does not exist".to_string()
+            "data plane namespace exists",
+            "error",
+            "The \"no-such-namespace\" namespace does not exist"
         )]
     );
 }

@@ -79,23 +79,9 @@ async fn in_cni_mode_pods_start_without_an_init_container_and_are_redirected() {
         "-o",
         "json",
     ]));
-    let report: serde_json::Value = serde_json::from_slice(&report.stdout)
-        .unwrap_or_else(|e| panic!("check -o json: {e}: {report:?}"));
-    let cni = report["categories"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["categoryName"] == "tandem-cni"))
-        .unwrap_or_else(|| panic!("no tandem-cni category: {report:#}"));
-    let results: Vec<(&str, &str)> = cni["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["description"].as_str().unwrap(),
-                c["result"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let report = tandem_harness::check::report(&report);
+    let cni = tandem_harness::check::category(&report, "tandem-cni");
+    let results: Vec<(&str, &str)> = cni.iter().map(|c| c.outcome()).collect();
     assert_eq!(
         results,
         [

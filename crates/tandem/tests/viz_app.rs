@@ -322,21 +322,16 @@ fn check_proxy_sees_every_proxy_scraped(env: &Env, ns: &str) {
         "-o",
         "json",
     ]));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("check -o json: {e}: {out:?}"));
-    for (category, checks) in [
+    let report = tandem_harness::check::report(&out);
+    for (name, checks) in [
         ("tandem-viz", 3),
         ("tandem-viz-data-plane", 1),
         ("tandem-data-plane", 6),
     ] {
-        let found = report["categories"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["categoryName"] == category))
-            .unwrap_or_else(|| panic!("no {category} category: {report:#}"));
-        let results = found["checks"].as_array().unwrap();
-        assert_eq!(results.len(), checks, "{category}: {report:#}");
+        let results = tandem_harness::check::category(&report, name);
+        assert_eq!(results.len(), checks, "{name}: {report:#}");
         for c in results {
-            assert_eq!(c["result"], "success", "{category}: {c:#}");
+            assert_eq!(c.result, "success", "{name}: {c:#?}");
         }
     }
 }
