@@ -197,19 +197,43 @@ async fn the_workshop_control_plane_runs_in_cluster_and_fails_over() {
             "jsonpath={.spec.holderIdentity}",
         ]))
     };
-    let replicas = run_ok(env.kubectl("east").args([
-        "-n",
-        "tandem-multicluster",
-        "get",
-        "pods",
-        "-l",
-        "mirror.linkerd.io/cluster-name=west",
-        "--field-selector=status.phase=Running",
-        "-o",
-        "jsonpath={.items[*].metadata.name}",
-    ]));
-    let replicas: Vec<String> = replicas.split_whitespace().map(String::from).collect();
-    assert_eq!(replicas.len(), 2, "{replicas:?}");
+    // The link may have rolled the mirror out again: wait until the old
+    // replicas have gone, so that exactly the two new ones are left.
+    let replicas = eventually(
+        "east's mirror of west runs exactly two replicas, none terminating",
+        Duration::from_secs(90),
+        || async {
+            let pods = run_ok(env.kubectl("east").args([
+                "-n",
+                "tandem-multicluster",
+                "get",
+                "pods",
+                "-l",
+                "mirror.linkerd.io/cluster-name=west",
+                "-o",
+                "json",
+            ]));
+            let pods: serde_json::Value = serde_json::from_str(&pods).unwrap();
+            let pods = pods["items"].as_array().cloned().unwrap_or_default();
+            let running: Vec<String> = pods
+                .iter()
+                .filter(|p| {
+                    p["status"]["phase"] == "Running"
+                        && p["metadata"]["deletionTimestamp"].is_null()
+                })
+                .map(|p| {
+                    p["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+                .collect();
+            (pods.len() == 2 && running.len() == 2)
+                .then_some(running.clone())
+                .ok_or(format!("{} pods, running: {running:?}", pods.len()))
+        },
+    )
+    .await;
     let leader = eventually(
         "a mirror replica holds the Lease",
         Duration::from_secs(60),
