@@ -228,9 +228,11 @@ async fn the_workshop_control_plane_runs_in_cluster_and_fails_over() {
                         .to_string()
                 })
                 .collect();
-            (pods.len() == 2 && running.len() == 2)
-                .then_some(running.clone())
-                .ok_or(format!("{} pods, running: {running:?}", pods.len()))
+            if pods.len() == 2 && running.len() == 2 {
+                Ok(running)
+            } else {
+                Err(format!("{} pods, running: {running:?}", pods.len()))
+            }
         },
     )
     .await;

@@ -513,6 +513,11 @@ fn pause_and_coredns_are_static_with_upstream_settings() {
     fs::write(&pause_bin, fake_elf(1)).unwrap();
     let pause = images::pause(&pause_bin).unwrap();
     assert_eq!(pause.reference, "tandem.local/pause:3.10.2");
+    // The image is tagged with the release the build checks pause.c against.
+    assert_eq!(
+        pause.reference,
+        format!("tandem.local/pause:{}", crate::toolchain::PAUSE_VERSION)
+    );
     assert_eq!(pause.entrypoint, ["/pause"]);
     assert_eq!(pause.user.as_deref(), Some("65535:65535"));
     let coredns = images::coredns(&pause_bin, "1.12.1").unwrap();

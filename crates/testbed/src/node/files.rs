@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::{ClusterLayout, Error};
 
 /// The sandbox (pause) image, pinned in containerd so that it is never pulled.
-pub const PAUSE_IMAGE: &str = "tandem.local/pause:3.10.2";
+pub const PAUSE_IMAGE: &str = crate::image::images::PAUSE_REFERENCE;
 
 /// Where runc is: Debian's package (it needs cgo and libseccomp, which a
 /// plain Go module build here would not have).
