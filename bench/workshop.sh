@@ -10,11 +10,15 @@
 # always stopped and deleted at the end. The demo's output goes to stderr,
 # the figures to stdout, the last line as JSON. See BENCHMARKS.md.
 #
-#   bench/workshop.sh [--failovers N] [--rate R] [--mode init|cni] [--json FILE]
+#   bench/workshop.sh [--failovers N] [--rate R] [--mode init|cni]
+#                     [--sidecar classic|native] [--json FILE]
 #
 # --mode cni runs the demo in CNI mode (tandem install-cni, the app injected
 # with --linkerd-cni-enabled: its pods start without an init container); the
 # default, init, is the workshop's (proxy-init as an init container).
+# --sidecar native installs with --native-sidecar: the app's proxies are
+# native sidecars (init containers that keep running); the default,
+# classic, is the workshop's (the proxy first among the containers).
 #
 # Environment: CARGO_TARGET_DIR (default ./target), BENCH_BASE_PORT (default 26740),
 # TMPDIR (default /tmp; keep it short: the kubelet's Unix sockets live under it).
@@ -22,17 +26,19 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 . bench/lib.sh
-bench_parse "--failovers --rate --mode --json" "$@"
+bench_parse "--failovers --rate --mode --sidecar --json" "$@"
 . scripts/packages.sh && install_packages
 failovers=10
 rate=100
 mode=init
+sidecar=classic
 json=
 for ((i = 0; i < ${#args[@]}; i += 2)); do
   case ${args[i]} in
     --failovers) failovers=${args[i + 1]} ;;
     --rate) rate=${args[i + 1]} ;;
     --mode) mode=${args[i + 1]} ;;
+    --sidecar) sidecar=${args[i + 1]} ;;
     --json) json=${args[i + 1]} ;;
   esac
 done
@@ -41,6 +47,14 @@ case $mode in
   cni) mode_flag=(--cni) ;;
   *)
     echo "error: --mode is init or cni, not $mode" >&2
+    exit 2
+    ;;
+esac
+case $sidecar in
+  classic) ;;
+  native) mode_flag+=(--native-sidecar) ;;
+  *)
+    echo "error: --sidecar is classic or native, not $sidecar" >&2
     exit 2
     ;;
 esac
@@ -72,6 +86,8 @@ def spread(v):
     rank = lambda q: v[max(1, math.ceil(q * len(v))) - 1]
     return rank(0.5), rank(0.99), v[-1]
 mode = "CNI mode (tandem-cni)" if s.get("cni") else "proxy-init as an init container"
+if s.get("native_sidecar"):
+    mode += ", native sidecars"
 print(f"{s['failovers']} failovers and failbacks, vote-bot at {s['rate']}/s, {mode}")
 for what in ("failover", "failback"):
     p50, p99, mx = spread(s[what + "_ms"])

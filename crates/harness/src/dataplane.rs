@@ -251,6 +251,12 @@ pub fn inject_cni(env: &Env, cluster: &str, manifest: &str, identity: ProxyIdent
     inject_with(env, cluster, manifest, identity, &["--linkerd-cni-enabled"])
 }
 
+/// [`inject`] with `--native-sidecar`: the proxy is an init container that
+/// keeps running.
+pub fn inject_native(env: &Env, cluster: &str, manifest: &str, identity: ProxyIdentity) -> String {
+    inject_with(env, cluster, manifest, identity, &["--native-sidecar"])
+}
+
 fn inject_with(
     env: &Env,
     cluster: &str,

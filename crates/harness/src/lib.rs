@@ -11,7 +11,8 @@
 //! - [`churn`] closes pooled connections under their clients, and counts
 //!   how each request ended.
 //! - [`app`] installs the emojivoto-compatible app on real nodes and reads
-//!   vote-bot's counters.
+//!   vote-bot's counters; [`demo`] runs `tandem demo` and checks what every
+//!   mode of it must hold.
 //! - [`Process`] runs a `tandem` under test; [`launch`] and [`http`] are the
 //!   one process launcher and the one HTTP client that the tests and the
 //!   benchmarks share.
@@ -25,6 +26,7 @@ pub mod check;
 pub mod churn;
 pub mod cli;
 pub mod dataplane;
+pub mod demo;
 mod env;
 pub mod failover;
 pub mod http;

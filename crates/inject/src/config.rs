@@ -12,6 +12,7 @@ pub struct Config {
     trust_anchors_pem: String,
     version: String,
     cni: bool,
+    native_sidecar: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,7 @@ impl Config {
             trust_anchors_pem: trust_anchors_pem.into(),
             version: version.into(),
             cni: false,
+            native_sidecar: false,
         })
     }
 
@@ -85,6 +87,19 @@ impl Config {
 
     pub fn cni(&self) -> bool {
         self.cni
+    }
+
+    /// Native sidecars by default (Linkerd's `proxy.nativeSidecar`): the
+    /// proxy goes into the init containers with `restartPolicy: Always`
+    /// (Kubernetes 1.29 and later). A template's
+    /// [`crate::NATIVE_SIDECAR_ANNOTATION`] overrides it either way.
+    pub fn with_native_sidecar(mut self, enabled: bool) -> Self {
+        self.native_sidecar = enabled;
+        self
+    }
+
+    pub fn native_sidecar(&self) -> bool {
+        self.native_sidecar
     }
 
     pub fn control_plane_ns(&self) -> &str {

@@ -29,7 +29,13 @@
 //!   application once the proxy is ready (`config.linkerd.io/proxy-await:
 //!   disabled` on the template: last, no hook); uid 2102, read-only root
 //!   file system, no capabilities; the `LINKERD2_PROXY_*` environment;
-//!   probes `/live` and `/ready` on 4191;
+//!   probes `/live` and `/ready` on 4191. As a **native sidecar**
+//!   ([`Config::with_native_sidecar`], or [`NATIVE_SIDECAR_ANNOTATION`]:
+//!   `true` on the template, as Linkerd 2.15+) the proxy is instead an init
+//!   container with `restartPolicy: Always`, right after `tandem-init` and
+//!   before the template's own init containers (which so run meshed), with
+//!   the same hook: kubelet starts the next container once it returns, stops
+//!   the proxy after the application, and a Job's pod completes;
 //! - the volumes `tandem-identity-end-entity` (memory) and
 //!   `tandem-identity-token` (a projected ServiceAccount token for audience
 //!   `identity.l5d.io`);
@@ -134,6 +140,13 @@ pub const SKIP_OUTBOUND_ANNOTATION: &str = "config.linkerd.io/skip-outbound-port
 pub const OPAQUE_PORTS_ANNOTATION: &str = "config.linkerd.io/opaque-ports";
 /// `disabled`: the proxy goes last, without the postStart hook.
 pub const PROXY_AWAIT_ANNOTATION: &str = "config.linkerd.io/proxy-await";
+/// `true` or `false`: the proxy as a native sidecar (an init container with
+/// `restartPolicy: Always`), overriding [`Config::with_native_sidecar`].
+/// Linkerd 2.19's name; [`NATIVE_SIDECAR_ALPHA_ANNOTATION`] is read too.
+pub const NATIVE_SIDECAR_ANNOTATION: &str = "config.beta.linkerd.io/proxy-enable-native-sidecar";
+/// Linkerd 2.15-2.18's name of [`NATIVE_SIDECAR_ANNOTATION`].
+pub const NATIVE_SIDECAR_ALPHA_ANNOTATION: &str =
+    "config.alpha.linkerd.io/proxy-enable-native-sidecar";
 /// Written on the pod in CNI mode: a JSON list of the `tandem proxy-init`
 /// arguments the init container would have run, for the `tandem-cni`
 /// plugin (which containerd hands the pod's annotations).

@@ -5,10 +5,11 @@ use serde_json::{Map, Value, json};
 use crate::{
     ADMIN_PORT, ADMIN_PORT_NAME, CLUSTER_NETWORKS, CONTROL_PORT, Config, DEFAULT_IGNORED_PORTS,
     DEFAULT_OPAQUE_PORTS, END_ENTITY_VOLUME, IDENTITY_DIR, INBOUND_PORT, INIT_CONTAINER,
-    INJECT_ANNOTATION, KNOWN_SIDECARS, OPAQUE_PORTS_ANNOTATION, OUTBOUND_PORT,
-    PROXY_AWAIT_ANNOTATION, PROXY_CONTAINER, PROXY_INIT_ANNOTATION, PROXY_PORT_NAME, PROXY_UID,
-    SKIP_INBOUND_ANNOTATION, SKIP_OUTBOUND_ANNOTATION, TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_FILE,
-    TOKEN_VOLUME, XTABLES_LOCK_VOLUME,
+    INJECT_ANNOTATION, KNOWN_SIDECARS, NATIVE_SIDECAR_ALPHA_ANNOTATION, NATIVE_SIDECAR_ANNOTATION,
+    OPAQUE_PORTS_ANNOTATION, OUTBOUND_PORT, PROXY_AWAIT_ANNOTATION, PROXY_CONTAINER,
+    PROXY_INIT_ANNOTATION, PROXY_PORT_NAME, PROXY_UID, SKIP_INBOUND_ANNOTATION,
+    SKIP_OUTBOUND_ANNOTATION, TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_FILE, TOKEN_VOLUME,
+    XTABLES_LOCK_VOLUME,
     ports::{PortRange, join, parse_ports},
     workload::Skip,
 };
@@ -88,6 +89,7 @@ pub(crate) fn inject_pod(template: &Value, owner: &Owner, cfg: &Config) -> Resul
     };
     let app_ports = container_ports(containers);
     let proxy_await = annotation(PROXY_AWAIT_ANNOTATION) != Some("disabled");
+    let native_sidecar = native_sidecar(&annotation, cfg.native_sidecar())?;
 
     let mut out = template.clone();
     let mut_obj = |v: &mut Value| {
@@ -141,38 +143,70 @@ pub(crate) fn inject_pod(template: &Value, owner: &Owner, cfg: &Config) -> Resul
     }
 
     let spec = out["spec"].as_object_mut().expect("checked above");
-    if !cfg.cni() {
-        push(spec, "initContainers", init_container(cfg, &overrides));
-    }
-    let containers = spec
-        .get_mut("containers")
-        .and_then(Value::as_array_mut)
-        .expect("checked above");
     let mut proxy = proxy_container(cfg, &overrides, &app_ports);
     if proxy_await {
         proxy["lifecycle"] = json!({ "postStart": { "exec": { "command": [
             "/tandem", "proxy-await", "--timeout", "2m"
         ]}}});
-        containers.insert(0, proxy);
+    }
+    if native_sidecar {
+        // tandem-init (unless CNI mode), the proxy, then the template's
+        // own init containers, which so run with the proxy serving.
+        proxy["restartPolicy"] = json!("Always");
+        let mut first = Vec::new();
+        if !cfg.cni() {
+            first.push(init_container(cfg, &overrides));
+        }
+        first.push(proxy);
+        list(spec, "initContainers").splice(0..0, first);
     } else {
-        containers.push(proxy);
+        if !cfg.cni() {
+            list(spec, "initContainers").push(init_container(cfg, &overrides));
+        }
+        let containers = list(spec, "containers");
+        if proxy_await {
+            containers.insert(0, proxy);
+        } else {
+            containers.push(proxy);
+        }
     }
     for v in volumes() {
         if cfg.cni() && v["name"] == XTABLES_LOCK_VOLUME {
             continue;
         }
-        push(spec, "volumes", v);
+        list(spec, "volumes").push(v);
     }
     Ok(out)
 }
 
-/// Appends to the list `key` of `obj`, making it if missing.
-fn push(obj: &mut Map<String, Value>, key: &str, item: Value) {
+/// The list `key` of `obj`, made if missing.
+fn list<'a>(obj: &'a mut Map<String, Value>, key: &str) -> &'a mut Vec<Value> {
     let list = obj.entry(key).or_insert_with(|| json!([]));
     if !list.is_array() {
         *list = json!([]);
     }
-    list.as_array_mut().expect("an array").push(item);
+    list.as_array_mut().expect("an array")
+}
+
+/// Whether the proxy goes in as a native sidecar: the template's
+/// annotation (Linkerd 2.19's name, else 2.15's), else `default`.
+fn native_sidecar<'a>(
+    annotation: &impl Fn(&str) -> Option<&'a str>,
+    default: bool,
+) -> Result<bool, Skip> {
+    let Some((key, value)) = [NATIVE_SIDECAR_ANNOTATION, NATIVE_SIDECAR_ALPHA_ANNOTATION]
+        .into_iter()
+        .find_map(|key| annotation(key).map(|v| (key, v)))
+    else {
+        return Ok(default);
+    };
+    match value.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(Skip::Invalid(format!(
+            "annotation {key}: {value:?} is neither true nor false"
+        ))),
+    }
 }
 
 /// Every `containerPort` of the application's containers, sorted, once.

@@ -550,3 +550,101 @@ fn the_proxy_awaits_readiness_first_unless_the_template_opts_out() {
     assert_eq!(containers[0]["name"], "app");
     assert!(containers[1].get("lifecycle").is_none());
 }
+
+/// The names of the containers in `list` of an injected template's spec.
+fn names(template: &Value, list: &str) -> Vec<String> {
+    template["spec"][list]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_native_sidecar_is_an_init_container_that_keeps_running_before_the_templates_own() {
+    let mut d = deployment(json!({
+        "initContainers": [{ "name": "migrate", "image": "app:1" }],
+        "containers": [{ "name": "app", "image": "app:1" }],
+    }));
+    let inject = |d: &Value, cfg: &Config| {
+        let mut reports = Vec::new();
+        let out = inject_object(d, cfg, &mut reports);
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        (
+            out.map(|o| o["spec"]["template"].clone()),
+            reports.remove(0),
+        )
+    };
+
+    let plain = inject(&d, &cfg()).0.unwrap();
+    let native = inject(&d, &cfg().with_native_sidecar(true)).0.unwrap();
+    assert_eq!(names(&plain, "initContainers"), ["migrate", "tandem-init"]);
+    assert_eq!(names(&plain, "containers"), ["tandem-proxy", "app"]);
+    assert_eq!(
+        names(&native, "initContainers"),
+        ["tandem-init", "tandem-proxy", "migrate"]
+    );
+    assert_eq!(names(&native, "containers"), ["app"]);
+    let proxy = &native["spec"]["initContainers"][1];
+    assert_eq!(proxy["restartPolicy"], "Always");
+    // The hook stays: kubelet starts `migrate` once the proxy is ready.
+    assert_eq!(
+        proxy["lifecycle"]["postStart"]["exec"]["command"],
+        json!(["/tandem", "proxy-await", "--timeout", "2m"])
+    );
+    // Apart from its place and restart policy, the same proxy.
+    let mut same = proxy.clone();
+    same.as_object_mut().unwrap().remove("restartPolicy");
+    assert_eq!(same, plain["spec"]["containers"][0]);
+    assert!(
+        plain["spec"]["containers"][0]
+            .get("restartPolicy")
+            .is_none()
+    );
+
+    // CNI mode: no tandem-init, the proxy first.
+    let cni = inject(&d, &cfg().with_native_sidecar(true).with_cni(true))
+        .0
+        .unwrap();
+    assert_eq!(names(&cni, "initContainers"), ["tandem-proxy", "migrate"]);
+
+    // The template's annotation wins either way, under either name.
+    for (key, value, want) in [
+        (NATIVE_SIDECAR_ANNOTATION, "true", true),
+        (NATIVE_SIDECAR_ALPHA_ANNOTATION, "True", true),
+        (NATIVE_SIDECAR_ANNOTATION, "false", false),
+    ] {
+        d["spec"]["template"]["metadata"]["annotations"] = json!({ key: value });
+        for default in [false, true] {
+            let out = inject(&d, &cfg().with_native_sidecar(default)).0.unwrap();
+            assert_eq!(
+                names(&out, "containers").contains(&"tandem-proxy".to_string()),
+                !want,
+                "{key}: {value} over a default of {default}"
+            );
+        }
+    }
+
+    // A value that is neither is refused, naming the annotation.
+    d["spec"]["template"]["metadata"]["annotations"] =
+        json!({ NATIVE_SIDECAR_ALPHA_ANNOTATION: "yes" });
+    let (out, report) = inject(&d, &cfg());
+    assert!(out.is_none());
+    let why = report.warning().expect("a warning");
+    assert!(why.contains(NATIVE_SIDECAR_ALPHA_ANNOTATION), "{why}");
+    assert!(why.contains("\"yes\""), "{why}");
+
+    // Injecting the result again changes nothing: the init container counts.
+    let again = inject(
+        &json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": "p", "namespace": "n" },
+            "spec": native["spec"],
+        }),
+        &cfg(),
+    );
+    assert!(again.0.is_none());
+    let why = again.1.warning().expect("a warning");
+    assert!(why.contains("already has the container tandem-"), "{why}");
+}

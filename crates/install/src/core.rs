@@ -13,11 +13,15 @@ pub const DEFAULT_NAMESPACE: &str = "tandem";
 pub const TRUST_ROOTS_CONFIGMAP: &str = "tandem-identity-trust-roots";
 pub const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
 /// The install's settings that other commands read from the cluster (as
-/// Linkerd's `linkerd-config`): `tandem inject` reads [`CNI_ENABLED_KEY`].
+/// Linkerd's `linkerd-config`): `tandem inject` reads [`CNI_ENABLED_KEY`]
+/// and [`NATIVE_SIDECAR_KEY`].
 pub const CONFIG_CONFIGMAP: &str = "tandem-config";
 /// `"true"` when the control plane was installed with
 /// `--linkerd-cni-enabled`: injected pods get no init container.
 pub const CNI_ENABLED_KEY: &str = "cniEnabled";
+/// `"true"` when the control plane was installed with `--native-sidecar`:
+/// injected proxies are native sidecars unless a template says otherwise.
+pub const NATIVE_SIDECAR_KEY: &str = "nativeSidecar";
 pub const ISSUER_SECRET: &str = "tandem-identity-issuer";
 pub const ISSUER_CERT_KEY: &str = "crt.pem";
 pub const ISSUER_KEY_KEY: &str = "key.pem";
@@ -39,6 +43,8 @@ pub struct CoreOptions {
     pub log_level: String,
     /// `--linkerd-cni-enabled`: the tandem-cni plugin redirects the pods.
     pub cni_enabled: bool,
+    /// `--native-sidecar`: injected proxies are native sidecars.
+    pub native_sidecar: bool,
 }
 
 /// The control plane's objects, in apply order: identity, then destination.
@@ -68,7 +74,10 @@ fn identity(o: &CoreOptions) -> Vec<Value> {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": { "name": CONFIG_CONFIGMAP, "namespace": ns, "labels": { crate::PART_OF: "tandem" } },
-            "data": { CNI_ENABLED_KEY: o.cni_enabled.to_string() },
+            "data": {
+                CNI_ENABLED_KEY: o.cni_enabled.to_string(),
+                NATIVE_SIDECAR_KEY: o.native_sidecar.to_string(),
+            },
         }),
         json!({
             "apiVersion": "v1",
@@ -220,6 +229,7 @@ pub(crate) mod tests {
             cluster_domain: "cluster.local".into(),
             log_level: "info".into(),
             cni_enabled: false,
+            native_sidecar: false,
         }
     }
 
@@ -242,15 +252,20 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_config_says_whether_the_cni_plugin_redirects_the_pods() {
-        for cni_enabled in [false, true] {
+    fn the_config_says_whether_the_cni_plugin_redirects_the_pods_and_proxies_are_native() {
+        for (cni_enabled, native_sidecar) in [(false, false), (true, false), (false, true)] {
             let objs = render(&CoreOptions {
                 cni_enabled,
+                native_sidecar,
                 ..opts()
             });
             let config = find(&objs, "ConfigMap", CONFIG_CONFIGMAP);
             assert_eq!(config["metadata"]["namespace"], DEFAULT_NAMESPACE);
             assert_eq!(config["data"][CNI_ENABLED_KEY], cni_enabled.to_string());
+            assert_eq!(
+                config["data"][NATIVE_SIDECAR_KEY],
+                native_sidecar.to_string()
+            );
         }
     }
 

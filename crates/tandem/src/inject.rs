@@ -7,9 +7,9 @@
 //! `--kubeconfig`/`--context`), as `linkerd inject` reads its config, or
 //! from `--trust-anchors-file` with no cluster at all. CNI mode (no init
 //! container) is on with `--linkerd-cni-enabled`, or when the cluster's
-//! ConfigMap `tandem-config` says the control plane was installed so. If
-//! any document does not parse, nothing is printed on stdout and the error
-//! names each one.
+//! ConfigMap `tandem-config` says the control plane was installed so, and
+//! native sidecars likewise with `--native-sidecar`. If any document does
+//! not parse, nothing is printed on stdout and the error names each one.
 
 use std::{
     io::{Read, Write},
@@ -23,7 +23,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 use tandem_inject::{Config, StreamError, inject_stream, summary};
 use tandem_install::core::{
-    CNI_ENABLED_KEY, CONFIG_CONFIGMAP, DEFAULT_NAMESPACE, TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY,
+    CNI_ENABLED_KEY, CONFIG_CONFIGMAP, DEFAULT_NAMESPACE, NATIVE_SIDECAR_KEY,
+    TRUST_ROOTS_CONFIGMAP, TRUST_ROOTS_KEY,
 };
 
 use crate::kube_client::ClusterArgs;
@@ -60,6 +61,26 @@ pub struct InjectArgs {
     /// was installed with --linkerd-cni-enabled (read from the cluster).
     #[arg(long)]
     linkerd_cni_enabled: bool,
+    /// Inject the proxy as a native sidecar: an init container with
+    /// restartPolicy: Always (Kubernetes 1.29 or later), which starts before
+    /// the pod's init containers and stops after its containers, so Jobs
+    /// complete. A template's annotation
+    /// config.beta.linkerd.io/proxy-enable-native-sidecar (or Linkerd
+    /// 2.15's config.alpha.linkerd.io/...) overrides it. Default: on if the
+    /// control plane was installed with --native-sidecar (read from the
+    /// cluster).
+    #[arg(long)]
+    native_sidecar: bool,
+}
+
+/// What `tandem inject` reads from the cluster.
+#[derive(Debug, Default)]
+struct Installed {
+    anchors: String,
+    /// Installed with `--linkerd-cni-enabled`.
+    cni: bool,
+    /// Installed with `--native-sidecar`.
+    native_sidecar: bool,
 }
 
 pub async fn run(cluster: &ClusterArgs, args: InjectArgs) -> Result<ExitCode> {
@@ -69,15 +90,14 @@ pub async fn run(cluster: &ClusterArgs, args: InjectArgs) -> Result<ExitCode> {
         args.file.display().to_string()
     };
     let input = read_input(&args)?;
-    let (anchors, cni_installed) = match &args.trust_anchors_file {
-        Some(path) => (
-            std::fs::read_to_string(path)
+    let installed = match &args.trust_anchors_file {
+        Some(path) => Installed {
+            anchors: std::fs::read_to_string(path)
                 .with_context(|| format!("reading the trust anchors {}", path.display()))?,
-            false,
-        ),
+            ..Installed::default()
+        },
         None => from_cluster(cluster, &args.control_plane_namespace).await?,
     };
-    let cni = args.linkerd_cni_enabled || cni_installed;
     let image = args
         .proxy_image
         .clone()
@@ -86,10 +106,11 @@ pub async fn run(cluster: &ClusterArgs, args: InjectArgs) -> Result<ExitCode> {
         &args.control_plane_namespace,
         &args.identity_trust_domain,
         &image,
-        &anchors,
+        &installed.anchors,
         env!("CARGO_PKG_VERSION"),
     )?
-    .with_cni(cni);
+    .with_cni(args.linkerd_cni_enabled || installed.cni)
+    .with_native_sidecar(args.native_sidecar || installed.native_sidecar);
     let injected = match inject_stream(&input, &cfg) {
         Ok(i) => i,
         Err(e @ StreamError::Broken(_)) => {
@@ -119,9 +140,9 @@ fn read_input(args: &InjectArgs) -> Result<String> {
 }
 
 /// The trust anchors, and whether the control plane was installed with
-/// `--linkerd-cni-enabled` (ConfigMap tandem-config; an install from
-/// before that ConfigMap has none, and is not).
-async fn from_cluster(cluster: &ClusterArgs, namespace: &str) -> Result<(String, bool)> {
+/// `--linkerd-cni-enabled` or `--native-sidecar` (ConfigMap tandem-config;
+/// an install from before that ConfigMap, or key, has none, and is not).
+async fn from_cluster(cluster: &ClusterArgs, namespace: &str) -> Result<Installed> {
     let what = format!("ConfigMap {namespace}/{TRUST_ROOTS_CONFIGMAP}");
     let hint = "is tandem installed there? Or pass --trust-anchors-file";
     let client = cluster
@@ -141,9 +162,11 @@ async fn from_cluster(cluster: &ClusterArgs, namespace: &str) -> Result<(String,
         .get_opt(CONFIG_CONFIGMAP)
         .await
         .with_context(|| format!("reading ConfigMap {namespace}/{CONFIG_CONFIGMAP}"))?;
-    let cni = config
-        .and_then(|c| c.data)
-        .and_then(|mut d| d.remove(CNI_ENABLED_KEY))
-        .is_some_and(|v| v == "true");
-    Ok((anchors, cni))
+    let data = config.and_then(|c| c.data).unwrap_or_default();
+    let on = |key: &str| data.get(key).is_some_and(|v| v == "true");
+    Ok(Installed {
+        cni: on(CNI_ENABLED_KEY),
+        native_sidecar: on(NATIVE_SIDECAR_KEY),
+        anchors,
+    })
 }

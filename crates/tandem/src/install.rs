@@ -66,6 +66,14 @@ pub struct InstallArgs {
     /// ConfigMap tandem-config, which inject and check read). As Linkerd's.
     #[arg(long)]
     linkerd_cni_enabled: bool,
+    /// Inject proxies as native sidecars (init containers with
+    /// restartPolicy: Always; Kubernetes 1.29 or later): they start before
+    /// the pod's other containers, stop after them, and let Jobs complete.
+    /// Recorded in the ConfigMap tandem-config, which `tandem inject`
+    /// reads; a template's config.beta.linkerd.io/proxy-enable-native-sidecar
+    /// annotation overrides it. Linkerd's `--set proxy.nativeSidecar=true`.
+    #[arg(long)]
+    native_sidecar: bool,
     #[command(flatten)]
     image: ImageArgs,
 }
@@ -206,6 +214,7 @@ pub fn install(args: InstallArgs) -> Result<ExitCode> {
         cluster_domain: args.cluster_domain,
         log_level: args.controller_log_level,
         cni_enabled: args.linkerd_cni_enabled,
+        native_sidecar: args.native_sidecar,
     }))
 }
 
@@ -242,6 +251,7 @@ pub fn uninstall(args: UninstallArgs) -> Result<ExitCode> {
         cluster_domain: String::new(),
         log_level: String::new(),
         cni_enabled: false,
+        native_sidecar: false,
     });
     if args.crds {
         objects.extend(crds());

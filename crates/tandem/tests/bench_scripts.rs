@@ -83,11 +83,17 @@ fn a_controller_that_is_no_program_is_refused_before_anything_runs() {
 }
 
 #[test]
-fn a_workshop_mode_that_is_neither_init_nor_cni_is_refused_before_anything_runs() {
+fn a_workshop_mode_or_sidecar_kind_that_is_unknown_is_refused_before_anything_runs() {
     let (status, out, err) = run("workshop.sh", &["--mode", "sidecar"]);
     assert_eq!(status, 2, "workshop.sh --mode sidecar: {out}{err}");
     assert!(
         err.contains("--mode is init or cni, not sidecar"),
+        "workshop.sh: {err}"
+    );
+    let (status, out, err) = run("workshop.sh", &["--sidecar", "ambient"]);
+    assert_eq!(status, 2, "workshop.sh --sidecar ambient: {out}{err}");
+    assert!(
+        err.contains("--sidecar is classic or native, not ambient"),
         "workshop.sh: {err}"
     );
 }

@@ -139,6 +139,37 @@ fn injected_workloads_of_every_kind_pass_the_api_servers_validation() {
         assert!(names.contains(name), "{name} missing from:\n{names}");
     }
 
+    // As native sidecars too: the API server takes an init container with
+    // restartPolicy: Always and a postStart hook, in every kind.
+    let native = Command::new(tandem_bin())
+        .arg("inject")
+        .arg(&input)
+        .arg("--native-sidecar")
+        .arg("--trust-anchors-file")
+        .arg(anchors_file())
+        .output()
+        .unwrap();
+    assert!(
+        native.status.success(),
+        "{}",
+        String::from_utf8_lossy(&native.stderr)
+    );
+    let native = String::from_utf8(native.stdout).unwrap();
+    let web = &docs(&native)[0]["spec"]["template"]["spec"];
+    assert_eq!(web["initContainers"][1]["name"], "tandem-proxy");
+    assert_eq!(web["initContainers"][1]["restartPolicy"], "Always");
+    let applied = with_stdin(
+        env.kubectl("east")
+            .args(["apply", "--dry-run=server", "-o", "name", "-f", "-"]),
+        &native,
+    );
+    assert!(
+        applied.status.success(),
+        "kubectl apply --dry-run=server refused the native sidecars:\n{}\n{native}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&applied.stdout).lines().count(), 8);
+
     // Injecting the output again changes nothing.
     let again = with_stdin(
         Command::new(tandem_bin())
@@ -221,6 +252,34 @@ fn the_trust_anchors_are_read_from_the_clusters_configmap() {
             .as_str()
             .is_some_and(|a| a.contains("--proxy-uid")),
         "{annotations:#}"
+    );
+
+    // Installed with --native-sidecar too: the proxy is an init container
+    // that keeps running, again without a flag.
+    let config = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": { "name": "tandem-config" },
+        "data": { "cniEnabled": "true", "nativeSidecar": "true" },
+    });
+    ns.apply("east", &config.to_string());
+    let out = with_stdin(
+        env.tandem()
+            .args(["inject", "--context", "east", "-L", &ns.name]),
+        deploy,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let injected = docs(&String::from_utf8(out.stdout).unwrap());
+    let inits = inits(&injected[0]);
+    assert_eq!(inits[0]["name"], "tandem-proxy", "{:#}", injected[0]);
+    assert_eq!(inits[0]["restartPolicy"], "Always");
+    let containers = &injected[0]["spec"]["template"]["spec"]["containers"];
+    assert!(
+        containers
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["name"] != "tandem-proxy"),
+        "{containers:#}"
     );
 
     // No ConfigMap in that namespace: a clear error, nothing on stdout.

@@ -46,6 +46,10 @@ pub struct DemoArgs {
     /// start without an init container.
     #[arg(long)]
     cni: bool,
+    /// Install the control plane with `--native-sidecar`, so that the app's
+    /// proxies are native sidecars (init containers that keep running).
+    #[arg(long)]
+    native_sidecar: bool,
 }
 
 fn positive(s: &str) -> Result<f64, String> {
@@ -72,6 +76,7 @@ struct Demo {
     pause: bool,
     step: usize,
     cni: bool,
+    native_sidecar: bool,
 }
 
 pub async fn run(args: DemoArgs) -> Result<ExitCode> {
@@ -83,6 +88,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         pause: args.pause && std::io::stdin().is_terminal(),
         step: 0,
         cni: args.cni,
+        native_sidecar: args.native_sidecar,
     };
     if args.down {
         demo.teardown()?;
@@ -115,6 +121,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             if let Some(path) = &args.summary {
                 let mut summary = serde_json::to_value(&figures)?;
                 summary["cni"] = args.cni.into();
+                summary["native_sidecar"] = args.native_sidecar.into();
                 std::fs::write(path, serde_json::to_string_pretty(&summary)? + "\n")
                     .with_context(|| format!("writing {}", path.display()))?;
             }
@@ -215,12 +222,14 @@ impl Demo {
             self.sh(&format!(
                 "tandem install --crds --context {c} | kubectl apply --context {c} -f -"
             ))?;
-            let cni = if self.cni {
-                " --linkerd-cni-enabled"
-            } else {
-                ""
-            };
-            self.sh(&format!("tandem install --context {c}{cni} --identity-trust-anchors-file root.crt --identity-issuer-certificate-file {c}-issuer.crt --identity-issuer-key-file {c}-issuer.key | kubectl apply --context {c} -f -"))?;
+            let mut flags = String::new();
+            if self.cni {
+                flags.push_str(" --linkerd-cni-enabled");
+            }
+            if self.native_sidecar {
+                flags.push_str(" --native-sidecar");
+            }
+            self.sh(&format!("tandem install --context {c}{flags} --identity-trust-anchors-file root.crt --identity-issuer-certificate-file {c}-issuer.crt --identity-issuer-key-file {c}-issuer.key | kubectl apply --context {c} -f -"))?;
         }
 
         self.title("check the installs");
