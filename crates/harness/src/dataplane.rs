@@ -325,6 +325,22 @@ pub fn inject_backend(env: &Env, cluster: &str, manifest: &str, identity: ProxyI
 
 // === workloads ===
 
+/// A meshed [`backend`] `name` of one replica that runs as ServiceAccount
+/// `name`, so its mesh identity is `name.<ns>.serviceaccount.identity...`:
+/// the account, then the injected Deployment and its Service.
+pub fn apply_meshed_backend(env: &Env, ns: &TestNamespace, cluster: &str, name: &str) {
+    ns.apply(cluster, &service_account(name));
+    ns.apply(
+        cluster,
+        &inject_backend(
+            env,
+            cluster,
+            &with_service_account(&backend(name, 1, true), name),
+            ProxyIdentity::FromCluster,
+        ),
+    );
+}
+
 /// A Deployment `name` of busybox `httpd` on [`BACKEND_PORT`] answering
 /// `GET /` with its pod name, labelled `role: backend`, and its Service on
 /// [`SERVICE_PORT`]. With `declare_port` false the container lists no port:
@@ -539,6 +555,26 @@ pub fn assert_outbound_counted(client: &PodNetns, service: &str, pod: &str) {
         "the client's proxy counted no outbound 200 from {service} ({pod}):\n{}",
         metrics.body
     );
+}
+
+/// The 200s that `server`'s proxy answered inbound over mTLS to the mesh
+/// identity `client_id`, with the metrics text they were read from.
+pub fn mtls_inbound_from(server: &PodNetns, client_id: &str) -> (f64, String) {
+    let admin = "127.0.0.1:4191".parse().expect("an address");
+    let metrics = server
+        .get(admin, "/metrics")
+        .expect("the server proxy's metrics");
+    let count = metric_sum(
+        &metrics.body,
+        "response_total",
+        &[
+            ("direction", "inbound"),
+            ("tls", "true"),
+            ("client_id", client_id),
+            ("status_code", "200"),
+        ],
+    );
+    (count, metrics.body)
 }
 
 /// The CNI directories of `cluster`'s node (its /etc/cni/net.d and

@@ -19,17 +19,8 @@ async fn two_meshed_pods_talk_mtls_and_plaintext_to_4143_is_refused() {
     dataplane::control_plane(&env, CLUSTER);
     let ns = env.namespace("dp-mtls", &[CLUSTER]);
     let mesh = |m: &str| dataplane::inject(&env, CLUSTER, m, ProxyIdentity::FromCluster);
-    ns.apply(CLUSTER, &dataplane::service_account("server"));
+    dataplane::apply_meshed_backend(&env, &ns, CLUSTER, "server");
     ns.apply(CLUSTER, &dataplane::service_account("client"));
-    ns.apply(
-        CLUSTER,
-        &dataplane::inject_backend(
-            &env,
-            CLUSTER,
-            &dataplane::with_service_account(&dataplane::backend("server", 1, true), "server"),
-            ProxyIdentity::FromCluster,
-        ),
-    );
     ns.apply(
         CLUSTER,
         &mesh(&dataplane::with_service_account(
@@ -64,24 +55,11 @@ async fn two_meshed_pods_talk_mtls_and_plaintext_to_4143_is_refused() {
     let svc = dataplane::service_addr(&ns, CLUSTER, "server");
     let pod = dataplane::answer_through_mesh(&client, svc, "server").await;
     let server = dataplane::pod_netns(&env, &ns, CLUSTER, &pod);
-    let metrics = server
-        .get(admin, "/metrics")
-        .expect("the server proxy's metrics");
     let client_id = id("client");
-    let meshed = metric_sum(
-        &metrics.body,
-        "response_total",
-        &[
-            ("direction", "inbound"),
-            ("tls", "true"),
-            ("client_id", &client_id),
-            ("status_code", "200"),
-        ],
-    );
+    let (meshed, metrics) = dataplane::mtls_inbound_from(&server, &client_id);
     assert!(
         meshed >= 1.0,
-        "the server's proxy counted no mTLS request from {client_id}:\n{}",
-        metrics.body
+        "the server's proxy counted no mTLS request from {client_id}:\n{metrics}"
     );
     let metrics = client
         .get(admin, "/metrics")

@@ -34,20 +34,11 @@ fn metrics(netns: &PodNetns, who: &str) -> String {
 
 /// West's meshed `hello`, injected with the trust anchors west has now.
 fn hello(env: &Env, ns: &TestNamespace) {
-    ns.apply(
-        "west",
-        &dataplane::inject_backend(
-            env,
-            "west",
-            &dataplane::with_service_account(&dataplane::backend("hello", 1, true), "hello"),
-            ProxyIdentity::FromCluster,
-        ),
-    );
+    dataplane::apply_meshed_backend(env, ns, "west", "hello");
 }
 
 /// West's meshed `hello`, exported; east's meshed client.
 fn workloads(env: &Env, ns: &TestNamespace) {
-    ns.apply("west", &dataplane::service_account("hello"));
     hello(env, ns);
     ns.kubectl(
         "west",

@@ -4,11 +4,11 @@
 //! mesh; and the Job completes, because kubelet stops a native sidecar once
 //! the pod's containers are done (a classic sidecar would keep it running).
 
-use std::{net::SocketAddr, path::Path};
+use std::path::Path;
 
 use tandem_harness::{
     Env,
-    dataplane::{self, ProxyIdentity, SERVICE_PORT, TOOLBOX, metric_sum},
+    dataplane::{self, ProxyIdentity, SERVICE_PORT, TOOLBOX},
 };
 
 const CLUSTER: &str = "east";
@@ -49,17 +49,8 @@ async fn a_native_sidecar_serves_the_jobs_init_container_and_lets_the_job_comple
     let env = Env::real(Path::new(env!("CARGO_BIN_EXE_tandem")));
     dataplane::control_plane(&env, CLUSTER);
     let ns = env.namespace("dp-native", &[CLUSTER]);
-    ns.apply(CLUSTER, &dataplane::service_account("server"));
+    dataplane::apply_meshed_backend(&env, &ns, CLUSTER, "server");
     ns.apply(CLUSTER, &dataplane::service_account("job"));
-    ns.apply(
-        CLUSTER,
-        &dataplane::inject_backend(
-            &env,
-            CLUSTER,
-            &dataplane::with_service_account(&dataplane::backend("server", 1, true), "server"),
-            ProxyIdentity::FromCluster,
-        ),
-    );
     dataplane::wait_rollout(&ns, CLUSTER, "server");
     ns.apply(
         CLUSTER,
@@ -121,28 +112,14 @@ async fn a_native_sidecar_serves_the_jobs_init_container_and_lets_the_job_comple
     }
 
     // And both went through the Job's proxy, with its mesh identity.
-    let admin: SocketAddr = "127.0.0.1:4191".parse().unwrap();
     let server = dataplane::pod_netns(&env, &ns, CLUSTER, &server_pod);
-    let metrics = server
-        .get(admin, "/metrics")
-        .expect("the server proxy's metrics");
     let client_id = format!(
         "job.{}.serviceaccount.identity.tandem.cluster.local",
         ns.name
     );
-    let meshed = metric_sum(
-        &metrics.body,
-        "response_total",
-        &[
-            ("direction", "inbound"),
-            ("tls", "true"),
-            ("client_id", &client_id),
-            ("status_code", "200"),
-        ],
-    );
+    let (meshed, metrics) = dataplane::mtls_inbound_from(&server, &client_id);
     assert_eq!(
         meshed, 2.0,
-        "the server's proxy counts one mTLS request from {client_id} per container of the Job:\n{}",
-        metrics.body
+        "the server's proxy counts one mTLS request from {client_id} per container of the Job:\n{metrics}"
     );
 }

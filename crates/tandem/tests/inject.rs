@@ -86,16 +86,36 @@ fn injected_workloads_of_every_kind_pass_the_api_servers_validation() {
     let input = dir.path().join("app.yaml");
     std::fs::write(&input, manifest(&ns.name)).unwrap();
 
-    let out = Command::new(tandem_bin())
-        .arg("inject")
-        .arg(&input)
-        .arg("--trust-anchors-file")
-        .arg(anchors_file())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "tandem inject failed: {stderr}");
-    let yaml = String::from_utf8(out.stdout).unwrap();
+    // `tandem inject FILE FLAGS...`: its stderr and stdout.
+    let inject = |flags: &[&str]| {
+        let out = Command::new(tandem_bin())
+            .arg("inject")
+            .arg(&input)
+            .args(flags)
+            .arg("--trust-anchors-file")
+            .arg(anchors_file())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "tandem inject failed: {stderr}");
+        (stderr, String::from_utf8(out.stdout).unwrap())
+    };
+    // The names the API server gives the objects of `yaml` on a dry run.
+    let dry_run = |yaml: &str| {
+        let applied = with_stdin(
+            env.kubectl("east")
+                .args(["apply", "--dry-run=server", "-o", "name", "-f", "-"]),
+            yaml,
+        );
+        assert!(
+            applied.status.success(),
+            "kubectl apply --dry-run=server refused the output:\n{}\n{yaml}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+        String::from_utf8_lossy(&applied.stdout).into_owned()
+    };
+
+    let (stderr, yaml) = inject(&[]);
     for line in [
         "deployment \"web\" injected",
         "statefulset \"db\" injected",
@@ -115,17 +135,7 @@ fn injected_workloads_of_every_kind_pass_the_api_servers_validation() {
     assert_eq!(web["initContainers"][0]["name"], "tandem-init");
 
     // The API server accepts every injected object as it is.
-    let applied = with_stdin(
-        env.kubectl("east")
-            .args(["apply", "--dry-run=server", "-o", "name", "-f", "-"]),
-        &yaml,
-    );
-    assert!(
-        applied.status.success(),
-        "kubectl apply --dry-run=server refused the output:\n{}\n{yaml}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-    let names = String::from_utf8_lossy(&applied.stdout);
+    let names = dry_run(&yaml);
     for name in [
         "deployment.apps/web",
         "statefulset.apps/db",
@@ -141,34 +151,11 @@ fn injected_workloads_of_every_kind_pass_the_api_servers_validation() {
 
     // As native sidecars too: the API server takes an init container with
     // restartPolicy: Always and a postStart hook, in every kind.
-    let native = Command::new(tandem_bin())
-        .arg("inject")
-        .arg(&input)
-        .arg("--native-sidecar")
-        .arg("--trust-anchors-file")
-        .arg(anchors_file())
-        .output()
-        .unwrap();
-    assert!(
-        native.status.success(),
-        "{}",
-        String::from_utf8_lossy(&native.stderr)
-    );
-    let native = String::from_utf8(native.stdout).unwrap();
+    let (_, native) = inject(&["--native-sidecar"]);
     let web = &docs(&native)[0]["spec"]["template"]["spec"];
     assert_eq!(web["initContainers"][1]["name"], "tandem-proxy");
     assert_eq!(web["initContainers"][1]["restartPolicy"], "Always");
-    let applied = with_stdin(
-        env.kubectl("east")
-            .args(["apply", "--dry-run=server", "-o", "name", "-f", "-"]),
-        &native,
-    );
-    assert!(
-        applied.status.success(),
-        "kubectl apply --dry-run=server refused the native sidecars:\n{}\n{native}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&applied.stdout).lines().count(), 8);
+    assert_eq!(dry_run(&native), names);
 
     // Injecting the output again changes nothing.
     let again = with_stdin(
@@ -231,20 +218,24 @@ fn the_trust_anchors_are_read_from_the_clusters_configmap() {
     // No tandem-config (an install from before it): the init container.
     let inits = |doc: &Value| doc["spec"]["template"]["spec"]["initContainers"].clone();
     assert_eq!(inits(&injected[0])[0]["name"], "tandem-init");
+    // `tandem inject` after an install whose tandem-config holds `data`.
+    let installed_with = |data: Value| {
+        let config = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": "tandem-config" },
+            "data": data,
+        });
+        ns.apply("east", &config.to_string());
+        let out = with_stdin(
+            env.tandem()
+                .args(["inject", "--context", "east", "-L", &ns.name]),
+            deploy,
+        );
+        assert!(out.status.success(), "{out:?}");
+        docs(&String::from_utf8(out.stdout).unwrap())
+    };
     // Installed with --linkerd-cni-enabled: CNI mode, without the flag.
-    let config = serde_json::json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": { "name": "tandem-config" },
-        "data": { "cniEnabled": "true" },
-    });
-    ns.apply("east", &config.to_string());
-    let out = with_stdin(
-        env.tandem()
-            .args(["inject", "--context", "east", "-L", &ns.name]),
-        deploy,
-    );
-    assert!(out.status.success(), "{out:?}");
-    let injected = docs(&String::from_utf8(out.stdout).unwrap());
+    let injected = installed_with(serde_json::json!({ "cniEnabled": "true" }));
     assert_eq!(inits(&injected[0]), Value::Null, "{:#}", injected[0]);
     let annotations = &injected[0]["spec"]["template"]["metadata"]["annotations"];
     assert!(
@@ -256,19 +247,8 @@ fn the_trust_anchors_are_read_from_the_clusters_configmap() {
 
     // Installed with --native-sidecar too: the proxy is an init container
     // that keeps running, again without a flag.
-    let config = serde_json::json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": { "name": "tandem-config" },
-        "data": { "cniEnabled": "true", "nativeSidecar": "true" },
-    });
-    ns.apply("east", &config.to_string());
-    let out = with_stdin(
-        env.tandem()
-            .args(["inject", "--context", "east", "-L", &ns.name]),
-        deploy,
-    );
-    assert!(out.status.success(), "{out:?}");
-    let injected = docs(&String::from_utf8(out.stdout).unwrap());
+    let injected =
+        installed_with(serde_json::json!({ "cniEnabled": "true", "nativeSidecar": "true" }));
     let inits = inits(&injected[0]);
     assert_eq!(inits[0]["name"], "tandem-proxy", "{:#}", injected[0]);
     assert_eq!(inits[0]["restartPolicy"], "Always");
