@@ -83,9 +83,14 @@ impl Controller {
 
     /// `(VmRSS, VmHWM)` in KiB.
     pub fn memory_kib(&self) -> Result<(u64, u64)> {
+        crate::stats::memory_kib(&self.proc_status()?)
+            .ok_or_else(|| anyhow!("no VmRSS/VmHWM in /proc/{}/status", self.pid()))
+    }
+
+    /// The text of /proc/PID/status.
+    pub fn proc_status(&self) -> Result<String> {
         let path = format!("/proc/{}/status", self.pid());
-        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        crate::stats::memory_kib(&status).ok_or_else(|| anyhow!("no VmRSS/VmHWM in {path}"))
+        std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))
     }
 
     /// SIGTERM by pid, then SIGKILL if it has not exited within 5 s.

@@ -203,19 +203,30 @@ pub fn series_total(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 // === /proc ===
 
+/// A `kB` field of a /proc/PID/status text (`VmRSS:`), in KiB.
+fn status_kib(status: &str, name: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()
+}
+
 /// `VmRSS` and `VmHWM` of a /proc/PID/status text, in KiB.
 pub fn memory_kib(status: &str) -> Option<(u64, u64)> {
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse::<u64>()
-            .ok()
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some((status_kib(status, "VmRSS:")?, status_kib(status, "VmHWM:")?))
+}
+
+/// `RssAnon` and `RssFile` of a /proc/PID/status text, in KiB: the heap and
+/// stacks, and the pages of mapped files (the binary's code and data).
+pub fn resident_kinds_kib(status: &str) -> Option<(u64, u64)> {
+    Some((
+        status_kib(status, "RssAnon:")?,
+        status_kib(status, "RssFile:")?,
+    ))
 }
 
 #[cfg(test)]
@@ -328,5 +339,8 @@ tandem_mirror_mirror_writes_total_other 9
         let status = "Name:\ttandem\nVmPeak:\t  900 kB\nVmHWM:\t   40960 kB\nVmRSS:\t   30720 kB\n";
         assert_eq!(memory_kib(status), Some((30720, 40960)));
         assert_eq!(memory_kib("Name:\tx\n"), None);
+        assert_eq!(resident_kinds_kib(status), None);
+        let status = format!("{status}RssAnon:\t   20480 kB\nRssFile:\t    9216 kB\n");
+        assert_eq!(resident_kinds_kib(&status), Some((20480, 9216)));
     }
 }
