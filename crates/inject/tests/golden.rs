@@ -52,6 +52,14 @@ fn every_workload_kind_a_list_and_the_skipped_cases() {
 }
 
 #[test]
+fn native_sidecars_by_default_and_a_template_that_opts_out() {
+    let input = fs::read_to_string(dir().join("native-sidecar.yaml")).unwrap();
+    let out = inject_stream(&input, &cfg().with_native_sidecar(true)).unwrap();
+    golden("native-sidecar.golden.yaml", &out.yaml);
+    golden("native-sidecar.report.txt", &summary(&out.reports));
+}
+
+#[test]
 fn injecting_the_output_again_gives_the_same_text() {
     let input = fs::read_to_string(dir().join("workloads.yaml")).unwrap();
     let once = inject_stream(&input, &cfg()).unwrap();
