@@ -5,7 +5,7 @@
 
 use std::{ffi::OsString, net::SocketAddr, path::Path, process::Command, time::Duration};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 pub use tandem_harness::http::free_addr as free_port;
 use tandem_harness::{http, launch::Launched};
 
@@ -79,12 +79,6 @@ impl Controller {
             http::Response { status: 200, body } => Ok(body),
             http::Response { status, .. } => bail!("GET /metrics answered {status}"),
         }
-    }
-
-    /// `(VmRSS, VmHWM)` in KiB.
-    pub fn memory_kib(&self) -> Result<(u64, u64)> {
-        crate::stats::memory_kib(&self.proc_status()?)
-            .ok_or_else(|| anyhow!("no VmRSS/VmHWM in /proc/{}/status", self.pid()))
     }
 
     /// The text of /proc/PID/status.

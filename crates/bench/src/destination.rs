@@ -31,7 +31,7 @@ use crate::{
     cli::install_split_crd,
     controller::{Controller, free_port},
     objects,
-    report::{Machine, Progress},
+    report::{Machine, Progress, Rss},
     stats::Summary,
 };
 
@@ -180,7 +180,7 @@ pub async fn run(args: Args) -> Result<()> {
         samples.push(start.elapsed());
         tokio::time::sleep(Duration::from_millis(args.gap_ms)).await;
     }
-    let rss = dest.memory_kib().ok();
+    let rss = Rss::read(&dest).ok();
     dest.stop().await?;
 
     let s = Summary::of(&samples).ok_or_else(|| anyhow!("no samples"))?;
@@ -199,10 +199,10 @@ pub async fn run(args: Args) -> Result<()> {
         "of which the patch round trip: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         w.p50, w.p99, w.max
     );
-    if let Some((rss, hwm)) = rss {
+    if let Some(r) = rss {
         println!(
-            "tandem destination RSS {rss} KiB (peak {hwm} KiB) with {} splits subscribed",
-            args.splits
+            "tandem destination RSS {} KiB (peak {} KiB) with {} splits subscribed",
+            r.rss_kib, r.hwm_kib, args.splits
         );
     }
     let summary = json!({
@@ -212,7 +212,7 @@ pub async fn run(args: Args) -> Result<()> {
         "patch_round_trip": w.to_json(),
         "target_p99_ms": TARGET_P99_MS,
         "met": met,
-        "rss_kib": rss.map(|r| r.0),
+        "rss_kib": rss.map(|r| r.rss_kib),
     });
     crate::emit_json(&summary, args.json.as_deref())?;
     Ok(())

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -112,7 +112,7 @@ impl Rss {
     pub(crate) fn read(process: &Controller) -> Result<Self> {
         let status = process.proc_status()?;
         let (rss_kib, hwm_kib) = stats::memory_kib(&status)
-            .ok_or_else(|| anyhow::anyhow!("no VmRSS/VmHWM in /proc/{}/status", process.pid()))?;
+            .ok_or_else(|| anyhow!("no VmRSS/VmHWM in /proc/{}/status", process.pid()))?;
         Ok(Self {
             rss_kib,
             hwm_kib,

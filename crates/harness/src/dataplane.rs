@@ -532,16 +532,23 @@ pub async fn answer_through_mesh(client: &PodNetns, svc: SocketAddr, backend: &s
     body.trim().to_string()
 }
 
+/// The metrics text of the proxy in `pod`'s network namespace (its admin
+/// port, 4191), or a panic naming `whose` proxy it was.
+#[track_caller]
+pub fn proxy_metrics(pod: &PodNetns, whose: &str) -> String {
+    let admin = SocketAddr::from(([127, 0, 0, 1], 4191));
+    pod.get(admin, "/metrics")
+        .unwrap_or_else(|e| panic!("the metrics of {whose}'s proxy: {e}"))
+        .body
+}
+
 /// Asserts that `client`'s proxy counted an outbound 200 from Service
 /// `service`'s pod `pod`: the request went through the client's proxy.
 #[track_caller]
 pub fn assert_outbound_counted(client: &PodNetns, service: &str, pod: &str) {
-    let admin = "127.0.0.1:4191".parse().expect("an address");
-    let metrics = client
-        .get(admin, "/metrics")
-        .expect("the client proxy's metrics");
+    let metrics = proxy_metrics(client, "the client");
     let outbound = metric_sum(
-        &metrics.body,
+        &metrics,
         "response_total",
         &[
             ("direction", "outbound"),
@@ -552,20 +559,16 @@ pub fn assert_outbound_counted(client: &PodNetns, service: &str, pod: &str) {
     );
     assert!(
         outbound >= 1.0,
-        "the client's proxy counted no outbound 200 from {service} ({pod}):\n{}",
-        metrics.body
+        "the client's proxy counted no outbound 200 from {service} ({pod}):\n{metrics}"
     );
 }
 
 /// The 200s that `server`'s proxy answered inbound over mTLS to the mesh
 /// identity `client_id`, with the metrics text they were read from.
 pub fn mtls_inbound_from(server: &PodNetns, client_id: &str) -> (f64, String) {
-    let admin = "127.0.0.1:4191".parse().expect("an address");
-    let metrics = server
-        .get(admin, "/metrics")
-        .expect("the server proxy's metrics");
+    let metrics = proxy_metrics(server, "the server");
     let count = metric_sum(
-        &metrics.body,
+        &metrics,
         "response_total",
         &[
             ("direction", "inbound"),
@@ -574,7 +577,7 @@ pub fn mtls_inbound_from(server: &PodNetns, client_id: &str) -> (f64, String) {
             ("status_code", "200"),
         ],
     );
-    (count, metrics.body)
+    (count, metrics)
 }
 
 /// The CNI directories of `cluster`'s node (its /etc/cni/net.d and

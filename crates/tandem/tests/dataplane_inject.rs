@@ -87,13 +87,11 @@ async fn an_injected_pod_gets_its_rules_a_ready_proxy_and_an_undeclared_port_wor
     let svc = dataplane::service_addr(&ns, CLUSTER, "quiet");
     let pod = dataplane::answer_through_mesh(&client, svc, "quiet").await;
     let server = dataplane::pod_netns(&env, &ns, CLUSTER, &pod);
-    let metrics = server
-        .get(admin, "/metrics")
-        .expect("the server proxy's metrics");
+    let metrics = dataplane::proxy_metrics(&server, "the server");
     // The kubelet's probes pass through the inbound proxy too, with the
     // pod's address as authority: ours carried the Service's.
     let inbound = metric_sum(
-        &metrics.body,
+        &metrics,
         "response_total",
         &[
             ("direction", "inbound"),
@@ -104,8 +102,7 @@ async fn an_injected_pod_gets_its_rules_a_ready_proxy_and_an_undeclared_port_wor
     );
     assert!(
         inbound >= 1.0,
-        "the server's proxy counted no inbound 200 for {svc} on 8080:\n{}",
-        metrics.body
+        "the server's proxy counted no inbound 200 for {svc} on 8080:\n{metrics}"
     );
     dataplane::assert_outbound_counted(&client, "quiet", &pod);
 }

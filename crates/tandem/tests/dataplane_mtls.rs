@@ -41,15 +41,11 @@ async fn two_meshed_pods_talk_mtls_and_plaintext_to_4143_is_refused() {
             ns.name
         )
     };
-    let admin: SocketAddr = "127.0.0.1:4191".parse().unwrap();
     let client = dataplane::pod_netns(&env, &ns, CLUSTER, "client");
-    let metrics = client
-        .get(admin, "/metrics")
-        .expect("the client proxy's metrics");
+    let metrics = dataplane::proxy_metrics(&client, "the client");
     assert!(
-        metric_sum(&metrics.body, "identity_cert_refresh_count", &[]) >= 1.0,
-        "the client's proxy was certified:\n{}",
-        metrics.body
+        metric_sum(&metrics, "identity_cert_refresh_count", &[]) >= 1.0,
+        "the client's proxy was certified:\n{metrics}"
     );
 
     let svc = dataplane::service_addr(&ns, CLUSTER, "server");
@@ -61,12 +57,10 @@ async fn two_meshed_pods_talk_mtls_and_plaintext_to_4143_is_refused() {
         meshed >= 1.0,
         "the server's proxy counted no mTLS request from {client_id}:\n{metrics}"
     );
-    let metrics = client
-        .get(admin, "/metrics")
-        .expect("the client proxy's metrics");
+    let metrics = dataplane::proxy_metrics(&client, "the client");
     let server_id = id("server");
     let outbound = metric_sum(
-        &metrics.body,
+        &metrics,
         "response_total",
         &[
             ("direction", "outbound"),
@@ -77,8 +71,7 @@ async fn two_meshed_pods_talk_mtls_and_plaintext_to_4143_is_refused() {
     );
     assert!(
         outbound >= 1.0,
-        "the client's proxy counted no mTLS request to {server_id}:\n{}",
-        metrics.body
+        "the client's proxy counted no mTLS request to {server_id}:\n{metrics}"
     );
 
     // From outside the mesh, plaintext straight to the server's 4143.

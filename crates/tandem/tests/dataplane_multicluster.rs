@@ -14,7 +14,6 @@ use tandem_harness::{
 };
 
 const CLUSTERS: [&str; 2] = ["east", "west"];
-const ADMIN: &str = "127.0.0.1:4191";
 
 /// `GET /` of `svc` from the client pod: `Ok(body)` when a `hello` pod of
 /// west answered.
@@ -23,13 +22,6 @@ fn call(client: &PodNetns, svc: SocketAddr) -> Result<String, String> {
         Ok(r) if r.status == 200 && r.body.starts_with("hello-") => Ok(r.body.trim().to_string()),
         other => Err(format!("{other:?}")),
     }
-}
-
-fn metrics(netns: &PodNetns, who: &str) -> String {
-    netns
-        .get(ADMIN.parse().unwrap(), "/metrics")
-        .unwrap_or_else(|e| panic!("the metrics of {who}'s proxy: {e}"))
-        .body
 }
 
 /// West's meshed `hello`, injected with the trust anchors west has now.
@@ -108,7 +100,7 @@ async fn an_east_pod_reaches_west_through_the_gateway_over_mtls_and_not_across_r
     .await;
 
     // East's proxy spoke mTLS to the gateway, verified as the gateway.
-    let east = metrics(&client, "the client");
+    let east = dataplane::proxy_metrics(&client, "the client");
     let gateway_id = gateway_identity();
     let to_gateway = metric_sum(
         &east,
@@ -126,7 +118,7 @@ async fn an_east_pod_reaches_west_through_the_gateway_over_mtls_and_not_across_r
     );
     // West's backend got it from the gateway, over mTLS too.
     let backend = dataplane::pod_netns(&env, &ns, "west", &pod);
-    let west = metrics(&backend, "west's backend");
+    let west = dataplane::proxy_metrics(&backend, "west's backend");
     let from_gateway = metric_sum(
         &west,
         "response_total",

@@ -119,12 +119,10 @@ async fn the_meshed_app_votes_fails_the_doughnut_and_speaks_mtls() {
 
     // web's proxy sent its gRPC to emoji-svc over mTLS.
     let web_pod = app::netns_of(&env, &ns, CLUSTER, "app=web-svc");
-    let metrics = web_pod
-        .get("127.0.0.1:4191".parse().unwrap(), "/metrics")
-        .expect("web's proxy metrics");
+    let metrics = dataplane::proxy_metrics(&web_pod, "web");
     let to_emoji = |tls| {
         metric_sum(
-            &metrics.body,
+            &metrics,
             "response_total",
             &[
                 ("direction", "outbound"),
@@ -135,8 +133,7 @@ async fn the_meshed_app_votes_fails_the_doughnut_and_speaks_mtls() {
     };
     assert!(
         to_emoji("true") >= 1.0,
-        "web's proxy counted no mTLS response from emoji-svc:\n{}",
-        metrics.body
+        "web's proxy counted no mTLS response from emoji-svc:\n{metrics}"
     );
-    assert_eq!(to_emoji("no_identity"), 0.0, "{}", metrics.body);
+    assert_eq!(to_emoji("no_identity"), 0.0, "{metrics}");
 }
