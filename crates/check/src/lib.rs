@@ -7,7 +7,8 @@
 //! [`Extension`]: each names the label value its namespace carries
 //! (`tandem.io/extension=<name>`), and its categories run only when such a
 //! namespace exists, so an extension that is not installed adds nothing.
-//! `--proxy` ([`Options::proxy`]) adds the data plane's categories.
+//! `--proxy` ([`Options::proxy`]) adds the data plane's categories, and a
+//! control plane of more than one replica adds `tandem-ha-checks`.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ mod cni;
 mod core;
 mod data_plane;
 mod extensions;
+mod ha;
 mod identity;
 mod multicluster;
 mod render;
@@ -209,6 +211,7 @@ pub async fn run(client: Result<Client, String>, options: Options) -> Report {
     }
     categories.push(core::existence(&ctx).await);
     categories.push(core::identity(&ctx).await);
+    categories.extend(ha::category(&ctx).await);
     categories.extend(cni::judge(&cni::gather(&ctx).await));
     if let Some(namespace) = &ctx.options.proxy {
         let gathered = data_plane::gather(&ctx, namespace.as_deref()).await;

@@ -81,10 +81,46 @@ fn failover_template() -> Result<String, String> {
         ],
     ));
     let out = out.replace(&REPLICAS_MARK.to_string(), "{{ .Values.replicas }}");
+    let out = only_when_replicated(&out);
     if out.contains("tandemvalue") {
         return Err("a chart placeholder was left in the template".into());
     }
     Ok(out)
+}
+
+/// The condition under which the renderer adds what more than one replica
+/// needs (see [`crate::controller`]).
+const REPLICATED: &str = "gt (int .Values.replicas) 1";
+
+/// The placeholder for replicas is above one, so the renderer added the
+/// PodDisruptionBudget and the Deployment's anti-affinity: each is wrapped
+/// in a condition on the replicas, so that `replicas: 1` renders neither,
+/// as `--replicas 1` does.
+fn only_when_replicated(yaml: &str) -> String {
+    let mut out = String::with_capacity(yaml.len());
+    let mut lines = yaml.split_inclusive('\n').peekable();
+    while let Some(line) = lines.next() {
+        if line == "---\n" && lines.peek() == Some(&"apiVersion: policy/v1\n") {
+            // A whole document, up to the next one.
+            out.push_str(&format!("{{{{- if {REPLICATED} }}}}\n{line}"));
+            while let Some(next) = lines.next_if(|l| *l != "---\n") {
+                out.push_str(next);
+            }
+            out.push_str("{{- end }}\n");
+        } else if line.trim_start() == "affinity:\n" {
+            // The key and every line indented deeper.
+            let indent = &line[..line.len() - line.trim_start().len()];
+            out.push_str(&format!("{indent}{{{{- if {REPLICATED} }}}}\n{line}"));
+            let deeper = format!("{indent} ");
+            while let Some(next) = lines.next_if(|l| l.starts_with(&deeper)) {
+                out.push_str(next);
+            }
+            out.push_str(&format!("{indent}{{{{- end }}}}\n"));
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
 }
 
 /// Replaces each placeholder by its expression: quoted where the placeholder
@@ -144,6 +180,35 @@ mod tests {
                 file.display()
             );
         }
+    }
+
+    #[test]
+    fn the_budget_and_the_spread_are_rendered_for_more_than_one_replica() {
+        let t = failover_template().unwrap();
+        let opens: Vec<usize> = t
+            .match_indices("{{- if gt (int .Values.replicas) 1 }}\n")
+            .map(|(i, _)| i)
+            .collect();
+        let ends: Vec<usize> = t.match_indices("{{- end }}\n").map(|(i, _)| i).collect();
+        assert_eq!((opens.len(), ends.len()), (2, 2), "{t}");
+        for (what, at) in [
+            ("anti-affinity", t.find("affinity:\n").unwrap()),
+            ("budget", t.find("kind: PodDisruptionBudget").unwrap()),
+            ("budget's selector", t.rfind("maxUnavailable: 1").unwrap()),
+        ] {
+            assert!(
+                opens.iter().zip(&ends).any(|(o, e)| (*o..*e).contains(&at)),
+                "the {what} is inside a condition:\n{t}"
+            );
+        }
+        // Nothing else is.
+        let deployment = t.find("kind: Deployment").unwrap();
+        assert!(
+            opens
+                .iter()
+                .zip(&ends)
+                .all(|(o, e)| !(*o..*e).contains(&deployment))
+        );
     }
 
     #[test]

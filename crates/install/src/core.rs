@@ -3,7 +3,11 @@
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::{ImageOptions, labels, restricted_security_context, rule};
+use crate::{
+    ImageOptions,
+    controller::{Controller, replicated},
+    labels, rule,
+};
 
 mod destination;
 
@@ -30,6 +34,9 @@ pub const IDENTITY: &str = "tandem-identity";
 pub const ADMIN_PORT: u16 = 9990;
 /// Identity/Certify (gRPC over TLS), on Linkerd's identity port.
 pub const IDENTITY_GRPC_PORT: u16 = 8080;
+/// The replicas of identity and destination with `--ha` (Linkerd's
+/// `controllerReplicas` in its HA values).
+pub const HA_REPLICAS: u32 = 3;
 
 /// The core control plane's inputs: already validated certificates.
 #[derive(Clone, Debug)]
@@ -45,6 +52,9 @@ pub struct CoreOptions {
     pub cni_enabled: bool,
     /// `--native-sidecar`: injected proxies are native sidecars.
     pub native_sidecar: bool,
+    /// Replicas of identity and of destination; above one they prefer
+    /// different nodes, and each has a PodDisruptionBudget.
+    pub replicas: u32,
 }
 
 /// The control plane's objects, in apply order: identity, then destination.
@@ -58,7 +68,7 @@ fn identity(o: &CoreOptions) -> Vec<Value> {
     let ns = o.namespace.as_str();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let l = labels("identity");
-    vec![
+    let mut objs = vec![
         json!({
             "apiVersion": "v1",
             "kind": "Namespace",
@@ -127,69 +137,60 @@ fn identity(o: &CoreOptions) -> Vec<Value> {
             (IDENTITY, ns),
             &l,
         ),
-        json!({
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": { "name": IDENTITY, "namespace": ns, "labels": l },
-            "spec": {
-                "replicas": 1,
-                "selector": { "matchLabels": { "app.kubernetes.io/component": "identity", crate::PART_OF: "tandem" } },
-                "template": {
-                    "metadata": { "labels": l },
-                    "spec": {
-                        "serviceAccountName": IDENTITY,
-                        "automountServiceAccountToken": true,
-                        "containers": [{
-                            "name": "identity",
-                            "image": o.image.reference(),
-                            "imagePullPolicy": "IfNotPresent",
-                            "args": [
-                                "identity",
-                                "--trust-anchors-file", format!("/var/run/tandem/trust-roots/{TRUST_ROOTS_KEY}"),
-                                "--issuer-dir", "/var/run/tandem/issuer",
-                                "--cluster-domain", o.cluster_domain,
-                                "--control-plane-namespace", ns,
-                                "--admin-addr", format!("0.0.0.0:{ADMIN_PORT}"),
-                                "--grpc-addr", format!("0.0.0.0:{IDENTITY_GRPC_PORT}"),
-                                "--log", o.log_level,
-                            ],
-                            "ports": [
-                                { "name": "grpc", "containerPort": IDENTITY_GRPC_PORT },
-                                { "name": "admin-http", "containerPort": ADMIN_PORT },
-                            ],
-                            "livenessProbe": { "httpGet": { "path": "/live", "port": "admin-http" } },
-                            "readinessProbe": { "httpGet": { "path": "/ready", "port": "admin-http" } },
-                            "resources": {
-                                "requests": { "cpu": "10m", "memory": "32Mi" },
-                                "limits": { "memory": "128Mi" },
-                            },
-                            "securityContext": restricted_security_context(),
-                            "volumeMounts": [
-                                { "name": "trust-roots", "mountPath": "/var/run/tandem/trust-roots", "readOnly": true },
-                                { "name": "issuer", "mountPath": "/var/run/tandem/issuer", "readOnly": true },
-                            ],
-                        }],
-                        "volumes": [
-                            { "name": "trust-roots", "configMap": { "name": TRUST_ROOTS_CONFIGMAP } },
-                            { "name": "issuer", "secret": { "secretName": ISSUER_SECRET } },
-                        ],
-                    },
-                },
-            },
-        }),
-        json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": { "name": IDENTITY, "namespace": ns, "labels": l },
-            "spec": {
-                "selector": { "app.kubernetes.io/component": "identity", crate::PART_OF: "tandem" },
-                "ports": [
-                    { "name": "grpc", "port": IDENTITY_GRPC_PORT, "targetPort": "grpc" },
-                    { "name": "admin-http", "port": ADMIN_PORT, "targetPort": "admin-http" },
-                ],
-            },
-        }),
-    ]
+    ];
+    let pods = json!({ "app.kubernetes.io/component": "identity", crate::PART_OF: "tandem" });
+    let mut deployment = Controller {
+        name: IDENTITY,
+        namespace: ns,
+        labels: &l,
+        pod_labels: &l,
+        selector: &pods,
+        container: "identity",
+        image: &o.image.reference(),
+        args: json!([
+            "identity",
+            "--trust-anchors-file",
+            format!("/var/run/tandem/trust-roots/{TRUST_ROOTS_KEY}"),
+            "--issuer-dir",
+            "/var/run/tandem/issuer",
+            "--cluster-domain",
+            o.cluster_domain,
+            "--control-plane-namespace",
+            ns,
+            "--admin-addr",
+            format!("0.0.0.0:{ADMIN_PORT}"),
+            "--grpc-addr",
+            format!("0.0.0.0:{IDENTITY_GRPC_PORT}"),
+            "--log",
+            o.log_level,
+        ]),
+        ports: &[("grpc", IDENTITY_GRPC_PORT)],
+        memory_limit: "128Mi",
+    }
+    .deployment();
+    let pod = &mut deployment["spec"]["template"]["spec"];
+    pod["containers"][0]["volumeMounts"] = json!([
+        { "name": "trust-roots", "mountPath": "/var/run/tandem/trust-roots", "readOnly": true },
+        { "name": "issuer", "mountPath": "/var/run/tandem/issuer", "readOnly": true },
+    ]);
+    pod["volumes"] = json!([
+        { "name": "trust-roots", "configMap": { "name": TRUST_ROOTS_CONFIGMAP } },
+        { "name": "issuer", "secret": { "secretName": ISSUER_SECRET } },
+    ]);
+    objs.extend(replicated(deployment, o.replicas));
+    objs.push(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": IDENTITY, "namespace": ns, "labels": l },
+        "spec": {
+            "selector": pods,
+            "ports": [
+                { "name": "grpc", "port": IDENTITY_GRPC_PORT, "targetPort": "grpc" },
+                { "name": "admin-http", "port": ADMIN_PORT, "targetPort": "admin-http" },
+            ],
+        },
+    }));
+    objs
 }
 
 /// A RoleBinding or ClusterRoleBinding of one ServiceAccount (name, namespace)
@@ -230,6 +231,7 @@ pub(crate) mod tests {
             log_level: "info".into(),
             cni_enabled: false,
             native_sidecar: false,
+            replicas: 1,
         }
     }
 
@@ -318,6 +320,33 @@ pub(crate) mod tests {
             svc["spec"]["ports"][0],
             json!({ "name": "grpc", "port": 8080, "targetPort": "grpc" })
         );
+    }
+
+    #[test]
+    fn with_ha_identity_and_destination_spread_and_get_budgets() {
+        let objs = render(&CoreOptions {
+            replicas: HA_REPLICAS,
+            ..opts()
+        });
+        for name in [IDENTITY, DESTINATION] {
+            let d = find(&objs, "Deployment", name);
+            assert_eq!(d["spec"]["replicas"], 3);
+            assert!(
+                d["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"].is_object(),
+                "{d}"
+            );
+            let selector = &d["spec"]["selector"]["matchLabels"];
+            let pdb = find(&objs, "PodDisruptionBudget", name);
+            assert_eq!(&pdb["spec"]["selector"]["matchLabels"], selector);
+            // The selector picks the template's pods.
+            let pod_labels = &d["spec"]["template"]["metadata"]["labels"];
+            for (k, v) in selector.as_object().unwrap() {
+                assert_eq!(&pod_labels[k], v, "{name}: {k}");
+            }
+        }
+        let one = render(&opts());
+        assert!(one.iter().all(|o| o["kind"] != "PodDisruptionBudget"));
+        assert_eq!(find(&one, "Deployment", IDENTITY)["spec"]["replicas"], 1);
     }
 
     #[test]

@@ -4,8 +4,11 @@
 use serde_json::{Value, json};
 
 use crate::{
-    EXTENSION_LABEL, ImageOptions, LINKERD_EXTENSION_LABEL, core::ADMIN_PORT, core::binding,
-    labels, restricted_security_context, rule,
+    EXTENSION_LABEL, ImageOptions, LINKERD_EXTENSION_LABEL,
+    controller::{Controller, replicated, with_pod_name},
+    core::ADMIN_PORT,
+    core::binding,
+    labels, rule,
 };
 
 pub const DEFAULT_NAMESPACE: &str = "tandem-failover";
@@ -48,7 +51,7 @@ pub(crate) fn render_with_image(o: &FailoverOptions, image: &str) -> Vec<Value> 
     let ns = o.namespace.as_str();
     let l = labels("failover");
     let cluster_name = format!("{NAME}-{ns}");
-    vec![
+    let mut objs = vec![
         json!({
             "apiVersion": "v1",
             "kind": "Namespace",
@@ -98,43 +101,36 @@ pub(crate) fn render_with_image(o: &FailoverOptions, image: &str) -> Vec<Value> 
             (NAME, ns),
             &l,
         ),
-        json!({
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": { "name": NAME, "namespace": ns, "labels": l },
-            "spec": {
-                "replicas": o.replicas,
-                "selector": { "matchLabels": { "app.kubernetes.io/component": "failover", crate::PART_OF: "tandem" } },
-                "template": {
-                    "metadata": { "labels": l },
-                    "spec": {
-                        "serviceAccountName": NAME,
-                        "containers": [{
-                            "name": "failover",
-                            "image": image,
-                            "imagePullPolicy": "IfNotPresent",
-                            "args": [
-                                "failover", "run",
-                                "--selector", o.selector,
-                                "--admin-addr", format!("0.0.0.0:{ADMIN_PORT}"),
-                                "--lease-namespace", ns,
-                                "--log", o.log_level,
-                            ],
-                            "env": [{ "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } }],
-                            "ports": [{ "name": "admin-http", "containerPort": ADMIN_PORT }],
-                            "livenessProbe": { "httpGet": { "path": "/live", "port": "admin-http" } },
-                            "readinessProbe": { "httpGet": { "path": "/ready", "port": "admin-http" } },
-                            "resources": {
-                                "requests": { "cpu": "10m", "memory": "32Mi" },
-                                "limits": { "memory": "128Mi" },
-                            },
-                            "securityContext": restricted_security_context(),
-                        }],
-                    },
-                },
-            },
-        }),
-    ]
+    ];
+    let pods = json!({ "app.kubernetes.io/component": "failover", crate::PART_OF: "tandem" });
+    let deployment = with_pod_name(
+        Controller {
+            name: NAME,
+            namespace: ns,
+            labels: &l,
+            pod_labels: &l,
+            selector: &pods,
+            container: "failover",
+            image,
+            args: json!([
+                "failover",
+                "run",
+                "--selector",
+                o.selector,
+                "--admin-addr",
+                format!("0.0.0.0:{ADMIN_PORT}"),
+                "--lease-namespace",
+                ns,
+                "--log",
+                o.log_level,
+            ]),
+            ports: &[],
+            memory_limit: "128Mi",
+        }
+        .deployment(),
+    );
+    objs.extend(replicated(deployment, o.replicas));
+    objs
 }
 
 #[cfg(test)]
@@ -212,6 +208,20 @@ mod tests {
         let objs = render(&FailoverOptions::default());
         let d = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
         assert_eq!(d["spec"]["replicas"], 2);
+        // Two replicas: a drain takes one at a time.
+        let pdb = objs
+            .iter()
+            .find(|o| o["kind"] == "PodDisruptionBudget")
+            .unwrap();
+        assert_eq!(
+            pdb["spec"]["selector"]["matchLabels"],
+            d["spec"]["selector"]["matchLabels"]
+        );
+        let one = render(&FailoverOptions {
+            replicas: 1,
+            ..FailoverOptions::default()
+        });
+        assert!(one.iter().all(|o| o["kind"] != "PodDisruptionBudget"));
         let args: Vec<&str> = d["spec"]["template"]["spec"]["containers"][0]["args"]
             .as_array()
             .unwrap()

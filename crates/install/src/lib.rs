@@ -7,6 +7,7 @@
 
 pub mod chart;
 pub mod cni;
+mod controller;
 pub mod core;
 pub mod failover;
 pub mod multicluster;

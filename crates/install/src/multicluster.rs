@@ -11,8 +11,9 @@ pub use gateway::{TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_FILE, gateway_env};
 
 use crate::{
     EXTENSION_LABEL, ImageOptions, LINKERD_EXTENSION_LABEL, PART_OF,
+    controller::{Controller, spread, with_pod_name},
     core::{ADMIN_PORT, TRUST_ROOTS_CONFIGMAP, binding},
-    labels, restricted_security_context, rule,
+    labels, rule,
 };
 
 pub const DEFAULT_NAMESPACE: &str = "tandem-multicluster";
@@ -189,8 +190,8 @@ pub fn link(o: &LinkOptions) -> Vec<Value> {
         r
     };
     let [secret, link] = link_and_secret(o);
-    // The mirror's pods: the Deployment's selector, and its replicas'
-    // anti-affinity.
+    // The mirror's pods: the Deployment's selector (and so its replicas'
+    // anti-affinity).
     let pods = json!({ "app.kubernetes.io/component": "service-mirror", "mirror.linkerd.io/cluster-name": name });
     let mut objects = vec![
         secret,
@@ -255,56 +256,37 @@ pub fn link(o: &LinkOptions) -> Vec<Value> {
             (&mirror, ns),
             &l,
         ),
-        json!({
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": { "name": mirror, "namespace": ns, "labels": l },
-            "spec": {
-                "replicas": o.replicas,
-                "selector": { "matchLabels": pods },
-                "template": {
-                    "metadata": { "labels": { "app.kubernetes.io/component": "service-mirror", PART_OF: "tandem", "mirror.linkerd.io/cluster-name": name } },
-                    "spec": {
-                        "serviceAccountName": mirror,
-                        "containers": [{
-                            "name": "service-mirror",
-                            "image": o.image.reference(),
-                            "imagePullPolicy": "IfNotPresent",
-                            "args": [
-                                "multicluster", "mirror",
-                                "--link", name,
-                                "--namespace", ns,
-                                "--own-name", mirror,
-                                "--own-cluster-role", cluster_role,
-                                "--admin-addr", format!("0.0.0.0:{ADMIN_PORT}"),
-                            ],
-                            // The replica's name in the leader election.
-                            "env": [{ "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } }],
-                            "ports": [{ "name": "admin-http", "containerPort": ADMIN_PORT }],
-                            "livenessProbe": { "httpGet": { "path": "/live", "port": "admin-http" } },
-                            "readinessProbe": { "httpGet": { "path": "/ready", "port": "admin-http" } },
-                            "resources": { "requests": { "cpu": "10m", "memory": "32Mi" }, "limits": { "memory": "256Mi" } },
-                            "securityContext": restricted_security_context(),
-                        }],
-                    },
-                },
-            },
-        }),
+        with_pod_name(
+            Controller {
+                name: &mirror,
+                namespace: ns,
+                labels: &l,
+                pod_labels: &json!({ "app.kubernetes.io/component": "service-mirror", PART_OF: "tandem", "mirror.linkerd.io/cluster-name": name }),
+                selector: &pods,
+                container: "service-mirror",
+                image: &o.image.reference(),
+                args: json!([
+                    "multicluster", "mirror",
+                    "--link", name,
+                    "--namespace", ns,
+                    "--own-name", mirror,
+                    "--own-cluster-role", cluster_role,
+                    "--admin-addr", format!("0.0.0.0:{ADMIN_PORT}"),
+                ]),
+                ports: &[],
+                memory_limit: "256Mi",
+            }
+            .deployment(),
+        ),
     ];
     // Replicas on different nodes where possible, so that a node's loss
-    // leaves a standby.
-    if o.replicas > 1
-        && let Some(deployment) = objects.last_mut()
-    {
-        deployment["spec"]["template"]["spec"]["affinity"] = json!({ "podAntiAffinity": {
-            "preferredDuringSchedulingIgnoredDuringExecution": [{
-                "weight": 100,
-                "podAffinityTerm": {
-                    "topologyKey": "kubernetes.io/hostname",
-                    "labelSelector": { "matchLabels": pods },
-                },
-            }],
-        } });
+    // leaves a standby. (No PodDisruptionBudget: the Link owns the mirror's
+    // objects, which the mirror adopts by name when it starts.)
+    if let Some(deployment) = objects.last_mut() {
+        deployment["spec"]["replicas"] = json!(o.replicas);
+        if o.replicas > 1 {
+            spread(deployment);
+        }
     }
     objects
 }

@@ -74,6 +74,17 @@ pub struct InstallArgs {
     /// annotation overrides it. Linkerd's `--set proxy.nativeSidecar=true`.
     #[arg(long)]
     native_sidecar: bool,
+    /// High availability, as Linkerd's `--ha`: identity and destination run
+    /// 3 replicas each, which prefer different nodes and zones, and each
+    /// gets a PodDisruptionBudget that lets a drain take one replica at a
+    /// time. Unlike Linkerd's, a cluster with fewer nodes still runs every
+    /// replica (`tandem check` warns that they share a node).
+    #[arg(long)]
+    ha: bool,
+    /// Replicas of identity and of destination: 1, or 3 with --ha. Above one,
+    /// they prefer different nodes and get a PodDisruptionBudget.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    controller_replicas: Option<u32>,
     #[command(flatten)]
     image: ImageArgs,
 }
@@ -101,8 +112,9 @@ pub struct FailoverInstallArgs {
     /// The namespace of the failover controller.
     #[arg(long, default_value = failover_install::DEFAULT_NAMESPACE)]
     namespace: String,
-    /// Replicas; one leads at a time (leader election on a Lease).
-    #[arg(long, default_value_t = 2)]
+    /// Replicas; one leads at a time (leader election on a Lease). Above
+    /// one, they prefer different nodes and get a PodDisruptionBudget.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
     replicas: u32,
     /// The label selector of the TrafficSplits and HTTPRoutes to control.
     #[arg(long, default_value = failover_install::DEFAULT_SELECTOR)]
@@ -215,6 +227,11 @@ pub fn install(args: InstallArgs) -> Result<ExitCode> {
         log_level: args.controller_log_level,
         cni_enabled: args.linkerd_cni_enabled,
         native_sidecar: args.native_sidecar,
+        replicas: args.controller_replicas.unwrap_or(if args.ha {
+            core_install::HA_REPLICAS
+        } else {
+            1
+        }),
     }))
 }
 
@@ -252,6 +269,8 @@ pub fn uninstall(args: UninstallArgs) -> Result<ExitCode> {
         log_level: String::new(),
         cni_enabled: false,
         native_sidecar: false,
+        // The namespace's deletion takes the PodDisruptionBudgets of `--ha`.
+        replicas: 1,
     });
     if args.crds {
         objects.extend(crds());

@@ -55,6 +55,8 @@ fn the_helm_chart_renders_what_the_cli_prints() {
                 "debug",
             ],
         ),
+        // One replica: no budget and no spread, in both.
+        (vec!["replicas=1"], vec!["--replicas", "1"]),
         (
             vec!["registry=mirror.local/x", "tag=1.2.3"],
             vec!["--registry", "mirror.local/x", "--tag", "1.2.3"],
@@ -74,5 +76,11 @@ fn the_helm_chart_renders_what_the_cli_prints() {
             objects(&from_cli),
             "helm --set {sets:?} vs tandem {cli:?}"
         );
+        let budgets = objects(&from_cli)
+            .iter()
+            .filter(|o| o["kind"] == "PodDisruptionBudget")
+            .count();
+        let replicated = !sets.contains(&"replicas=1");
+        assert_eq!(budgets, usize::from(replicated), "tandem {cli:?}");
     }
 }

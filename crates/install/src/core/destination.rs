@@ -4,7 +4,10 @@
 use serde_json::{Value, json};
 
 use super::{ADMIN_PORT, CoreOptions, binding};
-use crate::{labels, restricted_security_context, rule};
+use crate::{
+    controller::{Controller, replicated},
+    labels, rule,
+};
 
 pub const DESTINATION: &str = "tandem-destination";
 /// Linkerd's destination port.
@@ -16,7 +19,7 @@ pub fn render(o: &CoreOptions) -> Vec<Value> {
     let selector =
         json!({ "app.kubernetes.io/component": "destination", crate::PART_OF: "tandem" });
     let cluster_role = format!("{DESTINATION}-{ns}");
-    vec![
+    let mut objs = vec![
         json!({
             "apiVersion": "v1",
             "kind": "ServiceAccount",
@@ -41,56 +44,43 @@ pub fn render(o: &CoreOptions) -> Vec<Value> {
             (DESTINATION, ns),
             &l,
         ),
-        json!({
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": { "name": DESTINATION, "namespace": ns, "labels": l },
-            "spec": {
-                "replicas": 1,
-                "selector": { "matchLabels": selector },
-                "template": {
-                    "metadata": { "labels": l },
-                    "spec": {
-                        "serviceAccountName": DESTINATION,
-                        "automountServiceAccountToken": true,
-                        "containers": [{
-                            "name": "destination",
-                            "image": o.image.reference(),
-                            "imagePullPolicy": "IfNotPresent",
-                            "args": [
-                                "destination",
-                                "--grpc-addr", format!("0.0.0.0:{GRPC_PORT}"),
-                                "--admin-addr", format!("0.0.0.0:{ADMIN_PORT}"),
-                                "--cluster-domain", o.cluster_domain,
-                                "--control-plane-namespace", ns,
-                                "--log", o.log_level,
-                            ],
-                            "ports": [
-                                { "name": "grpc", "containerPort": GRPC_PORT },
-                                { "name": "admin-http", "containerPort": ADMIN_PORT },
-                            ],
-                            "livenessProbe": { "httpGet": { "path": "/live", "port": "admin-http" } },
-                            "readinessProbe": { "httpGet": { "path": "/ready", "port": "admin-http" } },
-                            "resources": {
-                                "requests": { "cpu": "10m", "memory": "32Mi" },
-                                "limits": { "memory": "256Mi" },
-                            },
-                            "securityContext": restricted_security_context(),
-                        }],
-                    },
-                },
-            },
-        }),
-        json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": { "name": DESTINATION, "namespace": ns, "labels": l },
-            "spec": {
-                "selector": selector,
-                "ports": [{ "name": "grpc", "port": GRPC_PORT, "targetPort": "grpc" }],
-            },
-        }),
-    ]
+    ];
+    let deployment = Controller {
+        name: DESTINATION,
+        namespace: ns,
+        labels: &l,
+        pod_labels: &l,
+        selector: &selector,
+        container: "destination",
+        image: &o.image.reference(),
+        args: json!([
+            "destination",
+            "--grpc-addr",
+            format!("0.0.0.0:{GRPC_PORT}"),
+            "--admin-addr",
+            format!("0.0.0.0:{ADMIN_PORT}"),
+            "--cluster-domain",
+            o.cluster_domain,
+            "--control-plane-namespace",
+            ns,
+            "--log",
+            o.log_level,
+        ]),
+        ports: &[("grpc", GRPC_PORT)],
+        memory_limit: "256Mi",
+    }
+    .deployment();
+    objs.extend(replicated(deployment, o.replicas));
+    objs.push(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": DESTINATION, "namespace": ns, "labels": l },
+        "spec": {
+            "selector": selector,
+            "ports": [{ "name": "grpc", "port": GRPC_PORT, "targetPort": "grpc" }],
+        },
+    }));
+    objs
 }
 
 #[cfg(test)]
