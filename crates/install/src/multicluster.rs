@@ -40,7 +40,13 @@ pub struct InstallOptions {
     pub control_plane_namespace: String,
     pub image: ImageOptions,
     pub cluster_domain: String,
+    /// Replicas of the gateway; above one, they prefer different nodes and
+    /// the gateway gets a PodDisruptionBudget.
+    pub gateway_replicas: u32,
 }
+
+/// The gateway's replicas with `multicluster install --ha` (Linkerd's).
+pub const HA_GATEWAY_REPLICAS: u32 = 3;
 
 impl Default for InstallOptions {
     fn default() -> Self {
@@ -49,6 +55,7 @@ impl Default for InstallOptions {
             control_plane_namespace: crate::core::DEFAULT_NAMESPACE.into(),
             image: ImageOptions::default(),
             cluster_domain: "cluster.local".into(),
+            gateway_replicas: 1,
         }
     }
 }

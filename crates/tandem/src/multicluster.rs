@@ -45,6 +45,14 @@ pub struct InstallArgs {
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// High availability, as Linkerd's `multicluster install --ha`: the
+    /// gateway runs 3 replicas, which prefer different nodes and zones, with
+    /// a PodDisruptionBudget that lets a drain take one at a time.
+    #[arg(long)]
+    ha: bool,
+    /// Replicas of the gateway: 1, or 3 with --ha.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    gateway_replicas: Option<u32>,
     #[command(flatten)]
     image: ImageArgs,
 }
@@ -151,6 +159,11 @@ pub async fn run(cluster: &ClusterArgs, cmd: MulticlusterCommand) -> Result<Exit
                 control_plane_namespace: a.control_plane_namespace,
                 image: a.image.options(),
                 cluster_domain: a.cluster_domain,
+                gateway_replicas: a.gateway_replicas.unwrap_or(if a.ha {
+                    mc::HA_GATEWAY_REPLICAS
+                } else {
+                    1
+                }),
             }))
         }
         MulticlusterCommand::Link(a) => link(cluster, a).await,

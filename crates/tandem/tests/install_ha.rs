@@ -3,7 +3,8 @@
 //! replicas each, the disruption controller counts them under their
 //! PodDisruptionBudgets, `kubectl drain` takes one replica at a time, and
 //! `tandem check` reports the budgets and that the replicas share the
-//! cluster's one node.
+//! cluster's one node. `multicluster install --ha` gives the gateway the
+//! same.
 
 use std::{path::Path, time::Duration};
 
@@ -13,7 +14,10 @@ use k8s_openapi::api::{
 };
 use kube::{Api, api::ListParams};
 use tandem_harness::{PrivateTestbed, check, cli::Cli, eventually, run, workshop_certificates};
-use tandem_install::core::{DESTINATION, IDENTITY};
+use tandem_install::{
+    core::{DESTINATION, IDENTITY},
+    multicluster as mc,
+};
 
 fn tandem_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_tandem"))
@@ -195,6 +199,26 @@ async fn ha_replicas_are_budgeted_and_a_drain_takes_one_at_a_time() {
         )),
         "{budgets_check:?}"
     );
+
+    // The gateway of `multicluster install --ha`: three replicas under one
+    // budget, as the control plane's.
+    cli.pipe(
+        &[
+            "multicluster",
+            "install",
+            "--ha",
+            "--control-plane-namespace",
+            &ns.name,
+        ],
+        &["--context", "east", "apply"],
+    );
+    let gateway: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), mc::DEFAULT_NAMESPACE);
+    eventually(
+        "the gateway's PodDisruptionBudget counts 3 healthy pods",
+        Duration::from_secs(120),
+        || budget_allows(&gateway, mc::GATEWAY, 3, 1),
+    )
+    .await;
 
     // The cluster-scoped objects go with the namespace.
     cli.pipe(

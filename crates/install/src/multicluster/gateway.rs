@@ -12,6 +12,7 @@ use super::{
 };
 use crate::{
     PART_OF,
+    controller::replicated,
     core::{
         DESTINATION, DESTINATION_GRPC_PORT, IDENTITY, IDENTITY_GRPC_PORT, TRUST_ROOTS_CONFIGMAP,
         binding,
@@ -88,7 +89,7 @@ pub fn objects(o: &InstallOptions) -> Vec<Value> {
     let cp = o.control_plane_namespace.as_str();
     let gw = labels("gateway");
     let rbac = format!("{GATEWAY}-{ns}");
-    vec![
+    let mut objs = vec![
         json!({
             "apiVersion": "v1",
             "kind": "ServiceAccount",
@@ -124,68 +125,69 @@ pub fn objects(o: &InstallOptions) -> Vec<Value> {
             (GATEWAY, ns),
             &gw,
         ),
-        json!({
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": { "name": GATEWAY, "namespace": ns, "labels": gw },
-            "spec": {
-                "replicas": 1,
-                "selector": { "matchLabels": { "app.kubernetes.io/component": "gateway", PART_OF: "tandem" } },
-                "template": {
-                    "metadata": { "labels": gw },
-                    "spec": {
-                        "serviceAccountName": GATEWAY,
-                        "containers": [{
-                            "name": "gateway",
-                            "image": o.image.reference(),
-                            "imagePullPolicy": "IfNotPresent",
-                            "args": ["gateway"],
-                            "env": gateway_env(o),
-                            "ports": [
-                                { "name": "mc-gateway", "containerPort": GATEWAY_PORT },
-                                { "name": "mc-probe", "containerPort": PROBE_PORT },
-                            ],
-                            "livenessProbe": { "httpGet": { "path": "/live", "port": "mc-probe" } },
-                            "readinessProbe": { "httpGet": { "path": PROBE_PATH, "port": "mc-probe" } },
-                            "resources": { "requests": { "cpu": "10m", "memory": "16Mi" }, "limits": { "memory": "128Mi" } },
-                            "securityContext": restricted_security_context(),
-                            "volumeMounts": [{ "name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true }],
-                        }],
-                        "volumes": [{
-                            "name": TOKEN_VOLUME,
-                            "projected": { "sources": [{ "serviceAccountToken": {
-                                "audience": TOKEN_AUDIENCE,
-                                "expirationSeconds": 86400,
-                                "path": TOKEN_FILE,
-                            } }] },
-                        }],
-                    },
+    ];
+    let deployment = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": { "name": GATEWAY, "namespace": ns, "labels": gw },
+        "spec": {
+            "selector": { "matchLabels": { "app.kubernetes.io/component": "gateway", PART_OF: "tandem" } },
+            "template": {
+                "metadata": { "labels": gw },
+                "spec": {
+                    "serviceAccountName": GATEWAY,
+                    "containers": [{
+                        "name": "gateway",
+                        "image": o.image.reference(),
+                        "imagePullPolicy": "IfNotPresent",
+                        "args": ["gateway"],
+                        "env": gateway_env(o),
+                        "ports": [
+                            { "name": "mc-gateway", "containerPort": GATEWAY_PORT },
+                            { "name": "mc-probe", "containerPort": PROBE_PORT },
+                        ],
+                        "livenessProbe": { "httpGet": { "path": "/live", "port": "mc-probe" } },
+                        "readinessProbe": { "httpGet": { "path": PROBE_PATH, "port": "mc-probe" } },
+                        "resources": { "requests": { "cpu": "10m", "memory": "16Mi" }, "limits": { "memory": "128Mi" } },
+                        "securityContext": restricted_security_context(),
+                        "volumeMounts": [{ "name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true }],
+                    }],
+                    "volumes": [{
+                        "name": TOKEN_VOLUME,
+                        "projected": { "sources": [{ "serviceAccountToken": {
+                            "audience": TOKEN_AUDIENCE,
+                            "expirationSeconds": 86400,
+                            "path": TOKEN_FILE,
+                        } }] },
+                    }],
                 },
             },
-        }),
-        json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {
-                "name": GATEWAY,
-                "namespace": ns,
-                "labels": gw,
-                "annotations": {
-                    GATEWAY_IDENTITY_ANNOTATION: gateway_identity(ns, cp, &o.cluster_domain),
-                    PROBE_PATH_ANNOTATION: PROBE_PATH,
-                    PROBE_PERIOD_ANNOTATION: PROBE_PERIOD_SECONDS.to_string(),
-                },
+        },
+    });
+    objs.extend(replicated(deployment, o.gateway_replicas));
+    objs.push(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": GATEWAY,
+            "namespace": ns,
+            "labels": gw,
+            "annotations": {
+                GATEWAY_IDENTITY_ANNOTATION: gateway_identity(ns, cp, &o.cluster_domain),
+                PROBE_PATH_ANNOTATION: PROBE_PATH,
+                PROBE_PERIOD_ANNOTATION: PROBE_PERIOD_SECONDS.to_string(),
             },
-            "spec": {
-                "type": "LoadBalancer",
-                "selector": { "app.kubernetes.io/component": "gateway", PART_OF: "tandem" },
-                "ports": [
-                    { "name": "mc-gateway", "port": GATEWAY_PORT, "targetPort": "mc-gateway" },
-                    { "name": "mc-probe", "port": PROBE_PORT, "targetPort": "mc-probe" },
-                ],
-            },
-        }),
-    ]
+        },
+        "spec": {
+            "type": "LoadBalancer",
+            "selector": { "app.kubernetes.io/component": "gateway", PART_OF: "tandem" },
+            "ports": [
+                { "name": "mc-gateway", "port": GATEWAY_PORT, "targetPort": "mc-gateway" },
+                { "name": "mc-probe", "port": PROBE_PORT, "targetPort": "mc-probe" },
+            ],
+        },
+    }));
+    objs
 }
 
 #[cfg(test)]
@@ -196,6 +198,27 @@ mod tests {
         objs.iter()
             .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
             .unwrap_or_else(|| panic!("no {kind} {name}"))
+    }
+
+    #[test]
+    fn with_ha_the_gateway_replicas_spread_and_get_a_budget() {
+        let one = objects(&InstallOptions::default());
+        assert_eq!(find(&one, "Deployment", GATEWAY)["spec"]["replicas"], 1);
+        assert!(one.iter().all(|o| o["kind"] != "PodDisruptionBudget"));
+        let ha = objects(&InstallOptions {
+            gateway_replicas: super::super::HA_GATEWAY_REPLICAS,
+            ..Default::default()
+        });
+        let d = find(&ha, "Deployment", GATEWAY);
+        assert_eq!(d["spec"]["replicas"], 3);
+        assert!(d["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"].is_object());
+        let pdb = find(&ha, "PodDisruptionBudget", GATEWAY);
+        // The budget and the LoadBalancer Service select the same pods.
+        let svc = find(&ha, "Service", GATEWAY);
+        assert_eq!(
+            pdb["spec"]["selector"]["matchLabels"],
+            svc["spec"]["selector"]
+        );
     }
 
     fn env_of<'a>(container: &'a Value, name: &str) -> &'a str {
