@@ -106,7 +106,7 @@ pub(crate) fn replicated(mut deployment: Value, replicas: u32) -> Vec<Value> {
 }
 
 /// The pods of the Deployment prefer nodes and zones that hold none of them.
-pub(crate) fn spread(deployment: &mut Value) {
+fn spread(deployment: &mut Value) {
     let pods = selector(deployment).clone();
     let terms: Vec<Value> = SPREAD
         .iter()

@@ -11,7 +11,7 @@ pub use gateway::{TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_FILE, gateway_env};
 
 use crate::{
     EXTENSION_LABEL, ImageOptions, LINKERD_EXTENSION_LABEL, PART_OF,
-    controller::{Controller, spread, with_pod_name},
+    controller::{Controller, replicated, with_pod_name},
     core::{ADMIN_PORT, TRUST_ROOTS_CONFIGMAP, binding},
     labels, rule,
 };
@@ -161,7 +161,8 @@ pub struct LinkOptions {
 /// The service mirror's replicas with `link --ha`: one leads, one stands by.
 pub const HA_REPLICAS: u32 = 2;
 
-/// The service mirror's ServiceAccount, Role, RoleBinding and Deployment.
+/// The name of the service mirror's ServiceAccount, Role, RoleBinding, Deployment and
+/// (with more than one replica) PodDisruptionBudget.
 pub fn mirror_name(cluster: &str) -> String {
     format!("tandem-service-mirror-{cluster}")
 }
@@ -180,7 +181,7 @@ pub fn credentials_secret(cluster: &str) -> String {
 /// The service mirror runs as its own ServiceAccount, with the names it is
 /// given by `--own-name` and `--own-cluster-role`. When it starts it makes
 /// the Link the owner of its namespaced objects (ServiceAccount, Role,
-/// RoleBinding, Deployment), and its ClusterRoleBinding the owner of its
+/// RoleBinding, Deployment, PodDisruptionBudget), and its ClusterRoleBinding the owner of its
 /// ClusterRole. So [`unlink`] deletes only the Link and its Secret: the
 /// mirror keeps its rights while the Link's finalizer deletes the mirrors,
 /// then deletes its ClusterRoleBinding and lets the Link go, and the garbage
@@ -253,6 +254,7 @@ pub fn link(o: &LinkOptions) -> Vec<Value> {
                 named(&[""], &["serviceaccounts"], &["patch"], &[&mirror]),
                 named(&["rbac.authorization.k8s.io"], &["roles", "rolebindings"], &["patch"], &[&mirror]),
                 named(&["apps"], &["deployments"], &["patch"], &[&mirror]),
+                named(&["policy"], &["poddisruptionbudgets"], &["patch"], &[&mirror]),
             ],
         }),
         binding(
@@ -263,38 +265,33 @@ pub fn link(o: &LinkOptions) -> Vec<Value> {
             (&mirror, ns),
             &l,
         ),
-        with_pod_name(
-            Controller {
-                name: &mirror,
-                namespace: ns,
-                labels: &l,
-                pod_labels: &json!({ "app.kubernetes.io/component": "service-mirror", PART_OF: "tandem", "mirror.linkerd.io/cluster-name": name }),
-                selector: &pods,
-                container: "service-mirror",
-                image: &o.image.reference(),
-                args: json!([
-                    "multicluster", "mirror",
-                    "--link", name,
-                    "--namespace", ns,
-                    "--own-name", mirror,
-                    "--own-cluster-role", cluster_role,
-                    "--admin-addr", format!("0.0.0.0:{ADMIN_PORT}"),
-                ]),
-                ports: &[],
-                memory_limit: "256Mi",
-            }
-            .deployment(),
-        ),
     ];
-    // Replicas on different nodes where possible, so that a node's loss
-    // leaves a standby. (No PodDisruptionBudget: the Link owns the mirror's
-    // objects, which the mirror adopts by name when it starts.)
-    if let Some(deployment) = objects.last_mut() {
-        deployment["spec"]["replicas"] = json!(o.replicas);
-        if o.replicas > 1 {
-            spread(deployment);
+    let deployment = with_pod_name(
+        Controller {
+            name: &mirror,
+            namespace: ns,
+            labels: &l,
+            pod_labels: &json!({ "app.kubernetes.io/component": "service-mirror", PART_OF: "tandem", "mirror.linkerd.io/cluster-name": name }),
+            selector: &pods,
+            container: "service-mirror",
+            image: &o.image.reference(),
+            args: json!([
+                "multicluster", "mirror",
+                "--link", name,
+                "--namespace", ns,
+                "--own-name", mirror,
+                "--own-cluster-role", cluster_role,
+                "--admin-addr", format!("0.0.0.0:{ADMIN_PORT}"),
+            ]),
+            ports: &[],
+            memory_limit: "256Mi",
         }
-    }
+        .deployment(),
+    );
+    // Replicas on different nodes where possible, so that a node's loss
+    // leaves a standby, under a budget (the Link's, as the mirror's other
+    // objects: the mirror adopts it by name when it starts).
+    objects.extend(replicated(deployment, o.replicas));
     objects
 }
 
@@ -512,19 +509,22 @@ mod tests {
     }
 
     #[test]
-    fn link_ha_runs_two_mirrors_on_different_nodes_where_possible() {
+    fn link_ha_runs_two_mirrors_on_different_nodes_where_possible_under_a_budget() {
         let o = |replicas| LinkOptions { replicas, ..west() };
+        let kind = |objs: &[Value], kind: &str| -> Option<Value> {
+            objs.iter().find(|x| x["kind"] == kind).cloned()
+        };
         let one = link(&o(1));
-        let deployment = one.last().unwrap();
-        assert_eq!(deployment["kind"], "Deployment");
+        let deployment = kind(&one, "Deployment").unwrap();
         assert_eq!(deployment["spec"]["replicas"], 1);
         assert!(
             deployment["spec"]["template"]["spec"]
                 .get("affinity")
                 .is_none()
         );
+        assert_eq!(kind(&one, "PodDisruptionBudget"), None);
         let ha = link(&o(HA_REPLICAS));
-        let deployment = ha.last().unwrap();
+        let deployment = kind(&ha, "Deployment").unwrap();
         assert_eq!(deployment["spec"]["replicas"], 2);
         let term = &deployment["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
             [0]["podAffinityTerm"];
@@ -533,6 +533,30 @@ mod tests {
         assert_eq!(
             term["labelSelector"]["matchLabels"],
             deployment["spec"]["selector"]["matchLabels"]
+        );
+        // The budget, of the mirror's name, which the mirror may make the
+        // Link's (and nothing else of its kind).
+        let pdb = kind(&ha, "PodDisruptionBudget").unwrap();
+        assert_eq!(pdb["metadata"]["name"], deployment["metadata"]["name"]);
+        assert_eq!(
+            pdb["spec"]["selector"]["matchLabels"],
+            deployment["spec"]["selector"]["matchLabels"]
+        );
+        let role = kind(&ha, "Role").unwrap();
+        let budgets: Vec<&Value> = role["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["resources"] == json!(["poddisruptionbudgets"]))
+            .collect();
+        assert_eq!(
+            budgets,
+            [&json!({
+                "apiGroups": ["policy"],
+                "resources": ["poddisruptionbudgets"],
+                "verbs": ["patch"],
+                "resourceNames": ["tandem-service-mirror-west"],
+            })]
         );
     }
 

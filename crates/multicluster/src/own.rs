@@ -1,6 +1,7 @@
 //! The service mirror's own objects, as `tandem multicluster link` deploys
 //! them: a ServiceAccount, Role, RoleBinding and Deployment of one name in
-//! the Link's namespace, and a ClusterRole and ClusterRoleBinding of another.
+//! the Link's namespace (and, with `link --ha`, a PodDisruptionBudget), and
+//! a ClusterRole and ClusterRoleBinding of another.
 //!
 //! `unlink` deletes only the Link and its Secret: the mirror needs all of
 //! these to run the Link's finalizer. So when it starts, the mirror makes the
@@ -12,6 +13,7 @@ use k8s_openapi::{
     api::{
         apps::v1::Deployment,
         core::v1::ServiceAccount,
+        policy::v1::PodDisruptionBudget,
         rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
     },
     apimachinery::pkg::apis::meta::v1::OwnerReference,
@@ -28,7 +30,7 @@ use crate::call::{CallError, call};
 /// The names of the mirror's own objects.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OwnObjects {
-    /// Its ServiceAccount, Role, RoleBinding and Deployment, in the Link's
+    /// Its ServiceAccount, Role, RoleBinding, Deployment and budget, in the Link's
     /// namespace.
     pub name: String,
     /// Its ClusterRole and ClusterRoleBinding.
@@ -103,6 +105,23 @@ pub async fn adopt(local: &Client, own: &OwnObjects, link: &Link) -> Result<(), 
         &patch,
     )
     .await?;
+    // Only `link --ha` makes a budget; and a Role from before budgets may
+    // not patch one (forbidden even when there is none).
+    match patch_one(
+        Api::<PodDisruptionBudget>::namespaced(local.clone(), &ns),
+        &own.name,
+        &params,
+        &patch,
+    )
+    .await
+    {
+        Err(e) if e.code() == Some(404) => {}
+        Err(e) if e.code() == Some(403) => tracing::info!(
+            error = %e,
+            "the mirror's Role may not patch a PodDisruptionBudget: apply the output of this version's `link` to give it one"
+        ),
+        other => other?,
+    }
     own_cluster_role(local, own).await
 }
 

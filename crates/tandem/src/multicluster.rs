@@ -80,8 +80,9 @@ pub struct LinkArgs {
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
     /// Run the service mirror highly available: two replicas, spread over
-    /// nodes where possible; one leads, the other stands by (leader
-    /// election on the Lease `service-mirror-write-NAME`).
+    /// nodes where possible, under a PodDisruptionBudget; one leads, the
+    /// other stands by (leader election on the Lease
+    /// `service-mirror-write-NAME`).
     #[arg(long)]
     ha: bool,
     #[command(flatten)]
@@ -169,7 +170,7 @@ pub async fn run(cluster: &ClusterArgs, cmd: MulticlusterCommand) -> Result<Exit
         MulticlusterCommand::Link(a) => link(cluster, a).await,
         MulticlusterCommand::Unlink(a) => {
             eprintln!(
-                "note: the Link's service mirror deletes its mirror services, then its own account, roles and Deployment go with the Link"
+                "note: the Link's service mirror deletes its mirror services, then its own account, roles, Deployment and budget go with the Link"
             );
             crate::install::print_objects(&mc::unlink(&a.cluster_name, &a.namespace))
         }

@@ -1,6 +1,6 @@
 //! `tandem multicluster unlink` while the service mirror runs, on a private
 //! two-cluster testbed: the Link and its mirrors go, then the mirror's own
-//! account, roles and Deployment.
+//! account, roles, Deployment and (`link --ha`) PodDisruptionBudget.
 
 use std::{
     io::Write,
@@ -79,6 +79,7 @@ fn unlink_with_a_running_mirror_lets_the_link_and_its_mirrors_go() {
             &cp.name,
             "--gateway-addresses",
             "127.20.19.8",
+            "--ha",
         ],
         &["--context", "east", "apply"],
     );
@@ -212,18 +213,24 @@ spec:
 
     // The mirror gave its own objects to the Link (what lets unlink print
     // only the Link and its Secret).
-    wait_for("the mirror's Deployment is owned by the Link", 60, || {
-        let owner = run_ok(env.kubectl("east").args([
-            "-n",
-            &mc.name,
-            "get",
-            "deployment",
-            &mirror,
-            "-o",
-            "jsonpath={.metadata.ownerReferences[*].kind}",
-        ]));
-        (owner == "Link").then_some(()).ok_or(owner)
-    });
+    for kind in ["deployment", "poddisruptionbudget"] {
+        wait_for(
+            &format!("the mirror's {kind} is owned by the Link"),
+            60,
+            || {
+                let owner = run_ok(env.kubectl("east").args([
+                    "-n",
+                    &mc.name,
+                    "get",
+                    kind,
+                    &mirror,
+                    "-o",
+                    "jsonpath={.metadata.ownerReferences[*].kind}",
+                ]));
+                (owner == "Link").then_some(()).ok_or(owner)
+            },
+        );
+    }
 
     // It leads through Linkerd's Lease, which it created with the Link as
     // owner (so that the Lease goes with the Link too).
@@ -305,6 +312,7 @@ spec:
         format!("serviceaccount/{mirror}"),
         format!("role/{mirror}"),
         format!("rolebinding/{mirror}"),
+        format!("poddisruptionbudget/{mirror}"),
         format!("lease/service-mirror-write-{link}"),
     ] {
         wait_for(&format!("{what} goes with the Link"), 60, || {
