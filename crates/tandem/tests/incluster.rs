@@ -236,6 +236,25 @@ async fn the_workshop_control_plane_runs_in_cluster_and_fails_over() {
         },
     )
     .await;
+    // Under their budget, which the mirror made the Link's: the disruption
+    // controller counts both running replicas, and lets one go at a time.
+    eventually(
+        "east's mirror of west has a budget of the Link's that counts its two replicas",
+        Duration::from_secs(60),
+        || async {
+            let pdb = run_ok(env.kubectl("east").args([
+                "-n",
+                "tandem-multicluster",
+                "get",
+                "poddisruptionbudget",
+                "tandem-service-mirror-west",
+                "-o",
+                "jsonpath={.metadata.ownerReferences[*].kind}/{.status.currentHealthy}/{.status.disruptionsAllowed}",
+            ]));
+            (pdb == "Link/2/1").then_some(()).ok_or(pdb)
+        },
+    )
+    .await;
     let leader = eventually(
         "a mirror replica holds the Lease",
         Duration::from_secs(60),
