@@ -102,6 +102,16 @@ impl Extension for Failover {
                 )
                 .await,
             );
+            checks.extend(
+                crate::ha::budget_check(
+                    ctx,
+                    namespace,
+                    tandem_install::failover::NAME,
+                    "the failover controller's replicas are under a PodDisruptionBudget",
+                    "`tandem failover install | kubectl apply -f -`",
+                )
+                .await,
+            );
             vec![Category {
                 name: "tandem-failover".into(),
                 checks,

@@ -1,7 +1,8 @@
 //! `tandem-ha-checks`, as Linkerd's `linkerd-ha-checks`: shown when identity
 //! or destination runs more than one replica (`tandem install --ha`). Each
 //! replicated Deployment needs its PodDisruptionBudget, and its replicas
-//! should not all share one node.
+//! should not all share one node. The failover extension's category checks
+//! its controller's budget the same way ([`budget_check`]).
 
 use std::collections::BTreeSet;
 
@@ -40,7 +41,11 @@ enum Budget {
 /// than one replica.
 pub async fn category(ctx: &Context) -> Option<Category> {
     let ns = ctx.options.namespace.as_str();
-    let replicated = gather(ctx, ns).await;
+    let names = [
+        tandem_install::core::IDENTITY,
+        tandem_install::core::DESTINATION,
+    ];
+    let replicated = gather(ctx, ns, &names).await;
     if replicated.is_empty() {
         return None;
     }
@@ -50,15 +55,29 @@ pub async fn category(ctx: &Context) -> Option<Category> {
     })
 }
 
-async fn gather(ctx: &Context, ns: &str) -> Vec<Replicated> {
+/// The budget check of one extension's Deployment `name` in `ns`, described
+/// as `what`, or `None` when it runs one replica (or is missing or
+/// unreadable: its availability check says so).
+pub(crate) async fn budget_check(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+    what: &str,
+    install: &str,
+) -> Option<CheckResult> {
+    let replicated = gather(ctx, ns, &[name]).await;
+    if replicated.is_empty() {
+        return None;
+    }
+    Some(judge_budgets(ns, &replicated, what, install))
+}
+
+async fn gather(ctx: &Context, ns: &str, names: &[&str]) -> Vec<Replicated> {
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let budgets: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let mut out = vec![];
-    for name in [
-        tandem_install::core::IDENTITY,
-        tandem_install::core::DESTINATION,
-    ] {
+    for &name in names {
         // A Deployment that is missing or unreadable is the existence
         // category's to report.
         let Ok(Some(d)) = deployments.get_opt(name).await else {
@@ -108,13 +127,22 @@ async fn gather(ctx: &Context, ns: &str) -> Vec<Replicated> {
 }
 
 fn judge(ns: &str, replicated: &[Replicated]) -> Vec<CheckResult> {
-    vec![judge_budgets(ns, replicated), judge_spread(ns, replicated)]
+    vec![
+        judge_budgets(
+            ns,
+            replicated,
+            BUDGETS,
+            "`tandem install --ha ... | kubectl apply -f -`",
+        ),
+        judge_spread(ns, replicated),
+    ]
 }
 
 /// A missing budget lets a drain stop every replica at once. A budget that
 /// counts other than the wanted replicas may still be counting (a rollout,
 /// a fresh install), or selects other pods.
-fn judge_budgets(ns: &str, replicated: &[Replicated]) -> CheckResult {
+/// `install` is the command whose output has the budgets.
+fn judge_budgets(ns: &str, replicated: &[Replicated], what: &str, install: &str) -> CheckResult {
     let mut missing = vec![];
     let mut other = vec![];
     for r in replicated {
@@ -134,14 +162,14 @@ fn judge_budgets(ns: &str, replicated: &[Replicated]) -> CheckResult {
     if !missing.is_empty() {
         missing.extend(other);
         return CheckResult::fail(
-            BUDGETS,
+            what,
             missing.join("\n"),
-            "render the control plane again with the same replicas and apply it: `tandem install --ha ... | kubectl apply -f -`",
+            format!("render it again with the same replicas and apply it: {install}"),
         );
     }
     if !other.is_empty() {
         return CheckResult::fail(
-            BUDGETS,
+            what,
             other.join("\n"),
             format!(
                 "the disruption controller may still be counting; otherwise the budget selects other pods than its Deployment (`kubectl -n {ns} describe pdb`)"
@@ -149,13 +177,14 @@ fn judge_budgets(ns: &str, replicated: &[Replicated]) -> CheckResult {
         )
         .retryable();
     }
-    CheckResult::ok(BUDGETS)
+    CheckResult::ok(what)
 }
 
 /// Replicas prefer different nodes; when the cluster offers only one, they
 /// run there anyway, and losing that node stops them all.
 fn judge_spread(ns: &str, replicated: &[Replicated]) -> CheckResult {
     let mut problems = vec![];
+    let mut crowded = vec![];
     for r in replicated {
         match &r.nodes {
             Ok(nodes) => {
@@ -163,6 +192,7 @@ fn judge_spread(ns: &str, replicated: &[Replicated]) -> CheckResult {
                 if nodes.len() > 1
                     && let [node] = distinct.into_iter().collect::<Vec<_>>()[..]
                 {
+                    crowded.push(format!("deploy/{}", r.name));
                     problems.push(format!(
                         "the {} running replicas of {ns}/{} are all on node {node}: losing it stops them all",
                         nodes.len(),
@@ -179,7 +209,10 @@ fn judge_spread(ns: &str, replicated: &[Replicated]) -> CheckResult {
         CheckResult::warn(
             SPREAD,
             problems.join("\n"),
-            "the replicas prefer different nodes and zones: add schedulable nodes, and they spread as they are rescheduled",
+            format!(
+                "replicas prefer different nodes and zones when they are scheduled: add schedulable nodes, then `kubectl -n {ns} rollout restart {}` spreads them",
+                crowded.join(" ")
+            ),
         )
     }
 }
@@ -223,7 +256,7 @@ mod tests {
                 &["a", "b"],
             ),
         ];
-        let c = judge_budgets("tandem", &all);
+        let c = judge_budgets("tandem", &all, BUDGETS, "`tandem install --ha ...`");
         assert_eq!(c.outcome, Outcome::Error);
         assert!(!c.retryable);
         let error = c.error.unwrap();
@@ -245,7 +278,12 @@ mod tests {
             Budget::Present { expected_pods: 0 },
             Budget::Unreadable("timed out".into()),
         ] {
-            let c = judge_budgets("tandem", &[replicated("tandem-identity", budget, &[])]);
+            let c = judge_budgets(
+                "tandem",
+                &[replicated("tandem-identity", budget, &[])],
+                BUDGETS,
+                "install",
+            );
             assert_eq!(c.outcome, Outcome::Error);
             assert!(c.retryable, "{c:?}");
         }
@@ -265,6 +303,11 @@ mod tests {
         assert_eq!(
             error,
             "the 3 running replicas of tandem/tandem-identity are all on node n1: losing it stops them all"
+        );
+        assert!(
+            c.hint.unwrap().ends_with(
+                "`kubectl -n tandem rollout restart deploy/tandem-identity` spreads them"
+            )
         );
     }
 

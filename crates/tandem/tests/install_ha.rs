@@ -77,7 +77,17 @@ async fn ha_replicas_are_budgeted_and_a_drain_takes_one_at_a_time() {
         ],
         &["--context", "east", "apply"],
     );
+    // The failover controller, 2 replicas by default: under a budget too.
+    cli.pipe(&["failover", "install"], &["--context", "east", "apply"]);
     let client = env.client("east").await;
+    let failover: Api<PodDisruptionBudget> =
+        Api::namespaced(client.clone(), tandem_install::failover::DEFAULT_NAMESPACE);
+    eventually(
+        "the failover controller's PodDisruptionBudget counts 2 healthy pods",
+        Duration::from_secs(120),
+        || budget_allows(&failover, tandem_install::failover::NAME, 2, 1),
+    )
+    .await;
     let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), &ns.name);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
 
@@ -174,20 +184,31 @@ async fn ha_replicas_are_budgeted_and_a_drain_takes_one_at_a_time() {
         );
     }
 
-    // Without its budget, identity may lose every replica to one drain:
-    // check fails and says so.
-    cli.kubectl(
-        &[
-            "--context",
-            "east",
-            "-n",
-            &ns.name,
-            "delete",
-            "pdb",
-            IDENTITY,
-        ],
-        None,
+    let failover_checks = check::category(&report, "tandem-failover");
+    assert_eq!(
+        check::find(
+            &failover_checks,
+            "the failover controller's replicas are under a PodDisruptionBudget"
+        )
+        .result,
+        "success",
+        "{failover_checks:#?}"
     );
+
+    // Without their budgets, identity and the failover controller may lose
+    // every replica to one drain: check fails and says so.
+    for (namespace, name) in [
+        (ns.name.as_str(), IDENTITY),
+        (
+            tandem_install::failover::DEFAULT_NAMESPACE,
+            tandem_install::failover::NAME,
+        ),
+    ] {
+        cli.kubectl(
+            &["--context", "east", "-n", namespace, "delete", "pdb", name],
+            None,
+        );
+    }
     let (ok, report) = check_report(&cli, &ns.name);
     assert!(!ok, "{report:#}");
     let budgets_check = &check::category(&report, HA)[0];
@@ -198,6 +219,22 @@ async fn ha_replicas_are_budgeted_and_a_drain_takes_one_at_a_time() {
             ns.name
         )),
         "{budgets_check:?}"
+    );
+    let failover_checks = check::category(&report, "tandem-failover");
+    let failover_budget = check::find(
+        &failover_checks,
+        "the failover controller's replicas are under a PodDisruptionBudget",
+    );
+    assert_eq!(failover_budget.result, "error", "{failover_budget:?}");
+    assert!(
+        failover_budget
+            .error
+            .contains("tandem-failover/tandem-failover has 2 replicas and no PodDisruptionBudget"),
+        "{failover_budget:?}"
+    );
+    assert!(
+        failover_budget.hint.contains("tandem failover install"),
+        "{failover_budget:?}"
     );
 
     // The gateway of `multicluster install --ha`: three replicas under one
