@@ -129,8 +129,21 @@ impl Extension for Multicluster {
         "multicluster"
     }
 
-    fn categories<'a>(&'a self, ctx: &'a Context, _namespace: &'a str) -> CategoryFuture<'a> {
-        Box::pin(async move { vec![crate::multicluster::category(ctx).await] })
+    fn categories<'a>(&'a self, ctx: &'a Context, namespace: &'a str) -> CategoryFuture<'a> {
+        Box::pin(async move {
+            let mut category = crate::multicluster::category(ctx).await;
+            category.checks.extend(
+                crate::ha::budget_check(
+                    ctx,
+                    namespace,
+                    tandem_install::multicluster::GATEWAY,
+                    "the gateway's replicas are under a PodDisruptionBudget",
+                    "`tandem multicluster install --ha | kubectl apply -f -`",
+                )
+                .await,
+            );
+            vec![category]
+        })
     }
 }
 

@@ -1,8 +1,9 @@
 //! `tandem-ha-checks`, as Linkerd's `linkerd-ha-checks`: shown when identity
 //! or destination runs more than one replica (`tandem install --ha`). Each
 //! replicated Deployment needs its PodDisruptionBudget, and its replicas
-//! should not all share one node. The failover extension's category checks
-//! its controller's budget the same way ([`budget_check`]).
+//! should not all share one node. The failover and multicluster
+//! extensions' categories check their controller's and gateway's budgets
+//! the same way ([`budget_check`]).
 
 use std::collections::BTreeSet;
 

@@ -257,6 +257,18 @@ async fn ha_replicas_are_budgeted_and_a_drain_takes_one_at_a_time() {
     )
     .await;
 
+    let (_, report) = check_report(&cli, &ns.name);
+    let multicluster = check::category(&report, "tandem-multicluster");
+    assert_eq!(
+        check::find(
+            &multicluster,
+            "the gateway's replicas are under a PodDisruptionBudget"
+        )
+        .result,
+        "success",
+        "{multicluster:#?}"
+    );
+
     // The cluster-scoped objects go with the namespace.
     cli.pipe(
         &["uninstall", "--namespace", &ns.name],
