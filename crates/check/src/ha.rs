@@ -22,8 +22,9 @@ struct Replicated {
     name: String,
     wanted: i32,
     budget: Budget,
-    /// The nodes of its running pods, one entry per pod.
-    nodes: Result<Vec<String>, String>,
+    /// The nodes of its running pods, one entry per pod; `None` when not
+    /// asked for (the budget alone is checked).
+    nodes: Option<Result<Vec<String>, String>>,
 }
 
 /// Its PodDisruptionBudget, of the same name.
@@ -46,7 +47,7 @@ pub async fn category(ctx: &Context) -> Option<Category> {
         tandem_install::core::IDENTITY,
         tandem_install::core::DESTINATION,
     ];
-    let replicated = gather(ctx, ns, &names).await;
+    let replicated = gather(ctx, ns, &names, true).await;
     if replicated.is_empty() {
         return None;
     }
@@ -66,14 +67,16 @@ pub(crate) async fn budget_check(
     what: &str,
     install: &str,
 ) -> Option<CheckResult> {
-    let replicated = gather(ctx, ns, &[name]).await;
+    let replicated = gather(ctx, ns, &[name], false).await;
     if replicated.is_empty() {
         return None;
     }
     Some(judge_budgets(ns, &replicated, what, install))
 }
 
-async fn gather(ctx: &Context, ns: &str, names: &[&str]) -> Vec<Replicated> {
+/// The Deployments `names` in `ns` that want more than one replica, with
+/// their budgets and, with `read_nodes`, their running pods' nodes.
+async fn gather(ctx: &Context, ns: &str, names: &[&str], read_nodes: bool) -> Vec<Replicated> {
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
     let budgets: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
@@ -96,27 +99,33 @@ async fn gather(ctx: &Context, ns: &str, names: &[&str]) -> Vec<Replicated> {
             Ok(None) => Budget::Missing,
             Err(e) => Budget::Unreadable(e.to_string()),
         };
-        let selector = spec
-            .selector
-            .match_labels
-            .unwrap_or_default()
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let nodes = pods
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map(|list| {
-                list.items
-                    .into_iter()
-                    .filter(|p| {
-                        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        let nodes = if read_nodes {
+            let selector = spec
+                .selector
+                .match_labels
+                .unwrap_or_default()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            Some(
+                pods.list(&ListParams::default().labels(&selector))
+                    .await
+                    .map(|list| {
+                        list.items
+                            .into_iter()
+                            .filter(|p| {
+                                p.status.as_ref().and_then(|s| s.phase.as_deref())
+                                    == Some("Running")
+                            })
+                            .filter_map(|p| p.spec.and_then(|s| s.node_name))
+                            .collect()
                     })
-                    .filter_map(|p| p.spec.and_then(|s| s.node_name))
-                    .collect()
-            })
-            .map_err(|e| e.to_string());
+                    .map_err(|e| e.to_string()),
+            )
+        } else {
+            None
+        };
         out.push(Replicated {
             name: name.into(),
             wanted,
@@ -188,7 +197,8 @@ fn judge_spread(ns: &str, replicated: &[Replicated]) -> CheckResult {
     let mut crowded = vec![];
     for r in replicated {
         match &r.nodes {
-            Ok(nodes) => {
+            None => {}
+            Some(Ok(nodes)) => {
                 let distinct: BTreeSet<&String> = nodes.iter().collect();
                 if nodes.len() > 1
                     && let [node] = distinct.into_iter().collect::<Vec<_>>()[..]
@@ -201,7 +211,7 @@ fn judge_spread(ns: &str, replicated: &[Replicated]) -> CheckResult {
                     ));
                 }
             }
-            Err(e) => problems.push(format!("the pods of {ns}/{}: {e}", r.name)),
+            Some(Err(e)) => problems.push(format!("the pods of {ns}/{}: {e}", r.name)),
         }
     }
     if problems.is_empty() {
@@ -228,7 +238,7 @@ mod tests {
             name: name.into(),
             wanted: 3,
             budget,
-            nodes: Ok(nodes.iter().map(|n| n.to_string()).collect()),
+            nodes: Some(Ok(nodes.iter().map(|n| n.to_string()).collect())),
         }
     }
 
@@ -317,7 +327,7 @@ mod tests {
         let c = judge_spread("tandem", &[replicated("tandem-identity", COUNTED, &["n1"])]);
         assert_eq!(c.outcome, Outcome::Success);
         let mut r = replicated("tandem-identity", COUNTED, &[]);
-        r.nodes = Err("forbidden".into());
+        r.nodes = Some(Err("forbidden".into()));
         let c = judge_spread("tandem", &[r]);
         assert_eq!(c.outcome, Outcome::Warning);
         assert!(c.error.unwrap().contains("forbidden"));

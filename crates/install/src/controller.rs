@@ -75,10 +75,14 @@ impl Controller<'_> {
 /// The Deployment's container learns its pod's name from `POD_NAME`: a
 /// replica's name in a leader election.
 pub(crate) fn with_pod_name(mut deployment: Value) -> Value {
-    deployment["spec"]["template"]["spec"]["containers"][0]["env"] = json!([
-        { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
-    ]);
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"] =
+        json!([field_env("POD_NAME", "metadata.name")]);
     deployment
+}
+
+/// An environment variable from a field of the pod (the downward API).
+pub(crate) fn field_env(name: &str, field: &str) -> Value {
+    json!({ "name": name, "valueFrom": { "fieldRef": { "fieldPath": field } } })
 }
 
 /// The topology keys the replicas spread over, with their weights: a

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     PART_OF,
-    controller::replicated,
+    controller::{field_env, replicated},
     core::{
         DESTINATION, DESTINATION_GRPC_PORT, IDENTITY, IDENTITY_GRPC_PORT, TRUST_ROOTS_CONFIGMAP,
         binding,
@@ -28,10 +28,6 @@ const TOKEN_VOLUME: &str = "tandem-identity-token";
 
 fn env(name: &str, value: impl Into<String>) -> Value {
     json!({ "name": name, "value": value.into() })
-}
-
-fn field_env(name: &str, field: &str) -> Value {
-    json!({ "name": name, "valueFrom": { "fieldRef": { "fieldPath": field } } })
 }
 
 /// The gateway container's environment (Linkerd's names).
